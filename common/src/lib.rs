@@ -1,1 +1,17 @@
-//! stub
+//! Runtime pieces shared by the three services (`command-service`, `projector`,
+//! `query-service`), so that they start, log, report health and authenticate the same way.
+//!
+//! - [`telemetry`]: one tracing setup (`RUST_LOG`, `LOG_FORMAT=json`).
+//! - [`metrics`]: the process-wide Prometheus recorder and its scrape handler.
+//! - [`health`]: `GET /healthz`, `GET /readyz` and `GET /metrics` as an axum router.
+//! - [`config`]: clap argument groups every service flattens into its config (`DATABASE_URL`,
+//!   `NATS_URL`, `LISTEN_ADDR`, ...), and the connection helpers that go with them.
+//! - [`keys`]: API keys of all roles, stored hashed in the `api_keys` table.
+//! - [`shutdown`]: the signal every service's graceful shutdown waits for.
+
+pub mod config;
+pub mod health;
+pub mod keys;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;

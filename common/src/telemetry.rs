@@ -1,0 +1,45 @@
+//! Tracing setup shared by every binary and test.
+//!
+//! Filter from `RUST_LOG` (default `info`); `LOG_FORMAT=json` switches to one JSON object per
+//! line. Logs go to stderr so that a command's own output on stdout (such as the key printed by
+//! `command-service keys create`) stays clean.
+
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global tracing subscriber for `service_name`.
+///
+/// Idempotent: only the first call in a process installs anything, so tests may call it freely.
+pub fn init(service_name: &str) {
+    let filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .from_env_lossy();
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|format| format.eq_ignore_ascii_case("json"));
+    let installed = if json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init()
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init()
+    };
+    if installed.is_ok() {
+        tracing::debug!(service = service_name, json, "telemetry initialised");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn init_twice_does_not_panic() {
+        super::init("test");
+        super::init("test");
+        tracing::info!("still logging");
+    }
+}
