@@ -1,1 +1,22 @@
-//! stub
+//! The loyalty model, pure and synchronous in spirit: commands are decided and events applied
+//! with no IO. Everything the rules need from the outside world (the program in force, the
+//! clock, the reward's catalogue entry) travels inside the command, so a decision depends only
+//! on the aggregate's history and the command.
+//!
+//! Two aggregates:
+//! - [`program::Program`] — one per org: currency, earn rate, tier ladder, stamp cards, rewards
+//!   catalogue, expiry policy and registered locations. Every change bumps `program_version`.
+//! - [`member::Member`] — one per member of an org: balance by expiry lots, purchases and their
+//!   refunds, tier, stamp cards, redemptions and adjustments.
+//!
+//! [`ledger::postings`] turns each member event into its balanced double-entry journal entry.
+
+pub mod ids;
+pub mod ledger;
+pub mod member;
+pub mod money;
+pub mod program;
+pub mod wire;
+
+pub use member::{Member, MemberCommand, MemberError, MemberEvent};
+pub use program::{Program, ProgramCommand, ProgramConfig, ProgramError, ProgramEvent, ProgramSnapshot};
