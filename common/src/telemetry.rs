@@ -11,23 +11,34 @@ use tracing_subscriber::EnvFilter;
 ///
 /// Idempotent: only the first call in a process installs anything, so tests may call it freely.
 pub fn init(service_name: &str) {
+    install(service_name, false);
+}
+
+/// Like [`init`], but logs through the test harness's capture, so a test's logs are shown only
+/// when it fails.
+pub fn init_for_tests() {
+    install("tests", true);
+}
+
+fn install(service_name: &str, for_tests: bool) {
     let filter = EnvFilter::builder()
         .with_default_directive(LevelFilter::INFO.into())
         .from_env_lossy();
     let json = std::env::var("LOG_FORMAT").is_ok_and(|format| format.eq_ignore_ascii_case("json"));
-    let installed = if json {
-        tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let installed = match (json, for_tests) {
+        (true, true) => builder
             .json()
             .with_current_span(true)
-            .with_span_list(false)
-            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init(),
+        (true, false) => builder
+            .json()
+            .with_current_span(true)
             .with_writer(std::io::stderr)
-            .try_init()
-    } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .try_init()
+            .try_init(),
+        (false, true) => builder.with_test_writer().try_init(),
+        (false, false) => builder.with_writer(std::io::stderr).try_init(),
     };
     if installed.is_ok() {
         tracing::debug!(service = service_name, json, "telemetry initialised");
@@ -38,7 +49,7 @@ pub fn init(service_name: &str) {
 mod tests {
     #[test]
     fn init_twice_does_not_panic() {
-        super::init("test");
+        super::init_for_tests();
         super::init("test");
         tracing::info!("still logging");
     }
