@@ -1,6 +1,7 @@
 //! Argument groups every service flattens into its one typed config, and the connection
 //! helpers that go with them. Each value can be given as a flag or through the environment
-//! (flags win).
+//! (flags win). The flags are global, so they may follow a subcommand
+//! (`command-service migrate --database-url ...`).
 //!
 //! ```
 //! use clap::Parser;
@@ -40,10 +41,10 @@ pub const DEFAULT_NATS_SUBJECT_PREFIX: &str = "loyalty.events";
 #[derive(Clone, clap::Args)]
 pub struct DbArgs {
     /// Postgres connection URL.
-    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    #[arg(long, global = true, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
     /// Upper bound of the connection pool.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    #[arg(long, global = true, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
     pub database_max_connections: u32,
 }
 
@@ -71,13 +72,13 @@ impl fmt::Debug for DbArgs {
 #[derive(Clone, clap::Args)]
 pub struct NatsArgs {
     /// NATS server URL.
-    #[arg(long, env = "NATS_URL", default_value = DEFAULT_NATS_URL)]
+    #[arg(long, global = true, env = "NATS_URL", default_value = DEFAULT_NATS_URL)]
     pub nats_url: String,
     /// Name of the JetStream stream that carries the events.
-    #[arg(long, env = "NATS_STREAM", default_value = DEFAULT_NATS_STREAM)]
+    #[arg(long, global = true, env = "NATS_STREAM", default_value = DEFAULT_NATS_STREAM)]
     pub nats_stream: String,
     /// Subject prefix of the events: `<prefix>.<org>.<aggregate>`.
-    #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = DEFAULT_NATS_SUBJECT_PREFIX)]
+    #[arg(long, global = true, env = "NATS_SUBJECT_PREFIX", default_value = DEFAULT_NATS_SUBJECT_PREFIX)]
     pub nats_subject_prefix: String,
 }
 
@@ -106,7 +107,7 @@ impl fmt::Debug for NatsArgs {
 pub struct ListenArgs {
     /// Address to listen on (`host:port`; port 0 picks a free one). Each service has its own
     /// default port, see [`ListenArgs::bind`].
-    #[arg(long, env = "LISTEN_ADDR")]
+    #[arg(long, global = true, env = "LISTEN_ADDR")]
     pub listen: Option<String>,
 }
 
