@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs the whole test suite against real Postgres and NATS (made available by services.sh).
+# Extra arguments go to `cargo test`, e.g. `scripts/test.sh -p loyalty-tests -- schema`.
+#
+# Environment: SKIP_SERVICES=1 to use already-provided servers (TEST_DATABASE_ADMIN_URL,
+# NATS_URL) without running services.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${SKIP_SERVICES:-0}" != 1 ]; then
+    scripts/services.sh
+fi
+exec cargo test --workspace "$@"
