@@ -153,7 +153,7 @@ ensure_database() {
     # With trust auth any password works; with scram/md5 (a fresh Debian install) the role needs
     # one. Set it only when the login over TCP fails, through the local socket (peer auth).
     if ! psql_tcp -d postgres -tAc 'SELECT 1' >/dev/null 2>&1; then
-        as_postgres psql -X -q -v ON_ERROR_STOP=1 -d postgres \
+        as_postgres psql -X -q -v ON_ERROR_STOP=1 -p "$PG_PORT" -d postgres \
             -c "ALTER ROLE $PG_USER WITH LOGIN PASSWORD '$PG_PASSWORD'" >/dev/null ||
             die "could not set the password of role $PG_USER through the local socket"
         psql_tcp -d postgres -tAc 'SELECT 1' >/dev/null ||
