@@ -122,7 +122,8 @@ pub enum MemberEvent {
         /// When this purchase's points expire (`None`: never).
         expires_at: Option<DateTime<Utc>>,
         balance_after: i64,
-        /// Qualifying points in the window ending at `occurred_at`, this purchase included.
+        /// Qualifying points in the window ending when the purchase was recorded (or at
+        /// `occurred_at` if that is later), this purchase included if it lies in the window.
         qualifying_points: i64,
     },
     StampCollected {
@@ -484,6 +485,15 @@ fn add_days(
     .transpose()
 }
 
+/// `true` when `occurred_at` lies in the qualification window `(as_of − window_days, as_of]`.
+fn in_window(occurred_at: DateTime<Utc>, as_of: DateTime<Utc>, window_days: u32) -> bool {
+    // A window reaching back before the calendar's start includes everything up to as_of.
+    let after_start = as_of
+        .checked_sub_signed(Duration::days(i64::from(window_days)))
+        .is_none_or(|start| occurred_at > start);
+    after_start && occurred_at <= as_of
+}
+
 /// Order in which lots are consumed by debits: soonest expiry first, never-expiring last.
 fn consumption_key(lot: &Lot) -> (bool, Option<DateTime<Utc>>, DateTime<Utc>) {
     (lot.expires_at.is_none(), lot.expires_at, lot.earned_at)
@@ -501,10 +511,9 @@ impl Member {
     /// Points earned by purchases (net of their clawbacks) with `occurred_at` in the window
     /// `(as_of − window_days, as_of]`.
     pub fn qualifying_points(&self, as_of: DateTime<Utc>, window_days: u32) -> i64 {
-        let start = as_of - Duration::days(i64::from(window_days));
         self.purchases
             .values()
-            .filter(|p| p.occurred_at > start && p.occurred_at <= as_of)
+            .filter(|p| in_window(p.occurred_at, as_of, window_days))
             .map(|p| p.points_earned - p.clawed_back)
             .sum()
     }
@@ -660,8 +669,22 @@ impl Member {
         let balance_after = self.balance.checked_add(points).ok_or(overflow.clone())?;
         self.lifetime_earned.checked_add(points).ok_or(overflow)?;
         let expires_at = add_days(occurred_at, config.expiry_days, "occurred_at")?;
-        let qualifying_points =
-            self.qualifying_points(occurred_at, config.qualification_window_days) + points;
+        // Qualification is judged now, when the purchase is recorded, not at the receipt's time:
+        // a receipt that an offline terminal sends late must still see the purchases recorded
+        // after it was printed, and a receipt older than the window no longer qualifies.
+        let as_of = recorded_at.max(occurred_at);
+        let window = config.qualification_window_days;
+        let own_points = if in_window(occurred_at, as_of, window) {
+            points
+        } else {
+            0
+        };
+        let qualifying_points = self
+            .qualifying_points(as_of, window)
+            .checked_add(own_points)
+            .ok_or(MemberError::Overflow {
+                field: "amount_minor",
+            })?;
         let day = occurred_at.date_naive();
 
         let mut events = vec![MemberEvent::PurchaseRecorded {
@@ -779,10 +802,12 @@ impl Member {
                 field: "amount_minor",
             })?;
         let window = program.config.qualification_window_days;
-        let in_window =
-            purchase.occurred_at > at - Duration::days(i64::from(window)) && purchase.occurred_at <= at;
-        let qualifying_points =
-            self.qualifying_points(at, window) - if in_window { points_clawed_back } else { 0 };
+        let own_clawback = if in_window(purchase.occurred_at, at, window) {
+            points_clawed_back
+        } else {
+            0
+        };
+        let qualifying_points = self.qualifying_points(at, window) - own_clawback;
         let event = MemberEvent::PurchaseRefunded {
             refund_id,
             transaction_id,
