@@ -1,0 +1,290 @@
+//! Live member updates for GraphQL subscriptions, fed from JetStream (not by polling Postgres).
+//!
+//! One ordered (ephemeral, ack-less) consumer per service instance reads every member event
+//! under `<prefix>.*.member` and hands each one to the subscribers of that member only: a
+//! registry maps `(org, member)` to a broadcast channel, so an event costs one map lookup however
+//! many members are being watched.
+//!
+//! Where the consumer starts: the stream's position is taken when the service starts, before it
+//! accepts connections, so every event committed after the service is up reaches its
+//! subscribers — also when the stream does not exist yet (the relay creates it) or the consumer
+//! has to be recreated (it resumes after the last stream sequence it saw).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::stream::Stream as JetStream;
+use chrono::{DateTime, Utc};
+use domain::wire::StoredEvent;
+use domain::MemberEvent;
+use futures::StreamExt as _;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Events a slow subscriber may fall behind before it skips to the newest (each update carries
+/// the member's whole state, so skipping loses nothing).
+const SUBSCRIBER_BUFFER: usize = 64;
+/// How long to wait before retrying to reach the stream.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// A member of an org.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MemberKey {
+    pub org_id: String,
+    pub member_id: Uuid,
+}
+
+/// A member event as it arrived on the stream.
+#[derive(Debug, Clone)]
+pub struct LiveEvent {
+    pub sequence: i64,
+    pub committed_at: DateTime<Utc>,
+    pub event: MemberEvent,
+}
+
+type Registry = HashMap<MemberKey, broadcast::Sender<Arc<LiveEvent>>>;
+
+/// The subscriber registry and the consumer feeding it.
+#[derive(Default)]
+pub struct LiveFeed {
+    subscribers: Mutex<Registry>,
+}
+
+/// One subscriber's receiving end; unregisters itself when dropped.
+pub struct LiveSubscription {
+    receiver: broadcast::Receiver<Arc<LiveEvent>>,
+    key: MemberKey,
+    feed: Arc<LiveFeed>,
+}
+
+impl LiveSubscription {
+    /// The next event of the member; `None` when the feed shuts down.
+    pub async fn next(&mut self) -> Option<Arc<LiveEvent>> {
+        loop {
+            match self.receiver.recv().await {
+                Ok(event) => return Some(event),
+                Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                    tracing::debug!(skipped, member = %self.key.member_id, "slow subscriber skipped events");
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+impl Drop for LiveSubscription {
+    fn drop(&mut self) {
+        let mut subscribers = self.feed.lock();
+        // This receiver still counts: it is the last one when the count is 1.
+        if subscribers
+            .get(&self.key)
+            .is_some_and(|sender| sender.receiver_count() <= 1)
+        {
+            subscribers.remove(&self.key);
+        }
+        metrics::gauge!("graphql_subscriptions_active").decrement(1.0);
+    }
+}
+
+impl LiveFeed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        // The registry stays consistent even if a holder panicked: every operation on it is a
+        // single insert, lookup or remove.
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts receiving the events of `key`. Register before reading any current state, so that
+    /// nothing committed in between is missed.
+    pub fn subscribe(self: &Arc<Self>, key: MemberKey) -> LiveSubscription {
+        let receiver = self
+            .lock()
+            .entry(key.clone())
+            .or_insert_with(|| broadcast::channel(SUBSCRIBER_BUFFER).0)
+            .subscribe();
+        metrics::gauge!("graphql_subscriptions_active").increment(1.0);
+        LiveSubscription {
+            receiver,
+            key,
+            feed: Arc::clone(self),
+        }
+    }
+
+    /// Hands an event to the subscribers of its member, if any.
+    fn dispatch(&self, key: &MemberKey, event: LiveEvent) {
+        let mut subscribers = self.lock();
+        if let Some(sender) = subscribers.get(key) {
+            if sender.send(Arc::new(event)).is_err() {
+                subscribers.remove(key);
+            }
+        }
+    }
+
+    /// Ends every subscription (their streams complete).
+    fn close_all(&self) {
+        self.lock().clear();
+    }
+
+    /// Number of members with at least one subscriber.
+    pub fn watched_members(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Decodes a stream message and dispatches it. Anything that is not a member event of this
+    /// schema is skipped (and logged): a subscriber must never see a half-understood event.
+    fn handle(&self, payload: &[u8]) {
+        let stored: StoredEvent = match serde_json::from_slice(payload) {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::warn!(%error, "live feed: undecodable message skipped");
+                return;
+            }
+        };
+        let Some((org_id, member_id)) = domain::ids::parse_member_aggregate_id(&stored.aggregate_id) else {
+            return;
+        };
+        let key = MemberKey {
+            org_id: org_id.to_owned(),
+            member_id,
+        };
+        let event: MemberEvent = match serde_json::from_value(stored.payload) {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    event_type = stored.event_type,
+                    event_version = stored.event_version,
+                    "live feed: member event of an unknown shape skipped"
+                );
+                return;
+            }
+        };
+        metrics::counter!("query_live_events_total").increment(1);
+        self.dispatch(
+            &key,
+            LiveEvent {
+                sequence: stored.sequence,
+                committed_at: stored.committed_at,
+                event,
+            },
+        );
+    }
+}
+
+/// Where the next consumer starts.
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    /// The stream did not exist at startup: everything it will hold is new.
+    All,
+    /// After this stream sequence (the last one at startup, or the last one handled).
+    After(u64),
+}
+
+impl Start {
+    fn policy(self) -> DeliverPolicy {
+        match self {
+            Start::All => DeliverPolicy::All,
+            Start::After(sequence) => DeliverPolicy::ByStartSequence {
+                start_sequence: sequence + 1,
+            },
+        }
+    }
+}
+
+/// Fixes the starting point now and returns the task that feeds `feed` until `cancel`.
+pub async fn start(
+    feed: Arc<LiveFeed>,
+    jetstream: async_nats::jetstream::Context,
+    stream_name: String,
+    subject_prefix: String,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let start = match jetstream.get_stream(&stream_name).await {
+        Ok(stream) => Start::After(stream.cached_info().state.last_sequence),
+        Err(error) => {
+            tracing::info!(%error, stream = stream_name, "live feed: stream not there yet; will start at its beginning");
+            Start::All
+        }
+    };
+    tokio::spawn(async move {
+        let filter = format!("{subject_prefix}.*.member");
+        run(&feed, &jetstream, &stream_name, &filter, start, &cancel).await;
+        feed.close_all();
+    })
+}
+
+async fn run(
+    feed: &LiveFeed,
+    jetstream: &async_nats::jetstream::Context,
+    stream_name: &str,
+    filter: &str,
+    mut start: Start,
+    cancel: &CancellationToken,
+) {
+    let mut retry = RETRY_MIN;
+    loop {
+        let outcome = tokio::select! {
+            () = cancel.cancelled() => return,
+            outcome = consume(feed, jetstream, stream_name, filter, &mut start, cancel) => outcome,
+        };
+        match outcome {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::debug!(error = format!("{error:#}"), "live feed: (re)connecting");
+                metrics::counter!("query_live_feed_restarts_total").increment(1);
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(retry) => {}
+        }
+        retry = (retry * 2).min(RETRY_MAX);
+    }
+}
+
+/// Consumes until the stream ends (`Ok`) or fails (`Err`, to be retried from `start`).
+async fn consume(
+    feed: &LiveFeed,
+    jetstream: &async_nats::jetstream::Context,
+    stream_name: &str,
+    filter: &str,
+    start: &mut Start,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let stream: JetStream = jetstream
+        .get_stream(stream_name)
+        .await
+        .with_context(|| format!("getting stream {stream_name}"))?;
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            description: Some("query-service live updates".to_owned()),
+            filter_subject: filter.to_owned(),
+            deliver_policy: start.policy(),
+            ..Default::default()
+        })
+        .await
+        .context("creating the ordered consumer")?;
+    let mut messages = consumer.messages().await.context("consuming")?;
+    tracing::info!(stream = stream_name, filter, ?start, "live feed consuming");
+    loop {
+        let message = tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            message = messages.next() => message,
+        };
+        let Some(message) = message else {
+            anyhow::bail!("the consumer ended");
+        };
+        let message = message.context("receiving")?;
+        feed.handle(&message.payload);
+        if let Ok(info) = message.info() {
+            *start = Start::After(info.stream_sequence);
+        }
+    }
+}
