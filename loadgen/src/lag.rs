@@ -1,0 +1,298 @@
+//! Projection lag: the time from a command's acknowledgement (its reply carries the member's
+//! new `balance`) until the read model, as served by GraphQL, shows that balance.
+//!
+//! A background task keeps the latest acknowledged balance per member and polls the query
+//! service for all pending members (batched with aliases, one request per org and batch) every
+//! `poll_interval`. A sample is taken when the reply to a poll shows the acknowledged balance;
+//! the time of that reply is used, so every sample is an upper bound that includes up to one
+//! poll interval and one GraphQL round trip.
+//!
+//! Only acknowledgements that change a member's balance are tracked (an unchanged balance is
+//! visible before the projection catches up). When a newer acknowledgement for the same member
+//! arrives before the older one was seen, the older one is dropped and counted as superseded.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::api::Api;
+use crate::stats::{Latencies, LatencySummary};
+
+/// One acknowledged write whose effect should become visible in the read model.
+#[derive(Debug, Clone, Copy)]
+pub struct Ack {
+    /// Index of the org in the run's org list.
+    pub org: usize,
+    pub member: Uuid,
+    pub balance: i64,
+    pub acked_at: Instant,
+    /// False for acknowledgements outside the measured window: tracked (so a later sample is
+    /// not fooled by them) but not recorded.
+    pub measured: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct LagConfig {
+    pub poll_interval: Duration,
+    /// Members per GraphQL request.
+    pub batch: usize,
+    /// A pending acknowledgement not visible after this long counts as a timeout.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LagReport {
+    pub source: &'static str,
+    pub poll_interval_ms: u64,
+    pub samples: LatencySummary,
+    pub superseded: u64,
+    pub timeouts: u64,
+    /// Still not visible when the run ended and the drain period was over.
+    pub unresolved: u64,
+    pub poll_errors: u64,
+    pub last_poll_error: Option<String>,
+}
+
+impl LagReport {
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "projection lag (ack -> visible in GraphQL, polled every {} ms): {}\n",
+            self.poll_interval_ms,
+            self.samples.line()
+        );
+        out.push_str(&format!(
+            "  superseded {}  timeouts {}  unresolved {}  poll errors {}\n",
+            self.superseded, self.timeouts, self.unresolved, self.poll_errors
+        ));
+        if let Some(error) = &self.last_poll_error {
+            out.push_str(&format!("  last poll error: {error}\n"));
+        }
+        out
+    }
+}
+
+/// Handle of the background tracker.
+pub struct LagTracker {
+    tx: mpsc::UnboundedSender<Ack>,
+    stop: watch::Sender<Option<Instant>>,
+    pending: Arc<AtomicUsize>,
+    task: JoinHandle<LagReport>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LagSender(mpsc::UnboundedSender<Ack>);
+
+impl LagSender {
+    pub fn send(&self, ack: Ack) {
+        // The tracker only goes away after the run; a late send is harmless.
+        let _ = self.0.send(ack);
+    }
+}
+
+struct Pending {
+    balance: i64,
+    acked_at: Instant,
+    measured: bool,
+}
+
+impl LagTracker {
+    /// Starts polling; `storefront_keys[i]` and `org_ids[i]` belong to org index `i`.
+    pub fn spawn(api: Api, org_ids: Vec<String>, storefront_keys: Vec<String>, config: LagConfig) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stop, stop_rx) = watch::channel(None);
+        let pending = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(track(
+            api,
+            org_ids,
+            storefront_keys,
+            config,
+            rx,
+            stop_rx,
+            pending.clone(),
+        ));
+        Self {
+            tx,
+            stop,
+            pending,
+            task,
+        }
+    }
+
+    pub fn sender(&self) -> LagSender {
+        LagSender(self.tx.clone())
+    }
+
+    /// A reader of the number of acknowledgements not yet seen in the read model.
+    pub fn pending_handle(&self) -> impl Fn() -> usize + Send + 'static {
+        let pending = self.pending.clone();
+        move || pending.load(Ordering::Relaxed)
+    }
+
+    /// Waits up to `drain` for the pending acknowledgements to become visible, then reports.
+    pub async fn finish(self, drain: Duration) -> anyhow::Result<LagReport> {
+        let _ = self.stop.send(Some(Instant::now() + drain));
+        drop(self.tx);
+        Ok(self.task.await?)
+    }
+}
+
+async fn track(
+    api: Api,
+    org_ids: Vec<String>,
+    keys: Vec<String>,
+    config: LagConfig,
+    mut rx: mpsc::UnboundedReceiver<Ack>,
+    mut stop: watch::Receiver<Option<Instant>>,
+    pending_count: Arc<AtomicUsize>,
+) -> LagReport {
+    let mut pending: HashMap<(usize, Uuid), Pending> = HashMap::new();
+    let mut latencies = Latencies::default();
+    let (mut superseded, mut timeouts, mut poll_errors) = (0u64, 0u64, 0u64);
+    let mut last_poll_error = None;
+    let mut add = |pending: &mut HashMap<(usize, Uuid), Pending>, ack: Ack| {
+        let entry = Pending {
+            balance: ack.balance,
+            acked_at: ack.acked_at,
+            measured: ack.measured,
+        };
+        if let Some(old) = pending.insert((ack.org, ack.member), entry) {
+            if old.measured {
+                superseded += 1;
+            }
+        }
+    };
+    loop {
+        while let Ok(ack) = rx.try_recv() {
+            add(&mut pending, ack);
+        }
+        pending_count.store(pending.len(), Ordering::Relaxed);
+        let deadline = *stop.borrow();
+        if let Some(deadline) = deadline {
+            if pending.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+        }
+        if pending.is_empty() {
+            tokio::select! {
+                ack = rx.recv() => match ack {
+                    Some(ack) => add(&mut pending, ack),
+                    None => { let _ = stop.changed().await; }
+                },
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
+
+        // One GraphQL request per org and batch of members, all in flight together.
+        let mut by_org: HashMap<usize, Vec<Uuid>> = HashMap::new();
+        for (org, member) in pending.keys() {
+            by_org.entry(*org).or_default().push(*member);
+        }
+        let polls = by_org.into_iter().flat_map(|(org, members)| {
+            members
+                .chunks(config.batch.max(1))
+                .map(|chunk| (org, chunk.to_vec()))
+                .collect::<Vec<_>>()
+        });
+        let results = join_all(polls.map(|(org, members)| {
+            let api = &api;
+            let query = balances_query(&org_ids[org], &members);
+            let key = &keys[org];
+            async move {
+                let data = api.graphql(key, &query, &Value::Null).await;
+                (org, members, data, Instant::now())
+            }
+        }))
+        .await;
+        for (org, members, data, seen_at) in results {
+            let data = match data {
+                Ok(data) => data,
+                Err(error) => {
+                    poll_errors += 1;
+                    last_poll_error = Some(format!("{error:#}"));
+                    continue;
+                }
+            };
+            for (i, member) in members.iter().enumerate() {
+                let shown = data
+                    .get(format!("m{i}"))
+                    .and_then(|m| m.pointer("/balance/points"))
+                    .and_then(Value::as_i64);
+                let key = (org, *member);
+                if let (Some(shown), Some(entry)) = (shown, pending.get(&key)) {
+                    if shown == entry.balance {
+                        if entry.measured {
+                            latencies.record(seen_at.saturating_duration_since(entry.acked_at));
+                        }
+                        pending.remove(&key);
+                    }
+                }
+            }
+        }
+        let now = Instant::now();
+        pending.retain(|_, entry| {
+            let keep = now.saturating_duration_since(entry.acked_at) < config.timeout;
+            if !keep && entry.measured {
+                timeouts += 1;
+            }
+            keep
+        });
+        tokio::time::sleep(config.poll_interval).await;
+    }
+    // Acknowledgements that were still in the channel also never became visible in time.
+    while let Ok(ack) = rx.try_recv() {
+        add(&mut pending, ack);
+    }
+    pending_count.store(0, Ordering::Relaxed);
+    let unresolved = pending.values().filter(|p| p.measured).count() as u64;
+    LagReport {
+        source: "graphql",
+        poll_interval_ms: u64::try_from(config.poll_interval.as_millis()).unwrap_or(u64::MAX),
+        samples: latencies.summary(),
+        superseded,
+        timeouts,
+        unresolved,
+        poll_errors,
+        last_poll_error,
+    }
+}
+
+/// `{ m0: member(orgId: "...", memberId: "...") { balance { points } } m1: ... }`.
+/// Org ids are slugs and member ids UUIDs, so inlining them needs no escaping.
+pub fn balances_query(org_id: &str, members: &[Uuid]) -> String {
+    let mut query = String::from("query LoadgenBalances {");
+    for (i, member) in members.iter().enumerate() {
+        query.push_str(&format!(
+            " m{i}: member(orgId: \"{org_id}\", memberId: \"{member}\") {{ balance {{ points }} }}"
+        ));
+    }
+    query.push_str(" }");
+    query
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_balances_query_aliases_each_member() {
+        let a = Uuid::from_u128(1);
+        let b = Uuid::from_u128(2);
+        let query = balances_query("acme", &[a, b]);
+        assert_eq!(
+            query,
+            format!(
+                "query LoadgenBalances {{ m0: member(orgId: \"acme\", memberId: \"{a}\") {{ balance {{ points }} }} \
+                 m1: member(orgId: \"acme\", memberId: \"{b}\") {{ balance {{ points }} }} }}"
+            )
+        );
+    }
+}

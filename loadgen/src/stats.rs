@@ -1,0 +1,209 @@
+//! Latency histograms, error counts and the printed / JSON report.
+//!
+//! Latencies are kept in microseconds in HDR histograms (3 significant digits), so p99.9 of a
+//! million samples costs a few kilobytes and no sorting.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Highest latency a histogram records exactly (60 s); longer ones are clamped to it.
+const MAX_MICROS: u64 = 60_000_000;
+
+/// A latency histogram in microseconds.
+#[derive(Debug, Clone)]
+pub struct Latencies(Histogram<u64>);
+
+impl Default for Latencies {
+    fn default() -> Self {
+        // Cannot fail: the bounds are constants that satisfy hdrhistogram's rules.
+        Self(Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("valid histogram bounds"))
+    }
+}
+
+impl Latencies {
+    pub fn record(&mut self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.0.saturating_record(micros.max(1));
+    }
+
+    pub fn merge(&mut self, other: &Latencies) {
+        // Cannot fail: both histograms have the same bounds.
+        self.0.add(&other.0).expect("histograms with equal bounds");
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// Summary in milliseconds (all zero when empty).
+    pub fn summary(&self) -> LatencySummary {
+        let ms = |q: f64| self.0.value_at_quantile(q) as f64 / 1000.0;
+        if self.0.is_empty() {
+            return LatencySummary::default();
+        }
+        LatencySummary {
+            count: self.0.len(),
+            mean_ms: round3(self.0.mean() / 1000.0),
+            p50_ms: round3(ms(0.50)),
+            p90_ms: round3(ms(0.90)),
+            p99_ms: round3(ms(0.99)),
+            p999_ms: round3(ms(0.999)),
+            max_ms: round3(self.0.max() as f64 / 1000.0),
+        }
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Rounded to one decimal, for rates.
+pub fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// Operations per second over `elapsed`.
+pub fn rate(count: u64, elapsed: Duration) -> f64 {
+    let secs = elapsed.as_secs_f64();
+    if secs > 0.0 {
+        round1(count as f64 / secs)
+    } else {
+        0.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl LatencySummary {
+    pub fn line(&self) -> String {
+        format!(
+            "p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms  (n={})",
+            self.p50_ms, self.p90_ms, self.p99_ms, self.p999_ms, self.max_ms, self.count
+        )
+    }
+}
+
+/// Everything measured during the measured window of a run.
+#[derive(Debug, Default, Clone)]
+pub struct Recorder {
+    /// All successful operations.
+    pub all: Latencies,
+    /// Successful operations per kind (`purchase`, `refund`, ...).
+    pub by_kind: BTreeMap<&'static str, Latencies>,
+    /// Failed operations per error kind.
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Recorder {
+    pub fn ok(&mut self, kind: &'static str, latency: Duration) {
+        self.all.record(latency);
+        self.by_kind.entry(kind).or_default().record(latency);
+    }
+
+    pub fn error(&mut self, kind: &'static str, error: String) {
+        *self.errors.entry(format!("{kind}: {error}")).or_default() += 1;
+    }
+
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+/// The result of `loadgen run`, printed and optionally written as JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub mode: String,
+    pub orgs: usize,
+    pub members_at_start: usize,
+    pub measured_seconds: f64,
+    pub commands_ok: u64,
+    pub commands_per_second: f64,
+    pub errors_total: u64,
+    pub latency: LatencySummary,
+    pub by_kind: BTreeMap<String, LatencySummary>,
+    pub errors: BTreeMap<String, u64>,
+    pub lag: Option<crate::lag::LagReport>,
+    pub consistency: Option<crate::check::ConsistencyReport>,
+}
+
+impl RunReport {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "== loadgen run: {} ==", self.mode);
+        let _ = writeln!(
+            out,
+            "orgs {}, members at start {}, measured {:.1} s",
+            self.orgs, self.members_at_start, self.measured_seconds
+        );
+        let _ = writeln!(
+            out,
+            "commands ok: {}  ({:.1}/s)   errors: {}",
+            self.commands_ok, self.commands_per_second, self.errors_total
+        );
+        let _ = writeln!(out, "latency (all ok):  {}", self.latency.line());
+        for (kind, summary) in &self.by_kind {
+            let _ = writeln!(out, "  {kind:<9} {}", summary.line());
+        }
+        if self.errors.is_empty() {
+            let _ = writeln!(out, "errors by kind: none");
+        } else {
+            let _ = writeln!(out, "errors by kind:");
+            for (kind, count) in &self.errors {
+                let _ = writeln!(out, "  {count:>8}  {kind}");
+            }
+        }
+        match &self.lag {
+            Some(lag) => out.push_str(&lag.render()),
+            None => out.push_str("projection lag: not measured\n"),
+        }
+        match &self.consistency {
+            Some(check) => out.push_str(&check.render()),
+            None => out.push_str("consistency check: skipped\n"),
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_report_quantiles_in_milliseconds() {
+        let mut latencies = Latencies::default();
+        for ms in 1..=1000u64 {
+            latencies.record(Duration::from_millis(ms));
+        }
+        let summary = latencies.summary();
+        assert_eq!(summary.count, 1000);
+        assert!((summary.p50_ms - 500.0).abs() < 1.0, "{summary:?}");
+        assert!((summary.p99_ms - 990.0).abs() < 1.0, "{summary:?}");
+        assert!((summary.max_ms - 1000.0).abs() < 1.0, "{summary:?}");
+        assert_eq!(Latencies::default().summary(), LatencySummary::default());
+    }
+
+    #[test]
+    fn recorder_counts_errors_by_kind() {
+        let mut recorder = Recorder::default();
+        recorder.ok("purchase", Duration::from_millis(2));
+        recorder.error("refund", "HTTP 422 refund_exceeds_purchase".into());
+        recorder.error("refund", "HTTP 422 refund_exceeds_purchase".into());
+        assert_eq!(recorder.all.count(), 1);
+        assert_eq!(recorder.error_count(), 2);
+        assert_eq!(recorder.errors["refund: HTTP 422 refund_exceeds_purchase"], 2);
+        assert_eq!(rate(500, Duration::from_secs(2)), 250.0);
+    }
+}
