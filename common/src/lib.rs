@@ -8,6 +8,7 @@
 //!   `NATS_URL`, `LISTEN_ADDR`, ...), and the connection helpers that go with them.
 //! - [`keys`]: API keys of all roles, stored hashed in the `api_keys` table.
 //! - [`shutdown`]: the signal every service's graceful shutdown waits for.
+//! - [`exit_code`]: how a binary reports a failure from `main`.
 
 pub mod config;
 pub mod health;
@@ -15,3 +16,17 @@ pub mod keys;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
+
+use std::process::ExitCode;
+
+/// Turns the outcome of a binary's `main` into its exit status, printing an error as one
+/// readable chain (`error: <context>: <cause>`) on stderr rather than a debug dump.
+pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

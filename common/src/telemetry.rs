@@ -1,11 +1,14 @@
 //! Tracing setup shared by every binary and test.
 //!
-//! Filter from `RUST_LOG` (default `info`); `LOG_FORMAT=json` switches to one JSON object per
-//! line. Logs go to stderr so that a command's own output on stdout (such as the key printed by
+//! Filter from `RUST_LOG` (default [`DEFAULT_FILTER`]: `info`); `LOG_FORMAT=json` switches to
+//! one JSON object per line. Logs go to stderr so that a command's own output on stdout (such as the key printed by
 //! `command-service keys create`) stays clean.
 
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::EnvFilter;
+
+/// The filter when `RUST_LOG` is not set.
+pub const DEFAULT_FILTER: &str = "info,sqlx::postgres::notice=warn";
 
 /// Installs the global tracing subscriber for `service_name`.
 ///
@@ -21,9 +24,13 @@ pub fn init_for_tests() {
 }
 
 fn install(service_name: &str, for_tests: bool) {
-    let filter = EnvFilter::builder()
-        .with_default_directive(LevelFilter::INFO.into())
-        .from_env_lossy();
+    let filter = match std::env::var(EnvFilter::DEFAULT_ENV) {
+        Ok(directives) if !directives.trim().is_empty() => EnvFilter::builder()
+            .with_default_directive(LevelFilter::INFO.into())
+            .parse_lossy(directives),
+        // Postgres notices ("relation already exists, skipping") are not news.
+        _ => EnvFilter::new(DEFAULT_FILTER),
+    };
     let json = std::env::var("LOG_FORMAT").is_ok_and(|format| format.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let installed = match (json, for_tests) {
