@@ -1,32 +1,52 @@
-//! The projector: builds the read models in Postgres from the JetStream event stream, and
-//! replays the event store for audits (SPEC §6).
+//! The projector: builds the read models of SPEC §6 in Postgres from the event stream, and
+//! audits them against the event store.
 //!
-//! At this stage it serves `/healthz`, `/readyz` and `/metrics` only; the projections are
-//! being built.
+//! - [`consumer`]: a durable JetStream pull consumer (explicit acks) feeding batches to
+//!   [`batch::Projector`], which applies each batch in one transaction together with the
+//!   per-aggregate checkpoints: exactly-once effect on an at-least-once stream, sequence gaps
+//!   filled from the `events` table, poison events parked (`rm.parked_events`) instead of
+//!   redelivered forever.
+//! - [`state`]: what each event does to the read models, pure and shared by the live consumer
+//!   and the audit replay; [`store`] loads and writes the rows in set-based statements.
+//! - [`rfm`]: RFM scores and segments, recomputed per org in one SQL pass, on a schedule and
+//!   on demand.
+//! - [`audit`]: rebuild from the event store and compare; balance and tier as of a time.
 //!
-//! ```no_run
-//! # async fn demo(config: projector::Config) -> anyhow::Result<()> {
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! projector::run(config, listener, common::shutdown::signal()).await
-//! # }
-//! ```
+//! The tables live in the Postgres schema `rm`; `schema/migrations/0004_read_models.sql`
+//! documents them for readers (the query service).
+//!
+//! [`run`] serves `/healthz`, `/readyz` and `/metrics` on the given listener while consuming;
+//! [`cli`] is the command line (`projector`, `projector audit`, `projector as-of`,
+//! `projector rfm-recompute`, `projector retry-parked`).
 
-use std::future::Future;
+use std::future::{Future, IntoFuture as _};
+use std::time::Duration;
 
 use anyhow::Context as _;
+use chrono::Utc;
 use common::config::{DbArgs, ListenArgs, NatsArgs};
+use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
-/// The listen address (health and metrics) unless `--listen` / `LISTEN_ADDR` says otherwise.
+pub mod audit;
+pub mod batch;
+pub mod cli;
+pub mod consumer;
+pub mod event;
+pub mod rfm;
+pub mod state;
+pub mod store;
+
+pub use batch::{BatchReport, Projector};
+
+/// Where the projector listens unless `--listen` / `LISTEN_ADDR` says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8081";
+/// The live read-model schema.
+pub const DEFAULT_SCHEMA: &str = "rm";
 
-/// Configuration of the projector (flags and environment).
-#[derive(Debug, Clone, clap::Parser)]
-#[command(
-    name = "projector",
-    version,
-    about = "Builds the loyalty read models from JetStream"
-)]
+/// Configuration of the projector (flags or environment).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Config {
     #[command(flatten)]
     pub db: DbArgs,
@@ -34,21 +54,129 @@ pub struct Config {
     pub nats: NatsArgs,
     #[command(flatten)]
     pub listen: ListenArgs,
+    /// Name of the durable JetStream consumer.
+    #[arg(long, global = true, env = "PROJECTOR_CONSUMER", default_value = "projector")]
+    pub consumer: String,
+    /// Most events applied per Postgres transaction.
+    #[arg(long, global = true, env = "PROJECTOR_BATCH_SIZE", default_value_t = 500,
+          value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    pub batch_size: u16,
+    /// Seconds JetStream waits for an ack before redelivering a message.
+    #[arg(long, global = true, env = "PROJECTOR_ACK_WAIT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub ack_wait_secs: u64,
+    /// Seconds between scheduled RFM recomputations of every org (0: never).
+    #[arg(
+        long,
+        global = true,
+        env = "PROJECTOR_RFM_INTERVAL_SECS",
+        default_value_t = 900
+    )]
+    pub rfm_interval_secs: u64,
+    /// Postgres schema of the read models.
+    #[arg(long, global = true, env = "PROJECTOR_SCHEMA", default_value = DEFAULT_SCHEMA)]
+    pub schema: String,
 }
 
-/// Runs the projector, serving its health endpoints on `listener`, until `shutdown` completes.
+impl Config {
+    /// A configuration with every default, for `db` and `nats`.
+    pub fn new(db: DbArgs, nats: NatsArgs) -> Self {
+        Self {
+            db,
+            nats,
+            listen: ListenArgs::default(),
+            consumer: "projector".to_owned(),
+            batch_size: 500,
+            ack_wait_secs: 30,
+            rfm_interval_secs: 900,
+            schema: DEFAULT_SCHEMA.to_owned(),
+        }
+    }
+
+    fn consumer_settings(&self) -> consumer::ConsumerSettings {
+        consumer::ConsumerSettings {
+            nats: self.nats.clone(),
+            name: self.consumer.clone(),
+            batch_size: usize::from(self.batch_size),
+            ack_wait: Duration::from_secs(self.ack_wait_secs),
+        }
+    }
+}
+
+/// Opens the database and applies the migrations.
+pub async fn connect(db: &DbArgs) -> anyhow::Result<PgPool> {
+    let pool = common::config::connect_db(db).await?;
+    schema::migrate(&pool).await.context("applying migrations")?;
+    Ok(pool)
+}
+
+/// Runs the projector until `shutdown` completes: consumes the stream, recomputes RFM on
+/// schedule, and serves the health and metrics endpoints on `listener`. Returns early with the
+/// error if the consumer cannot run (e.g. NATS refuses the stream).
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let pool = common::config::connect_db(&config.db).await?;
+    let pool = connect(&config.db).await?;
     let nats = common::config::connect_nats(&config.nats).await?;
-    let app = common::health::router(pool, Some(nats));
-    let addr = listener.local_addr().context("listener address")?;
-    tracing::info!(%addr, "projector listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving HTTP")
+    let projector = Projector::new(pool.clone(), config.schema.clone())?;
+    let token = CancellationToken::new();
+    let addr = listener.local_addr().context("reading the listen address")?;
+    tracing::info!(%addr, consumer = %config.consumer, stream = %config.nats.nats_stream, "projector started");
+
+    let app = common::health::router(pool.clone(), Some(nats.clone()));
+    let http = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(token.clone().cancelled_owned())
+            .into_future(),
+    );
+    let mut consumer = tokio::spawn(consumer::consume(
+        nats,
+        config.consumer_settings(),
+        projector,
+        token.clone(),
+    ));
+    let scheduler = tokio::spawn(rfm_schedule(
+        pool,
+        config.schema.clone(),
+        config.rfm_interval_secs,
+        token.clone(),
+    ));
+
+    let consumed = tokio::select! {
+        () = shutdown => {
+            token.cancel();
+            (&mut consumer).await
+        }
+        result = &mut consumer => {
+            token.cancel();
+            result
+        }
+    };
+    scheduler.await.ok();
+    if let Ok(Err(error)) = http.await {
+        tracing::error!(%error, "HTTP server failed");
+    }
+    consumed.context("the consumer task panicked")??;
+    tracing::info!("projector stopped");
+    Ok(())
+}
+
+async fn rfm_schedule(pool: PgPool, schema: String, interval_secs: u64, shutdown: CancellationToken) {
+    if interval_secs == 0 {
+        return;
+    }
+    let period = Duration::from_secs(interval_secs);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        if let Err(error) = rfm::recompute_all(&pool, &schema, Utc::now()).await {
+            tracing::error!(error = format!("{error:#}"), "scheduled RFM recomputation failed");
+        }
+    }
 }

@@ -1,9 +1,18 @@
+//! `projector`: see the library's [`projector::cli`].
+
+use std::process::ExitCode;
+
 use clap::Parser as _;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     common::telemetry::init("projector");
-    let config = projector::Config::parse();
-    let listener = config.listen.bind(projector::DEFAULT_LISTEN).await?;
-    projector::run(config, listener, common::shutdown::signal()).await
+    match projector::cli::execute(projector::cli::Cli::parse()).await {
+        Ok(code) => code,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "projector failed");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

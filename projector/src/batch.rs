@@ -1,0 +1,464 @@
+//! Applying a batch of events in one Postgres transaction, exactly once per event.
+//!
+//! Per aggregate, the checkpoint (`projection_checkpoints.last_sequence`) says which events
+//! are in the read models; it is written in the same transaction as the rows, so:
+//! - an event at or below the checkpoint is a redelivery and changes nothing;
+//! - an event above `checkpoint + 1` means the stream skipped some: the missing ones are read
+//!   from the `events` table and applied first, so nothing is applied out of order;
+//! - an event that cannot be applied is parked (`parked_events`, with its error) and every
+//!   later event of its aggregate is parked behind it (`blocked_by`) until an operator retries
+//!   them ([`Projector::retry_parked`]); other aggregates go on.
+//!
+//! Batches take a transaction-level advisory lock per read-model schema, so two projector
+//! processes on the same schema never interleave their batches.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use domain::wire::StoredEvent;
+use domain::MemberEvent;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+use crate::event::{decode, stored_event_from_row, ApplyError, Decoded, Incoming, EVENT_COLUMNS};
+use crate::state::{apply_member, apply_program, EventMeta, ParkedRow, Writes};
+use crate::store;
+
+/// What a batch did.
+#[derive(Debug, Default, Clone)]
+pub struct BatchReport {
+    /// Inputs received (stream messages or store rows).
+    pub received: usize,
+    /// Events applied (including those read from the store to fill gaps).
+    pub applied: usize,
+    /// Inputs already applied before (redeliveries): no effect.
+    pub duplicates: usize,
+    /// Events read from the `events` table because the stream had not delivered them.
+    pub gap_filled: usize,
+    /// Events parked (failed, or waiting behind a failed one of the same aggregate).
+    pub parked: usize,
+    /// Events applied per read model.
+    pub read_models: BTreeMap<&'static str, u64>,
+    /// `committed_at` of every applied stream delivery, for the lag metric.
+    pub committed_at: Vec<DateTime<Utc>>,
+}
+
+impl BatchReport {
+    fn add(&mut self, other: BatchReport) {
+        self.received += other.received;
+        self.applied += other.applied;
+        self.duplicates += other.duplicates;
+        self.gap_filled += other.gap_filled;
+        self.parked += other.parked;
+        for (model, n) in other.read_models {
+            *self.read_models.entry(model).or_default() += n;
+        }
+        self.committed_at.extend(other.committed_at);
+    }
+}
+
+type Aggregate = (String, String);
+
+fn aggregate_of(event: &StoredEvent) -> Aggregate {
+    (event.aggregate_type.clone(), event.aggregate_id.clone())
+}
+
+fn parked(event: &StoredEvent, error: String, blocked_by: Option<i64>) -> ParkedRow {
+    ParkedRow {
+        aggregate_type: event.aggregate_type.clone(),
+        aggregate_id: event.aggregate_id.clone(),
+        sequence: event.sequence,
+        global_position: Some(event.global_position),
+        event_type: Some(event.event_type.clone()),
+        payload: event.payload.to_string(),
+        error,
+        blocked_by,
+    }
+}
+
+fn parked_incoming(incoming: &Incoming, error: String) -> ParkedRow {
+    match incoming {
+        Incoming::Event { event, .. } => parked(event, error, None),
+        Incoming::Unreadable {
+            stream,
+            stream_sequence,
+            raw,
+            ..
+        } => ParkedRow {
+            aggregate_type: String::new(),
+            aggregate_id: format!("stream:{stream}"),
+            sequence: i64::try_from(*stream_sequence).unwrap_or(i64::MAX),
+            global_position: None,
+            event_type: None,
+            payload: raw.clone(),
+            error,
+            blocked_by: None,
+        },
+    }
+}
+
+/// The events `from..=to` of one aggregate, from the event store.
+pub(crate) async fn load_range(
+    conn: &mut PgConnection,
+    aggregate: &Aggregate,
+    from: i64,
+    to: i64,
+) -> anyhow::Result<Vec<StoredEvent>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {EVENT_COLUMNS} FROM public.events \
+         WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence BETWEEN $3 AND $4 ORDER BY sequence"
+    ))
+    .bind(&aggregate.0)
+    .bind(&aggregate.1)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut *conn)
+    .await
+    .with_context(|| format!("reading events {from}..={to} of {} {}", aggregate.0, aggregate.1))?;
+    rows.iter()
+        .map(stored_event_from_row)
+        .collect::<Result<_, _>>()
+        .context("decoding an events row")
+}
+
+async fn load_progress(
+    conn: &mut PgConnection,
+    aggregates: &BTreeSet<Aggregate>,
+) -> anyhow::Result<(HashMap<Aggregate, i64>, HashMap<Aggregate, i64>)> {
+    let (types, ids): (Vec<String>, Vec<String>) = aggregates.iter().cloned().unzip();
+    let checkpoints: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT c.aggregate_type, c.aggregate_id, c.last_sequence FROM projection_checkpoints c \
+         JOIN unnest($1::text[], $2::text[]) AS k(aggregate_type, aggregate_id) USING (aggregate_type, aggregate_id)",
+    )
+    .bind(&types)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await
+    .context("loading checkpoints")?;
+    // An aggregate is blocked by its earliest parked event.
+    let blocked: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT p.aggregate_type, p.aggregate_id, min(p.sequence) FROM parked_events p \
+         JOIN unnest($1::text[], $2::text[]) AS k(aggregate_type, aggregate_id) USING (aggregate_type, aggregate_id) \
+         GROUP BY p.aggregate_type, p.aggregate_id",
+    )
+    .bind(&types)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await
+    .context("loading parked aggregates")?;
+    let to_map = |rows: Vec<(String, String, i64)>| rows.into_iter().map(|(t, i, s)| ((t, i), s)).collect();
+    Ok((to_map(checkpoints), to_map(blocked)))
+}
+
+/// Applies `incoming` to the read models of the transaction's `search_path`. The caller owns
+/// the transaction (and the lock): nothing is visible until it commits.
+pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyhow::Result<BatchReport> {
+    let mut report = BatchReport {
+        received: incoming.len(),
+        ..Default::default()
+    };
+    let mut writes = Writes::default();
+    let aggregates: BTreeSet<Aggregate> = incoming
+        .iter()
+        .filter_map(|i| match i {
+            Incoming::Event { event, .. } => Some(aggregate_of(event)),
+            Incoming::Unreadable { .. } => None,
+        })
+        .collect();
+    let (checkpoints, mut blocked) = load_progress(conn, &aggregates).await?;
+
+    // Order of application: per aggregate strictly by sequence, without gaps.
+    let mut next: HashMap<Aggregate, i64> = HashMap::new();
+    let mut plan: Vec<(StoredEvent, bool)> = Vec::with_capacity(incoming.len());
+    for input in incoming {
+        let (event, from_store) = match input {
+            Incoming::Event { event, from_store } => (event, *from_store),
+            Incoming::Unreadable { error, .. } => {
+                writes.parked.push(parked_incoming(input, error.clone()));
+                continue;
+            }
+        };
+        let aggregate = aggregate_of(event);
+        if let Some(root) = blocked.get(&aggregate) {
+            if event.sequence >= *root {
+                let error = format!("waits behind parked sequence {root} of this aggregate");
+                writes.parked.push(parked(event, error, Some(*root)));
+                continue;
+            }
+        }
+        let expected = next
+            .entry(aggregate.clone())
+            .or_insert_with(|| checkpoints.get(&aggregate).copied().unwrap_or(0) + 1);
+        if event.sequence < *expected {
+            report.duplicates += 1;
+            continue;
+        }
+        if event.sequence > *expected {
+            let missing = load_range(conn, &aggregate, *expected, event.sequence - 1).await?;
+            if i64::try_from(missing.len()).ok() != Some(event.sequence - *expected) {
+                let error = format!(
+                    "sequence gap: events {}..{} of this aggregate are not in the event store",
+                    *expected,
+                    event.sequence - 1
+                );
+                writes.parked.push(parked(event, error, None));
+                blocked.insert(aggregate, event.sequence);
+                continue;
+            }
+            report.gap_filled += missing.len();
+            plan.extend(missing.into_iter().map(|e| (e, true)));
+        }
+        *expected = event.sequence + 1;
+        plan.push((event.clone(), from_store));
+    }
+
+    let decoded: Vec<Result<Decoded, ApplyError>> = plan.iter().map(|(e, _)| decode(e)).collect();
+    let mut member_keys = BTreeSet::new();
+    let mut refunded = BTreeSet::new();
+    for d in decoded.iter().flatten() {
+        if let Decoded::Member(key, event) = d {
+            member_keys.insert(key.clone());
+            if let MemberEvent::PurchaseRefunded { transaction_id, .. } = event {
+                refunded.insert((key.clone(), transaction_id.clone()));
+            }
+        }
+    }
+    let member_keys: Vec<_> = member_keys.into_iter().collect();
+    let refunded: Vec<_> = refunded.into_iter().collect();
+    let mut members = store::load_members(conn, &member_keys, &refunded).await?;
+
+    for ((event, from_store), decoded) in plan.iter().zip(decoded) {
+        let aggregate = aggregate_of(event);
+        if let Some(root) = blocked.get(&aggregate) {
+            let error = format!("waits behind parked sequence {root} of this aggregate");
+            writes.parked.push(parked(event, error, Some(*root)));
+            continue;
+        }
+        let meta = EventMeta {
+            sequence: event.sequence,
+            global_position: event.global_position,
+            committed_at: event.committed_at,
+        };
+        let mut effects = Writes::default();
+        let result = match decoded {
+            Err(error) => Err(error),
+            Ok(Decoded::Member(key, member_event)) => {
+                let mut state = members.get(&key).cloned().unwrap_or_default();
+                apply_member(&mut state, &key, &meta, &member_event, &mut effects).map(|()| {
+                    state.touched = true;
+                    members.insert(key, state);
+                })
+            }
+            Ok(Decoded::Program(org, program_event)) => apply_program(&org, &program_event, &mut effects),
+            Ok(Decoded::Other) => Ok(()),
+        };
+        match result {
+            Ok(()) => {
+                writes.merge(effects);
+                writes
+                    .checkpoints
+                    .insert(aggregate, (event.sequence, event.global_position));
+                report.applied += 1;
+                if !from_store {
+                    report.committed_at.push(event.committed_at);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(
+                    aggregate_type = %event.aggregate_type,
+                    aggregate_id = %event.aggregate_id,
+                    sequence = event.sequence,
+                    %error,
+                    "event cannot be applied: parked"
+                );
+                writes.parked.push(parked(event, error.to_string(), None));
+                blocked.insert(aggregate, event.sequence);
+            }
+        }
+    }
+    report.parked = writes.parked.len();
+    store::flush(conn, &members, &writes).await?;
+    report.read_models = std::mem::take(&mut writes.applied);
+    Ok(report)
+}
+
+/// `true` for a Postgres error that the same input will raise again (bad data, a violated
+/// constraint): retrying cannot help, the input must be parked. Anything else (connection
+/// lost, timeout, serialization failure) is worth retrying.
+pub fn is_poison(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<sqlx::Error>()
+            .and_then(|e| e.as_database_error())
+            .and_then(|e| e.code())
+            .is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
+    })
+}
+
+/// Checks a schema name before it is used in `search_path` (and in DDL by the audit).
+pub fn check_schema_name(schema: &str) -> anyhow::Result<()> {
+    let mut chars = schema.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && schema.len() <= 63;
+    anyhow::ensure!(
+        valid,
+        "invalid read-model schema name '{schema}': expected [a-z_][a-z0-9_]*"
+    );
+    Ok(())
+}
+
+/// Begins a transaction on the read models of `schema`, holding the schema's projector lock.
+pub async fn begin(pool: &PgPool, schema: &str) -> anyhow::Result<Transaction<'static, Postgres>> {
+    check_schema_name(schema)?;
+    let mut tx = pool.begin().await.context("beginning a transaction")?;
+    sqlx::query("SELECT set_config('search_path', $1, true)")
+        .bind(schema)
+        .execute(&mut *tx)
+        .await
+        .context("setting search_path")?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(format!("loyalty-projector:{schema}"))
+        .execute(&mut *tx)
+        .await
+        .context("taking the projector lock")?;
+    Ok(tx)
+}
+
+/// Applies batches to the read models of one schema (`rm` for the live consumer).
+#[derive(Debug, Clone)]
+pub struct Projector {
+    pool: PgPool,
+    schema: String,
+}
+
+impl Projector {
+    pub fn new(pool: PgPool, schema: impl Into<String>) -> anyhow::Result<Self> {
+        let schema = schema.into();
+        check_schema_name(&schema)?;
+        Ok(Self { pool, schema })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Applies `incoming` in one transaction. If Postgres refuses the batch for a reason that
+    /// would recur (bad data), the inputs are applied one by one so that only the culprit is
+    /// parked. Errors returned are worth retrying (the caller leaves the messages unacked).
+    pub async fn process(&self, incoming: &[Incoming]) -> anyhow::Result<BatchReport> {
+        match self.process_in_tx(incoming).await {
+            Ok(report) => Ok(report),
+            Err(error) if is_poison(&error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    size = incoming.len(),
+                    "batch refused: applying one by one"
+                );
+                let mut total = BatchReport::default();
+                for input in incoming {
+                    total.add(self.process_one(input).await?);
+                }
+                Ok(total)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn process_in_tx(&self, incoming: &[Incoming]) -> anyhow::Result<BatchReport> {
+        let mut tx = begin(&self.pool, &self.schema).await?;
+        let report = apply_batch(&mut tx, incoming).await?;
+        tx.commit().await.context("committing a batch")?;
+        Ok(report)
+    }
+
+    async fn process_one(&self, input: &Incoming) -> anyhow::Result<BatchReport> {
+        match self.process_in_tx(std::slice::from_ref(input)).await {
+            Err(error) if is_poison(&error) => {
+                let message = format!("{error:#}");
+                tracing::error!(error = %message, "event refused by Postgres: parked");
+                let mut tx = begin(&self.pool, &self.schema).await?;
+                let writes = Writes {
+                    parked: vec![parked_incoming(input, message)],
+                    ..Default::default()
+                };
+                store::flush(&mut tx, &HashMap::new(), &writes).await?;
+                tx.commit().await.context("committing a parked event")?;
+                Ok(BatchReport {
+                    received: 1,
+                    parked: 1,
+                    ..Default::default()
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// Retries the parked events of every blocked aggregate, in order, from the event store
+    /// (after a fix of the projector). Per aggregate, in one transaction: the events from the
+    /// checkpoint up to the last parked one are applied in order; if one fails again, it and
+    /// the rest are parked again (with the new error) and the aggregate stays blocked.
+    pub async fn retry_parked(&self) -> anyhow::Result<RetryReport> {
+        let mut conn = self.pool.acquire().await.context("acquiring a connection")?;
+        let aggregates: Vec<(String, String, i64, i64)> = sqlx::query_as(&format!(
+            "SELECT p.aggregate_type, p.aggregate_id, coalesce(c.last_sequence, 0), max(p.sequence) \
+             FROM {schema}.parked_events p LEFT JOIN {schema}.projection_checkpoints c \
+             USING (aggregate_type, aggregate_id) WHERE p.aggregate_type <> '' \
+             GROUP BY p.aggregate_type, p.aggregate_id, c.last_sequence ORDER BY 1, 2",
+            schema = self.schema
+        ))
+        .fetch_all(&mut *conn)
+        .await
+        .context("listing parked aggregates")?;
+        drop(conn);
+        let mut report = RetryReport::default();
+        for (aggregate_type, aggregate_id, checkpoint, last) in aggregates {
+            let aggregate = (aggregate_type, aggregate_id);
+            let mut tx = begin(&self.pool, &self.schema).await?;
+            sqlx::query("DELETE FROM parked_events WHERE aggregate_type = $1 AND aggregate_id = $2")
+                .bind(&aggregate.0)
+                .bind(&aggregate.1)
+                .execute(&mut *tx)
+                .await
+                .context("clearing parked events for a retry")?;
+            let events = load_range(&mut tx, &aggregate, checkpoint + 1, last).await?;
+            let incoming: Vec<Incoming> = events
+                .into_iter()
+                .map(|event| Incoming::Event {
+                    event,
+                    from_store: true,
+                })
+                .collect();
+            let batch = apply_batch(&mut tx, &incoming).await;
+            match batch {
+                Ok(batch) if batch.parked == 0 => {
+                    tx.commit().await.context("committing a retry")?;
+                    report.unblocked.push(aggregate);
+                    report.applied += batch.applied;
+                }
+                Ok(_) => {
+                    tx.commit().await.context("committing a retry")?;
+                    report.still_parked.push(aggregate);
+                }
+                Err(error) => {
+                    tx.rollback().await.ok();
+                    tracing::warn!(error = format!("{error:#}"), "retry of a parked aggregate failed");
+                    report.still_parked.push(aggregate);
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// What [`Projector::retry_parked`] did.
+#[derive(Debug, Default, Clone)]
+pub struct RetryReport {
+    pub applied: usize,
+    pub unblocked: Vec<(String, String)>,
+    pub still_parked: Vec<(String, String)>,
+}

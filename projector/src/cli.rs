@@ -1,0 +1,115 @@
+//! The `projector` command line. Without a subcommand it runs the consumer.
+//!
+//! ```text
+//! projector [run]                                  consume the stream, serve /healthz /readyz /metrics
+//! projector audit                                  rebuild from the event store and compare; exit 1 on a difference
+//! projector as-of --org O --member M --at T        balance and tier of a member at T (RFC 3339), as JSON
+//! projector rfm-recompute [--org O] [--at T]       recompute RFM scores now (every org without --org)
+//! projector retry-parked                           re-apply parked events after a fix
+//! ```
+
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::{audit, connect, rfm, run, Config, Projector, DEFAULT_LISTEN};
+
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "projector",
+    version,
+    about = "Builds and audits the loyalty read models"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Consume the event stream and keep the read models up to date (the default).
+    Run,
+    /// Rebuild every read model from the event store alone and compare it with the live one;
+    /// prints every difference and exits with status 1 if there is any.
+    Audit,
+    /// A member's balance and tier at a time, from the events committed by then.
+    AsOf {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        member: Uuid,
+        /// RFC 3339 time, e.g. 2025-01-31T23:59:59Z.
+        #[arg(long)]
+        at: DateTime<Utc>,
+    },
+    /// Recompute RFM scores and segments now.
+    RfmRecompute {
+        /// Only this org (default: every org with purchases).
+        #[arg(long)]
+        org: Option<String>,
+        /// "Now" of the recomputation (default: the current time).
+        #[arg(long)]
+        at: Option<DateTime<Utc>>,
+    },
+    /// Re-apply parked events (after a fix of the projector), in order per aggregate.
+    RetryParked,
+}
+
+/// Runs the command; the exit code is 1 when an audit finds differences.
+pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = cli.config;
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            let listener = config.listen.bind(DEFAULT_LISTEN).await?;
+            run(config, listener, common::shutdown::signal()).await?;
+        }
+        Command::Audit => {
+            let pool = connect(&config.db).await?;
+            let report = audit::audit(&pool, &config.schema).await?;
+            print!("{report}");
+            if !report.is_clean() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::AsOf { org, member, at } => {
+            let pool = connect(&config.db).await?;
+            match audit::as_of(&pool, &org, member, at).await? {
+                Some(account) => println!("{}", serde_json::to_string_pretty(&account)?),
+                None => anyhow::bail!("member {member} of org {org} was not enrolled at {at}"),
+            }
+        }
+        Command::RfmRecompute { org, at } => {
+            let pool = connect(&config.db).await?;
+            let at = at.unwrap_or_else(Utc::now);
+            let summaries = match org {
+                Some(org) => vec![rfm::recompute(&pool, &config.schema, &org, at).await?],
+                None => rfm::recompute_all(&pool, &config.schema, at).await?,
+            };
+            for s in summaries {
+                println!(
+                    "{}: {} members scored as of {}, {} segment changes",
+                    s.org_id, s.members, s.computed_at, s.transitions
+                );
+            }
+        }
+        Command::RetryParked => {
+            let pool = connect(&config.db).await?;
+            let report = Projector::new(pool, config.schema.clone())?
+                .retry_parked()
+                .await?;
+            println!(
+                "{} events applied; {} aggregates unblocked; {} still parked",
+                report.applied,
+                report.unblocked.len(),
+                report.still_parked.len()
+            );
+            for (t, id) in &report.still_parked {
+                println!("still parked: {t} {id}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
