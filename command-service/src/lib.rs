@@ -1,137 +1,156 @@
-//! The command service: the POS command API on the Postgres event store (SPEC §4, §7, §8).
+//! The command side of the loyalty platform (SPEC §4, §5, §7, §8).
 //!
-//! At this stage it serves `/healthz`, `/readyz` and `/metrics` only; the `/v1` command API
-//! and the relay to JetStream are being built. Its CLI also administers the database:
-//! `command-service migrate` applies the schema migrations and
-//! `command-service keys create --org <org> --role <role>` creates an API key.
+//! - [`http`]: the JSON command API for POS terminals and admin tools (axum), its OpenAPI
+//!   document, health and metrics endpoints.
+//! - [`commands`]: the use cases, which hand the domain the facts it needs (program in force,
+//!   server clock, reward entry) and run commands through the [`store`].
+//! - [`store`]: the command executor on the postgres-es event store, with an in-process cache of
+//!   aggregates verified by the optimistic lock.
+//! - [`auth`], [`idempotency`]: API keys per org and role; `Idempotency-Key` replay.
+//! - [`relay`]: publishes every committed event to JetStream, exactly once in effect.
+//! - [`cli`]: `serve` (the default), `relay`, `migrate`, `keys create|revoke`.
+//!
+//! [`run`] starts all of it on a listener the caller bound, so tests can use port 0:
 //!
 //! ```no_run
 //! # async fn demo(config: command_service::Config) -> anyhow::Result<()> {
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! println!("listening on {}", listener.local_addr()?);
 //! command_service::run(config, listener, common::shutdown::signal()).await
 //! # }
 //! ```
 
 use std::future::Future;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use common::config::{DbArgs, ListenArgs, NatsArgs};
-use common::keys::Role;
 use tokio::net::TcpListener;
-use uuid::Uuid;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// The listen address unless `--listen` / `LISTEN_ADDR` says otherwise.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub mod auth;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod http;
+pub mod idempotency;
+pub mod relay;
+pub mod store;
 
-/// Configuration of the service (flags and environment).
-#[derive(Debug, Clone, clap::Args)]
-pub struct Config {
-    #[command(flatten)]
-    pub db: DbArgs,
-    #[command(flatten)]
-    pub nats: NatsArgs,
-    #[command(flatten)]
-    pub listen: ListenArgs,
-}
+pub use cli::Cli;
+pub use config::Config;
 
-/// The command line: serve (the default), or an administrative command.
-#[derive(Debug, clap::Parser)]
-#[command(
-    name = "command-service",
-    version,
-    about = "Loyalty command API (POS terminals, admin tools)"
-)]
-pub struct Cli {
-    #[command(flatten)]
-    pub config: Config,
-    #[command(subcommand)]
-    pub command: Option<Command>,
-}
+use crate::commands::{Commands, CommandsConfig};
+use crate::idempotency::Idempotency;
+use crate::relay::{Relay, RelayConfig};
+use crate::store::RetryPolicy;
 
-#[derive(Debug, clap::Subcommand)]
-pub enum Command {
-    /// Serve the HTTP API (what runs without a subcommand).
-    Serve,
-    /// Apply the database migrations that are not applied yet.
-    Migrate,
-    /// Manage API keys.
-    Keys {
-        #[command(subcommand)]
-        command: KeysCommand,
-    },
-}
+/// How often completed idempotency records past their retention are purged.
+const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
-#[derive(Debug, clap::Subcommand)]
-pub enum KeysCommand {
-    /// Create a key; the key is printed alone on the last line and cannot be shown again.
-    Create {
-        /// The org the key belongs to.
-        #[arg(long)]
-        org: String,
-        /// pos, admin, storefront or analyst.
-        #[arg(long)]
-        role: Role,
-    },
-    /// Revoke a key by its id.
-    Revoke {
-        #[arg(long)]
-        key_id: Uuid,
-    },
-}
-
-impl Cli {
-    /// Runs what the command line asks for.
-    pub async fn execute(self) -> anyhow::Result<()> {
-        match self.command.unwrap_or(Command::Serve) {
-            Command::Serve => {
-                let listener = self.config.listen.bind(DEFAULT_LISTEN).await?;
-                run(self.config, listener, common::shutdown::signal()).await
-            }
-            Command::Migrate => {
-                let pool = common::config::connect_db(&self.config.db).await?;
-                schema::migrate(&pool).await.context("applying migrations")?;
-                println!("migrations applied");
-                Ok(())
-            }
-            Command::Keys {
-                command: KeysCommand::Create { org, role },
-            } => {
-                let pool = common::config::connect_db(&self.config.db).await?;
-                let key = common::keys::create_key(&pool, &org, role)
-                    .await
-                    .context("is the database migrated? (command-service migrate)")?;
-                println!("Created a {role} key for org {org}. It is shown only this once:");
-                println!("{key}");
-                Ok(())
-            }
-            Command::Keys {
-                command: KeysCommand::Revoke { key_id },
-            } => {
-                let pool = common::config::connect_db(&self.config.db).await?;
-                if common::keys::revoke(&pool, key_id).await? {
-                    println!("revoked key {key_id}");
-                    Ok(())
-                } else {
-                    anyhow::bail!("no active key with id {key_id}")
-                }
-            }
-        }
-    }
-}
-
-/// Serves the service on `listener` until `shutdown` completes.
+/// Serves the command API on `listener` (and runs the relay unless disabled) until `shutdown`
+/// completes; then stops accepting requests, finishes the running ones and stops the relay.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let pool = common::config::connect_db(&config.db).await?;
+    if config.migrate {
+        schema::migrate(&pool).await.context("applying migrations")?;
+    }
     let nats = common::config::connect_nats(&config.nats).await?;
-    let app = common::health::router(pool, Some(nats));
-    let addr = listener.local_addr().context("listener address")?;
-    tracing::info!(%addr, "command-service listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+
+    let commands = Commands::new(
+        pool.clone(),
+        CommandsConfig {
+            cache_capacity: config.aggregate_cache_size,
+            retry: RetryPolicy {
+                max_attempts: config.command_max_attempts.max(1),
+                ..RetryPolicy::default()
+            },
+            job_concurrency: config.job_concurrency,
+        },
+    );
+    let idempotency = Idempotency::new(pool.clone(), config.idempotency_lease());
+    let tasks = TaskTracker::new();
+    let state = http::AppState::new(
+        pool.clone(),
+        commands,
+        idempotency.clone(),
+        tasks.clone(),
+        config.max_body_bytes,
+    );
+
+    let stop = CancellationToken::new();
+    let background = TaskTracker::new();
+    if config.relay_enabled {
+        let relay = Relay::new(
+            RelayConfig {
+                database_url: config.db.database_url.clone(),
+                nats: config.nats.clone(),
+                args: config.relay.clone(),
+            },
+            nats.clone(),
+        );
+        background.spawn(relay.run(stop.child_token()));
+    }
+    background.spawn(purge_idempotency(
+        idempotency,
+        config.idempotency_retention(),
+        stop.child_token(),
+    ));
+
+    let address = listener.local_addr().context("listener address")?;
+    tracing::info!(%address, relay = config.relay_enabled, "command-service listening");
+    let signal_stop = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        signal_stop.cancel();
+    });
+    let served = axum::serve(listener, http::router(state, Some(nats)))
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
         .await
-        .context("serving HTTP")
+        .context("serving HTTP");
+
+    stop.cancel();
+    tasks.close();
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        tracing::warn!(?grace, "commands still running at shutdown");
+    }
+    background.close();
+    background.wait().await;
+    pool.close().await;
+    tracing::info!("command-service stopped");
+    served
+}
+
+/// Runs only the relay until `shutdown` (`command-service relay`).
+pub async fn run_relay(
+    config: RelayConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let nats = common::config::connect_nats(&config.nats).await?;
+    let stop = CancellationToken::new();
+    let signal_stop = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        signal_stop.cancel();
+    });
+    Relay::new(config, nats).run(stop).await
+}
+
+async fn purge_idempotency(idempotency: Idempotency, retention: Duration, stop: CancellationToken) {
+    loop {
+        match idempotency.purge(retention).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "purged old idempotency records"),
+            Err(error) => tracing::warn!(error = format!("{error:#}"), "purging idempotency records failed"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(PURGE_INTERVAL) => {}
+        }
+    }
 }

@@ -1,7 +1,11 @@
+//! `command-service`: see [`command_service::cli`].
+
+use std::process::ExitCode;
+
 use clap::Parser as _;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     common::telemetry::init("command-service");
-    command_service::Cli::parse().execute().await
+    common::exit_code(command_service::Cli::parse().execute().await)
 }

@@ -1,0 +1,160 @@
+//! The command line: serve (the default), the relay alone, or an administrative command.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use common::keys::Role;
+use uuid::Uuid;
+
+use crate::config::{Config, DEFAULT_LISTEN};
+use crate::relay::RelayConfig;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "command-service",
+    version,
+    about = "Loyalty command API (POS terminals, admin tools) and the relay to JetStream"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API, and run the relay unless `--relay false` (what runs without a
+    /// subcommand).
+    Serve,
+    /// Run only the relay from the event store to JetStream.
+    Relay,
+    /// Apply the database migrations that are not applied yet.
+    Migrate,
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; the key is printed alone on the last line and cannot be shown again.
+    Create {
+        /// The org the key belongs to.
+        #[arg(long)]
+        org: String,
+        /// pos, admin, storefront or analyst.
+        #[arg(long)]
+        role: Role,
+    },
+    /// Revoke a key by its id.
+    Revoke {
+        #[arg(long)]
+        key_id: Uuid,
+    },
+}
+
+impl Cli {
+    /// Runs what the command line asks for.
+    pub async fn execute(self) -> anyhow::Result<()> {
+        let config = self.config;
+        match self.command.unwrap_or(Command::Serve) {
+            Command::Serve => {
+                let listener = config.listen.bind(DEFAULT_LISTEN).await?;
+                crate::run(config, listener, common::shutdown::signal()).await
+            }
+            Command::Relay => {
+                let relay = RelayConfig {
+                    database_url: config.db.database_url.clone(),
+                    nats: config.nats.clone(),
+                    args: config.relay.clone(),
+                };
+                crate::run_relay(relay, common::shutdown::signal()).await
+            }
+            Command::Migrate => {
+                let pool = common::config::connect_db(&config.db).await?;
+                schema::migrate(&pool).await.context("applying migrations")?;
+                println!("migrations applied");
+                Ok(())
+            }
+            Command::Keys {
+                command: KeysCommand::Create { org, role },
+            } => {
+                let pool = common::config::connect_db(&config.db).await?;
+                let key = common::keys::create_key(&pool, &org, role)
+                    .await
+                    .context("is the database migrated? (command-service migrate)")?;
+                println!("Created a {role} key for org {org}. It is shown only this once:");
+                println!("{key}");
+                Ok(())
+            }
+            Command::Keys {
+                command: KeysCommand::Revoke { key_id },
+            } => {
+                let pool = common::config::connect_db(&config.db).await?;
+                if common::keys::revoke(&pool, key_id).await? {
+                    println!("revoked key {key_id}");
+                    Ok(())
+                } else {
+                    anyhow::bail!("no active key with id {key_id}")
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_may_follow_the_subcommand() {
+        let cli = Cli::parse_from([
+            "command-service",
+            "serve",
+            "--relay",
+            "false",
+            "--listen",
+            "127.0.0.1:0",
+            "--nats-stream",
+            "S",
+        ]);
+        assert!(matches!(cli.command, Some(Command::Serve)));
+        assert!(!cli.config.relay_enabled);
+        assert_eq!(cli.config.listen.listen.as_deref(), Some("127.0.0.1:0"));
+        assert_eq!(cli.config.nats.nats_stream, "S");
+    }
+
+    #[test]
+    fn keys_create_takes_org_and_role() {
+        let cli = Cli::parse_from([
+            "command-service",
+            "keys",
+            "create",
+            "--org",
+            "acme",
+            "--role",
+            "pos",
+        ]);
+        match cli.command {
+            Some(Command::Keys {
+                command: KeysCommand::Create { org, role },
+            }) => {
+                assert_eq!(org, "acme");
+                assert_eq!(role, Role::Pos);
+            }
+            other => panic!("parsed {other:?}"),
+        }
+        assert!(Cli::try_parse_from([
+            "command-service",
+            "keys",
+            "create",
+            "--org",
+            "acme",
+            "--role",
+            "root"
+        ])
+        .is_err());
+    }
+}

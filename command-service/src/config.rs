@@ -1,0 +1,124 @@
+//! The one typed configuration of `command-service`, from flags and environment. Every flag is
+//! global, so it may also follow the subcommand (`command-service serve --relay false`).
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use common::config::{DbArgs, ListenArgs, NatsArgs};
+
+use crate::relay::RelayArgs;
+
+/// Where the service listens unless `--listen`/`LISTEN_ADDR` says otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Configuration of the command API (and of the relay it runs).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    #[command(flatten)]
+    pub relay: RelayArgs,
+    /// Run the relay to JetStream inside this process (`--relay false` when it runs elsewhere,
+    /// e.g. `command-service relay`).
+    #[arg(long = "relay", global = true, env = "RELAY_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub relay_enabled: bool,
+    /// Apply pending database migrations at start.
+    #[arg(long, global = true, env = "MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate: bool,
+    /// Aggregates kept in the in-process cache (least recently used evicted).
+    #[arg(long, global = true, env = "AGGREGATE_CACHE_SIZE", default_value_t = NonZeroUsize::new(10_000).expect("non-zero"))]
+    pub aggregate_cache_size: NonZeroUsize,
+    /// Attempts of a command whose optimistic lock keeps losing to other processes.
+    #[arg(long, global = true, env = "COMMAND_MAX_ATTEMPTS", default_value_t = 10)]
+    pub command_max_attempts: u32,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, global = true, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+    /// How long a running request holds its Idempotency-Key before a retry may take it over.
+    #[arg(long, global = true, env = "IDEMPOTENCY_LEASE_SECS", default_value_t = 30)]
+    pub idempotency_lease_secs: u64,
+    /// How long stored responses of completed requests are kept for replay.
+    #[arg(
+        long,
+        global = true,
+        env = "IDEMPOTENCY_RETENTION_HOURS",
+        default_value_t = 168
+    )]
+    pub idempotency_retention_hours: u64,
+    /// Members processed concurrently by a system job.
+    #[arg(long, global = true, env = "JOB_CONCURRENCY", default_value_t = 4)]
+    pub job_concurrency: usize,
+    /// How long graceful shutdown waits for running commands, in seconds.
+    #[arg(long, global = true, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Config {
+    /// The defaults, pointed at `db` and `nats` (what tests and tools start from).
+    pub fn new(db: DbArgs, nats: NatsArgs) -> Self {
+        Self {
+            db,
+            nats,
+            listen: ListenArgs::default(),
+            relay: RelayArgs::default(),
+            relay_enabled: true,
+            migrate: true,
+            aggregate_cache_size: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
+            command_max_attempts: 10,
+            max_body_bytes: 64 * 1024,
+            idempotency_lease_secs: 30,
+            idempotency_retention_hours: 168,
+            job_concurrency: 4,
+            shutdown_grace_secs: 20,
+        }
+    }
+
+    pub fn idempotency_lease(&self) -> Duration {
+        Duration::from_secs(self.idempotency_lease_secs.max(1))
+    }
+
+    pub fn idempotency_retention(&self) -> Duration {
+        Duration::from_secs(self.idempotency_retention_hours.saturating_mul(3600))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn the_parsed_defaults_match_config_new() {
+        let parsed = Cli::parse_from(["command-service"]).config;
+        let built = Config::new(parsed.db.clone(), parsed.nats.clone());
+        assert_eq!(format!("{parsed:?}"), format!("{built:?}"));
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let parsed = Cli::parse_from([
+            "command-service",
+            "--relay",
+            "false",
+            "--max-body-bytes",
+            "1024",
+            "--relay-batch-size",
+            "50",
+        ])
+        .config;
+        assert!(!parsed.relay_enabled);
+        assert_eq!(parsed.max_body_bytes, 1024);
+        assert_eq!(parsed.relay.relay_batch_size, 50);
+    }
+}

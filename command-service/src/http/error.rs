@@ -1,0 +1,323 @@
+//! The one error type of the HTTP boundary, and its JSON shape:
+//! `{"error": {"code": "...", "message": "...", "field": "..." | null}}`.
+//!
+//! Client errors name the problem (and the field, when there is one). Server errors are logged
+//! with their cause and answered with a generic message and the request id.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use domain::{MemberError, ProgramError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::commands::CommandError;
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `insufficient_points`.
+    pub code: String,
+    /// What is wrong, for a human.
+    pub message: String,
+    /// The request field the error is about, if any (`tiers[1].threshold_points`).
+    pub field: Option<String>,
+}
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or malformed Authorization header: expected `Bearer <key>`")]
+    MissingCredentials,
+    #[error("unknown or revoked API key")]
+    InvalidCredentials,
+    #[error("this key belongs to another org")]
+    WrongOrg,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{message}")]
+    BadRequest {
+        code: &'static str,
+        message: String,
+        field: Option<String>,
+    },
+    #[error("request body larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("expected Content-Type: application/json")]
+    UnsupportedMediaType,
+    #[error("Idempotency-Key header {0}")]
+    IdempotencyKey(&'static str),
+    #[error("this Idempotency-Key was already used for a different request")]
+    IdempotencyKeyReused,
+    #[error("a request with this Idempotency-Key is still being processed; retry shortly")]
+    RequestInProgress,
+    #[error("no route for this path")]
+    RouteNotFound,
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(error: anyhow::Error) -> Self {
+        ApiError::Internal(error)
+    }
+}
+
+impl From<MemberError> for ApiError {
+    fn from(error: MemberError) -> Self {
+        ApiError::Command(error.into())
+    }
+}
+
+impl From<ProgramError> for ApiError {
+    fn from(error: ProgramError) -> Self {
+        ApiError::Command(error.into())
+    }
+}
+
+impl ApiError {
+    /// A 400 about `field`.
+    pub fn invalid(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+            field: Some(field.into()),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        use CommandError as C;
+        match self {
+            ApiError::MissingCredentials | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            ApiError::WrongOrg | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::BadRequest { .. } | ApiError::IdempotencyKey(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::IdempotencyKeyReused | ApiError::RequestInProgress => StatusCode::CONFLICT,
+            ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Command(error) => match error {
+                C::Member(error) => member_status(error),
+                C::Program(error) => program_status(error),
+                C::ProgramNotConfigured(_) => StatusCode::CONFLICT,
+                C::MemberNotFound => StatusCode::NOT_FOUND,
+                C::ExternalIdTaken(_) | C::TransactionClaimed(_) => StatusCode::CONFLICT,
+                C::AsOfInFuture(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                C::Contention(_) => StatusCode::SERVICE_UNAVAILABLE,
+                C::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        use CommandError as C;
+        match self {
+            ApiError::MissingCredentials => "missing_credentials",
+            ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::WrongOrg => "wrong_org",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::BadRequest { code, .. } => code,
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::IdempotencyKey(_) => "invalid_idempotency_key",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::RequestInProgress => "request_in_progress",
+            ApiError::RouteNotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Internal(_) => "internal",
+            ApiError::Command(error) => match error {
+                C::Member(error) => error.code(),
+                C::Program(error) => error.code(),
+                C::ProgramNotConfigured(_) => "program_not_configured",
+                C::MemberNotFound => "member_not_found",
+                C::ExternalIdTaken(_) => "external_id_taken",
+                C::TransactionClaimed(_) => "transaction_claimed",
+                C::AsOfInFuture(_) => "as_of_in_future",
+                C::Contention(_) => "contention",
+                C::Internal(_) => "internal",
+            },
+        }
+    }
+
+    pub fn field(&self) -> Option<String> {
+        use CommandError as C;
+        match self {
+            ApiError::BadRequest { field, .. } => field.clone(),
+            ApiError::IdempotencyKey(_) | ApiError::IdempotencyKeyReused | ApiError::RequestInProgress => {
+                Some("Idempotency-Key".to_owned())
+            }
+            ApiError::MissingCredentials | ApiError::InvalidCredentials => Some("Authorization".to_owned()),
+            ApiError::WrongOrg => Some("org".to_owned()),
+            ApiError::Command(error) => match error {
+                C::Member(error) => Some(error.field().to_owned()),
+                C::Program(error) => error.field(),
+                C::MemberNotFound => Some("member_id".to_owned()),
+                C::ExternalIdTaken(_) => Some("external_id".to_owned()),
+                C::TransactionClaimed(_) => Some("transaction_id".to_owned()),
+                C::AsOfInFuture(_) => Some("as_of".to_owned()),
+                C::ProgramNotConfigured(_) | C::Contention(_) | C::Internal(_) => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Internal(_) | ApiError::Command(CommandError::Internal(_))
+        )
+    }
+}
+
+fn member_status(error: &MemberError) -> StatusCode {
+    use MemberError::*;
+    match error {
+        NotEnrolled => StatusCode::NOT_FOUND,
+        _ if error.is_conflict() => StatusCode::CONFLICT,
+        InvalidOrgId(_)
+        | InvalidId { .. }
+        | InvalidDisplayName(_)
+        | InvalidLocationId(_)
+        | InvalidAmount { .. }
+        | UnknownCurrency(_)
+        | ReasonRequired
+        | InvalidDelta => StatusCode::BAD_REQUEST,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
+fn program_status(error: &ProgramError) -> StatusCode {
+    match error {
+        ProgramError::LocationAlreadyRegistered(_) => StatusCode::CONFLICT,
+        ProgramError::WrongOrg { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = if self.is_internal()
+            || status.is_server_error() && !matches!(self, ApiError::Command(CommandError::Contention(_)))
+        {
+            // Logged with its cause here; the client only learns that it failed.
+            tracing::error!(error = ?anyhow_chain(&self), "request failed");
+            "internal error; the request id in the x-request-id header identifies it in the logs".to_owned()
+        } else {
+            self.to_string()
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                message,
+                field: self.field(),
+            },
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        match &self {
+            ApiError::MissingCredentials | ApiError::InvalidCredentials => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::RequestInProgress | ApiError::Command(CommandError::Contention(_)) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// The error and its causes, one per line, for the log.
+fn anyhow_chain(error: &ApiError) -> String {
+    let mut out = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_errors_map_to_statuses_and_fields() {
+        let cases: Vec<(ApiError, StatusCode, &str, Option<&str>)> = vec![
+            (
+                MemberError::NotEnrolled.into(),
+                StatusCode::NOT_FOUND,
+                "member_not_found",
+                Some("member_id"),
+            ),
+            (
+                MemberError::InsufficientPoints {
+                    balance: 1,
+                    required: 2,
+                }
+                .into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "insufficient_points",
+                Some("points"),
+            ),
+            (
+                MemberError::InvalidAmount {
+                    field: "amount_minor",
+                }
+                .into(),
+                StatusCode::BAD_REQUEST,
+                "invalid_amount",
+                Some("amount_minor"),
+            ),
+            (
+                MemberError::TransactionConflict("t".into()).into(),
+                StatusCode::CONFLICT,
+                "transaction_conflict",
+                Some("transaction_id"),
+            ),
+            (
+                ProgramError::LocationAlreadyRegistered("x".into()).into(),
+                StatusCode::CONFLICT,
+                "location_exists",
+                Some("location_id"),
+            ),
+            (
+                ApiError::Command(CommandError::ProgramNotConfigured("acme".into())),
+                StatusCode::CONFLICT,
+                "program_not_configured",
+                None,
+            ),
+        ];
+        for (error, status, code, field) in cases {
+            assert_eq!(error.status(), status, "{error}");
+            assert_eq!(error.code(), code, "{error}");
+            assert_eq!(error.field().as_deref(), field, "{error}");
+        }
+    }
+
+    #[test]
+    fn internal_errors_are_not_leaked() {
+        let error = ApiError::Internal(anyhow::anyhow!("password=hunter2 connection refused"));
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = futures::executor::block_on(axum::body::to_bytes(response.into_body(), 10_000)).unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("\"code\":\"internal\""), "{text}");
+    }
+}

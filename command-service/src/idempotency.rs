@@ -1,0 +1,284 @@
+//! `Idempotency-Key` handling (SPEC §7): the same key with the same request returns the original
+//! response; the same key with a different request gets 409.
+//!
+//! A key is *reserved* before the command runs (a row in `command_idempotency_keys` with a lease)
+//! and *completed* with the exact response body after it succeeded. A request whose command fails
+//! releases its reservation: it changed nothing, so a retry is simply evaluated again.
+//!
+//! Crash windows, and why each is safe:
+//! - reserved, nothing else: a retry within the lease gets 409 `request_in_progress`; after the
+//!   lease it takes the reservation over and runs the command. Nothing was applied.
+//! - reserved and events committed, response not stored (crash, or the store failed after the
+//!   append): after the lease a retry runs the command again. Every command is idempotent on its
+//!   business ids (transaction, refund, redemption, adjustment ids; enrolment of a member id
+//!   derived from the idempotency key; `as_of` of the jobs), so it appends nothing the second
+//!   time, and the command layer answers with the events recorded under this idempotency key.
+//! - completed: replayed byte for byte.
+//!
+//! Concurrent requests with one key: only one holds the reservation; the other gets 409
+//! `request_in_progress` (same request) or `idempotency_key_reused` (different request).
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Longest `Idempotency-Key` accepted.
+pub const MAX_KEY_LEN: usize = 255;
+
+/// Checks an `Idempotency-Key` header value: 1 to 255 visible ASCII characters.
+pub fn validate_key(key: &str) -> Result<(), &'static str> {
+    if key.is_empty() {
+        Err("must not be empty")
+    } else if key.len() > MAX_KEY_LEN {
+        Err("must be at most 255 characters")
+    } else if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        Err("must be visible ASCII characters without spaces")
+    } else {
+        Ok(())
+    }
+}
+
+/// The fingerprint of a request: method, path and body with object keys sorted, so that a
+/// retry that re-serializes the same JSON differently still matches.
+pub fn request_hash(method: &str, path: &str, body: &Value) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(method.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(path.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(canonical_json(body).as_bytes());
+    format!("{:x}", hasher.finalize())
+}
+
+fn canonical_json(value: &Value) -> String {
+    fn write(value: &Value, out: &mut String) {
+        match value {
+            Value::Object(map) => {
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                out.push('{');
+                for (i, (key, value)) in entries.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(key.clone()).to_string());
+                    out.push(':');
+                    write(value, out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(value, &mut out);
+    out
+}
+
+/// A reservation held by this request.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    org_id: String,
+    key: String,
+    lease_id: Uuid,
+}
+
+/// What reserving a key found.
+#[derive(Debug)]
+pub enum Reservation {
+    /// This request holds the key and runs the command.
+    Acquired(Lease),
+    /// The key already completed with this response.
+    Replay { status: u16, body: String },
+    /// Another request with the same key and body is running.
+    InProgress,
+    /// The key was used for a different request.
+    Reused,
+}
+
+/// The idempotency records of the command API.
+#[derive(Clone)]
+pub struct Idempotency {
+    pool: PgPool,
+    lease: Duration,
+}
+
+impl Idempotency {
+    pub fn new(pool: PgPool, lease: Duration) -> Self {
+        Self { pool, lease }
+    }
+
+    /// Reserves `key` of `org` for a request with fingerprint `request_hash`.
+    pub async fn reserve(
+        &self,
+        org_id: &str,
+        key: &str,
+        request_hash: &str,
+        key_id: Uuid,
+    ) -> anyhow::Result<Reservation> {
+        let lease_id = Uuid::new_v4();
+        let lease_secs = self.lease.as_secs_f64();
+        // A reservation whose lease ran out belongs to a request that died; it may be taken
+        // over, but only by the same request (a different one could find the first one's
+        // events already committed).
+        let acquired: Option<Uuid> = sqlx::query_scalar(
+            "INSERT INTO command_idempotency_keys \
+                 (org_id, idempotency_key, request_hash, key_id, lease_id, locked_until) \
+             VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6)) \
+             ON CONFLICT (org_id, idempotency_key) DO UPDATE \
+                 SET key_id = EXCLUDED.key_id, lease_id = EXCLUDED.lease_id, \
+                     locked_until = EXCLUDED.locked_until \
+                 WHERE command_idempotency_keys.status_code IS NULL \
+                   AND command_idempotency_keys.locked_until < now() \
+                   AND command_idempotency_keys.request_hash = EXCLUDED.request_hash \
+             RETURNING lease_id",
+        )
+        .bind(org_id)
+        .bind(key)
+        .bind(request_hash)
+        .bind(key_id)
+        .bind(lease_id)
+        .bind(lease_secs)
+        .fetch_optional(&self.pool)
+        .await
+        .context("reserving an idempotency key")?;
+        if acquired.is_some() {
+            return Ok(Reservation::Acquired(Lease {
+                org_id: org_id.to_owned(),
+                key: key.to_owned(),
+                lease_id,
+            }));
+        }
+
+        let existing: Option<(String, Option<i16>, Option<String>)> = sqlx::query_as(
+            "SELECT request_hash, status_code, response_body FROM command_idempotency_keys \
+             WHERE org_id = $1 AND idempotency_key = $2",
+        )
+        .bind(org_id)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .context("reading an idempotency key")?;
+        Ok(match existing {
+            Some((hash, _, _)) if hash != request_hash => Reservation::Reused,
+            Some((_, Some(status), Some(body))) => Reservation::Replay {
+                status: u16::try_from(status).context("stored status code out of range")?,
+                body,
+            },
+            Some(_) => Reservation::InProgress,
+            // Released between the two statements: the other request failed. Rare; the
+            // client retries.
+            None => Reservation::InProgress,
+        })
+    }
+
+    /// Stores the response of a successful request.
+    pub async fn complete(&self, lease: &Lease, status: u16, body: &str) -> anyhow::Result<()> {
+        let status = i16::try_from(status).context("status code out of range")?;
+        let updated = sqlx::query(
+            "UPDATE command_idempotency_keys \
+             SET status_code = $4, response_body = $5, completed_at = now(), \
+                 lease_id = NULL, locked_until = NULL \
+             WHERE org_id = $1 AND idempotency_key = $2 AND lease_id = $3",
+        )
+        .bind(&lease.org_id)
+        .bind(&lease.key)
+        .bind(lease.lease_id)
+        .bind(status)
+        .bind(body)
+        .execute(&self.pool)
+        .await
+        .context("storing an idempotent response")?;
+        if updated.rows_affected() == 0 {
+            // Our lease ran out and a retry took the key over; it stores its own (equivalent)
+            // response.
+            tracing::warn!(key = %lease.key, "idempotency lease lost before the response was stored");
+        }
+        Ok(())
+    }
+
+    /// Gives up a reservation whose request failed (and so changed nothing).
+    pub async fn release(&self, lease: &Lease) -> anyhow::Result<()> {
+        sqlx::query(
+            "DELETE FROM command_idempotency_keys \
+             WHERE org_id = $1 AND idempotency_key = $2 AND lease_id = $3 AND status_code IS NULL",
+        )
+        .bind(&lease.org_id)
+        .bind(&lease.key)
+        .bind(lease.lease_id)
+        .execute(&self.pool)
+        .await
+        .context("releasing an idempotency key")?;
+        Ok(())
+    }
+
+    /// Deletes completed records older than `retention`; returns how many.
+    ///
+    /// A retry after that is evaluated again, which the commands' own idempotency makes safe.
+    pub async fn purge(&self, retention: Duration) -> anyhow::Result<u64> {
+        let deleted = sqlx::query(
+            "DELETE FROM command_idempotency_keys \
+             WHERE completed_at < now() - make_interval(secs => $1)",
+        )
+        .bind(retention.as_secs_f64())
+        .execute(&self.pool)
+        .await
+        .context("purging old idempotency keys")?;
+        Ok(deleted.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_hash_ignores_key_order_and_whitespace() {
+        let a: Value = serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2], "x": "é"}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"a":{"x":"é","y":[1,2]},"b":1}"#).unwrap();
+        assert_eq!(request_hash("POST", "/p", &a), request_hash("POST", "/p", &b));
+    }
+
+    #[test]
+    fn the_hash_covers_method_path_and_values() {
+        let body = json!({"amount_minor": 100});
+        let base = request_hash("POST", "/v1/orgs/a/members", &body);
+        assert_ne!(base, request_hash("PUT", "/v1/orgs/a/members", &body));
+        assert_ne!(base, request_hash("POST", "/v1/orgs/b/members", &body));
+        assert_ne!(
+            base,
+            request_hash("POST", "/v1/orgs/a/members", &json!({"amount_minor": 101}))
+        );
+        // A number and the same digits as a string are different requests.
+        assert_ne!(
+            base,
+            request_hash("POST", "/v1/orgs/a/members", &json!({"amount_minor": "100"}))
+        );
+    }
+
+    #[test]
+    fn keys_are_checked() {
+        assert!(validate_key("pos-42:2024-05-01T10:00:00Z#7").is_ok());
+        assert!(validate_key("").is_err());
+        assert!(validate_key("has space").is_err());
+        assert!(validate_key("tab\there").is_err());
+        assert!(validate_key("ünicode").is_err());
+        assert!(validate_key(&"k".repeat(255)).is_ok());
+        assert!(validate_key(&"k".repeat(256)).is_err());
+    }
+}

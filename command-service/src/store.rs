@@ -1,0 +1,362 @@
+//! The command executor: load an aggregate, decide on a copy, append the new events, all on the
+//! postgres-es event repository in event-store mode (SPEC §5: its snapshot and aggregate-store
+//! modes apply new events twice).
+//!
+//! Loading a member with a long history stays cheap thanks to an in-process cache of
+//! `(aggregate, last sequence)` per aggregate id: a command reads only the events newer than the
+//! cached sequence (`get_last_events`), and usually none at all, because
+//!
+//! - a decision that appends events is verified by the optimistic lock: the store's primary key
+//!   `(aggregate_type, aggregate_id, sequence)` refuses the insert when another process appended
+//!   first; the executor then loads the newer events and decides again (bounded, with jitter);
+//! - a decision that appends nothing (a rejected command, or a duplicate the aggregate ignores)
+//!   is not verified by any write, so it is only returned once the cache was caught up with the
+//!   store during this execution.
+//!
+//! Commands on one aggregate are serialized inside the process by a per-aggregate async mutex
+//! (the cache slot itself), so concurrent requests on one member queue up instead of failing each
+//! other's optimistic lock; across processes the lock and the retry take over.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex as SyncMutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
+use cqrs_es::{Aggregate, DomainEvent, EventEnvelope};
+use lru::LruCache;
+use postgres_es::PostgresEventRepository;
+use rand::Rng as _;
+use sqlx::PgPool;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+/// Metadata stored with every event of a command (org, command, idempotency key, key id,
+/// request id).
+pub type Metadata = HashMap<String, String>;
+
+/// SQLSTATE raised by the `events` insert trigger when an enrolment's `external_id` is taken.
+pub const SQLSTATE_EXTERNAL_ID_TAKEN: &str = "LY001";
+/// SQLSTATE raised by the `events` insert trigger when a purchase's `transaction_id` was
+/// already credited to another member of the org.
+pub const SQLSTATE_TRANSACTION_CLAIMED: &str = "LY002";
+
+/// A rule spanning aggregates that the store refused to break (see migration 0003).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Constraint {
+    ExternalIdTaken,
+    TransactionClaimed,
+}
+
+/// Why a command was not executed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError<E: std::error::Error> {
+    /// The aggregate refused the command; nothing was appended.
+    #[error(transparent)]
+    Rejected(E),
+    /// The store refused the events because of a rule spanning aggregates; nothing was appended.
+    #[error("the event store refused the events: {0:?}")]
+    Constraint(Constraint),
+    /// Other writers kept winning the optimistic lock; nothing was appended by this command.
+    #[error("gave up after {attempts} optimistic-lock conflicts")]
+    Contention { attempts: u32 },
+    /// The store failed; whether the events were appended is unknown (a retry will tell, since
+    /// every command is idempotent on its business ids).
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
+/// The outcome of an executed command.
+#[derive(Debug)]
+pub struct Committed<A: Aggregate> {
+    /// The events appended, with their sequence numbers; empty when the command changed nothing.
+    pub events: Vec<EventEnvelope<A>>,
+    /// The aggregate after the command.
+    pub aggregate: A,
+    /// The aggregate's last sequence number after the command.
+    pub sequence: usize,
+}
+
+/// How often and how patiently a command is retried on optimistic-lock conflicts.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in total, the first one included.
+    pub max_attempts: u32,
+    /// Upper bound of the first back-off; doubled per conflict, capped by `max_backoff`.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 10,
+            base_backoff: Duration::from_millis(2),
+            max_backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// "Full jitter": a random wait in `[0, min(max, base × 2^conflicts))`, so processes that
+    /// collided do not collide again in lockstep.
+    fn backoff(&self, conflicts: u32) -> Duration {
+        let cap = self
+            .base_backoff
+            .saturating_mul(1 << conflicts.min(16))
+            .min(self.max_backoff);
+        let micros = u64::try_from(cap.as_micros()).unwrap_or(u64::MAX).max(1);
+        Duration::from_micros(rand::rng().random_range(0..micros))
+    }
+}
+
+struct Slot<A> {
+    aggregate: A,
+    sequence: usize,
+    /// Whether `aggregate` was ever loaded from the store.
+    loaded: bool,
+}
+
+impl<A: Default> Default for Slot<A> {
+    fn default() -> Self {
+        Self {
+            aggregate: A::default(),
+            sequence: 0,
+            loaded: false,
+        }
+    }
+}
+
+type SlotRef<A> = Arc<Mutex<Slot<A>>>;
+
+/// Executes commands of one aggregate type against the event store, with the cache described in
+/// the module docs.
+pub struct AggregateStore<A: Aggregate> {
+    repo: PostgresEventRepository,
+    slots: SyncMutex<LruCache<String, SlotRef<A>>>,
+    retry: RetryPolicy,
+}
+
+impl<A> AggregateStore<A>
+where
+    A: Aggregate<Services = ()> + Clone,
+    A::Command: Clone,
+{
+    /// A store on `pool` caching at most `capacity` aggregates (least recently used evicted).
+    pub fn new(pool: PgPool, capacity: NonZeroUsize, retry: RetryPolicy) -> Self {
+        Self {
+            repo: PostgresEventRepository::new(pool),
+            slots: SyncMutex::new(LruCache::new(capacity)),
+            retry,
+        }
+    }
+
+    /// The cache slot of `id`, locked: the caller is the only one in this process working on
+    /// this aggregate until the guard is dropped.
+    ///
+    /// An evicted slot may still be held by a running command while a new slot is created for
+    /// the next one; the two then race through the optimistic lock like two processes, which is
+    /// correct, only slower.
+    async fn lock(&self, id: &str) -> OwnedMutexGuard<Slot<A>> {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            slots.get_or_insert(id.to_owned(), SlotRef::default).clone()
+        };
+        slot.lock_owned().await
+    }
+
+    /// Applies the events appended after the slot's sequence; returns how many there were.
+    async fn catch_up(&self, id: &str, slot: &mut Slot<A>) -> anyhow::Result<usize> {
+        let events = self
+            .repo
+            .get_last_events::<A>(id, slot.sequence)
+            .await
+            .map_err(|error| anyhow!(error))
+            .with_context(|| format!("loading events of {} {id} after {}", A::TYPE, slot.sequence))?;
+        let count = events.len();
+        for event in events {
+            let payload: A::Event = serde_json::from_value(event.payload).with_context(|| {
+                format!(
+                    "decoding {} {} event {} #{}",
+                    A::TYPE,
+                    id,
+                    event.event_type,
+                    event.sequence
+                )
+            })?;
+            slot.aggregate.apply(payload);
+            slot.sequence = event.sequence;
+        }
+        slot.loaded = true;
+        Ok(count)
+    }
+
+    /// The current state of aggregate `id` and its last sequence (0: no events yet).
+    pub async fn load(&self, id: &str) -> anyhow::Result<(A, usize)> {
+        let mut slot = self.lock(id).await;
+        self.catch_up(id, &mut slot).await?;
+        Ok((slot.aggregate.clone(), slot.sequence))
+    }
+
+    /// Executes `command` on aggregate `id` and appends its events with `metadata`.
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &Metadata,
+    ) -> Result<Committed<A>, ExecuteError<A::Error>> {
+        let mut slot = self.lock(id).await;
+        let mut fresh = false;
+        if !slot.loaded {
+            self.catch_up(id, &mut slot).await?;
+            fresh = true;
+        }
+        let mut conflicts = 0;
+        loop {
+            let mut next = slot.aggregate.clone();
+            let sink = EventSink::default();
+            let decided = next.handle(command.clone(), &(), &sink).await;
+            let events = sink.collect().await;
+
+            if decided.is_err() || events.is_empty() {
+                if !fresh {
+                    fresh = true;
+                    if self.catch_up(id, &mut slot).await? > 0 {
+                        continue;
+                    }
+                }
+                return match decided {
+                    Err(error) => Err(ExecuteError::Rejected(error)),
+                    Ok(()) => Ok(Committed {
+                        events: Vec::new(),
+                        aggregate: slot.aggregate.clone(),
+                        sequence: slot.sequence,
+                    }),
+                };
+            }
+
+            let envelopes: Vec<EventEnvelope<A>> = events
+                .into_iter()
+                .zip(slot.sequence + 1..)
+                .map(|(payload, sequence)| EventEnvelope {
+                    aggregate_id: id.to_owned(),
+                    sequence,
+                    payload,
+                    metadata: metadata.clone(),
+                })
+                .collect();
+            match self.persist(&envelopes).await {
+                Ok(()) => {
+                    slot.aggregate = next;
+                    slot.sequence += envelopes.len();
+                    return Ok(Committed {
+                        events: envelopes,
+                        aggregate: slot.aggregate.clone(),
+                        sequence: slot.sequence,
+                    });
+                }
+                Err(PersistFailure::Conflict) => {
+                    conflicts += 1;
+                    metrics::counter!("command_optimistic_lock_conflicts_total", "aggregate" => A::TYPE)
+                        .increment(1);
+                    if conflicts >= self.retry.max_attempts {
+                        metrics::counter!("command_optimistic_lock_exhausted_total", "aggregate" => A::TYPE)
+                            .increment(1);
+                        return Err(ExecuteError::Contention { attempts: conflicts });
+                    }
+                    tracing::debug!(
+                        aggregate = A::TYPE,
+                        id,
+                        conflicts,
+                        "optimistic-lock conflict, retrying"
+                    );
+                    tokio::time::sleep(self.retry.backoff(conflicts)).await;
+                    self.catch_up(id, &mut slot).await?;
+                    fresh = true;
+                }
+                Err(PersistFailure::Constraint(constraint)) => {
+                    return Err(ExecuteError::Constraint(constraint));
+                }
+                Err(PersistFailure::Other(error)) => {
+                    // The commit may or may not have happened. The cache is left as it was: if
+                    // the events did land, the next append conflicts on their sequence and
+                    // catches up, and a no-event decision catches up before it is trusted.
+                    return Err(ExecuteError::Store(error));
+                }
+            }
+        }
+    }
+
+    async fn persist(&self, envelopes: &[EventEnvelope<A>]) -> Result<(), PersistFailure> {
+        let serialized = envelopes
+            .iter()
+            .map(|envelope| {
+                Ok(SerializedEvent::new(
+                    envelope.aggregate_id.clone(),
+                    envelope.sequence,
+                    A::TYPE.to_owned(),
+                    envelope.payload.event_type(),
+                    envelope.payload.event_version(),
+                    serde_json::to_value(&envelope.payload)?,
+                    serde_json::to_value(&envelope.metadata)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, serde_json::Error>>()
+            .context("serializing events")
+            .map_err(PersistFailure::Other)?;
+        self.repo
+            .persist::<A>(&serialized, None)
+            .await
+            .map_err(PersistFailure::from)
+    }
+}
+
+enum PersistFailure {
+    Conflict,
+    Constraint(Constraint),
+    Other(anyhow::Error),
+}
+
+impl From<PersistenceError> for PersistFailure {
+    fn from(error: PersistenceError) -> Self {
+        match error {
+            PersistenceError::OptimisticLockError => PersistFailure::Conflict,
+            PersistenceError::ConnectionError(error)
+            | PersistenceError::DeserializationError(error)
+            | PersistenceError::UnknownError(error) => {
+                let code = error
+                    .downcast_ref::<sqlx::Error>()
+                    .and_then(|error| error.as_database_error())
+                    .and_then(|error| error.code())
+                    .map(|code| code.into_owned());
+                match code.as_deref() {
+                    Some(SQLSTATE_EXTERNAL_ID_TAKEN) => {
+                        PersistFailure::Constraint(Constraint::ExternalIdTaken)
+                    }
+                    Some(SQLSTATE_TRANSACTION_CLAIMED) => {
+                        PersistFailure::Constraint(Constraint::TransactionClaimed)
+                    }
+                    _ => PersistFailure::Other(anyhow::Error::from_boxed(error).context("appending events")),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded_and_grows() {
+        let policy = RetryPolicy::default();
+        for conflicts in 0..40 {
+            assert!(policy.backoff(conflicts) < policy.max_backoff);
+        }
+        let first_cap = policy.base_backoff * 2;
+        for _ in 0..100 {
+            assert!(policy.backoff(1) < first_cap);
+        }
+    }
+}
