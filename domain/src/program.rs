@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{check_business_id, is_slug};
 use crate::money::currency_digits;
 
+/// Longest expiry, qualification window or downgrade grace period, in days (100 years).
+pub const MAX_POLICY_DAYS: u32 = 36_500;
+
 /// One rung of the tier ladder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,7 +143,7 @@ impl ProgramConfig {
         let mut names = BTreeSet::new();
         for (i, tier) in self.tiers.iter().enumerate() {
             let field = |f: &str| format!("tiers[{i}].{f}");
-            if tier.name.trim().is_empty() || tier.name.len() > 64 {
+            if tier.name.trim().is_empty() || tier.name.chars().count() > 64 {
                 return Err(invalid(field("name"), "must be 1 to 64 characters"));
             }
             if !names.insert(tier.name.as_str()) {
@@ -206,14 +209,22 @@ impl ProgramConfig {
                 return Err(invalid(field("min_amount_minor"), "must not be negative"));
             }
         }
-        if self.expiry_days == Some(0) {
+        // Bounded so that every date computed from them (expiry, window start, end of grace)
+        // stays within the calendar.
+        if self.expiry_days.is_some_and(|d| d == 0 || d > MAX_POLICY_DAYS) {
             return Err(invalid(
                 "expiry_days".into(),
-                "must be at least 1, or null for never",
+                "must be between 1 and 36500, or null for never",
             ));
         }
-        if self.qualification_window_days == 0 {
-            return Err(invalid("qualification_window_days".into(), "must be at least 1"));
+        if self.qualification_window_days == 0 || self.qualification_window_days > MAX_POLICY_DAYS {
+            return Err(invalid(
+                "qualification_window_days".into(),
+                "must be between 1 and 36500",
+            ));
+        }
+        if self.downgrade_grace_days > MAX_POLICY_DAYS {
+            return Err(invalid("downgrade_grace_days".into(), "must be at most 36500"));
         }
         Ok(())
     }

@@ -1124,3 +1124,16 @@ fn purchase_that_restores_the_threshold_during_grace_clears_it() {
             },
         ]);
 }
+
+#[test]
+fn reevaluation_with_a_window_reaching_before_the_calendar_counts_every_purchase() {
+    // Programs are validated, but the member must not panic on a snapshot it is handed.
+    let endless = program_with(|c| c.qualification_window_days = u32::MAX);
+    member()
+        .given(given(silver_since_day_1()))
+        .when(MemberCommand::ReevaluateTier {
+            as_of: at(4_000, 0),
+            program: endless,
+        })
+        .then_expect_events(vec![]);
+}
