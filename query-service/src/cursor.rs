@@ -11,6 +11,8 @@ use serde::Serialize;
 
 use crate::error::{QueryError, QueryResult};
 
+/// Page size of a list when `first` is not given (or null).
+pub const DEFAULT_PAGE: i32 = 20;
 /// Largest `first` any list accepts.
 pub const MAX_PAGE_SIZE: i32 = 100;
 

@@ -19,16 +19,19 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::{Access, OrgGuard};
-use crate::cursor;
+use crate::cursor::{self, DEFAULT_PAGE};
 use crate::db::{self, Db, MemberAfter, MemberSort, PeriodKeys};
 use crate::error::{QueryError, QueryResult};
 use crate::live::{LiveFeed, MemberKey};
-use crate::loaders::{self, ProgramOf};
+use crate::loaders::{self, DirectoryOf, ProgramOf};
 use crate::types::{
     check_segment, segment_of, LeaderboardEntry, Liability, LiveState, Member, MemberFilter, MemberOrder,
     MemberUpdate, Period, Program, RfmCell, SegmentCount, SegmentTransition, TierCount, SEGMENTS,
 };
 use crate::Limits;
+
+/// Entries of a leaderboard when `first` is not given (SPEC §8: `first: Int = 10`).
+const LEADERBOARD_DEFAULT: i32 = 10;
 
 /// The schema type served.
 pub type QuerySchema = Schema<QueryRoot, EmptyMutation, SubscriptionRoot>;
@@ -99,6 +102,13 @@ fn is_introspection(request: &Request) -> bool {
             Some(operation) => operation,
             None => return false,
         },
+        // A single named operation needs no name in the request.
+        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
+            match operations.values().next() {
+                Some(operation) => operation,
+                None => return false,
+            }
+        }
         (DocumentOperations::Multiple(_), None) => return false,
     };
     operation.node.ty == OperationType::Query
@@ -115,7 +125,10 @@ fn parse_member_id(argument: &str, id: &str) -> QueryResult<Uuid> {
 /// Read-only queries of the loyalty read models.
 pub struct QueryRoot;
 
-#[Object]
+/// Read-only queries of the loyalty read models. Every field names the org it reads; list
+/// fields take `first` (page size, 1 to 100) and, when paged, `after` (the `endCursor` of the
+/// previous page).
+#[Object(name = "Query")]
 impl QueryRoot {
     /// A member, named by `memberId` or by `externalId` (exactly one); null if the org has no
     /// such member. Storefront and analyst keys.
@@ -130,7 +143,13 @@ impl QueryRoot {
         let db = crate::types::db(ctx);
         let row = match (member_id, external_id) {
             (Some(member_id), None) => {
-                db.member(&org_id, parse_member_id("memberId", &member_id)?)
+                // Through the loader: many aliased `member` fields in one request batch up.
+                let key = MemberKey {
+                    org_id: org_id.0.clone(),
+                    member_id: parse_member_id("memberId", &member_id)?,
+                };
+                ctx.data_unchecked::<loaders::Loaders>()
+                    .load_one(DirectoryOf(key))
                     .await?
             }
             (None, Some(external_id)) => db.member_by_external_id(&org_id, &external_id).await?,
@@ -147,7 +166,7 @@ impl QueryRoot {
     /// or of one location: the top `first` members. Storefront and analyst keys.
     #[graphql(
         guard = "OrgGuard::new(Access::Member, &org_id)",
-        complexity = "cursor::list_complexity(first, child_complexity)"
+        complexity = "cursor::list_complexity(first.unwrap_or(LEADERBOARD_DEFAULT), child_complexity)"
     )]
     async fn leaderboard(
         &self,
@@ -155,9 +174,9 @@ impl QueryRoot {
         org_id: ID,
         period: Period,
         location_id: Option<ID>,
-        #[graphql(default = 10, desc = "How many entries, 1 to 100.")] first: i32,
+        #[graphql(default = 10)] first: Option<i32>,
     ) -> QueryResult<Vec<LeaderboardEntry>> {
-        let limit = cursor::page_size("first", first)?;
+        let limit = cursor::page_size("first", first.unwrap_or(LEADERBOARD_DEFAULT))?;
         let keys = PeriodKeys::at(Utc::now());
         let period_key = match period {
             Period::Week => keys.week.as_str(),
@@ -234,7 +253,7 @@ impl QueryRoot {
     /// across pages, also while members enrol). Analyst keys.
     #[graphql(
         guard = "OrgGuard::new(Access::Analyst, &org_id)",
-        complexity = "cursor::list_complexity(first, child_complexity)"
+        complexity = "cursor::list_complexity(first.unwrap_or(DEFAULT_PAGE), child_complexity)"
     )]
     async fn members(
         &self,
@@ -242,10 +261,10 @@ impl QueryRoot {
         org_id: ID,
         filter: Option<MemberFilter>,
         #[graphql(default)] order_by: MemberOrder,
-        #[graphql(default = 20, desc = "Page size, 1 to 100.")] first: i32,
-        #[graphql(desc = "`endCursor` of the previous page.")] after: Option<String>,
+        #[graphql(default = 20)] first: Option<i32>,
+        after: Option<String>,
     ) -> QueryResult<Connection<String, Member>> {
-        let limit = cursor::page_size("first", first)?;
+        let limit = cursor::page_size("first", first.unwrap_or(DEFAULT_PAGE))?;
         let filter = filter.unwrap_or_default();
         if let Some(segment) = &filter.segment {
             check_segment("filter.segment", segment)?;
@@ -290,7 +309,7 @@ impl QueryRoot {
     /// those into or out of `segment`. Analyst keys.
     #[graphql(
         guard = "OrgGuard::new(Access::Analyst, &org_id)",
-        complexity = "cursor::list_complexity(first, child_complexity)"
+        complexity = "cursor::list_complexity(first.unwrap_or(DEFAULT_PAGE), child_complexity)"
     )]
     #[allow(clippy::too_many_arguments)]
     async fn segment_transitions(
@@ -300,10 +319,10 @@ impl QueryRoot {
         since: Option<DateTime<Utc>>,
         until: Option<DateTime<Utc>>,
         segment: Option<String>,
-        #[graphql(default = 20, desc = "Page size, 1 to 100.")] first: i32,
-        #[graphql(desc = "`endCursor` of the previous page.")] after: Option<String>,
+        #[graphql(default = 20)] first: Option<i32>,
+        after: Option<String>,
     ) -> QueryResult<Connection<String, SegmentTransition>> {
-        let limit = cursor::page_size("first", first)?;
+        let limit = cursor::page_size("first", first.unwrap_or(DEFAULT_PAGE))?;
         if let Some(segment) = &segment {
             check_segment("segment", segment)?;
         }
@@ -358,7 +377,9 @@ impl MemberCursor {
 /// Live updates.
 pub struct SubscriptionRoot;
 
-#[Subscription]
+/// Live updates over websocket (`graphql-transport-ws`); authenticate with the
+/// `connection_init` payload `{"Authorization": "Bearer <key>"}`.
+#[Subscription(name = "Subscription")]
 impl SubscriptionRoot {
     /// The member's balance and tier after each of its events, pushed as the event reaches the
     /// stream (not when the read models catch up). With `includeCurrent`, the current state is
@@ -406,5 +427,145 @@ impl SubscriptionRoot {
             },
         );
         Ok(futures::stream::iter(current).chain(live))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use async_graphql::parser::types::{ServiceDocument, TypeKind, TypeSystemDefinition};
+
+    use super::*;
+
+    /// SPEC §8's GraphQL block, verbatim: the names and shapes integrators rely on.
+    const SPEC_CONTRACT: &str = r#"
+type Query {
+  member(orgId: ID!, memberId: ID, externalId: String): Member
+  leaderboard(orgId: ID!, period: Period!, locationId: ID, first: Int = 10): [LeaderboardEntry!]!
+  segmentCounts(orgId: ID!): [SegmentCount!]!
+  tierDistribution(orgId: ID!): [TierCount!]!
+  liability(orgId: ID!): Liability!
+}
+enum Period { WEEK MONTH ALL_TIME }
+type Member { memberId: ID! externalId: String displayName: String
+  balance: Balance! tier: TierProgress! rfm: Rfm stampCards: [StampCard!]! }
+type Balance { points: Int! lifetimeEarned: Int! redeemed: Int! expired: Int! clawedBack: Int! }
+type TierProgress { name: String! multiplierBps: Int! qualifyingPoints: Int!
+  nextTier: String pointsToNext: Int }
+type Rfm { recencyDays: Int! frequency: Int! monetaryMinor: Int!
+  r: Int! f: Int! m: Int! segment: String! }
+type LeaderboardEntry { rank: Int! memberId: ID! displayName: String! points: Int! }
+type SegmentCount { segment: String! count: Int! }
+type TierCount { tier: String! count: Int! }
+type Liability { points: Int! }
+"#;
+
+    /// type → field → (type, [(argument, type, default)]), and enum → values.
+    type Fields = HashMap<String, HashMap<String, (String, Vec<(String, String, Option<String>)>)>>;
+
+    fn shapes(document: &ServiceDocument) -> (Fields, HashMap<String, Vec<String>>) {
+        let mut fields = Fields::new();
+        let mut enums = HashMap::new();
+        for definition in &document.definitions {
+            let TypeSystemDefinition::Type(ty) = definition else {
+                continue;
+            };
+            let name = ty.node.name.node.to_string();
+            match &ty.node.kind {
+                TypeKind::Object(object) => {
+                    let entry = fields.entry(name).or_default();
+                    for field in &object.fields {
+                        let arguments = field
+                            .node
+                            .arguments
+                            .iter()
+                            .map(|argument| {
+                                (
+                                    argument.node.name.node.to_string(),
+                                    argument.node.ty.node.to_string(),
+                                    argument.node.default_value.as_ref().map(|v| v.node.to_string()),
+                                )
+                            })
+                            .collect();
+                        entry.insert(
+                            field.node.name.node.to_string(),
+                            (field.node.ty.node.to_string(), arguments),
+                        );
+                    }
+                }
+                TypeKind::Enum(values) => {
+                    enums.insert(
+                        name,
+                        values
+                            .values
+                            .iter()
+                            .map(|v| v.node.value.node.to_string())
+                            .collect(),
+                    );
+                }
+                _ => {}
+            }
+        }
+        (fields, enums)
+    }
+
+    #[test]
+    fn the_schema_has_every_name_and_shape_of_spec_section_8() {
+        let spec = async_graphql::parser::parse_schema(SPEC_CONTRACT).unwrap();
+        let served = async_graphql::parser::parse_schema(sdl()).unwrap();
+        let (spec_fields, spec_enums) = shapes(&spec);
+        let (served_fields, served_enums) = shapes(&served);
+        for (ty, fields) in &spec_fields {
+            let served = served_fields
+                .get(ty)
+                .unwrap_or_else(|| panic!("type {ty} is missing"));
+            for (field, (field_type, arguments)) in fields {
+                let (served_type, served_arguments) = served
+                    .get(field)
+                    .unwrap_or_else(|| panic!("{ty}.{field} is missing"));
+                assert_eq!(served_type, field_type, "type of {ty}.{field}");
+                // Same arguments, in the same order; extra arguments would have to be optional.
+                assert_eq!(served_arguments, arguments, "arguments of {ty}.{field}");
+            }
+        }
+        for (name, values) in &spec_enums {
+            assert_eq!(served_enums.get(name), Some(values), "enum {name}");
+        }
+    }
+
+    #[test]
+    fn only_pure_introspection_goes_to_the_introspection_schema() {
+        let cases = [
+            ("{ __schema { types { name } } }", None, true),
+            (
+                "query Q { __type(name: \"Member\") { name } __typename }",
+                None,
+                true,
+            ),
+            ("{ __typename liability(orgId: \"a\") { points } }", None, false),
+            ("{ liability(orgId: \"a\") { points } }", None, false),
+            (
+                "query A { __typename } query B { liability(orgId: \"a\") { points } }",
+                Some("B"),
+                false,
+            ),
+            (
+                "query A { __typename } query B { liability(orgId: \"a\") { points } }",
+                Some("A"),
+                true,
+            ),
+            ("query A { __typename } query B { __typename }", None, false),
+            ("subscription { __typename }", None, false),
+            ("{ ...F } fragment F on Query { __typename }", None, false),
+            ("not graphql", None, false),
+        ];
+        for (query, operation, expected) in cases {
+            let mut request = Request::new(query);
+            if let Some(operation) = operation {
+                request = request.operation_name(operation);
+            }
+            assert_eq!(is_introspection(&request), expected, "{query} / {operation:?}");
+        }
     }
 }

@@ -54,7 +54,7 @@ use crate::graphql::{QuerySchema, Schemas};
 use crate::live::LiveFeed;
 
 /// The listen address unless `--listen` / `LISTEN_ADDR` says otherwise.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:8082";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8082";
 
 /// Configuration of the query service (flags and environment).
 #[derive(Debug, Clone, clap::Parser)]

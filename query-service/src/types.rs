@@ -96,6 +96,7 @@ impl Member {
     }
 }
 
+/// A loyalty member of an org.
 #[Object]
 impl Member {
     /// The member's id (a UUID assigned at enrolment).
@@ -165,16 +166,19 @@ impl Member {
     }
 
     /// The member's events, newest first, with the points each one moved (from the event
-    /// store, so always complete and current).
-    #[graphql(complexity = "cursor::list_complexity(first, child_complexity)")]
+    /// store, so always complete and current). `first`: page size, 1 to 100; `after`: the
+    /// `endCursor` of the previous page; `pointsOnly`: only events that moved points.
+    #[graphql(
+        complexity = "cursor::list_complexity(first.unwrap_or(cursor::DEFAULT_PAGE), child_complexity)"
+    )]
     async fn history(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 20, desc = "Page size, 1 to 100.")] first: i32,
-        #[graphql(desc = "`endCursor` of the previous page.")] after: Option<String>,
-        #[graphql(default = false, desc = "Only events that moved points.")] points_only: bool,
+        #[graphql(default = 20)] first: Option<i32>,
+        after: Option<String>,
+        #[graphql(default = false)] points_only: bool,
     ) -> QueryResult<Connection<String, HistoryEntry>> {
-        let limit = cursor::page_size("first", first)?;
+        let limit = cursor::page_size("first", first.unwrap_or(cursor::DEFAULT_PAGE))?;
         let before: Option<i64> = cursor::decode(after.as_deref())?;
         let mut rows = db(ctx)
             .history(&self.key(), before, points_only, limit + 1)
@@ -237,6 +241,7 @@ impl Member {
 /// A member's points.
 pub struct Balance(pub BalanceRow);
 
+/// A member's points.
 #[Object]
 impl Balance {
     /// Points available now (negative only while a refund's clawback is owed).
@@ -339,6 +344,7 @@ impl TierProgress {
 /// RFM metrics and scores of a purchasing member, as of the last scoring.
 pub struct Rfm(pub RfmRow);
 
+/// RFM metrics and scores of a purchasing member, as of the last scoring.
 #[Object]
 impl Rfm {
     /// Days since the last purchase.
@@ -378,6 +384,7 @@ impl Rfm {
 /// A member's progress on one stamp card.
 pub struct StampCard(pub StampCardRow);
 
+/// A member's progress on one stamp card.
 #[Object]
 impl StampCard {
     async fn card_id(&self) -> &str {
@@ -412,6 +419,7 @@ impl StampCard {
 /// An entry of the rewards catalogue.
 pub struct Reward(pub RewardRow);
 
+/// An entry of the rewards catalogue.
 #[Object]
 impl Reward {
     async fn reward_id(&self) -> &str {
@@ -622,6 +630,7 @@ pub struct Liability {
 /// A member's move from one RFM segment to another.
 pub struct SegmentTransition(pub TransitionRow);
 
+/// A member's move from one RFM segment to another.
 #[Object]
 impl SegmentTransition {
     async fn member_id(&self) -> ID {
@@ -655,6 +664,7 @@ impl SegmentTransition {
 /// A change of a member's tier standing.
 pub struct TierChange(pub TierChangeRow);
 
+/// A change of a member's tier standing.
 #[Object]
 impl TierChange {
     /// `ENROLLED`, `UPGRADED`, `GRACE_STARTED`, `GRACE_CLEARED` or `DOWNGRADED`.
@@ -683,6 +693,7 @@ impl TierChange {
 /// An org's program: what members earn and can redeem.
 pub struct Program(pub FullProgram);
 
+/// An org's program: what members earn and can redeem.
 #[Object]
 impl Program {
     /// Bumped by every change of the program.
@@ -749,6 +760,7 @@ pub struct ProgramTier {
 /// A stamp card of the program.
 pub struct StampCardDefinition(pub StampCardDefRow);
 
+/// A stamp card of the program.
 #[Object]
 impl StampCardDefinition {
     async fn card_id(&self) -> &str {
@@ -802,6 +814,7 @@ pub struct MemberUpdate {
     pub committed_at: Option<DateTime<Utc>>,
 }
 
+/// A live update of a member, pushed after each of its events.
 #[Object]
 impl MemberUpdate {
     async fn member_id(&self) -> ID {

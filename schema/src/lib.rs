@@ -24,3 +24,8 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
     MIGRATOR.run(pool).await
 }
+
+/// The GraphQL SDL of the query service as checked in (`schema/graphql/schema.graphql`): the
+/// contract integrators build against. A test of `loyalty-tests` fails when the served schema
+/// differs from it (`UPDATE_SDL=1 cargo test -p loyalty-tests --test query_sdl` rewrites it).
+pub const GRAPHQL_SDL_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/graphql/schema.graphql");

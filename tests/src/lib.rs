@@ -314,3 +314,312 @@ mod tests {
         );
     }
 }
+
+// --- The query service (GraphQL) -----------------------------------------------------------
+
+/// A query service running inside the test process, on a free port.
+pub struct TestQueryService {
+    addr: std::net::SocketAddr,
+    http: reqwest::Client,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts the query service on `db` and `nats` (port 0) with the default limits.
+pub async fn spawn_query_service(db: &TestDb, nats: &TestNats) -> TestQueryService {
+    spawn_query_service_with(db, nats, query_service::Limits::default()).await
+}
+
+/// Starts the query service with the given query limits.
+pub async fn spawn_query_service_with(
+    db: &TestDb,
+    nats: &TestNats,
+    limits: query_service::Limits,
+) -> TestQueryService {
+    common::telemetry::init("tests");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding a port for the query service");
+    let addr = listener.local_addr().expect("query service address");
+    let config = query_service::Config {
+        db: db.db_args(),
+        nats: nats.nats_args(),
+        listen: common::config::ListenArgs::default(),
+        limits,
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = shutdown.clone();
+    let task = tokio::spawn(query_service::run(config, listener, async move {
+        stop.cancelled().await
+    }));
+    TestQueryService {
+        addr,
+        http: reqwest::Client::new(),
+        shutdown,
+        task,
+    }
+}
+
+/// A GraphQL answer: the HTTP status and the JSON body.
+#[derive(Debug, Clone)]
+pub struct GraphqlReply {
+    pub status: reqwest::StatusCode,
+    pub body: serde_json::Value,
+}
+
+impl GraphqlReply {
+    /// `data`, panicking with the whole reply if there are errors.
+    pub fn data(&self) -> &serde_json::Value {
+        assert!(
+            self.status.is_success() && self.body.get("errors").is_none_or(|errors| errors.is_null()),
+            "GraphQL request failed: {} {:#}",
+            self.status,
+            self.body
+        );
+        &self.body["data"]
+    }
+
+    /// `extensions.code` of each error.
+    pub fn error_codes(&self) -> Vec<String> {
+        self.body["errors"]
+            .as_array()
+            .map(|errors| {
+                errors
+                    .iter()
+                    .map(|e| e["extensions"]["code"].as_str().unwrap_or("<none>").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The message of the first error, if any.
+    pub fn first_error(&self) -> Option<&str> {
+        self.body["errors"][0]["message"].as_str()
+    }
+}
+
+impl TestQueryService {
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The websocket URL of subscriptions.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/graphql/ws", self.addr)
+    }
+
+    /// POSTs a GraphQL request, with `Authorization: Bearer <key>` when a key is given.
+    pub async fn graphql(
+        &self,
+        key: Option<&str>,
+        query: &str,
+        variables: serde_json::Value,
+    ) -> GraphqlReply {
+        let mut request = self
+            .http
+            .post(self.url("/graphql"))
+            .json(&serde_json::json!({ "query": query, "variables": variables }));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.expect("sending a GraphQL request");
+        let status = response.status();
+        let body = response.json().await.expect("a JSON GraphQL reply");
+        GraphqlReply { status, body }
+    }
+
+    /// Asks `query` until `accept` holds for its `data` (the read models are eventually
+    /// consistent), panicking after `timeout` with the last answer.
+    pub async fn graphql_until(
+        &self,
+        key: &str,
+        query: &str,
+        variables: serde_json::Value,
+        timeout: Duration,
+        accept: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let reply = self.graphql(Some(key), query, variables.clone()).await;
+            let data = reply.data().clone();
+            if accept(&data) {
+                return data;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("no accepted answer within {timeout:?}; last: {data:#}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Shuts the service down gracefully and returns how `run` ended.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await.context("query service task")?
+    }
+}
+
+// --- The projector -------------------------------------------------------------------------
+
+/// A projector running inside the test process on a free port, with its own durable consumer.
+pub struct TestProjector {
+    addr: std::net::SocketAddr,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// The projector configuration of a test: `db`, `nats`, the durable consumer `consumer`,
+/// acks awaited 2 s (so a killed projector's messages come back quickly), no scheduled RFM
+/// recomputation (tests recompute at times of their choosing).
+pub fn projector_config(db: &TestDb, nats: &TestNats, consumer: &str) -> projector::Config {
+    let mut config = projector::Config::new(db.db_args(), nats.nats_args());
+    config.consumer = consumer.to_owned();
+    config.ack_wait_secs = 2;
+    config.rfm_interval_secs = 0;
+    config
+}
+
+/// Starts a projector with [`projector_config`].
+pub async fn spawn_projector(db: &TestDb, nats: &TestNats, consumer: &str) -> TestProjector {
+    spawn_projector_with(projector_config(db, nats, consumer)).await
+}
+
+/// Starts a projector with `config` on `127.0.0.1:0`.
+pub async fn spawn_projector_with(config: projector::Config) -> TestProjector {
+    common::telemetry::init("tests");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding a port for the projector");
+    let addr = listener.local_addr().expect("projector address");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = shutdown.clone();
+    let task = tokio::spawn(projector::run(
+        config,
+        listener,
+        async move { stop.cancelled().await },
+    ));
+    TestProjector { addr, shutdown, task }
+}
+
+impl TestProjector {
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Graceful stop: the batch in progress is finished and acked first.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await.context("projector task")?
+    }
+
+    /// Stops the projector as a crash would: wherever it is (in the middle of a batch
+    /// transaction, before acking), it stops; nothing further is committed or acked.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+// --- The command service -------------------------------------------------------------------
+
+pub mod command_api;
+pub use command_api::{
+    command_config, create_api_key, spawn_command_service, spawn_command_service_with, ApiClient,
+    ApiResponse, OrgKeys, TestCommandService,
+};
+
+/// A GraphQL-over-websocket client speaking `graphql-transport-ws`, for subscription tests.
+pub struct GraphqlWs {
+    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl GraphqlWs {
+    /// Connects and initialises with `{"Authorization": "Bearer <key>"}` (no payload without a
+    /// key). `Err` carries the server's reason when it refuses the connection.
+    pub async fn connect(url: &str, key: Option<&str>) -> Result<Self, String> {
+        use futures::{SinkExt as _, StreamExt as _};
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        use tokio_tungstenite::tungstenite::Message;
+
+        let mut request = url.into_client_request().expect("a websocket URL");
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "graphql-transport-ws".parse().expect("header value"),
+        );
+        let (mut socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .map_err(|error| format!("connecting: {error}"))?;
+        let payload = match key {
+            Some(key) => serde_json::json!({ "Authorization": format!("Bearer {key}") }),
+            None => serde_json::json!({}),
+        };
+        let init = serde_json::json!({ "type": "connection_init", "payload": payload });
+        socket
+            .send(Message::text(init.to_string()))
+            .await
+            .map_err(|error| format!("sending connection_init: {error}"))?;
+        let reply = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .map_err(|_| "no reply to connection_init".to_owned())?;
+        match reply {
+            Some(Ok(Message::Text(text))) => {
+                let message: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+                if message["type"] == "connection_ack" {
+                    Ok(Self { socket })
+                } else {
+                    Err(format!("unexpected reply: {message}"))
+                }
+            }
+            Some(Ok(Message::Close(frame))) => Err(frame.map(|f| f.reason.to_string()).unwrap_or_default()),
+            other => Err(format!("unexpected reply: {other:?}")),
+        }
+    }
+
+    /// Starts the subscription `id`.
+    pub async fn subscribe(&mut self, id: &str, query: &str, variables: serde_json::Value) {
+        use futures::SinkExt as _;
+        let message = serde_json::json!({
+            "id": id,
+            "type": "subscribe",
+            "payload": { "query": query, "variables": variables },
+        });
+        self.socket
+            .send(tokio_tungstenite::tungstenite::Message::text(message.to_string()))
+            .await
+            .expect("sending subscribe");
+    }
+
+    /// The next protocol message (`next`, `error`, `complete`), answering pings on the way;
+    /// `None` when the connection closed or nothing came within `timeout`.
+    pub async fn next_message(&mut self, timeout: Duration) -> Option<serde_json::Value> {
+        use futures::{SinkExt as _, StreamExt as _};
+        use tokio_tungstenite::tungstenite::Message;
+
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .ok()??;
+            let Ok(Message::Text(text)) = message else {
+                return None;
+            };
+            let message: serde_json::Value = serde_json::from_str(&text).expect("a JSON message");
+            if message["type"] == "ping" {
+                let pong = serde_json::json!({ "type": "pong" }).to_string();
+                self.socket.send(Message::text(pong)).await.ok()?;
+                continue;
+            }
+            return Some(message);
+        }
+    }
+}
