@@ -14,6 +14,7 @@ use anyhow::{bail, Context as _};
 use futures::{stream, StreamExt as _};
 use serde::Serialize;
 use serde_json::{json, Value};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::api::Api;
@@ -48,7 +49,16 @@ impl OrgCheck {
 #[derive(Debug, Clone, Serialize)]
 pub struct JournalCheck {
     pub entries: i64,
+    /// Entries whose postings do not sum to zero, or that do not have exactly two.
     pub unbalanced_entries: i64,
+    /// Orgs whose `org_liability` differs from Σ `member_balances` in the database.
+    pub orgs_with_liability_mismatch: i64,
+}
+
+impl JournalCheck {
+    pub fn ok(&self) -> bool {
+        self.unbalanced_entries == 0 && self.orgs_with_liability_mismatch == 0
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -86,11 +96,11 @@ impl ConsistencyReport {
         }
         match &self.journal {
             Some(Ok(journal)) => out.push_str(&format!(
-                "  journal: {} entries of these orgs, {} not summing to zero\n",
-                journal.entries, journal.unbalanced_entries
+                "  journal (database): {} entries of these orgs, {} not two postings summing to zero; {} orgs with liability != Σ balances\n",
+                journal.entries, journal.unbalanced_entries, journal.orgs_with_liability_mismatch
             )),
             Some(Err(error)) => out.push_str(&format!("  journal: not checked: {error}\n")),
-            None => out.push_str("  journal: not checked (no --database-url)\n"),
+            None => out.push_str("  journal: not checked\n"),
         }
         match &self.audit {
             Some(Ok(audit)) => out.push_str(&format!(
@@ -167,6 +177,45 @@ pub async fn check_org(api: &Api, org: &Org, members: &[(Uuid, i64)]) -> anyhow:
         }
     }
     Ok(check)
+}
+
+/// Checks the ledger read model of `orgs` in the database: every journal entry has exactly two
+/// postings summing to zero, and the org's liability equals Σ of its members' balances there.
+pub async fn check_journal(pool: &PgPool, schema: &str, orgs: &[String]) -> anyhow::Result<JournalCheck> {
+    if !schema
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        bail!("--read-model-schema `{schema}` is not a plain lowercase identifier");
+    }
+    let (entries, unbalanced): (i64, i64) = sqlx::query_as(&format!(
+        "SELECT count(*), count(*) FILTER (WHERE total <> 0 OR legs <> 2) FROM ( \
+           SELECT coalesce(sum(p.delta), 0) AS total, count(p.delta) AS legs \
+           FROM {schema}.journal_entries j \
+           LEFT JOIN {schema}.postings p USING (org_id, member_id, sequence) \
+           WHERE j.org_id = ANY($1) \
+           GROUP BY j.org_id, j.member_id, j.sequence) e"
+    ))
+    .bind(orgs)
+    .fetch_one(pool)
+    .await
+    .context("summing the postings of each journal entry")?;
+    let liability_mismatches: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM unnest($1::text[]) AS o(org_id) \
+         LEFT JOIN {schema}.org_liability l USING (org_id) \
+         LEFT JOIN (SELECT org_id, sum(balance)::bigint AS balances FROM {schema}.member_balances \
+                    WHERE org_id = ANY($1) GROUP BY org_id) b USING (org_id) \
+         WHERE coalesce(l.points, 0) <> coalesce(b.balances, 0)"
+    ))
+    .bind(orgs)
+    .fetch_one(pool)
+    .await
+    .context("comparing liabilities with member balances")?;
+    Ok(JournalCheck {
+        entries,
+        unbalanced_entries: unbalanced,
+        orgs_with_liability_mismatch: liability_mismatches,
+    })
 }
 
 /// Runs the audit command (e.g. `target/release/projector audit`) with the environment of the

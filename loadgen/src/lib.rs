@@ -142,7 +142,7 @@ impl Target {
     }
 
     async fn orgs(&self, api: &Api, count: usize, locations: usize) -> anyhow::Result<Vec<Org>> {
-        let keys_db = setup::connect_keys_db(&self.database_url).await?;
+        let keys_db = setup::connect_platform_db(&self.database_url).await?;
         let prefix = format!("{}-{}", self.org_prefix, setup::run_id());
         let orgs = setup::create_orgs(api, &keys_db, &prefix, count, locations).await;
         keys_db.close().await;
@@ -194,6 +194,9 @@ pub struct RunArgs {
     /// Skip the consistency check at the end.
     #[arg(long)]
     pub no_check: bool,
+    /// Postgres schema of the read models, for the journal check.
+    #[arg(long, default_value = "rm")]
+    pub read_model_schema: String,
     /// Command run at the end to audit the read models, e.g. `target/release/projector audit`;
     /// a non-zero exit fails the check.
     #[arg(long)]
@@ -315,7 +318,16 @@ pub async fn run_workload(args: RunArgs) -> anyhow::Result<RunReport> {
     } else {
         // The lag tracker only drained what it tracked; let the last writes settle too.
         eprintln!("loadgen: checking consistency");
-        Some(consistency(&api, &workload.orgs, args.audit_cmd.as_deref()).await)
+        Some(
+            consistency(
+                &api,
+                &workload.orgs,
+                &args.target.database_url,
+                &args.read_model_schema,
+                args.audit_cmd.as_deref(),
+            )
+            .await,
+        )
     };
 
     let report = RunReport {
@@ -349,7 +361,13 @@ fn mix_text(args: &RunArgs) -> String {
         .join(",")
 }
 
-async fn consistency(api: &Api, orgs: &[OrgCtx], audit_cmd: Option<&str>) -> check::ConsistencyReport {
+async fn consistency(
+    api: &Api,
+    orgs: &[OrgCtx],
+    database_url: &str,
+    read_model_schema: &str,
+    audit_cmd: Option<&str>,
+) -> check::ConsistencyReport {
     let mut checks = Vec::new();
     let mut ok = true;
     for ctx in orgs {
@@ -375,6 +393,15 @@ async fn consistency(api: &Api, orgs: &[OrgCtx], audit_cmd: Option<&str>) -> che
             }
         }
     }
+    let org_ids: Vec<String> = orgs.iter().map(|c| c.org.id.clone()).collect();
+    let journal = async {
+        let pool = setup::connect_platform_db(database_url).await?;
+        let journal = check::check_journal(&pool, read_model_schema, &org_ids).await;
+        pool.close().await;
+        journal
+    }
+    .await;
+    ok &= matches!(&journal, Ok(j) if j.ok());
     let audit = match audit_cmd {
         Some(cmd) => {
             let result = check::run_audit(cmd, Duration::from_secs(1800)).await;
@@ -385,7 +412,7 @@ async fn consistency(api: &Api, orgs: &[OrgCtx], audit_cmd: Option<&str>) -> che
     };
     check::ConsistencyReport {
         orgs: checks,
-        journal: None,
+        journal: Some(journal.map_err(|e| format!("{e:#}"))),
         audit,
         ok,
     }

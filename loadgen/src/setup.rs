@@ -72,8 +72,8 @@ pub fn run_id() -> String {
         .to_ascii_lowercase()
 }
 
-/// Opens a small pool on the (loopback) database that holds the API keys.
-pub async fn connect_keys_db(database_url: &str) -> anyhow::Result<PgPool> {
+/// Opens a small pool on the (loopback) platform database: API keys, read-model checks.
+pub async fn connect_platform_db(database_url: &str) -> anyhow::Result<PgPool> {
     require_loopback("--database-url", database_url)?;
     let mut args = common::config::DbArgs::new(database_url);
     args.database_max_connections = 2;
