@@ -732,7 +732,13 @@ impl Member {
         // The purchase that crosses a threshold earned at the old multiplier (above); the
         // upgrade applies from the next purchase.
         let target = config.tier_for(qualifying_points);
-        if tier_index.is_none_or(|current| target > current) && config.tiers[target].name != self.tier.name {
+        let upgrade = match tier_index {
+            Some(current) => target > current,
+            // A tier the program no longer has (renamed or removed): a purchase may move the
+            // member to a ladder tier at least as rewarding, never down.
+            None => config.tiers[target].multiplier_bps >= multiplier_bps,
+        };
+        if upgrade {
             events.push(MemberEvent::TierUpgraded {
                 from: self.tier.name.clone(),
                 to: config.tiers[target].name.clone(),
@@ -958,13 +964,39 @@ impl Member {
         let config = &program.config;
         let qualifying_points = self.qualifying_points(as_of, config.qualification_window_days);
         let target = config.tier_for(qualifying_points);
-        let current = config.tier_index(&self.tier.name).unwrap_or(target);
         let grace_end = |from: DateTime<Utc>| {
             from.checked_add_signed(Duration::days(i64::from(config.downgrade_grace_days)))
                 .ok_or(MemberError::Overflow { field: "as_of" })
         };
         let mut events = Vec::new();
-        if target > current || config.tier_index(&self.tier.name).is_none() && target != current {
+        let Some(current) = config.tier_index(&self.tier.name) else {
+            // The member's tier is no longer on the ladder (renamed or removed): there is no
+            // rung to step down from, so the re-evaluation places them where their qualifying
+            // points put them.
+            let to = &config.tiers[target];
+            let event = if to.multiplier_bps >= self.tier.multiplier_bps {
+                MemberEvent::TierUpgraded {
+                    from: self.tier.name.clone(),
+                    to: to.name.clone(),
+                    multiplier_bps: to.multiplier_bps,
+                    qualifying_points,
+                    occurred_at: as_of,
+                    program_version: program.version,
+                }
+            } else {
+                MemberEvent::TierDowngraded {
+                    from: self.tier.name.clone(),
+                    to: to.name.clone(),
+                    multiplier_bps: to.multiplier_bps,
+                    qualifying_points,
+                    as_of,
+                    program_version: program.version,
+                }
+            };
+            sink.write(event, self).await;
+            return Ok(());
+        };
+        if target > current {
             events.push(MemberEvent::TierUpgraded {
                 from: self.tier.name.clone(),
                 to: config.tiers[target].name.clone(),
@@ -982,36 +1014,40 @@ impl Member {
                 });
             }
         } else {
-            match &self.tier.grace {
-                None => events.push(MemberEvent::TierGracePeriodStarted {
+            // With a grace period of 0 days the first re-evaluation below threshold is already
+            // past its end.
+            let due = match &self.tier.grace {
+                None => grace_end(as_of)? <= as_of,
+                Some(grace) => as_of >= grace.downgrade_after,
+            };
+            if due {
+                // One tier at a time; a further step needs another full grace period.
+                let lower = current - 1;
+                events.push(MemberEvent::TierDowngraded {
+                    from: self.tier.name.clone(),
+                    to: config.tiers[lower].name.clone(),
+                    multiplier_bps: config.tiers[lower].multiplier_bps,
+                    qualifying_points,
+                    as_of,
+                    program_version: program.version,
+                });
+                if target < lower {
+                    events.push(MemberEvent::TierGracePeriodStarted {
+                        tier: config.tiers[lower].name.clone(),
+                        threshold_points: config.tiers[lower].threshold_points,
+                        qualifying_points,
+                        as_of,
+                        downgrade_after: grace_end(as_of)?,
+                    });
+                }
+            } else if self.tier.grace.is_none() {
+                events.push(MemberEvent::TierGracePeriodStarted {
                     tier: self.tier.name.clone(),
                     threshold_points: config.tiers[current].threshold_points,
                     qualifying_points,
                     as_of,
                     downgrade_after: grace_end(as_of)?,
-                }),
-                Some(grace) if as_of >= grace.downgrade_after => {
-                    // One tier at a time; a further step needs another full grace period.
-                    let lower = current - 1;
-                    events.push(MemberEvent::TierDowngraded {
-                        from: self.tier.name.clone(),
-                        to: config.tiers[lower].name.clone(),
-                        multiplier_bps: config.tiers[lower].multiplier_bps,
-                        qualifying_points,
-                        as_of,
-                        program_version: program.version,
-                    });
-                    if target < lower {
-                        events.push(MemberEvent::TierGracePeriodStarted {
-                            tier: config.tiers[lower].name.clone(),
-                            threshold_points: config.tiers[lower].threshold_points,
-                            qualifying_points,
-                            as_of,
-                            downgrade_after: grace_end(as_of)?,
-                        });
-                    }
-                }
-                Some(_) => {}
+                });
             }
         }
         for event in events {

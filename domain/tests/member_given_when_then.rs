@@ -1137,3 +1137,111 @@ fn reevaluation_with_a_window_reaching_before_the_calendar_counts_every_purchase
         })
         .then_expect_events(vec![]);
 }
+
+#[test]
+fn without_a_grace_period_the_first_reevaluation_below_threshold_downgrades() {
+    let no_grace = program_with(|c| c.downgrade_grace_days = 0);
+    member()
+        .given(given(silver_since_day_1()))
+        .when(MemberCommand::ReevaluateTier {
+            as_of: at(400, 0),
+            program: no_grace,
+        })
+        .then_expect_events(vec![MemberEvent::TierDowngraded {
+            from: "Silver".into(),
+            to: "Bronze".into(),
+            multiplier_bps: 10_000,
+            qualifying_points: 0,
+            as_of: at(400, 0),
+            program_version: 1,
+        }]);
+}
+
+/// The default program at version 2, where "Gold" was renamed "Gold Club".
+fn gold_renamed() -> ProgramSnapshot {
+    let mut program = program_with(|c| {
+        c.tiers[2].name = "Gold Club".into();
+        c.stamp_cards.clear();
+    });
+    program.version = 2;
+    program
+}
+
+fn gold_since_day_1() -> Vec<MemberEvent> {
+    given(vec![purchase_in("t1", 250_000, at(1, 10), no_stamp_cards())])
+}
+
+#[test]
+fn purchase_never_moves_a_member_of_a_retired_tier_down_the_ladder() {
+    // The member holds "Gold" (1.5×), which the program no longer has. A year later their
+    // qualifying points say Bronze, but a purchase may only upgrade: the move down is for the
+    // re-evaluation.
+    member()
+        .given(gold_since_day_1())
+        .when(purchase_in("t2", 1_000, at(400, 10), gold_renamed()))
+        .then_expect_events(vec![MemberEvent::PurchaseRecorded {
+            transaction_id: "t2".into(),
+            location_id: STORE.into(),
+            amount_minor: 1_000,
+            currency: EUR.into(),
+            occurred_at: at(400, 10),
+            program_version: 2,
+            base_points: 10,
+            tier: "Gold".into(),
+            multiplier_bps: 15_000,
+            points_earned: 15,
+            expires_at: Some(at(765, 10)),
+            balance_after: 2_515,
+            qualifying_points: 15,
+        }]);
+}
+
+#[test]
+fn purchase_moves_a_member_of_a_retired_tier_to_its_successor_at_least_as_rewarding() {
+    member()
+        .given(gold_since_day_1())
+        .when(purchase_in("t2", 1_000, at(2, 10), gold_renamed()))
+        .then_expect_events(vec![
+            MemberEvent::PurchaseRecorded {
+                transaction_id: "t2".into(),
+                location_id: STORE.into(),
+                amount_minor: 1_000,
+                currency: EUR.into(),
+                occurred_at: at(2, 10),
+                program_version: 2,
+                base_points: 10,
+                tier: "Gold".into(),
+                multiplier_bps: 15_000,
+                points_earned: 15,
+                expires_at: Some(at(367, 10)),
+                balance_after: 2_515,
+                qualifying_points: 2_515,
+            },
+            MemberEvent::TierUpgraded {
+                from: "Gold".into(),
+                to: "Gold Club".into(),
+                multiplier_bps: 15_000,
+                qualifying_points: 2_515,
+                occurred_at: at(2, 10),
+                program_version: 2,
+            },
+        ]);
+}
+
+#[test]
+fn reevaluation_places_a_member_of_a_retired_tier_on_the_ladder() {
+    member()
+        .given(gold_since_day_1())
+        .when(MemberCommand::ReevaluateTier {
+            as_of: at(400, 0),
+            program: gold_renamed(),
+        })
+        .then_expect_events(vec![MemberEvent::TierDowngraded {
+            from: "Gold".into(),
+            to: "Bronze".into(),
+            multiplier_bps: 10_000,
+            qualifying_points: 0,
+            as_of: at(400, 0),
+            program_version: 2,
+        }]);
+}
