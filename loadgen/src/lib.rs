@@ -583,13 +583,18 @@ pub enum QueryKind {
     Typename,
 }
 
-/// What a storefront widget asks for a member (SPEC §8 names).
+/// What a storefront widget asks for a member (SPEC §7): balance, tier progress, stamp cards,
+/// rewards they can afford, recent history, leaderboard ranks.
 pub const MEMBER_QUERY: &str = "query StorefrontMember($orgId: ID!, $memberId: ID!) {
   member(orgId: $orgId, memberId: $memberId) {
     memberId externalId displayName
     balance { points lifetimeEarned redeemed expired clawedBack }
     tier { name multiplierBps qualifyingPoints nextTier pointsToNext }
     rfm { recencyDays frequency monetaryMinor r f m segment }
+    stampCards { cardId name stamps stampsRequired cardsCompleted rewardsIssued }
+    affordableRewards { rewardId name pointsCost }
+    history(first: 5) { nodes { eventType occurredAt pointsDelta balanceAfter } }
+    leaderboardRanks { period rank points }
   }
 }";
 
