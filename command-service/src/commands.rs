@@ -82,7 +82,23 @@ pub enum CommandError {
 pub struct MemberOutcome {
     pub member_id: Uuid,
     pub events: Vec<EventEnvelope<Member>>,
+    /// The balance right after `events` (the current balance when there are none).
+    pub balance: i64,
     pub member: Member,
+}
+
+/// The balance right after `events`, as recorded in them: what the original answer to the
+/// request that appended them said.
+fn balance_after(events: &[EventEnvelope<Member>]) -> Option<i64> {
+    events.iter().rev().find_map(|event| match &event.payload {
+        MemberEvent::PurchaseRecorded { balance_after, .. }
+        | MemberEvent::PurchaseRefunded { balance_after, .. }
+        | MemberEvent::RewardRedeemed { balance_after, .. }
+        | MemberEvent::PointsAdjusted { balance_after, .. }
+        | MemberEvent::PointsExpired { balance_after, .. } => Some(*balance_after),
+        MemberEvent::MemberEnrolled { .. } => Some(0),
+        _ => None,
+    })
 }
 
 /// A program command's result.
@@ -319,15 +335,20 @@ impl Commands {
             }
         };
         record_outcome(name, committed.events.len());
-        let events = if committed.events.is_empty() {
-            // A duplicate the aggregate ignored: if it is a retry of a request that was applied
-            // but never answered, answer with what that attempt appended.
-            self.recorded_under_key(ctx, member_id).await?
-        } else {
-            committed.events
-        };
+        if !committed.events.is_empty() {
+            return Ok(MemberOutcome {
+                member_id,
+                events: committed.events,
+                balance: committed.aggregate.balance,
+                member: committed.aggregate,
+            });
+        }
+        // A duplicate the aggregate ignored: if it is a retry of a request that was applied but
+        // never answered, answer what that attempt would have answered.
+        let events = self.recorded_under_key(ctx, member_id).await?;
         Ok(MemberOutcome {
             member_id,
+            balance: balance_after(&events).unwrap_or(committed.aggregate.balance),
             events,
             member: committed.aggregate,
         })
@@ -385,6 +406,7 @@ impl Commands {
                 let (_, member, _) = self.member(&ctx.org_id, &MemberRef::Id(member_id)).await?;
                 Ok(MemberOutcome {
                     member_id,
+                    balance: balance_after(&earlier).unwrap_or(member.balance),
                     events: earlier,
                     member,
                 })

@@ -115,14 +115,19 @@ impl JsonBody {
     /// for the idempotency fingerprint.
     pub fn parse<T: DeserializeOwned>(self) -> Result<(T, Value), ApiError> {
         let bytes = self.bytes?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|error| body_error(".", &error))?;
+        // serde would also read a struct from an array of its fields in order: refuse that.
+        if !value.is_object() {
+            return Err(ApiError::BadRequest {
+                code: "invalid_body",
+                message: "the body must be a JSON object".to_owned(),
+                field: None,
+            });
+        }
+        // Parsed from the bytes rather than the value, so that duplicate keys are refused.
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
         let parsed: T = serde_path_to_error::deserialize(&mut deserializer)
             .map_err(|error| body_error(&error.path().to_string(), error.inner()))?;
-        deserializer.end().map_err(|error| body_error(".", &error))?;
-        // Cannot fail: the same bytes were just parsed as T.
-        let value = serde_json::from_slice(&bytes).map_err(|error| {
-            ApiError::Internal(anyhow::anyhow!(error).context("re-reading a parsed body"))
-        })?;
         Ok((parsed, value))
     }
 }
@@ -317,7 +322,9 @@ mod tests {
                 "malformed_json",
             ),
             ("", None, "malformed_json"),
-            ("[]", None, "invalid_field"),
+            ("[]", None, "invalid_body"),
+            (r#"["t", 1]"#, None, "invalid_body"),
+            (r#"{"transaction_id":"t","amount_minor":1,"amount_minor":2}"#, Some("amount_minor"), "invalid_field"),
         ];
         for (body, field, code) in cases {
             let error = parse::<Purchase>(body).unwrap_err();

@@ -82,7 +82,7 @@ impl MemberWriteResponse {
         let response = Self {
             member_id: outcome.member_id,
             events: EventView::list(&outcome.events)?,
-            balance: outcome.member.balance,
+            balance: outcome.balance,
         };
         serde_json::to_value(response).context("serializing a response")
     }

@@ -1,0 +1,300 @@
+//! The command service in tests: start it on a free port against a [`TestDb`] and [`TestNats`],
+//! create API keys, and call its JSON API.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use loyalty_tests::{spawn_command_service, TestDb, TestNats};
+//! let db = TestDb::new().await;
+//! let nats = TestNats::new().await;
+//! let service = spawn_command_service(&db, &nats).await;
+//! let admin = service.client(&loyalty_tests::create_api_key(&db, "acme", common::keys::Role::Admin).await);
+//! let answer = admin
+//!     .put("/v1/orgs/acme/program", "k1", &serde_json::json!({"currency": "EUR"}))
+//!     .await;
+//! assert_eq!(answer.status, 200);
+//! service.stop().await.unwrap();
+//! # }
+//! ```
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use common::keys::Role;
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::{TestDb, TestNats};
+
+/// A command service running inside the test process.
+pub struct TestCommandService {
+    addr: SocketAddr,
+    http: reqwest::Client,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// The command service configuration of a test: `db` (already migrated), `nats` (the test's
+/// stream and prefix), the relay on, a fast relay poll.
+pub fn command_config(db: &TestDb, nats: &TestNats) -> command_service::Config {
+    let mut config = command_service::Config::new(db.db_args(), nats.nats_args());
+    config.migrate = false;
+    config.relay.relay_poll_interval_ms = 100;
+    config.shutdown_grace_secs = 5;
+    config
+}
+
+/// Starts the command service (with its relay) on `db` and `nats`.
+pub async fn spawn_command_service(db: &TestDb, nats: &TestNats) -> TestCommandService {
+    spawn_command_service_with(command_config(db, nats)).await
+}
+
+/// Starts the command service with `config` on `127.0.0.1:0`; returns once it answers
+/// `/healthz`.
+pub async fn spawn_command_service_with(config: command_service::Config) -> TestCommandService {
+    common::telemetry::init("tests");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding a port for the command service");
+    let addr = listener.local_addr().expect("command service address");
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let task = tokio::spawn(command_service::run(config, listener, async move {
+        stop.cancelled().await
+    }));
+    let service = TestCommandService {
+        addr,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("HTTP client"),
+        shutdown,
+        task,
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if service.task.is_finished() {
+            let outcome = service.task.await;
+            panic!("the command service stopped during startup: {outcome:?}");
+        }
+        if let Ok(response) = service.http.get(service.url("/healthz")).send().await {
+            if response.status().is_success() {
+                return service;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the command service did not answer /healthz within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Creates an API key of `org` with `role` in `db`; returns the key.
+pub async fn create_api_key(db: &TestDb, org: &str, role: Role) -> String {
+    common::keys::create_key(db.pool(), org, role)
+        .await
+        .unwrap_or_else(|error| panic!("creating a {role} key for {org}: {error:#}"))
+}
+
+/// One key of every role for an org.
+pub struct OrgKeys {
+    pub pos: String,
+    pub admin: String,
+    pub storefront: String,
+    pub analyst: String,
+}
+
+impl OrgKeys {
+    /// Creates the four keys of `org`.
+    pub async fn create(db: &TestDb, org: &str) -> Self {
+        Self {
+            pos: create_api_key(db, org, Role::Pos).await,
+            admin: create_api_key(db, org, Role::Admin).await,
+            storefront: create_api_key(db, org, Role::Storefront).await,
+            analyst: create_api_key(db, org, Role::Analyst).await,
+        }
+    }
+
+    pub fn key(&self, role: Role) -> &str {
+        match role {
+            Role::Pos => &self.pos,
+            Role::Admin => &self.admin,
+            Role::Storefront => &self.storefront,
+            Role::Analyst => &self.analyst,
+        }
+    }
+}
+
+impl TestCommandService {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr>`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `http://<addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A client that sends `Authorization: Bearer <key>`.
+    pub fn client(&self, key: &str) -> ApiClient {
+        ApiClient {
+            base_url: self.base_url(),
+            http: self.http.clone(),
+            key: Some(key.to_owned()),
+        }
+    }
+
+    /// A client without credentials.
+    pub fn anonymous(&self) -> ApiClient {
+        ApiClient {
+            base_url: self.base_url(),
+            http: self.http.clone(),
+            key: None,
+        }
+    }
+
+    /// Graceful stop: stops accepting, finishes running commands, stops the relay.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await.context("command service task")?
+    }
+}
+
+/// A response of the command API.
+#[derive(Debug, Clone)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    /// The body exactly as received.
+    pub text: String,
+    /// The body as JSON (`Null` when it is not JSON).
+    pub body: Value,
+}
+
+impl ApiResponse {
+    /// `error.code` of an error response.
+    pub fn error_code(&self) -> Option<&str> {
+        self.body["error"]["code"].as_str()
+    }
+
+    /// `error.field` of an error response.
+    pub fn error_field(&self) -> Option<&str> {
+        self.body["error"]["field"].as_str()
+    }
+
+    /// The `type`s of the events of a write response.
+    pub fn event_types(&self) -> Vec<String> {
+        self.body["events"]
+            .as_array()
+            .map(|events| {
+                events
+                    .iter()
+                    .filter_map(|event| event["type"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A JSON client of the command API.
+#[derive(Clone)]
+pub struct ApiClient {
+    base_url: String,
+    http: reqwest::Client,
+    key: Option<String>,
+}
+
+impl ApiClient {
+    /// Sends a request; `idempotency_key` and `body` only when given.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        idempotency_key: Option<&str>,
+        body: Option<&Value>,
+    ) -> ApiResponse {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base_url));
+        if let Some(key) = &self.key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(idempotency_key) = idempotency_key {
+            request = request.header("Idempotency-Key", idempotency_key);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("{method} {path}: {error}"));
+        ApiResponse::read(response).await
+    }
+
+    /// Sends `body` as raw bytes with `content_type`.
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        idempotency_key: Option<&str>,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> ApiResponse {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base_url))
+            .body(body);
+        if let Some(key) = &self.key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(idempotency_key) = idempotency_key {
+            request = request.header("Idempotency-Key", idempotency_key);
+        }
+        if let Some(content_type) = content_type {
+            request = request.header("Content-Type", content_type);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("{method} {path}: {error}"));
+        ApiResponse::read(response).await
+    }
+
+    pub async fn get(&self, path: &str) -> ApiResponse {
+        self.send(Method::GET, path, None, None).await
+    }
+
+    pub async fn post(&self, path: &str, idempotency_key: &str, body: &Value) -> ApiResponse {
+        self.send(Method::POST, path, Some(idempotency_key), Some(body))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, idempotency_key: &str, body: &Value) -> ApiResponse {
+        self.send(Method::PUT, path, Some(idempotency_key), Some(body))
+            .await
+    }
+}
+
+impl ApiResponse {
+    async fn read(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("reading a response body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Self {
+            status,
+            headers,
+            text,
+            body,
+        }
+    }
+}
