@@ -31,7 +31,7 @@ use uuid::Uuid;
 const SUBSCRIBER_BUFFER: usize = 64;
 /// How long to wait before retrying to reach the stream.
 const RETRY_MIN: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(5);
+const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// A member of an org.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -230,6 +230,7 @@ async fn run(
 ) {
     let mut retry = RETRY_MIN;
     loop {
+        let began = tokio::time::Instant::now();
         let outcome = tokio::select! {
             () = cancel.cancelled() => return,
             outcome = consume(feed, jetstream, stream_name, filter, &mut start, cancel) => outcome,
@@ -240,6 +241,10 @@ async fn run(
                 tracing::debug!(error = format!("{error:#}"), "live feed: (re)connecting");
                 metrics::counter!("query_live_feed_restarts_total").increment(1);
             }
+        }
+        if began.elapsed() > RETRY_MAX * 10 {
+            // It ran for a while: a new failure, not the same one again.
+            retry = RETRY_MIN;
         }
         tokio::select! {
             () = cancel.cancelled() => return,
