@@ -66,6 +66,27 @@ pub(crate) fn stored_event_from_row(row: &PgRow) -> Result<StoredEvent, sqlx::Er
     })
 }
 
+/// Up to `limit` events of the log after `after_position`, in global order.
+pub async fn read_log(
+    pool: &sqlx::PgPool,
+    after_position: i64,
+    limit: i64,
+) -> anyhow::Result<Vec<StoredEvent>> {
+    use anyhow::Context as _;
+    let rows = sqlx::query(&format!(
+        "SELECT {EVENT_COLUMNS} FROM public.events WHERE global_position > $1 ORDER BY global_position LIMIT $2"
+    ))
+    .bind(after_position)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .context("reading the event store")?;
+    rows.iter()
+        .map(stored_event_from_row)
+        .collect::<Result<_, _>>()
+        .context("decoding an events row")
+}
+
 /// A member of an org, as named by a member aggregate id `org/uuid`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MemberKey {

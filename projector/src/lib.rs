@@ -126,41 +126,50 @@ pub async fn run(
     tracing::info!(%addr, consumer = %config.consumer, stream = %config.nats.nats_stream, "projector started");
 
     let app = common::health::router(pool.clone(), Some(nats.clone()));
-    let http = tokio::spawn(
+    // The tasks are aborted if this future is dropped (a killed projector stops entirely).
+    let mut http = AbortOnDrop(tokio::spawn(
         axum::serve(listener, app)
             .with_graceful_shutdown(token.clone().cancelled_owned())
             .into_future(),
-    );
-    let mut consumer = tokio::spawn(consumer::consume(
+    ));
+    let mut consumer = AbortOnDrop(tokio::spawn(consumer::consume(
         nats,
         config.consumer_settings(),
         projector,
         token.clone(),
-    ));
-    let scheduler = tokio::spawn(rfm_schedule(
+    )));
+    let mut scheduler = AbortOnDrop(tokio::spawn(rfm_schedule(
         pool,
         config.schema.clone(),
         config.rfm_interval_secs,
         token.clone(),
-    ));
+    )));
 
     let consumed = tokio::select! {
         () = shutdown => {
             token.cancel();
-            (&mut consumer).await
+            (&mut consumer.0).await
         }
-        result = &mut consumer => {
+        result = &mut consumer.0 => {
             token.cancel();
             result
         }
     };
-    scheduler.await.ok();
-    if let Ok(Err(error)) = http.await {
+    (&mut scheduler.0).await.ok();
+    if let Ok(Err(error)) = (&mut http.0).await {
         tracing::error!(%error, "HTTP server failed");
     }
     consumed.context("the consumer task panicked")??;
     tracing::info!("projector stopped");
     Ok(())
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn rfm_schedule(pool: PgPool, schema: String, interval_secs: u64, shutdown: CancellationToken) {

@@ -1,0 +1,371 @@
+//! At-least-once delivery, gaps, poison events and crashes: the read models stay exactly what
+//! the event store says.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use loyalty_tests::{projector_config, spawn_projector, spawn_projector_with, TestDb, TestNats};
+use sqlx::{Connection as _, PgConnection};
+
+use crate::support::{
+    all_events, consumer_backlog, create_stream, program_config, publish, random_workload, snapshot,
+    start_relay, t, wait_consumer_drained, wait_projected, Log, Rng,
+};
+
+async fn small_history(log: &mut Log, org: &str, members: usize) -> Vec<uuid::Uuid> {
+    log.configure(org, program_config("EUR"), t("2024-01-01T00:00:00Z"))
+        .await;
+    log.location(org, "shop", t("2024-01-01T00:00:00Z")).await;
+    let mut ids = Vec::new();
+    for m in 0..members {
+        let id = log
+            .enroll(org, Some(&format!("M {m}")), None, t("2024-01-02T00:00:00Z"))
+            .await;
+        for p in 0..3 {
+            let at = t("2024-02-01T10:00:00Z") + chrono::Duration::days(p);
+            log.purchase(org, id, &format!("{m}-{p}"), "shop", 12_345 * (p + 1), at)
+                .await;
+        }
+        log.refund(
+            org,
+            id,
+            &format!("{m}-r"),
+            &format!("{m}-0"),
+            5_000,
+            t("2024-03-01T00:00:00Z"),
+        )
+        .await;
+        ids.push(id);
+    }
+    log.flush().await;
+    ids
+}
+
+#[tokio::test]
+async fn gaps_are_filled_from_the_store_and_redeliveries_change_nothing() {
+    let db = TestDb::new().await;
+    let nats = TestNats::new().await;
+    let pool = db.pool().clone();
+    let mut log = Log::new(&pool);
+    small_history(&mut log, "gappy", 20).await;
+    let events = all_events(&pool).await;
+    // The stream loses some events: the 2nd, 3rd and 5th of one member, the last of another.
+    let member_a = events
+        .iter()
+        .find(|e| e.aggregate_type == "member")
+        .unwrap()
+        .aggregate_id
+        .clone();
+    let member_b = events
+        .iter()
+        .rev()
+        .find(|e| e.aggregate_type == "member")
+        .unwrap()
+        .aggregate_id
+        .clone();
+    let lost = |e: &domain::wire::StoredEvent| {
+        (e.aggregate_id == member_a && [2, 3, 5].contains(&e.sequence))
+            || (e.aggregate_id == member_b && e.sequence >= 4)
+    };
+    let delivered: Vec<_> = events.iter().filter(|e| !lost(e)).cloned().collect();
+    assert!(delivered.len() < events.len());
+    create_stream(&nats).await;
+    publish(&nats, &delivered, true).await;
+
+    let projector = spawn_projector(&db, &nats, "gappy").await;
+    // member_b's lost tail is only noticed when something of member_b arrives after it.
+    let tail: Vec<_> = events
+        .iter()
+        .filter(|e| e.aggregate_id == member_b && e.sequence >= 4)
+        .cloned()
+        .collect();
+    publish(&nats, &tail[tail.len() - 1..], true).await;
+    wait_projected(&pool, Duration::from_secs(30)).await;
+    wait_consumer_drained(&nats, "gappy", Duration::from_secs(30)).await;
+    let before = snapshot(&pool).await;
+    let audit = projector::audit::audit(&pool, "rm").await.unwrap();
+    assert!(audit.is_clean(), "{audit}");
+    assert_eq!(audit.events_replayed, events.len());
+
+    // Everything again, without message ids (the stream cannot drop them as duplicates)...
+    publish(&nats, &events, false).await;
+    wait_consumer_drained(&nats, "gappy", Duration::from_secs(30)).await;
+    projector.stop().await.unwrap();
+    assert_eq!(
+        snapshot(&pool).await,
+        before,
+        "a redelivery changed the read models"
+    );
+    // ... and the whole stream once more to a consumer that starts over from the beginning.
+    nats.jetstream()
+        .get_stream(nats.stream())
+        .await
+        .unwrap()
+        .delete_consumer("gappy")
+        .await
+        .unwrap();
+    let projector = spawn_projector(&db, &nats, "gappy").await;
+    wait_consumer_drained(&nats, "gappy", Duration::from_secs(30)).await;
+    projector.stop().await.unwrap();
+    assert_eq!(
+        snapshot(&pool).await,
+        before,
+        "a redelivery changed the read models"
+    );
+
+    nats.cleanup().await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn poison_events_are_parked_and_hold_back_only_their_member() {
+    let db = TestDb::new().await;
+    let nats = TestNats::new().await;
+    let pool = db.pool().clone();
+    let mut log = Log::new(&pool);
+    let org = "poison";
+    log.configure(org, program_config("EUR"), t("2024-01-01T00:00:00Z"))
+        .await;
+    log.location(org, "shop", t("2024-01-01T00:00:00Z")).await;
+    let alice = log
+        .enroll(org, Some("Alice"), None, t("2024-01-02T00:00:00Z"))
+        .await;
+    let bob = log
+        .enroll(org, Some("Bob"), None, t("2024-01-02T00:00:00Z"))
+        .await;
+    log.purchase(org, alice, "a1", "shop", 10_000, t("2024-01-03T00:00:00Z"))
+        .await;
+    log.flush().await;
+    // A bad row in the log (a bug of some writer): Alice's 4th event has an unreadable payload.
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('member', $1, 4, 'RewardRedeemed', '1', '{\"RewardRedeemed\": {\"points\": \"lots\"}}', '{}')",
+    )
+    .bind(format!("{org}/{alice}"))
+    .execute(&pool)
+    .await
+    .unwrap();
+    log.skip_sequence(&format!("{org}/{alice}"));
+    log.purchase(org, alice, "a2", "shop", 20_000, t("2024-01-04T00:00:00Z"))
+        .await;
+    log.purchase(org, bob, "b1", "shop", 30_000, t("2024-01-04T00:00:00Z"))
+        .await;
+    log.flush().await;
+
+    let relay = start_relay(&db, &nats).await;
+    let projector = spawn_projector(&db, &nats, "poison").await;
+    // Something that is not an event at all.
+    create_stream(&nats).await;
+    nats.jetstream()
+        .publish(
+            format!("{}.{org}.member", nats.subject_prefix()),
+            "not json".into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let parked: i64 = sqlx::query_scalar("SELECT count(*) FROM rm.parked_events")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let bob_done: i64 = sqlx::query_scalar("SELECT count(*) FROM rm.member_balances WHERE balance = 300")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if parked == 4 && bob_done == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "parked {parked}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_consumer_drained(&nats, "poison", Duration::from_secs(30)).await;
+
+    type Parked = (String, i64, Option<i64>, String);
+    let parked: Vec<Parked> = sqlx::query_as(
+        "SELECT aggregate_type, sequence, blocked_by, error FROM rm.parked_events ORDER BY aggregate_type, sequence",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(parked.len(), 4, "{parked:?}");
+    assert_eq!(
+        parked[0].0, "",
+        "the unreadable message is parked under its stream sequence"
+    );
+    assert!(parked[0].3.starts_with("unreadable message"), "{parked:?}");
+    assert_eq!((parked[1].1, parked[1].2), (4, None));
+    assert!(
+        parked[1].3.contains("payload is not a member event"),
+        "{}",
+        parked[1].3
+    );
+    // Alice's later purchase (event 5 and its stamp, 6) waits behind event 4.
+    assert_eq!(
+        parked[2..].iter().map(|p| (p.1, p.2)).collect::<Vec<_>>(),
+        [(5, Some(4)), (6, Some(4))]
+    );
+    let balances: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT d.display_name, b.balance FROM rm.member_balances b JOIN rm.member_directory d USING (org_id, member_id) \
+         ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(balances, [("Alice".to_owned(), 100), ("Bob".to_owned(), 300)]);
+    let checkpoint: i64 =
+        sqlx::query_scalar("SELECT last_sequence FROM rm.projection_checkpoints WHERE aggregate_id = $1")
+            .bind(format!("{org}/{alice}"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(checkpoint, 3);
+
+    // Parking is visible to operators.
+    let metrics = reqwest::get(projector.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let parked_total: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("projector_events_parked_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no parked counter in:\n{metrics}"));
+    assert!(parked_total >= 4.0, "{parked_total}");
+    for metric in [
+        "projector_events_applied_total{read_model=\"balance\"}",
+        "projector_batch_size",
+        "projector_event_lag_seconds",
+    ] {
+        assert!(metrics.contains(metric), "{metric} missing:\n{metrics}");
+    }
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(
+            reqwest::get(projector.url(path)).await.unwrap().status(),
+            200,
+            "{path}"
+        );
+    }
+
+    // Retrying does not help while the event itself is bad: it stays parked, nothing moves.
+    let retry = projector::Projector::new(pool.clone(), "rm")
+        .unwrap()
+        .retry_parked()
+        .await
+        .unwrap();
+    assert_eq!(
+        (retry.applied, retry.unblocked.len(), retry.still_parked.len()),
+        (0, 0, 1)
+    );
+    // The replay parks exactly the same events.
+    let audit = projector::audit::audit(&pool, "rm").await.unwrap();
+    assert!(audit.is_clean(), "{audit}");
+
+    projector.stop().await.unwrap();
+    relay.stop().await;
+    nats.cleanup().await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_projector_killed_in_the_middle_of_a_batch_resumes_to_the_replayed_state() {
+    let db = TestDb::new().await;
+    let nats = TestNats::new().await;
+    let pool = db.pool().clone();
+    let mut log = Log::new(&pool);
+    let mut rng = Rng::new(0xC0FFEE);
+    random_workload(&mut log, &mut rng, &["k1", "k2"], 80, 2_500, 2_000).await;
+    let relay = start_relay(&db, &nats).await;
+
+    // Hold the checkpoint table so that the first batch blocks on its last write.
+    let mut blocker = PgConnection::connect(db.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+    sqlx::query("LOCK TABLE rm.projection_checkpoints IN EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let projector = spawn_projector(&db, &nats, "crashy").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let stuck: i32 = loop {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' \
+             AND query LIKE '%INSERT INTO projection_checkpoints%'",
+        )
+        .fetch_optional(&pool)
+        .await
+        .unwrap();
+        if let Some(pid) = pid {
+            break pid;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the projector never reached its checkpoint write"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The batch has written its rows (uncommitted) and waits: kill the projector there, as a
+    // crash of the process would (its connection goes away with it).
+    projector.kill().await;
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(stuck)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM rm.projection_checkpoints")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(applied, 0, "nothing of the killed batch may be visible");
+
+    // Restart, and kill once more at an arbitrary point while catching up.
+    let projector = spawn_projector(&db, &nats, "crashy").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let applied: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(last_sequence), 0)::bigint FROM rm.projection_checkpoints",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if applied > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no progress after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    projector.kill().await;
+    let mut config = projector_config(&db, &nats, "crashy");
+    config.batch_size = 200;
+    let projector = spawn_projector_with(config).await;
+    wait_projected(&pool, Duration::from_secs(90)).await;
+    wait_consumer_drained(&nats, "crashy", Duration::from_secs(30)).await;
+    assert_eq!(consumer_backlog(&nats, "crashy").await, Some((0, 0)));
+
+    let audit = projector::audit::audit(&pool, "rm").await.unwrap();
+    assert!(audit.is_clean(), "{audit}");
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(audit.events_replayed as i64, total);
+    let parked: i64 = sqlx::query_scalar("SELECT count(*) FROM rm.parked_events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(parked, 0);
+    tracing::info!(at = %Utc::now(), "crash test done");
+
+    projector.stop().await.unwrap();
+    relay.stop().await;
+    nats.cleanup().await;
+    db.cleanup().await;
+}
