@@ -248,15 +248,24 @@ fn three_decimal_currency_divides_by_a_thousand() {
         c.currency = "BHD".into();
         c.stamp_cards.clear();
     });
-    let events = member()
+    member()
         .given(given(vec![]))
         .when(purchase_in("t1", 1999, at(1, 10), bhd))
-        .inspect_result()
-        .unwrap();
-    assert!(matches!(
-        events.as_slice(),
-        [MemberEvent::PurchaseRecorded { base_points: 1, points_earned: 1, currency, .. }] if currency == "BHD"
-    ));
+        .then_expect_events(vec![MemberEvent::PurchaseRecorded {
+            transaction_id: "t1".into(),
+            location_id: STORE.into(),
+            amount_minor: 1999,
+            currency: "BHD".into(),
+            occurred_at: at(1, 10),
+            program_version: 1,
+            base_points: 1,
+            tier: "Bronze".into(),
+            multiplier_bps: 10_000,
+            points_earned: 1,
+            expires_at: Some(at(366, 10)),
+            balance_after: 1,
+            qualifying_points: 1,
+        }]);
 }
 
 #[test]
@@ -1244,4 +1253,69 @@ fn reevaluation_places_a_member_of_a_retired_tier_on_the_ladder() {
             as_of: at(400, 0),
             program_version: 2,
         }]);
+}
+
+#[test]
+fn negative_adjustment_within_the_balance_debits_it() {
+    member()
+        .given(given(vec![purchase("t1", 15_000, at(1, 10))]))
+        .when(adjust("a1", -40, "duplicate receipt", at(2, 10)))
+        .then_expect_events(vec![MemberEvent::PointsAdjusted {
+            adjustment_id: "a1".into(),
+            delta: -40,
+            reason: "duplicate receipt".into(),
+            expires_at: None,
+            balance_after: 110,
+            occurred_at: at(2, 10),
+        }]);
+}
+
+#[test]
+fn adjustment_that_would_overflow_the_balance_is_refused() {
+    let mut events = given(vec![]);
+    events.push(purchased(
+        "t0",
+        1_000,
+        at(1, 10),
+        10,
+        "Bronze",
+        10_000,
+        i64::MAX - 5,
+        i64::MAX - 5,
+        0,
+    ));
+    member()
+        .given(events)
+        .when(adjust("a1", 10, "goodwill", at(2, 10)))
+        .then_expect_error(MemberError::Overflow { field: "delta" });
+}
+
+#[test]
+fn redemption_with_a_blank_redemption_id_is_refused() {
+    member()
+        .given(given(vec![purchase("t1", 15_000, at(1, 10))]))
+        .when(redeem(" ", "free-coffee", at(2, 10)))
+        .then_expect_error(MemberError::InvalidId {
+            field: "redemption_id",
+            problem: IdProblem::Empty,
+        });
+}
+
+#[test]
+fn refund_with_an_empty_refund_id_is_refused() {
+    member()
+        .given(given(vec![purchase("t1", 1_000, at(1, 10))]))
+        .when(refund("", "t1", 100, at(2, 12)))
+        .then_expect_error(MemberError::InvalidId {
+            field: "refund_id",
+            problem: IdProblem::Empty,
+        });
+}
+
+#[test]
+fn system_jobs_for_a_member_who_is_not_enrolled_are_refused() {
+    member()
+        .given_no_previous_events()
+        .when(expire(at(1, 0)))
+        .then_expect_error(MemberError::NotEnrolled);
 }
