@@ -148,7 +148,7 @@ fn body_error(path: &str, inner: &serde_json::Error) -> ApiError {
         };
     }
     // serde names a missing or unknown field in its message.
-    let named = ["missing field `", "unknown field `"]
+    let named = ["missing field `", "unknown field `", "duplicate field `"]
         .iter()
         .find_map(|prefix| message.strip_prefix(prefix))
         .and_then(|rest| rest.split('`').next());
@@ -156,11 +156,13 @@ fn body_error(path: &str, inner: &serde_json::Error) -> ApiError {
         "missing_field"
     } else if message.starts_with("unknown field") {
         "unknown_field"
+    } else if message.starts_with("duplicate field") {
+        "duplicate_field"
     } else {
         "invalid_field"
     };
     // serde_path_to_error already ends the path with an unknown field's name, not with a
-    // missing one's.
+    // missing or duplicate one's.
     let field = match (path, named) {
         (".", Some(name)) => Some(name.to_owned()),
         (".", None) => None,
@@ -324,7 +326,11 @@ mod tests {
             ("", None, "malformed_json"),
             ("[]", None, "invalid_body"),
             (r#"["t", 1]"#, None, "invalid_body"),
-            (r#"{"transaction_id":"t","amount_minor":1,"amount_minor":2}"#, Some("amount_minor"), "invalid_field"),
+            (
+                r#"{"transaction_id":"t","amount_minor":1,"amount_minor":2}"#,
+                Some("amount_minor"),
+                "duplicate_field",
+            ),
         ];
         for (body, field, code) in cases {
             let error = parse::<Purchase>(body).unwrap_err();

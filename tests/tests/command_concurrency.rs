@@ -1,0 +1,151 @@
+//! Concurrent commands on one member: in one process they queue on the member; across processes
+//! the optimistic lock and the retry make every purchase count exactly once.
+
+use chrono::Utc;
+use futures::future::join_all;
+use loyalty_tests::{
+    command_config, spawn_command_service, spawn_command_service_with, ApiClient, OrgKeys, TestDb, TestNats,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+const PURCHASES: usize = 50;
+
+/// A one-tier program, so that every purchase earns at the same rate whatever the order.
+async fn set_up(admin: &ApiClient) -> Uuid {
+    let program = json!({
+        "currency": "EUR",
+        "tiers": [{"name": "Member", "threshold_points": 0, "multiplier_bps": 10000}]
+    });
+    assert_eq!(
+        admin.put("/v1/orgs/acme/program", "p", &program).await.status,
+        200
+    );
+    let location = json!({"location_id": "store-1", "name": "Store"});
+    assert_eq!(
+        admin.post("/v1/orgs/acme/locations", "l", &location).await.status,
+        201
+    );
+    let answer = admin.post("/v1/orgs/acme/members", "m", &json!({})).await;
+    assert_eq!(answer.status, 201, "{}", answer.text);
+    answer.body["member_id"].as_str().unwrap().parse().unwrap()
+}
+
+fn amount(i: usize) -> i64 {
+    1_000 + 37 * i as i64
+}
+
+/// Sends the purchases `indexes` through `client`, all at once.
+async fn purchase_all(client: &ApiClient, member: Uuid, indexes: Vec<usize>) {
+    let path = format!("/v1/orgs/acme/members/{member}/purchases");
+    let now = Utc::now();
+    let answers = join_all(indexes.into_iter().map(|i| {
+        let path = path.clone();
+        async move {
+            let body = json!({
+                "transaction_id": format!("T-{i}"),
+                "location_id": "store-1",
+                "amount_minor": amount(i),
+                "currency": "EUR",
+                "occurred_at": now,
+            });
+            client.post(&path, &format!("buy-{i}"), &body).await
+        }
+    }))
+    .await;
+    for answer in answers {
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        assert_eq!(answer.event_types(), ["PurchaseRecorded"]);
+    }
+}
+
+/// Every purchase is one event, sequences have no gap, each `balance_after` is the running sum
+/// and the final balance is the sum of all points.
+async fn assert_every_purchase_counted(db: &TestDb, client: &ApiClient, member: Uuid) {
+    let rows: Vec<(i64, serde_json::Value)> = sqlx::query_as(
+        "SELECT sequence, payload FROM events WHERE aggregate_id = $1 AND event_type = 'PurchaseRecorded' \
+         ORDER BY sequence",
+    )
+    .bind(format!("acme/{member}"))
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), PURCHASES);
+    let sequences: Vec<i64> = rows.iter().map(|(sequence, _)| *sequence).collect();
+    assert_eq!(sequences, (2..2 + PURCHASES as i64).collect::<Vec<_>>());
+    let mut running = 0;
+    for (_, payload) in &rows {
+        let purchase = &payload["PurchaseRecorded"];
+        running += purchase["points_earned"].as_i64().unwrap();
+        assert_eq!(purchase["balance_after"].as_i64().unwrap(), running);
+    }
+    let expected: i64 = (0..PURCHASES).map(|i| amount(i) / 100).sum();
+    assert_eq!(running, expected);
+    let view = client.get(&format!("/v1/orgs/acme/members/{member}")).await;
+    assert_eq!(view.body["balance"].as_i64(), Some(expected), "{}", view.text);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_purchases_on_one_member_all_count() {
+    let db = TestDb::new().await;
+    let nats = TestNats::new().await;
+    let service = spawn_command_service(&db, &nats).await;
+    let keys = OrgKeys::create(&db, "acme").await;
+    let member = set_up(&service.client(&keys.admin)).await;
+    let pos = service.client(&keys.pos);
+
+    purchase_all(&pos, member, (0..PURCHASES).collect()).await;
+    assert_every_purchase_counted(&db, &pos, member).await;
+
+    service.stop().await.unwrap();
+    nats.cleanup().await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn two_processes_purchasing_for_one_member_lose_no_update() {
+    let db = TestDb::new().await;
+    let nats = TestNats::new().await;
+    let first = spawn_command_service(&db, &nats).await;
+    let mut config = command_config(&db, &nats);
+    config.relay_enabled = false;
+    let second = spawn_command_service_with(config).await;
+    let keys = OrgKeys::create(&db, "acme").await;
+    let member = set_up(&first.client(&keys.admin)).await;
+    let (a, b) = (first.client(&keys.pos), second.client(&keys.pos));
+    // Both load the member first, so that each process decides on its own cached copy.
+    for client in [&a, &b] {
+        assert_eq!(
+            client
+                .get(&format!("/v1/orgs/acme/members/{member}"))
+                .await
+                .status,
+            200
+        );
+    }
+
+    tokio::join!(
+        purchase_all(&a, member, (0..PURCHASES).step_by(2).collect()),
+        purchase_all(&b, member, (1..PURCHASES).step_by(2).collect()),
+    );
+    assert_every_purchase_counted(&db, &a, member).await;
+    assert_every_purchase_counted(&db, &b, member).await;
+    // How often the processes collided (retried, not failed); informative, not asserted.
+    let metrics = reqwest::get(first.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("command_optimistic_lock"))
+    {
+        eprintln!("{line}");
+    }
+
+    second.stop().await.unwrap();
+    first.stop().await.unwrap();
+    nats.cleanup().await;
+    db.cleanup().await;
+}
