@@ -856,17 +856,20 @@ impl Member {
         if !reward.active {
             return Err(MemberError::RewardInactive(reward_id));
         }
-        if self.balance < 0 {
-            return Err(MemberError::NegativeBalance {
-                balance: self.balance,
-            });
+        // Points past their expiry date are not spendable, even before the expiry job ran:
+        // they expire now, in the same append as the redemption.
+        let due = self.expirable_points(at);
+        let spendable = self.balance - due;
+        if spendable < 0 {
+            return Err(MemberError::NegativeBalance { balance: spendable });
         }
-        if self.balance < reward.points_cost {
+        if spendable < reward.points_cost {
             return Err(MemberError::InsufficientPoints {
-                balance: self.balance,
+                balance: spendable,
                 required: reward.points_cost,
             });
         }
+        self.expire_due(at, sink).await;
         let event = MemberEvent::RewardRedeemed {
             redemption_id,
             reward_id,
@@ -904,17 +907,20 @@ impl Member {
                 Err(MemberError::AdjustmentIdReused(adjustment_id))
             };
         }
-        let balance_after = self
-            .balance
+        // Points past their expiry date expire first (see redeem_reward), so a debit cannot
+        // spend them.
+        let due = self.expirable_points(at);
+        let balance_after = (self.balance - due)
             .checked_add(delta)
             .ok_or(MemberError::Overflow { field: "delta" })?;
         // Only a clawback may take a balance below zero.
         if delta < 0 && balance_after < 0 {
             return Err(MemberError::InsufficientPoints {
-                balance: self.balance,
+                balance: self.balance - due,
                 required: -delta,
             });
         }
+        self.expire_due(at, sink).await;
         let expires_at = if delta > 0 {
             add_days(at, expiry_days, "delta")?
         } else {
@@ -939,6 +945,13 @@ impl Member {
     ) -> Result<(), MemberError> {
         self.enrolled()?;
         // Idempotent by construction: a second run for the same as_of finds nothing left.
+        self.expire_due(as_of, sink).await;
+        Ok(())
+    }
+
+    /// Appends `PointsExpired` for every lot due at `as_of`, if any. Infallible, so callers use
+    /// it only after all of their own checks passed.
+    async fn expire_due(&mut self, as_of: DateTime<Utc>, sink: &EventSink<Self>) {
         let points = self.expirable_points(as_of);
         if points > 0 {
             let event = MemberEvent::PointsExpired {
@@ -948,7 +961,6 @@ impl Member {
             };
             sink.write(event, self).await;
         }
-        Ok(())
     }
 
     async fn reevaluate_tier(

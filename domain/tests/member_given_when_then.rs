@@ -1319,3 +1319,57 @@ fn system_jobs_for_a_member_who_is_not_enrolled_are_refused() {
         .when(expire(at(1, 0)))
         .then_expect_error(MemberError::NotEnrolled);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Points past their expiry date are never spendable, even before the expiry job has run.
+
+#[test]
+fn redemption_expires_due_points_first_and_spends_only_live_ones() {
+    // 150 points from day 0 (expire day 365) and 150 from day 300 (expire day 665).
+    let events = given(vec![
+        purchase("t1", 15_000, at(0, 10)),
+        purchase("t2", 15_000, at(300, 10)),
+    ]);
+    let reward_cost = config().rewards[0].points_cost;
+    member()
+        .given(events)
+        .when(redeem("rd1", "free-coffee", at(400, 10)))
+        .then_expect_events(vec![
+            MemberEvent::PointsExpired {
+                as_of: at(400, 10),
+                points: 150,
+                balance_after: 150,
+            },
+            MemberEvent::RewardRedeemed {
+                redemption_id: "rd1".into(),
+                reward_id: "free-coffee".into(),
+                reward_name: config().rewards[0].name.clone(),
+                points_cost: reward_cost,
+                balance_after: 150 - reward_cost,
+                occurred_at: at(400, 10),
+            },
+        ]);
+}
+
+#[test]
+fn redemption_that_only_expired_points_could_pay_is_refused_and_expires_nothing() {
+    // 150 points earned on day 0 are due on day 365; on day 400 nothing is spendable.
+    member()
+        .given(given(vec![purchase("t1", 15_000, at(0, 10))]))
+        .when(redeem("rd1", "free-coffee", at(400, 10)))
+        .then_expect_error(MemberError::InsufficientPoints {
+            balance: 0,
+            required: config().rewards[0].points_cost,
+        });
+}
+
+#[test]
+fn negative_adjustment_cannot_spend_expired_points() {
+    member()
+        .given(given(vec![purchase("t1", 15_000, at(0, 10))]))
+        .when(adjust("a1", -100, "goodwill reversal", at(400, 10)))
+        .then_expect_error(MemberError::InsufficientPoints {
+            balance: 0,
+            required: 100,
+        });
+}
