@@ -186,6 +186,28 @@ impl Idempotency {
         })
     }
 
+    /// How long a reservation lasts unless renewed.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// Extends a running request's reservation by a full lease (long commands such as jobs keep
+    /// their key while they run).
+    pub async fn renew(&self, lease: &Lease) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE command_idempotency_keys SET locked_until = now() + make_interval(secs => $4) \
+             WHERE org_id = $1 AND idempotency_key = $2 AND lease_id = $3 AND status_code IS NULL",
+        )
+        .bind(&lease.org_id)
+        .bind(&lease.key)
+        .bind(lease.lease_id)
+        .bind(self.lease.as_secs_f64())
+        .execute(&self.pool)
+        .await
+        .context("renewing an idempotency lease")?;
+        Ok(())
+    }
+
     /// Stores the response of a successful request.
     pub async fn complete(&self, lease: &Lease, status: u16, body: &str) -> anyhow::Result<()> {
         let status = i16::try_from(status).context("status code out of range")?;

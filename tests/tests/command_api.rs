@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use loyalty_tests::{
-    spawn_command_service, ApiClient, ApiResponse, OrgKeys, TestCommandService, TestDb, TestNats,
+    command_config, spawn_command_service_with, ApiClient, ApiResponse, OrgKeys, TestCommandService, TestDb,
+    TestNats,
 };
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -41,9 +42,16 @@ impl Fixture {
     /// A service, keys of org `acme`, and (when `configured`) its program and location
     /// `store-1`.
     async fn new(configured: bool) -> Self {
+        Self::with_config(configured, |_| {}).await
+    }
+
+    /// As [`Fixture::new`], with the service's configuration changed by `adjust`.
+    async fn with_config(configured: bool, adjust: impl FnOnce(&mut command_service::Config)) -> Self {
         let db = TestDb::new().await;
         let nats = TestNats::new().await;
-        let service = spawn_command_service(&db, &nats).await;
+        let mut config = command_config(&db, &nats);
+        adjust(&mut config);
+        let service = spawn_command_service_with(config).await;
         let keys = OrgKeys::create(&db, ORG).await;
         let admin = service.client(&keys.admin);
         let pos = service.client(&keys.pos);
@@ -800,6 +808,42 @@ async fn a_request_in_progress_holds_its_key_until_its_lease_ends() {
         f.count("SELECT count(*) FROM events WHERE event_type = 'PurchaseRecorded'")
             .await,
         2
+    );
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_long_running_request_keeps_its_key_past_the_lease() {
+    let f = Fixture::with_config(true, |config| config.idempotency_lease_secs = 1).await;
+    let member = f.enroll("enrol", json!({})).await;
+    let path = format!("/v1/orgs/acme/members/{member}/purchases");
+    let body = purchase("T-1", 1_000, Utc::now());
+
+    // Appends to the event store wait while a test transaction holds its table lock.
+    let mut blocker = f.db.pool().begin().await.unwrap();
+    sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let slow = tokio::spawn({
+        let pos = f.pos.clone();
+        let (path, body) = (path.clone(), body.clone());
+        async move { pos.post(&path, "slow", &body).await }
+    });
+    // Well past the 1 s lease, the running request still holds the key.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let meanwhile = f.pos.post(&path, "slow", &body).await;
+    assert_error(&meanwhile, 409, "request_in_progress", Some("Idempotency-Key"));
+
+    blocker.rollback().await.unwrap();
+    let first = slow.await.unwrap();
+    assert_eq!(first.status, 200, "{}", first.text);
+    let replay = f.pos.post(&path, "slow", &body).await;
+    assert_eq!((replay.status, replay.text.as_str()), (200, first.text.as_str()));
+    assert_eq!(
+        f.count("SELECT count(*) FROM events WHERE event_type = 'PurchaseRecorded'")
+            .await,
+        1
     );
     f.cleanup().await;
 }

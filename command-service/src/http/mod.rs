@@ -230,8 +230,16 @@ async fn request_span(mut request: Request, next: Next) -> Response {
         key_id = tracing::field::Empty,
         status = tracing::field::Empty,
     );
+    let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     span.record("status", response.status().as_u16());
+    span.in_scope(|| {
+        tracing::debug!(
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request done"
+        );
+    });
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }

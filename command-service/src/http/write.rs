@@ -140,7 +140,23 @@ where
             Reservation::Reused => return Err(ApiError::IdempotencyKeyReused),
             Reservation::Acquired(lease) => lease,
         };
-        match work(task_app, command_ctx).await {
+        let work = work(task_app, command_ctx);
+        tokio::pin!(work);
+        // The reservation is renewed while the command runs, so that only a request that died
+        // loses it; the first tick is immediate and skipped.
+        let mut renew = tokio::time::interval(store.lease() / 3);
+        renew.tick().await;
+        let result = loop {
+            tokio::select! {
+                result = &mut work => break result,
+                _ = renew.tick() => {
+                    if let Err(error) = store.renew(&lease).await {
+                        tracing::warn!(error = format!("{error:#}"), "could not renew an idempotency lease");
+                    }
+                }
+            }
+        };
+        match result {
             Ok((status, value)) => {
                 let body = serde_json::to_string(&value).context("serializing a response")?;
                 if let Err(error) = store.complete(&lease, status.as_u16(), &body).await {
