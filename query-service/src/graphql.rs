@@ -46,13 +46,14 @@ const INTROSPECTION_LIMITS: Limits = Limits {
 pub struct Schemas {
     strict: QuerySchema,
     introspection: QuerySchema,
+    db: Db,
 }
 
 impl Schemas {
     pub fn new(db: Db, live: Arc<LiveFeed>, limits: Limits) -> Self {
         let strict = Schema::build(QueryRoot, EmptyMutation, SubscriptionRoot)
-            .data(loaders::loaders(db.clone()))
-            .data(db)
+            .data(loaders::uncached(db.clone()))
+            .data(db.clone())
             .data(live)
             .limit_depth(limits.max_depth)
             .limit_complexity(limits.max_complexity)
@@ -65,12 +66,34 @@ impl Schemas {
         Self {
             strict,
             introspection,
+            db,
         }
     }
 
     /// The schema for data queries and subscriptions.
     pub fn strict(&self) -> &QuerySchema {
         &self.strict
+    }
+
+    /// Runs `query` with `variables` as `caller` (as `POST /graphql` does after authenticating)
+    /// and returns the JSON response.
+    pub async fn execute_json(
+        &self,
+        caller: crate::auth::Caller,
+        query: &str,
+        variables: serde_json::Value,
+    ) -> serde_json::Value {
+        let request = Request::new(query).variables(async_graphql::Variables::from_json(variables));
+        let response = self.execute(request, caller).await;
+        serde_json::to_value(&response).unwrap_or_default()
+    }
+
+    /// Runs `request` as `caller` on the schema it belongs to, with loaders of its own.
+    pub async fn execute(&self, request: Request, caller: crate::auth::Caller) -> async_graphql::Response {
+        let (schema, _) = self.for_request(&request);
+        schema
+            .execute(request.data(caller).data(loaders::for_request(self.db.clone())))
+            .await
     }
 
     /// The schema `request` should run on, and its kind for metrics.
@@ -294,6 +317,17 @@ impl QueryRoot {
             .await?;
         let has_next = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
+        let keys: Vec<MemberKey> = rows.iter().map(|row| row.member.key()).collect();
+        let loaders = ctx.data_unchecked::<loaders::Loaders>();
+        // The page is the directory of its members: nested references to them need no query.
+        loaders
+            .feed_many(
+                rows.iter()
+                    .map(|row| (DirectoryOf(row.member.key()), row.member.clone())),
+            )
+            .await;
+        let node = ctx.look_ahead().field("edges").field("node");
+        loaders::prefetch(loaders, &node, &keys).await?;
         let mut connection = Connection::new(after.is_some(), has_next);
         connection.edges = rows
             .into_iter()
@@ -337,6 +371,21 @@ impl QueryRoot {
             .await?;
         let has_next = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
+        let member = ctx.look_ahead().field("edges").field("node").field("member");
+        if member.exists() {
+            let mut keys: Vec<MemberKey> = rows
+                .iter()
+                .map(|row| MemberKey {
+                    org_id: row.org_id.clone(),
+                    member_id: row.member_id,
+                })
+                .collect();
+            keys.sort_by_key(|key| key.member_id);
+            keys.dedup();
+            let loaders = ctx.data_unchecked::<loaders::Loaders>();
+            loaders.load_many(keys.iter().cloned().map(DirectoryOf)).await?;
+            loaders::prefetch(loaders, &member, &keys).await?;
+        }
         let mut connection = Connection::new(after.is_some(), has_next);
         connection.edges = rows
             .into_iter()

@@ -1,29 +1,42 @@
 //! DataLoaders for every edge from a member (or an org) to a read model.
 //!
-//! Resolving a field of many members at once (a page of `members`, a list of transitions)
-//! queues one key per member; the loader runs one statement for the whole batch, so a page of
-//! 100 members with balance, tier, RFM and stamp cards costs the same handful of statements as
-//! a page of one. The loaders do not cache (each `load` reads the database), so one instance is
-//! shared by every request and a response never shows data older than the request.
+//! Resolving a field of many members at once queues one key per member; the loader runs one
+//! statement for the whole batch. Batching by time window alone is not a guarantee (a big page
+//! may take longer to walk than the window), so list fields also [`prefetch`] what their
+//! selection needs for the whole page up front, one statement per read model: a page of 100
+//! members with balance, tier, RFM and stamp cards costs the same handful of statements as a
+//! page of one.
+//!
+//! Each HTTP request gets its own loaders with a cache ([`for_request`]): nothing outlives the
+//! request, so no answer shows data older than its request. Subscriptions use a schema-wide
+//! instance with the cache off ([`uncached`]), since a connection lives long.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 
-use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
+use async_graphql::{Lookahead, Value};
 
 use crate::db::{
     BalanceRow, Db, FullProgram, LeaderboardRow, MemberRow, PeriodKeys, RfmRow, StampCardRow, TierChangeRow,
     TierRow, TransitionRow,
 };
-use crate::error::QueryError;
+use crate::error::{QueryError, QueryResult};
 use crate::live::MemberKey;
 
 /// The loaders of all read models.
-pub type Loaders = DataLoader<ReadModels>;
+pub type Loaders = DataLoader<ReadModels, HashMapCache>;
 
-/// Builds the shared loaders on `db`.
-pub fn loaders(db: Db) -> Loaders {
-    DataLoader::new(ReadModels { db }, tokio::spawn)
+/// Loaders for one request, caching what they load for its duration.
+pub fn for_request(db: Db) -> Loaders {
+    DataLoader::with_cache(ReadModels { db }, tokio::spawn, HashMapCache::default())
+}
+
+/// Loaders that never cache, for long-lived connections.
+pub fn uncached(db: Db) -> Loaders {
+    let loaders = for_request(db);
+    loaders.enable_all_cache(false);
+    loaders
 }
 
 /// The batch loader behind [`Loaders`]; one `Loader` impl per key type below.
@@ -118,4 +131,114 @@ impl Loader<ProgramOf> for ReadModels {
             .map(|(org, program)| (ProgramOf(org), program))
             .collect())
     }
+}
+
+/// Loads, for every member of `keys` at once, each read model that `member` (the selection of
+/// a `Member` in a list) asks for, so that resolving the list's items hits the cache only.
+///
+/// A member's `segmentHistory { member { ... } }` names the same member again: that nested
+/// selection is prefetched the same way, so the whole tree costs one statement per read model
+/// and level.
+pub fn prefetch<'a>(
+    loaders: &'a Loaders,
+    member: &'a Lookahead<'a>,
+    keys: &'a [MemberKey],
+) -> futures::future::BoxFuture<'a, QueryResult<()>> {
+    Box::pin(prefetch_level(loaders, member, keys))
+}
+
+async fn prefetch_level(loaders: &Loaders, member: &Lookahead<'_>, keys: &[MemberKey]) -> QueryResult<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let wants = |field: &str| member.field(field).exists();
+    let mut orgs: Vec<String> = keys.iter().map(|key| key.org_id.clone()).collect();
+    orgs.sort();
+    orgs.dedup();
+    // One set of keys per location the selection names (usually just the org-wide board).
+    let mut locations: Vec<String> = member
+        .field("leaderboardRanks")
+        .selection_fields()
+        .iter()
+        .map(|field| {
+            let arguments = field.arguments().unwrap_or_default();
+            match arguments.iter().find(|(name, _)| name.as_str() == "locationId") {
+                Some((_, Value::String(location))) => location.clone(),
+                _ => String::new(),
+            }
+        })
+        .collect();
+    locations.sort();
+    locations.dedup();
+
+    let balance = async {
+        if wants("balance") || wants("affordableRewards") {
+            loaders.load_many(each(keys, BalanceOf)).await?;
+        }
+        Ok::<_, QueryError>(())
+    };
+    let tier = async {
+        if wants("tier") {
+            loaders.load_many(each(keys, TierOf)).await?;
+        }
+        Ok(())
+    };
+    let rfm = async {
+        if wants("rfm") {
+            loaders.load_many(each(keys, RfmOf)).await?;
+        }
+        Ok(())
+    };
+    let cards = async {
+        if wants("stampCards") {
+            loaders.load_many(each(keys, StampCardsOf)).await?;
+        }
+        Ok(())
+    };
+    let tier_history = async {
+        if wants("tierHistory") {
+            loaders.load_many(each(keys, TierHistoryOf)).await?;
+        }
+        Ok(())
+    };
+    let transitions = async {
+        if wants("segmentHistory") {
+            loaders.load_many(each(keys, TransitionsOf)).await?;
+            let nested = member.field("segmentHistory").field("member");
+            if nested.exists() {
+                loaders.load_many(each(keys, DirectoryOf)).await?;
+                prefetch(loaders, &nested, keys).await?;
+            }
+        }
+        Ok(())
+    };
+    let program = async {
+        // The entry tier of members without a tier row comes from the program, too.
+        if wants("affordableRewards") || wants("tier") {
+            loaders.load_many(orgs.iter().cloned().map(ProgramOf)).await?;
+        }
+        Ok(())
+    };
+    let ranks = async {
+        for location in &locations {
+            let keys = keys.iter().map(|key| RanksOf(key.clone(), location.clone()));
+            loaders.load_many(keys).await?;
+        }
+        Ok(())
+    };
+    futures::try_join!(
+        balance,
+        tier,
+        rfm,
+        cards,
+        tier_history,
+        transitions,
+        program,
+        ranks
+    )?;
+    Ok(())
+}
+
+fn each<K>(keys: &[MemberKey], wrap: fn(MemberKey) -> K) -> Vec<K> {
+    keys.iter().cloned().map(wrap).collect()
 }

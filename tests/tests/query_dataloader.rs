@@ -1,0 +1,105 @@
+//! No N+1: a page of members with every member-level read model (balance, tier, RFM, stamp
+//! cards, affordable rewards, leaderboard ranks, tier and segment history) costs the same
+//! number of SQL statements for 3 members as for 60. Counted by the query service's `Db`,
+//! through which every statement goes.
+
+mod query_support;
+
+use std::sync::Arc;
+
+use futures::future::join_all;
+use query_service::auth::Caller;
+use query_service::db::Db;
+use query_service::graphql::Schemas;
+use query_service::live::LiveFeed;
+use query_support::{Stack, ORG};
+use serde_json::json;
+
+const PAGE_WITH_EVERYTHING: &str = r#"
+query($org: ID!, $first: Int) {
+  members(orgId: $org, first: $first) {
+    edges { node {
+      memberId externalId
+      balance { points lifetimeEarned nextExpiry { points date } }
+      tier { name multiplierBps qualifyingPoints nextTier pointsToNext }
+      rfm { r f m segment }
+      stampCards { cardId name stamps }
+      affordableRewards { rewardId }
+      leaderboardRanks { period rank points }
+      tierHistory { change toTier }
+      segmentHistory { to member { memberId } }
+    } }
+  }
+}"#;
+
+#[tokio::test]
+async fn a_page_of_members_costs_a_constant_number_of_statements() {
+    let stack = Stack::start().await;
+    let mut members = Vec::new();
+    for chunk in (0..60).collect::<Vec<i64>>().chunks(10) {
+        members.extend(
+            join_all(chunk.iter().map(|i| {
+                let stack = &stack;
+                async move {
+                    let member = stack.enroll(&format!("card-{i}"), None).await;
+                    stack
+                        .purchase(member, &format!("rcpt-{i}"), 1_000 + 100 * i)
+                        .await;
+                    member
+                }
+            }))
+            .await,
+        );
+    }
+    stack.wait_for_balance(members[59], 69).await;
+    projector::rfm::recompute(stack.db.pool(), "rm", ORG, chrono::Utc::now())
+        .await
+        .unwrap();
+
+    let db = Db::new(stack.db.pool().clone());
+    let schemas = Schemas::new(
+        db.clone(),
+        Arc::new(LiveFeed::default()),
+        query_service::Limits::default(),
+    );
+    let analyst = common::keys::authenticate(stack.db.pool(), &stack.keys.analyst)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let mut statements = Vec::new();
+    for first in [3, 60] {
+        let before = db.statements();
+        let response = schemas
+            .execute_json(
+                Caller::Key(analyst.clone()),
+                PAGE_WITH_EVERYTHING,
+                json!({"org": ORG, "first": first}),
+            )
+            .await;
+        assert!(response.get("errors").is_none(), "{response:#}");
+        let edges = response["data"]["members"]["edges"].as_array().unwrap();
+        assert_eq!(edges.len(), first);
+        // The loaders answered for every member, not just some.
+        for edge in edges {
+            let node = &edge["node"];
+            assert!(node["balance"]["points"].as_i64().unwrap() >= 10, "{node}");
+            assert!(!node["rfm"].is_null(), "{node}");
+            assert_eq!(node["stampCards"][0]["stamps"], 1, "{node}");
+            assert_eq!(node["leaderboardRanks"].as_array().unwrap().len(), 3, "{node}");
+            assert_eq!(
+                node["segmentHistory"][0]["member"]["memberId"], node["memberId"],
+                "{node}"
+            );
+        }
+        statements.push(db.statements() - before);
+    }
+    assert_eq!(
+        statements[0], statements[1],
+        "statements for 3 and for 60 members: {statements:?}"
+    );
+    // One for the page, one per read model, four for the program.
+    assert!(statements[1] <= 14, "{statements:?}");
+
+    stack.cleanup().await;
+}
