@@ -213,6 +213,7 @@ pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyh
     }
 
     let decoded: Vec<Result<Decoded, ApplyError>> = plan.iter().map(|(e, _)| decode(e)).collect();
+    let t_plan = std::time::Instant::now();
     let mut member_keys = BTreeSet::new();
     let mut refunded = BTreeSet::new();
     for d in decoded.iter().flatten() {
@@ -226,6 +227,7 @@ pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyh
     let member_keys: Vec<_> = member_keys.into_iter().collect();
     let refunded: Vec<_> = refunded.into_iter().collect();
     let mut members = store::load_members(conn, &member_keys, &refunded).await?;
+    let t_load = std::time::Instant::now();
 
     for ((event, from_store), decoded) in plan.iter().zip(decoded) {
         let aggregate = aggregate_of(event);
@@ -277,7 +279,15 @@ pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyh
         }
     }
     report.parked = writes.parked.len();
+    let t_apply = std::time::Instant::now();
     store::flush(conn, &members, &writes).await?;
+    tracing::debug!(
+        size = incoming.len(),
+        load = ?(t_load - t_plan),
+        apply = ?(t_apply - t_load),
+        flush = ?t_apply.elapsed(),
+        "batch timings"
+    );
     report.read_models = std::mem::take(&mut writes.applied);
     Ok(report)
 }

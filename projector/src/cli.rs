@@ -113,3 +113,41 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn subcommands_and_global_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "projector",
+            "as-of",
+            "--org",
+            "acme",
+            "--member",
+            "0b6f3c1e-8f4e-4a57-9d0e-2b1f7f3a9c11",
+            "--at",
+            "2025-01-31T23:59:59Z",
+            "--consumer",
+            "c2",
+        ])
+        .unwrap();
+        assert_eq!(cli.config.consumer, "c2");
+        match cli.command {
+            Some(Command::AsOf { org, at, .. }) => {
+                assert_eq!(org, "acme");
+                assert_eq!(at.to_rfc3339(), "2025-01-31T23:59:59+00:00");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["projector"]).unwrap().command.is_none());
+        let error = Cli::try_parse_from(["projector", "as-of", "--org", "a", "--member", "x", "--at", "now"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--member"), "{error}");
+        assert!(Cli::try_parse_from(["projector", "--batch-size", "0"]).is_err());
+    }
+}
