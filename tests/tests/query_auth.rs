@@ -9,7 +9,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use loyalty_tests::GraphqlWs;
-use query_support::{Keys, Stack, ORG};
+use loyalty_tests::OrgKeys as Keys;
+use query_support::{Stack, ORG};
 use serde_json::{json, Value};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
-use common::keys::Role;
-use loyalty_tests::{spawn_query_service, TestDb, TestNats, TestQueryService};
+use loyalty_tests::{
+    spawn_command_service, spawn_projector, spawn_query_service, OrgKeys, TestCommandService, TestDb,
+    TestNats, TestProjector, TestQueryService,
+};
 use serde_json::{json, Value};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// The org every stack configures.
@@ -18,41 +18,13 @@ pub const ORG: &str = "acme";
 /// Its location.
 pub const LOCATION: &str = "main-street";
 
-/// Keys of one org.
-pub struct Keys {
-    pub pos: String,
-    pub admin: String,
-    pub storefront: String,
-    pub analyst: String,
-}
-
-impl Keys {
-    pub async fn create(db: &TestDb, org: &str) -> Self {
-        let key = |role| common::keys::create_key(db.pool(), org, role);
-        Keys {
-            pos: key(Role::Pos).await.unwrap(),
-            admin: key(Role::Admin).await.unwrap(),
-            storefront: key(Role::Storefront).await.unwrap(),
-            analyst: key(Role::Analyst).await.unwrap(),
-        }
-    }
-}
-
 pub struct Stack {
     pub db: TestDb,
     pub nats: TestNats,
+    pub commands: TestCommandService,
+    pub projector: TestProjector,
     pub query: TestQueryService,
-    pub keys: Keys,
-    command_url: String,
-    http: reqwest::Client,
-    stop: CancellationToken,
-    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
-}
-
-async fn listener() -> (tokio::net::TcpListener, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    (listener, url)
+    pub keys: OrgKeys,
 }
 
 impl Stack {
@@ -61,27 +33,8 @@ impl Stack {
     pub async fn start() -> Self {
         let db = TestDb::new().await;
         let nats = TestNats::new().await;
-        let stop = CancellationToken::new();
-        let mut tasks = Vec::new();
-
-        let (command_listener, command_url) = listener().await;
-        let config = command_service::Config::new(db.db_args(), nats.nats_args());
-        let token = stop.clone();
-        tasks.push(tokio::spawn(command_service::run(
-            config,
-            command_listener,
-            async move { token.cancelled().await },
-        )));
-
-        let (projector_listener, _) = listener().await;
-        let config = projector::Config::new(db.db_args(), nats.nats_args());
-        let token = stop.clone();
-        tasks.push(tokio::spawn(projector::run(
-            config,
-            projector_listener,
-            async move { token.cancelled().await },
-        )));
-
+        let commands = spawn_command_service(&db, &nats).await;
+        let projector = spawn_projector(&db, &nats, "projector").await;
         // The relay creates the stream; the query service's live feed starts at its end.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !nats.stream_exists().await {
@@ -92,16 +45,14 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let query = spawn_query_service(&db, &nats).await;
-        let keys = Keys::create(&db, ORG).await;
+        let keys = OrgKeys::create(&db, ORG).await;
         let stack = Stack {
             db,
             nats,
+            commands,
+            projector,
             query,
             keys,
-            command_url,
-            http: reqwest::Client::new(),
-            stop,
-            tasks,
         };
         stack
             .command(
@@ -131,19 +82,18 @@ impl Stack {
 
     /// Sends a command; panics unless it succeeds.
     pub async fn command(&self, method: reqwest::Method, path: &str, key: &str, body: Value) -> Value {
-        let response = self
-            .http
-            .request(method, format!("{}{path}", self.command_url))
-            .bearer_auth(key)
-            .header("Idempotency-Key", Uuid::new_v4().to_string())
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "{path} answered {status}: {body}");
-        body
+        let answer = self
+            .commands
+            .client(key)
+            .send(method, path, Some(&Uuid::new_v4().to_string()), Some(&body))
+            .await;
+        assert!(
+            (200..300).contains(&answer.status),
+            "{path} answered {}: {}",
+            answer.status,
+            answer.text
+        );
+        answer.body
     }
 
     /// Enrols a member through the command API.
@@ -191,13 +141,9 @@ impl Stack {
 
     /// Stops every service and removes the database and stream.
     pub async fn cleanup(self) {
-        self.stop.cancel();
-        for task in self.tasks {
-            if let Err(error) = task.await.unwrap() {
-                panic!("a service failed: {error:#}");
-            }
-        }
         self.query.stop().await.unwrap();
+        self.projector.stop().await.unwrap();
+        self.commands.stop().await.unwrap();
         self.nats.cleanup().await;
         self.db.cleanup().await;
     }
