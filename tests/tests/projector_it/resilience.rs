@@ -273,6 +273,92 @@ async fn poison_events_are_parked_and_hold_back_only_their_member() {
 }
 
 #[tokio::test]
+async fn an_event_postgres_refuses_is_parked_alone_and_the_rest_of_its_batch_applies() {
+    let db = TestDb::new().await;
+    let nats = TestNats::new().await;
+    let pool = db.pool().clone();
+    let mut log = Log::new(&pool);
+    let org = "nul";
+    let members = small_history(&mut log, org, 10).await;
+    // A buggy writer stored a stamp of a card id with a NUL character: valid JSON, valid for
+    // the projector's rules, but Postgres text cannot hold it, so the whole batch is refused.
+    log.purchase(org, members[3], "bad", "shop", 1_000, t("2024-04-01T00:00:00Z"))
+        .await;
+    let mut stamp = log.take_last();
+    stamp.payload["StampCollected"]["card_id"] = "co\u{0}ffee".into();
+    log.flush().await;
+    // Stored as JSON text (the `json` column keeps `\u0000`; a jsonb parameter would not).
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('member', $1, $2, $3, '1', $4::text::json, '{}')",
+    )
+    .bind(&stamp.aggregate_id)
+    .bind(stamp.sequence as i64)
+    .bind(&stamp.event_type)
+    .bind(stamp.payload.to_string())
+    .execute(&pool)
+    .await
+    .unwrap();
+    log.purchase(org, members[3], "after", "shop", 1_000, t("2024-04-02T00:00:00Z"))
+        .await;
+    log.purchase(org, members[4], "fine", "shop", 1_000, t("2024-04-01T00:00:00Z"))
+        .await;
+    log.flush().await;
+    let relay = start_relay(&db, &nats).await;
+    let projector = spawn_projector(&db, &nats, "nul").await;
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (applied, parked): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT coalesce(sum(last_sequence), 0)::bigint FROM rm.projection_checkpoints), \
+                    (SELECT count(*) FROM rm.parked_events)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if applied + parked == total {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{applied} applied, {parked} parked of {total}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let parked: Vec<(String, Option<i64>, String)> =
+        sqlx::query_as("SELECT event_type, blocked_by, error FROM rm.parked_events ORDER BY sequence")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    // The culprit (the stamp, sequence 12 of the member; its purchase, 11, is applied), then
+    // the later purchase and its stamp, waiting behind it.
+    assert_eq!(parked.len(), 3, "{parked:?}");
+    assert_eq!((parked[0].0.as_str(), parked[0].1), ("StampCollected", None));
+    assert!(parked[0].2.contains("0x00"), "{}", parked[0].2);
+    assert!(parked[1..].iter().all(|p| p.1 == Some(12)), "{parked:?}");
+    let bad: i64 = sqlx::query_scalar("SELECT count(*) FROM rm.purchases WHERE transaction_id = 'bad'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(bad, 1);
+    let fine: i64 = sqlx::query_scalar("SELECT count(*) FROM rm.purchases WHERE transaction_id = 'fine'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(fine, 1);
+    let audit = projector::audit::audit(&pool, "rm").await.unwrap();
+    assert!(audit.is_clean(), "{audit}");
+
+    projector.stop().await.unwrap();
+    relay.stop().await;
+    nats.cleanup().await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_projector_killed_in_the_middle_of_a_batch_resumes_to_the_replayed_state() {
     let db = TestDb::new().await;
     let nats = TestNats::new().await;

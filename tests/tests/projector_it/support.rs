@@ -283,6 +283,12 @@ impl Log {
         self.member(org, member, command).await.expect("re-evaluation")
     }
 
+    /// Takes the last queued member event out of the queue (its sequence stays used), for a
+    /// test to store itself.
+    pub fn take_last(&mut self) -> SerializedEvent {
+        self.pending_members.pop().expect("a queued member event")
+    }
+
     /// Counts an event written to the store behind the aggregate's back.
     pub fn skip_sequence(&mut self, aggregate_id: &str) {
         *self.counts.entry(aggregate_id.to_owned()).or_default() += 1;
