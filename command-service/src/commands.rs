@@ -84,7 +84,6 @@ pub struct MemberOutcome {
     pub events: Vec<EventEnvelope<Member>>,
     /// The balance right after `events` (the current balance when there are none).
     pub balance: i64,
-    pub member: Member,
 }
 
 /// The balance right after `events`, as recorded in them: what the original answer to the
@@ -105,7 +104,8 @@ fn balance_after(events: &[EventEnvelope<Member>]) -> Option<i64> {
 #[derive(Debug)]
 pub struct ProgramOutcome {
     pub events: Vec<EventEnvelope<Program>>,
-    pub program: Program,
+    /// The program version in force after the command.
+    pub program_version: u64,
 }
 
 /// A system job's result.
@@ -179,13 +179,16 @@ impl Commands {
 
     /// The org's program aggregate (default when never configured).
     pub async fn program(&self, org_id: &str) -> Result<Program, CommandError> {
-        Ok(self.programs.load(&program_aggregate_id(org_id)).await?.0)
+        Ok(self
+            .programs
+            .load(&program_aggregate_id(org_id), |program, _| program.clone())
+            .await?)
     }
 
     async fn program_snapshot(&self, org_id: &str) -> Result<ProgramSnapshot, CommandError> {
-        self.program(org_id)
+        self.programs
+            .load(&program_aggregate_id(org_id), |program, _| program.snapshot())
             .await?
-            .snapshot()
             .ok_or_else(|| CommandError::ProgramNotConfigured(org_id.to_owned()))
     }
 
@@ -197,13 +200,18 @@ impl Commands {
     ) -> Result<ProgramOutcome, CommandError> {
         let committed = self
             .programs
-            .execute(&program_aggregate_id(&ctx.org_id), command, &ctx.metadata(name))
+            .execute(
+                &program_aggregate_id(&ctx.org_id),
+                command,
+                &ctx.metadata(name),
+                |program| program.version,
+            )
             .await
             .map_err(|error| rejected(error, "program"))?;
         record_outcome(name, committed.events.len());
         Ok(ProgramOutcome {
             events: committed.events,
-            program: committed.aggregate,
+            program_version: committed.summary,
         })
     }
 
@@ -259,18 +267,21 @@ impl Commands {
             .context("looking up a member by external_id")
     }
 
-    /// The member's current state; `MemberNotFound` unless enrolled.
-    pub async fn member(
+    /// `inspect(member id, member, last sequence)` on the member's current state;
+    /// `MemberNotFound` unless enrolled.
+    pub async fn member<R>(
         &self,
         org_id: &str,
         member: &MemberRef,
-    ) -> Result<(Uuid, Member, usize), CommandError> {
+        inspect: impl FnOnce(Uuid, &Member, usize) -> R,
+    ) -> Result<R, CommandError> {
         let member_id = self.resolve(org_id, member).await?;
-        let (state, sequence) = self.members.load(&member_aggregate_id(org_id, member_id)).await?;
-        if !state.is_enrolled() {
-            return Err(CommandError::MemberNotFound);
-        }
-        Ok((member_id, state, sequence))
+        self.members
+            .load(&member_aggregate_id(org_id, member_id), |state, sequence| {
+                state.is_enrolled().then(|| inspect(member_id, state, sequence))
+            })
+            .await?
+            .ok_or(CommandError::MemberNotFound)
     }
 
     /// The events of `member_id` appended under this request's idempotency key: what an
@@ -317,6 +328,7 @@ impl Commands {
                 &member_aggregate_id(&ctx.org_id, member_id),
                 command,
                 &ctx.metadata(name),
+                |member| member.balance,
             )
             .await;
         let committed = match result {
@@ -339,8 +351,7 @@ impl Commands {
             return Ok(MemberOutcome {
                 member_id,
                 events: committed.events,
-                balance: committed.aggregate.balance,
-                member: committed.aggregate,
+                balance: committed.summary,
             });
         }
         // A duplicate the aggregate ignored: if it is a retry of a request that was applied but
@@ -348,9 +359,8 @@ impl Commands {
         let events = self.recorded_under_key(ctx, member_id).await?;
         Ok(MemberOutcome {
             member_id,
-            balance: balance_after(&events).unwrap_or(committed.aggregate.balance),
+            balance: balance_after(&events).unwrap_or(committed.summary),
             events,
-            member: committed.aggregate,
         })
     }
 
@@ -403,12 +413,15 @@ impl Commands {
                 if !same {
                     return Err(MemberError::AlreadyEnrolled.into());
                 }
-                let (_, member, _) = self.member(&ctx.org_id, &MemberRef::Id(member_id)).await?;
+                let balance = self
+                    .member(&ctx.org_id, &MemberRef::Id(member_id), |_, member, _| {
+                        member.balance
+                    })
+                    .await?;
                 Ok(MemberOutcome {
                     member_id,
-                    balance: balance_after(&earlier).unwrap_or(member.balance),
+                    balance: balance_after(&earlier).unwrap_or(balance),
                     events: earlier,
-                    member,
                 })
             }
             Err(CommandError::ExternalIdTaken(_)) => {
@@ -567,7 +580,12 @@ impl Commands {
                     async move {
                         let committed = self
                             .members
-                            .execute(&member_aggregate_id(&ctx.org_id, member_id), command, &metadata)
+                            .execute(
+                                &member_aggregate_id(&ctx.org_id, member_id),
+                                command,
+                                &metadata,
+                                |_| (),
+                            )
                             .await
                             .map_err(|error| rejected(error, "member"))?;
                         record_outcome(job.name(), committed.events.len());

@@ -8,7 +8,7 @@
 //!
 //! - a decision that appends events is verified by the optimistic lock: the store's primary key
 //!   `(aggregate_type, aggregate_id, sequence)` refuses the insert when another process appended
-//!   first; the executor then loads the newer events and decides again (bounded, with jitter);
+//!   first; the executor then reloads the aggregate and decides again (bounded, with jitter);
 //! - a decision that appends nothing (a rejected command, or a duplicate the aggregate ignores)
 //!   is not verified by any write, so it is only returned once the cache was caught up with the
 //!   store during this execution.
@@ -69,11 +69,12 @@ pub enum ExecuteError<E: std::error::Error> {
 
 /// The outcome of an executed command.
 #[derive(Debug)]
-pub struct Committed<A: Aggregate> {
+pub struct Committed<A: Aggregate, R> {
     /// The events appended, with their sequence numbers; empty when the command changed nothing.
     pub events: Vec<EventEnvelope<A>>,
-    /// The aggregate after the command.
-    pub aggregate: A,
+    /// What the caller's `summarize` made of the aggregate after the command (the aggregate
+    /// itself is not cloned: with a long history that would cost more than the command).
+    pub summary: R,
     /// The aggregate's last sequence number after the command.
     pub sequence: usize,
 }
@@ -114,8 +115,11 @@ impl RetryPolicy {
 struct Slot<A> {
     aggregate: A,
     sequence: usize,
-    /// Whether `aggregate` was ever loaded from the store.
-    loaded: bool,
+    /// Whether `aggregate` is exactly the store's events up to `sequence`. False before the
+    /// first load, and from the moment a decision applied events that are not committed yet
+    /// until they are: a slot left untrusted (a failed append, a cancelled command) is rebuilt
+    /// from the store before it is used again.
+    trusted: bool,
 }
 
 impl<A: Default> Default for Slot<A> {
@@ -123,7 +127,7 @@ impl<A: Default> Default for Slot<A> {
         Self {
             aggregate: A::default(),
             sequence: 0,
-            loaded: false,
+            trusted: false,
         }
     }
 }
@@ -140,7 +144,7 @@ pub struct AggregateStore<A: Aggregate> {
 
 impl<A> AggregateStore<A>
 where
-    A: Aggregate<Services = ()> + Clone,
+    A: Aggregate<Services = ()>,
     A::Command: Clone,
 {
     /// A store on `pool` caching at most `capacity` aggregates (least recently used evicted).
@@ -153,7 +157,7 @@ where
     }
 
     /// The cache slot of `id`, locked: the caller is the only one in this process working on
-    /// this aggregate until the guard is dropped.
+    /// this aggregate until the guard is dropped (commands on one aggregate queue here).
     ///
     /// An evicted slot may still be held by a running command while a new slot is created for
     /// the next one; the two then race through the optimistic lock like two processes, which is
@@ -166,8 +170,13 @@ where
         slot.lock_owned().await
     }
 
-    /// Applies the events appended after the slot's sequence; returns how many there were.
+    /// Brings the slot up to date with the store: applies the events appended after its
+    /// sequence, or rebuilds it from the first event when it is not trusted. Returns how many
+    /// events were applied.
     async fn catch_up(&self, id: &str, slot: &mut Slot<A>) -> anyhow::Result<usize> {
+        if !slot.trusted {
+            *slot = Slot::default();
+        }
         let events = self
             .repo
             .get_last_events::<A>(id, slot.sequence)
@@ -188,37 +197,53 @@ where
             slot.aggregate.apply(payload);
             slot.sequence = event.sequence;
         }
-        slot.loaded = true;
+        slot.trusted = true;
         Ok(count)
     }
 
-    /// The current state of aggregate `id` and its last sequence (0: no events yet).
-    pub async fn load(&self, id: &str) -> anyhow::Result<(A, usize)> {
+    /// `inspect(aggregate, last sequence)` on the current state of aggregate `id` (sequence 0:
+    /// no events yet).
+    pub async fn load<R>(&self, id: &str, inspect: impl FnOnce(&A, usize) -> R) -> anyhow::Result<R> {
         let mut slot = self.lock(id).await;
         self.catch_up(id, &mut slot).await?;
-        Ok((slot.aggregate.clone(), slot.sequence))
+        Ok(inspect(&slot.aggregate, slot.sequence))
     }
 
-    /// Executes `command` on aggregate `id` and appends its events with `metadata`.
-    pub async fn execute(
+    /// Executes `command` on aggregate `id`, appends its events with `metadata`, and returns
+    /// them with `summarize(aggregate after the command)`.
+    ///
+    /// The decision is made on the cached aggregate itself, not on a copy: the domain writes
+    /// no event unless the whole command is accepted, so a refusal leaves it untouched, and
+    /// events that fail to commit leave the slot untrusted, to be rebuilt from the store.
+    pub async fn execute<R>(
         &self,
         id: &str,
         command: A::Command,
         metadata: &Metadata,
-    ) -> Result<Committed<A>, ExecuteError<A::Error>> {
+        summarize: impl FnOnce(&A) -> R,
+    ) -> Result<Committed<A, R>, ExecuteError<A::Error>> {
         let mut slot = self.lock(id).await;
         let mut fresh = false;
-        if !slot.loaded {
+        if !slot.trusted {
             self.catch_up(id, &mut slot).await?;
             fresh = true;
         }
         let mut conflicts = 0;
         loop {
-            let mut next = slot.aggregate.clone();
             let sink = EventSink::default();
-            let decided = next.handle(command.clone(), &(), &sink).await;
+            let decided = slot.aggregate.handle(command.clone(), &(), &sink).await;
             let events = sink.collect().await;
 
+            if decided.is_err() && !events.is_empty() {
+                // The domain broke its own contract (events written, then an error): the
+                // cached state has applied them, so it can no longer be trusted.
+                slot.trusted = false;
+                tracing::error!(
+                    aggregate = A::TYPE,
+                    id,
+                    "a refused command wrote events to the sink"
+                );
+            }
             if decided.is_err() || events.is_empty() {
                 if !fresh {
                     fresh = true;
@@ -230,12 +255,14 @@ where
                     Err(error) => Err(ExecuteError::Rejected(error)),
                     Ok(()) => Ok(Committed {
                         events: Vec::new(),
-                        aggregate: slot.aggregate.clone(),
+                        summary: summarize(&slot.aggregate),
                         sequence: slot.sequence,
                     }),
                 };
             }
 
+            // From here until the append is confirmed, the slot holds uncommitted events.
+            slot.trusted = false;
             let envelopes: Vec<EventEnvelope<A>> = events
                 .into_iter()
                 .zip(slot.sequence + 1..)
@@ -248,11 +275,11 @@ where
                 .collect();
             match self.persist(&envelopes).await {
                 Ok(()) => {
-                    slot.aggregate = next;
                     slot.sequence += envelopes.len();
+                    slot.trusted = true;
                     return Ok(Committed {
                         events: envelopes,
-                        aggregate: slot.aggregate.clone(),
+                        summary: summarize(&slot.aggregate),
                         sequence: slot.sequence,
                     });
                 }
@@ -272,6 +299,8 @@ where
                         "optimistic-lock conflict, retrying"
                     );
                     tokio::time::sleep(self.retry.backoff(conflicts)).await;
+                    // Another process appended first: rebuild (the slot is untrusted) and decide
+                    // again on the state that includes its events.
                     self.catch_up(id, &mut slot).await?;
                     fresh = true;
                 }
@@ -279,9 +308,8 @@ where
                     return Err(ExecuteError::Constraint(constraint));
                 }
                 Err(PersistFailure::Other(error)) => {
-                    // The commit may or may not have happened. The cache is left as it was: if
-                    // the events did land, the next append conflicts on their sequence and
-                    // catches up, and a no-event decision catches up before it is trusted.
+                    // The commit may or may not have happened; the untrusted slot is rebuilt
+                    // from the store by the next command either way.
                     return Err(ExecuteError::Store(error));
                 }
             }

@@ -260,8 +260,11 @@ async fn read_member(app: AppState, caller: Caller, path: MemberPath) -> Result<
     let span = command_span(&path.org, &path.label(), "GetMember");
     async move {
         let member = path.member?;
-        let (member_id, state, sequence) = app.commands().member(&path.org, &member).await?;
-        Ok(Json(MemberView::new(member_id, &state, sequence)?).into_response())
+        let view = app
+            .commands()
+            .member(&path.org, &member, MemberView::new)
+            .await??;
+        Ok(Json(view).into_response())
     }
     .instrument(span)
     .await

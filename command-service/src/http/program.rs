@@ -95,7 +95,7 @@ impl ProgramWriteResponse {
     fn body(org: &str, outcome: &ProgramOutcome) -> Result<Value, ApiError> {
         let response = Self {
             org_id: org.to_owned(),
-            program_version: outcome.program.version,
+            program_version: outcome.program_version,
             events: EventView::list(&outcome.events)?,
         };
         Ok(serde_json::to_value(response).map_err(anyhow::Error::from)?)
