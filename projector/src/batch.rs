@@ -35,7 +35,7 @@ pub struct BatchReport {
     pub duplicates: usize,
     /// Events read from the `events` table because the stream had not delivered them.
     pub gap_filled: usize,
-    /// Events parked (failed, or waiting behind a failed one of the same aggregate).
+    /// Events newly parked (failed, or waiting behind a failed one of the same aggregate).
     pub parked: usize,
     /// Events applied per read model.
     pub read_models: BTreeMap<&'static str, u64>,
@@ -278,9 +278,8 @@ pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyh
             }
         }
     }
-    report.parked = writes.parked.len();
     let t_apply = std::time::Instant::now();
-    store::flush(conn, &members, &writes).await?;
+    report.parked = usize::try_from(store::flush(conn, &members, &writes).await?).unwrap_or(usize::MAX);
     tracing::debug!(
         size = incoming.len(),
         load = ?(t_load - t_plan),
@@ -396,11 +395,11 @@ impl Projector {
                     parked: vec![parked_incoming(input, message)],
                     ..Default::default()
                 };
-                store::flush(&mut tx, &HashMap::new(), &writes).await?;
+                let parked = store::flush(&mut tx, &HashMap::new(), &writes).await?;
                 tx.commit().await.context("committing a parked event")?;
                 Ok(BatchReport {
                     received: 1,
-                    parked: 1,
+                    parked: usize::try_from(parked).unwrap_or(usize::MAX),
                     ..Default::default()
                 })
             }

@@ -183,12 +183,13 @@ pub async fn load_members(
 }
 
 /// Writes the batch back: member rows of touched members, then additions and increments,
-/// checkpoints last.
+/// checkpoints last. Returns how many events were newly parked (a redelivered parked event
+/// is not parked twice).
 pub async fn flush(
     conn: &mut PgConnection,
     members: &HashMap<MemberKey, MemberState>,
     writes: &Writes,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<u64> {
     let touched: Vec<(&MemberKey, &MemberState)> = members.iter().filter(|(_, s)| s.touched).collect();
     flush_balances(conn, &touched).await?;
     flush_tiers(conn, &touched).await?;
@@ -198,8 +199,7 @@ pub async fn flush(
     flush_member_rows(conn, writes).await?;
     flush_leaderboard(conn, writes).await?;
     flush_programs(conn, writes).await?;
-    flush_progress(conn, writes).await?;
-    Ok(())
+    flush_progress(conn, writes).await
 }
 
 async fn flush_balances(
@@ -701,10 +701,11 @@ async fn flush_programs(conn: &mut PgConnection, writes: &Writes) -> anyhow::Res
     Ok(())
 }
 
-async fn flush_progress(conn: &mut PgConnection, writes: &Writes) -> anyhow::Result<()> {
+async fn flush_progress(conn: &mut PgConnection, writes: &Writes) -> anyhow::Result<u64> {
+    let mut parked = 0;
     if !writes.parked.is_empty() {
         let p = &writes.parked;
-        sqlx::query(
+        parked = sqlx::query(
             "INSERT INTO parked_events (aggregate_type, aggregate_id, sequence, global_position, event_type, \
              payload, error, blocked_by) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], \
@@ -721,7 +722,8 @@ async fn flush_progress(conn: &mut PgConnection, writes: &Writes) -> anyhow::Res
         .bind(p.iter().map(|r| r.blocked_by).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await
-        .context("writing parked_events")?;
+        .context("writing parked_events")?
+        .rows_affected();
     }
     if !writes.checkpoints.is_empty() {
         let c: Vec<_> = writes.checkpoints.iter().collect();
@@ -739,5 +741,5 @@ async fn flush_progress(conn: &mut PgConnection, writes: &Writes) -> anyhow::Res
         .await
         .context("writing projection_checkpoints")?;
     }
-    Ok(())
+    Ok(parked)
 }
