@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use domain::ids::member_aggregate_id;
 use domain::MemberEvent;
 use sqlx::types::Json;
+use sqlx::{Postgres, QueryBuilder};
 
 use super::Db;
 use crate::error::QueryResult;
@@ -91,20 +92,22 @@ impl Db {
         points_only: bool,
         limit: i64,
     ) -> QueryResult<Vec<EventRow>> {
-        let types: Option<Vec<&str>> = points_only.then(|| POINTS_EVENTS.to_vec());
-        let rows: Vec<RawEventRow> = sqlx::query_as(
+        // Only the conditions that apply, so the primary key is read backwards from the cursor.
+        let mut sql = QueryBuilder::<Postgres>::new(
             "SELECT sequence, event_type, event_version, payload, committed_at FROM events \
-             WHERE aggregate_type = 'member' AND aggregate_id = $1 \
-               AND ($2::bigint IS NULL OR sequence < $2) \
-               AND ($3::text[] IS NULL OR event_type = ANY($3)) \
-             ORDER BY sequence DESC LIMIT $4",
-        )
-        .bind(member_aggregate_id(&key.org_id, key.member_id))
-        .bind(before_sequence)
-        .bind(types)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
+             WHERE aggregate_type = 'member' AND aggregate_id = ",
+        );
+        sql.push_bind(member_aggregate_id(&key.org_id, key.member_id));
+        if let Some(before) = before_sequence {
+            sql.push(" AND sequence < ").push_bind(before);
+        }
+        if points_only {
+            sql.push(" AND event_type = ANY(")
+                .push_bind(POINTS_EVENTS)
+                .push(")");
+        }
+        sql.push(" ORDER BY sequence DESC LIMIT ").push_bind(limit);
+        let rows: Vec<RawEventRow> = sql.build_query_as().fetch_all(self.pool()).await?;
         decode(rows)
     }
 

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::Db;
@@ -529,6 +530,9 @@ impl Db {
     }
 
     /// One page of an org's members, `limit` rows strictly after `after` in `sort` order.
+    ///
+    /// The statement holds only the conditions that apply (no `$n IS NULL OR ...`), so that
+    /// even a generic plan reads the order's index (migration 0005) from the cursor on.
     pub async fn member_page(
         &self,
         org_id: &str,
@@ -537,50 +541,68 @@ impl Db {
         after: Option<&MemberAfter>,
         limit: i64,
     ) -> QueryResult<Vec<PageRow>> {
-        let (order, keyset) = match sort {
-            MemberSort::EnrolledAt => (
-                "d.enrolled_at, d.member_id",
-                "($7::timestamptz IS NULL OR (d.enrolled_at, d.member_id) > ($7, $9))",
-            ),
-            MemberSort::PointsDesc => (
-                "coalesce(b.balance, 0) DESC, d.member_id",
-                "($8::bigint IS NULL OR coalesce(b.balance, 0) < $8 \
-                  OR (coalesce(b.balance, 0) = $8 AND d.member_id > $9))",
-            ),
+        // The projector writes a balance row with every directory row, so the points order can
+        // start from balances.
+        let from = match sort {
+            MemberSort::EnrolledAt => {
+                "rm.member_directory d \
+                 LEFT JOIN rm.member_balances b ON b.org_id = d.org_id AND b.member_id = d.member_id"
+            }
+            MemberSort::PointsDesc => {
+                "rm.member_balances b \
+                 JOIN rm.member_directory d ON d.org_id = b.org_id AND d.member_id = b.member_id"
+            }
         };
-        let (after_time, after_points, after_id) = match after {
-            None => (None, None, None),
-            Some(MemberAfter::EnrolledAt(at, id)) => (Some(*at), None, Some(*id)),
-            Some(MemberAfter::Points(points, id)) => (None, Some(*points), Some(*id)),
-        };
-        let sql = format!(
-            "SELECT {MEMBER_COLUMNS}, coalesce(b.balance, 0) AS points FROM rm.member_directory d \
-             LEFT JOIN rm.member_balances b ON b.org_id = d.org_id AND b.member_id = d.member_id \
-             LEFT JOIN rm.member_tiers t ON t.org_id = d.org_id AND t.member_id = d.member_id \
-             LEFT JOIN rm.rfm_scores s ON s.org_id = d.org_id AND s.member_id = d.member_id \
-             WHERE d.org_id = $1 \
-               AND ($2::text IS NULL OR s.segment = $2) \
-               AND ($3::text IS NULL OR t.tier = $3) \
-               AND ($4::bigint IS NULL OR coalesce(b.balance, 0) >= $4) \
-               AND ($5::bigint IS NULL OR coalesce(b.balance, 0) <= $5) \
-               AND {keyset} \
-             ORDER BY {order} LIMIT $6"
-        );
-        Ok(sqlx::query_as(&sql)
-            .bind(org_id)
-            .bind(&filter.segment)
-            .bind(&filter.tier)
-            .bind(filter.min_points)
-            .bind(filter.max_points)
-            .bind(limit)
-            .bind(after_time)
-            .bind(after_points)
-            .bind(after_id)
-            .fetch_all(self.pool())
-            .await?)
+        let mut sql = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {MEMBER_COLUMNS}, coalesce(b.balance, 0) AS points FROM {from}"
+        ));
+        if filter.tier.is_some() {
+            sql.push(" JOIN rm.member_tiers t ON t.org_id = d.org_id AND t.member_id = d.member_id");
+        }
+        if filter.segment.is_some() {
+            sql.push(" JOIN rm.rfm_scores s ON s.org_id = d.org_id AND s.member_id = d.member_id");
+        }
+        sql.push(" WHERE d.org_id = ").push_bind(org_id);
+        if let Some(tier) = &filter.tier {
+            sql.push(" AND t.tier = ").push_bind(tier);
+        }
+        if let Some(segment) = &filter.segment {
+            sql.push(" AND s.segment = ").push_bind(segment);
+        }
+        if let Some(min) = filter.min_points {
+            sql.push(" AND coalesce(b.balance, 0) >= ").push_bind(min);
+        }
+        if let Some(max) = filter.max_points {
+            sql.push(" AND coalesce(b.balance, 0) <= ").push_bind(max);
+        }
+        match after {
+            None => {}
+            Some(MemberAfter::EnrolledAt(at, id)) => {
+                sql.push(" AND (d.enrolled_at, d.member_id) > (")
+                    .push_bind(*at)
+                    .push(", ")
+                    .push_bind(*id)
+                    .push(")");
+            }
+            Some(MemberAfter::Points(points, id)) => {
+                // Highest balance first is (-balance, member_id) ascending: one row comparison.
+                sql.push(" AND (-b.balance, b.member_id) > (")
+                    .push_bind(-points)
+                    .push(", ")
+                    .push_bind(*id)
+                    .push(")");
+            }
+        }
+        sql.push(match sort {
+            MemberSort::EnrolledAt => " ORDER BY d.enrolled_at, d.member_id",
+            MemberSort::PointsDesc => " ORDER BY -b.balance, b.member_id",
+        });
+        sql.push(" LIMIT ").push_bind(limit);
+        Ok(sql.build_query_as().fetch_all(self.pool()).await?)
     }
 
-    /// Segment changes of an org in `[since, until)`, oldest first, strictly after `after`.
+    /// Segment changes of an org in `[since, until)`, oldest first, strictly after `after`,
+    /// optionally only those into or out of `segment`.
     pub async fn transitions(
         &self,
         org_id: &str,
@@ -590,25 +612,33 @@ impl Db {
         after: Option<(DateTime<Utc>, Uuid)>,
         limit: i64,
     ) -> QueryResult<Vec<TransitionRow>> {
-        let (after_at, after_id) = after.map_or((None, None), |(at, id)| (Some(at), Some(id)));
-        Ok(sqlx::query_as(
+        let mut sql = QueryBuilder::<Postgres>::new(
             "SELECT org_id, member_id, at, from_segment, to_segment FROM rm.rfm_segment_transitions \
-             WHERE org_id = $1 \
-               AND ($2::timestamptz IS NULL OR at >= $2) \
-               AND ($3::timestamptz IS NULL OR at < $3) \
-               AND ($4::text IS NULL OR from_segment = $4 OR to_segment = $4) \
-               AND ($5::timestamptz IS NULL OR (at, member_id) > ($5, $6)) \
-             ORDER BY at, member_id LIMIT $7",
-        )
-        .bind(org_id)
-        .bind(since)
-        .bind(until)
-        .bind(segment)
-        .bind(after_at)
-        .bind(after_id)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?)
+             WHERE org_id = ",
+        );
+        sql.push_bind(org_id);
+        if let Some(since) = since {
+            sql.push(" AND at >= ").push_bind(since);
+        }
+        if let Some(until) = until {
+            sql.push(" AND at < ").push_bind(until);
+        }
+        if let Some(segment) = segment {
+            sql.push(" AND (from_segment = ")
+                .push_bind(segment)
+                .push(" OR to_segment = ")
+                .push_bind(segment)
+                .push(")");
+        }
+        if let Some((at, id)) = after {
+            sql.push(" AND (at, member_id) > (")
+                .push_bind(at)
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
+        sql.push(" ORDER BY at, member_id LIMIT ").push_bind(limit);
+        Ok(sql.build_query_as().fetch_all(self.pool()).await?)
     }
 
     /// Segment changes of many members, oldest first.
