@@ -110,6 +110,28 @@ async fn limits_errors_and_endpoints() {
         );
     }
 
+    // Bad arguments are named.
+    for (arguments, message) in [
+        ("memberId: \"42\"", "memberId: '42' is not a member id (UUID)"),
+        ("", "member: give exactly one of `memberId` and `externalId`"),
+        (
+            "memberId: \"6f1c1c2e-8d1a-4a55-9d53-0d7f3a1f2b10\", externalId: \"c-1\"",
+            "member: give exactly one of `memberId` and `externalId`",
+        ),
+    ] {
+        let reply = ask(format!(
+            "query($org: ID!) {{ member(orgId: $org, {arguments}) {{ memberId }} }}"
+        ))
+        .await;
+        assert_eq!(
+            reply.error_codes(),
+            ["BAD_USER_INPUT"],
+            "{arguments}: {:#}",
+            reply.body
+        );
+        assert_eq!(reply.first_error(), Some(message));
+    }
+
     // A cursor that is not one of ours.
     let reply =
         ask("query($org: ID!) { members(orgId: $org, after: \"bogus\") { edges { cursor } } }".to_owned())

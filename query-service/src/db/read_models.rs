@@ -235,17 +235,6 @@ fn keyed<T>(rows: Vec<Keyed<T>>) -> HashMap<MemberKey, T> {
 const MEMBER_COLUMNS: &str = "d.org_id, d.member_id, d.external_id, d.display_name, d.enrolled_at";
 
 impl Db {
-    /// A member by id.
-    pub async fn member(&self, org_id: &str, member_id: Uuid) -> QueryResult<Option<MemberRow>> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {MEMBER_COLUMNS} FROM rm.member_directory d WHERE d.org_id = $1 AND d.member_id = $2"
-        ))
-        .bind(org_id)
-        .bind(member_id)
-        .fetch_optional(self.pool())
-        .await?)
-    }
-
     /// A member by external id (unique per org on the command side).
     pub async fn member_by_external_id(
         &self,
