@@ -231,7 +231,7 @@ pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyh
 
     for ((event, from_store), decoded) in plan.iter().zip(decoded) {
         let aggregate = aggregate_of(event);
-        if let Some(root) = blocked.get(&aggregate) {
+        if let Some(root) = blocked.get(&aggregate).filter(|root| event.sequence >= **root) {
             let error = format!("waits behind parked sequence {root} of this aggregate");
             writes.parked.push(parked(event, error, Some(*root)));
             continue;
