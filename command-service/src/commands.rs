@@ -380,7 +380,8 @@ impl Commands {
         });
         let program = self.program_snapshot(&ctx.org_id).await?;
         if let Some(external_id) = &external_id {
-            // Checked early for a clear answer; the insert trigger enforces it against races.
+            // Checked early for a clear answer; the directory row is written by the trigger on
+            // the events insert, atomically with MemberEnrolled, which also settles races.
             let owner = self.member_by_external_id(&ctx.org_id, external_id).await?;
             if owner.is_some_and(|owner| owner != member_id) {
                 return Err(CommandError::ExternalIdTaken(external_id.clone()));
@@ -445,7 +446,11 @@ impl Commands {
     ) -> Result<MemberOutcome, CommandError> {
         let member_id = self.resolve(&ctx.org_id, member).await?;
         let program = self.program_snapshot(&ctx.org_id).await?;
-        // Checked early for a clear answer; the insert trigger enforces it against races.
+        // Checked early for a clear answer. The rule itself is enforced by the trigger on the
+        // events insert (migration 0003), which writes the claim in the same transaction as the
+        // PurchaseRecorded event: there is no state with a claim and no event or the reverse, so
+        // no crash window to recover from, and a race between two members is decided by the
+        // claim's primary key.
         let owner: Option<Uuid> = sqlx::query_scalar(
             "SELECT member_id FROM command_transaction_claims WHERE org_id = $1 AND transaction_id = $2",
         )

@@ -11,7 +11,9 @@
 //!   in, `(tx_id, global_position)` of its last row is stored in `relay_checkpoints`. A crash
 //!   between the two republishes part of a batch, which JetStream drops as duplicates thanks to
 //!   `Nats-Msg-Id = <aggregate_type>:<aggregate_id>:<sequence>` and the stream's
-//!   `duplicate_window`.
+//!   `duplicate_window` (10 minutes by default). A relay down for longer than that may publish
+//!   up to one batch twice; consumers stay exact by their per-aggregate sequence checkpoints
+//!   (SPEC §6).
 //! - **One relay at a time.** The relay holds a session-level advisory lock (keyed by stream) on
 //!   the connection it does all its reading and checkpointing with; another process waits for it.
 //!   If that connection dies, Postgres releases the lock and the relay starts over.

@@ -197,7 +197,7 @@ async fn a_member_enrols_earns_is_refunded_redeems_and_is_adjusted() {
     let refunded = f
         .pos
         .post(
-            &format!("/v1/orgs/acme/members/{member}/refunds"),
+            "/v1/orgs/acme/members/by-external-id/card-1/refunds",
             "refund-1",
             &json!({"refund_id": "R-1", "transaction_id": "T-1", "amount_minor": 2_345}),
         )
@@ -625,6 +625,85 @@ async fn a_transaction_is_credited_to_one_member_of_the_org_only() {
         f.count("SELECT count(*) FROM events WHERE event_type = 'PurchaseRecorded'")
             .await,
         1
+    );
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn rules_across_members_hold_when_two_requests_race() {
+    let f = Fixture::new(true).await;
+    let ann = f.enroll("enrol-ann", json!({})).await;
+    let bob = f.enroll("enrol-bob", json!({})).await;
+    let now = Utc::now();
+    let insert = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                  VALUES ('member', $1, $2, $3, '1', $4, '{}')";
+
+    // Another writer is committing Ann's purchase T-race right now: Bob's request passes the
+    // early check (nothing committed yet), then the store's trigger waits for that writer and
+    // refuses Bob's event once it committed.
+    let mut other = f.db.pool().begin().await.unwrap();
+    sqlx::query(insert)
+        .bind(format!("acme/{ann}"))
+        .bind(2_i64)
+        .bind("PurchaseRecorded")
+        .bind(json!({"PurchaseRecorded": {"transaction_id": "T-race"}}))
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let request = tokio::spawn({
+        let pos = f.pos.clone();
+        async move {
+            pos.post(
+                &format!("/v1/orgs/acme/members/{bob}/purchases"),
+                "bob-race",
+                &purchase("T-race", 1_000, now),
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !request.is_finished(),
+        "the request should wait for the other writer"
+    );
+    other.commit().await.unwrap();
+    let answer = request.await.unwrap();
+    assert_error(&answer, 409, "transaction_claimed", Some("transaction_id"));
+
+    // The same for an external id being enrolled by another writer.
+    let mut other = f.db.pool().begin().await.unwrap();
+    sqlx::query(insert)
+        .bind(format!("acme/{}", Uuid::new_v4()))
+        .bind(1_i64)
+        .bind("MemberEnrolled")
+        .bind(
+            json!({"MemberEnrolled": {"external_id": "card-race", "display_name": null, "enrolled_at": now}}),
+        )
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let request = tokio::spawn({
+        let pos = f.pos.clone();
+        async move {
+            pos.post(
+                "/v1/orgs/acme/members",
+                "enrol-race",
+                &json!({"external_id": "card-race"}),
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    other.commit().await.unwrap();
+    let answer = request.await.unwrap();
+    assert_error(&answer, 409, "external_id_taken", Some("external_id"));
+    assert_eq!(
+        f.count(&format!(
+            "SELECT count(*) FROM events WHERE aggregate_id = 'acme/{bob}'"
+        ))
+        .await,
+        1,
+        "Bob has his enrolment only"
     );
     f.cleanup().await;
 }
