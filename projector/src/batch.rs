@@ -326,6 +326,15 @@ pub async fn begin(pool: &PgPool, schema: &str) -> anyhow::Result<Transaction<'s
         .execute(&mut *tx)
         .await
         .context("setting search_path")?;
+    // A batch only looks rows up by key, a few thousand at a time, in tables that grow without
+    // bound: a hash or merge join would read a whole table per batch (the planner prices index
+    // probes too high for that), a nested loop over the keys probes the primary keys.
+    sqlx::query(
+        "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)",
+    )
+    .execute(&mut *tx)
+    .await
+    .context("setting the batch's planner options")?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
         .bind(format!("loyalty-projector:{schema}"))
         .execute(&mut *tx)

@@ -544,65 +544,44 @@ async fn flush_member_rows(conn: &mut PgConnection, writes: &Writes) -> anyhow::
 }
 
 async fn flush_leaderboard(conn: &mut PgConnection, writes: &Writes) -> anyhow::Result<()> {
-    if writes.leaderboard.is_empty() {
-        return Ok(());
+    // Rows some event of the batch changed: add the delta, the last change is when the score
+    // was reached (even if the batch's changes cancel out). Rows no event changed (zero-point
+    // purchases): created if new, otherwise left alone.
+    let (changed, unchanged): (Vec<_>, Vec<_>) = writes
+        .leaderboard
+        .iter()
+        .partition(|(_, op)| op.changed.is_some());
+    for (rows, on_conflict) in [
+        (
+            changed,
+            "DO UPDATE SET points = s.points + excluded.points, reached_at = excluded.reached_at, \
+             reached_position = excluded.reached_position",
+        ),
+        (unchanged, "DO NOTHING"),
+    ] {
+        if rows.is_empty() {
+            continue;
+        }
+        let reached = |op: &crate::state::LeaderboardOp| op.changed.unwrap_or(op.first);
+        sqlx::query(&format!(
+            "INSERT INTO leaderboard_scores AS s (org_id, location_id, period, period_key, member_id, points, \
+             reached_at, reached_position) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::bigint[], \
+             $7::timestamptz[], $8::bigint[]) \
+             ON CONFLICT (org_id, location_id, period, period_key, member_id) {on_conflict}"
+        ))
+        .bind(rows.iter().map(|(k, _)| k.org_id.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(k, _)| k.location_id.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(k, _)| k.period).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(k, _)| k.period_key.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(k, _)| k.member_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, op)| op.delta).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, op)| reached(op).0).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, op)| reached(op).1).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await
+        .context("writing leaderboard_scores")?;
     }
-    let ops: Vec<_> = writes.leaderboard.iter().collect();
-    let orgs: Vec<String> = ops.iter().map(|(k, _)| k.org_id.clone()).collect();
-    let locations: Vec<String> = ops.iter().map(|(k, _)| k.location_id.clone()).collect();
-    let periods: Vec<&str> = ops.iter().map(|(k, _)| k.period).collect();
-    let keys: Vec<String> = ops.iter().map(|(k, _)| k.period_key.clone()).collect();
-    let members: Vec<Uuid> = ops.iter().map(|(k, _)| k.member_id).collect();
-    let deltas: Vec<i64> = ops.iter().map(|(_, o)| o.delta).collect();
-    let changed_at: Vec<Option<DateTime<Utc>>> = ops.iter().map(|(_, o)| o.changed.map(|c| c.0)).collect();
-    let changed_pos: Vec<Option<i64>> = ops.iter().map(|(_, o)| o.changed.map(|c| c.1)).collect();
-    let first_at: Vec<DateTime<Utc>> = ops.iter().map(|(_, o)| o.first.0).collect();
-    let first_pos: Vec<i64> = ops.iter().map(|(_, o)| o.first.1).collect();
-    // Existing rows first (a score changed only when some event changed it, even if the batch's
-    // changes cancel out), then the new ones; the batch holds the projector's lock, so nothing
-    // inserts in between.
-    sqlx::query(
-        "UPDATE leaderboard_scores s SET points = s.points + t.delta, \
-         reached_at = coalesce(t.changed_at, s.reached_at), reached_position = coalesce(t.changed_pos, s.reached_position) \
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::bigint[], $7::timestamptz[], $8::bigint[]) \
-         AS t(org_id, location_id, period, period_key, member_id, delta, changed_at, changed_pos) \
-         WHERE s.org_id = t.org_id AND s.location_id = t.location_id AND s.period = t.period \
-         AND s.period_key = t.period_key AND s.member_id = t.member_id",
-    )
-    .bind(&orgs)
-    .bind(&locations)
-    .bind(&periods)
-    .bind(&keys)
-    .bind(&members)
-    .bind(&deltas)
-    .bind(&changed_at)
-    .bind(&changed_pos)
-    .execute(&mut *conn)
-    .await
-    .context("updating leaderboard_scores")?;
-    sqlx::query(
-        "INSERT INTO leaderboard_scores (org_id, location_id, period, period_key, member_id, points, reached_at, \
-         reached_position) \
-         SELECT org_id, location_id, period, period_key, member_id, delta, coalesce(changed_at, first_at), \
-         coalesce(changed_pos, first_pos) \
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::bigint[], $7::timestamptz[], \
-         $8::bigint[], $9::timestamptz[], $10::bigint[]) \
-         AS t(org_id, location_id, period, period_key, member_id, delta, changed_at, changed_pos, first_at, first_pos) \
-         ON CONFLICT (org_id, location_id, period, period_key, member_id) DO NOTHING",
-    )
-    .bind(&orgs)
-    .bind(&locations)
-    .bind(&periods)
-    .bind(&keys)
-    .bind(&members)
-    .bind(&deltas)
-    .bind(&changed_at)
-    .bind(&changed_pos)
-    .bind(&first_at)
-    .bind(&first_pos)
-    .execute(&mut *conn)
-    .await
-    .context("inserting leaderboard_scores")?;
     Ok(())
 }
 
