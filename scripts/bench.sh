@@ -1,0 +1,284 @@
+#!/usr/bin/env bash
+# Reproduces every figure of BENCHMARKS.md in one run, on this machine:
+#
+#   scripts/bench.sh            # ~45 minutes; results in bench-out/<UTC time>/
+#
+#  1. the ceiling: pgbench, one event-sized row per transaction (scripts/pgbench_event_insert.sql)
+#     at each concurrency;
+#  2. purchases/s and latency through the command API at the same concurrencies (loadgen);
+#  3. projection lag p50/p99 at a sustained 1,000 purchases/s, or at the highest rate of
+#     BENCH_LAG_RATES the platform sustains (loadgen, open loop);
+#  4. the realistic POS mix with its consistency check;
+#  5. command latency on a member with 10,000 events vs a new member (loadgen history);
+#  6. GraphQL: the storefront member query vs `{ __typename }` at 32 connections;
+#  7. `projector audit` replaying >= 1,000,000 events: events/s and peak memory;
+#  8. the peak memory (VmHWM) of each service process over the whole run.
+#
+# Everything runs against a fresh database ($BENCH_DB, dropped first) and a fresh JetStream
+# stream (BENCH_EVENTS, deleted first and last), with the three services as separate release
+# processes on ports 28080-28082, so a platform started by scripts/run.sh is not disturbed.
+# Every command is logged to commands.txt and its output kept next to it; summary.md has the
+# tables of BENCHMARKS.md.
+#
+# Environment (defaults in brackets): BENCH_OUT [bench-out/<time>], BENCH_DB [loyalty_bench],
+# BENCH_DURATION seconds per measured run [30], BENCH_WARMUP [5], BENCH_CONCURRENCIES
+# ["1 8 32 64"], BENCH_LAG_RATES ["1000 800 600 400 200"], BENCH_LAG_DURATION [60],
+# BENCH_REPLAY_EVENTS [1000000], BENCH_KEEP=1 keeps the database afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=${BENCH_OUT:-bench-out/$(date -u +%Y%m%dT%H%M%SZ)}
+BENCH_DB=${BENCH_DB:-loyalty_bench}
+DURATION=${BENCH_DURATION:-30}
+WARMUP=${BENCH_WARMUP:-5}
+CONCURRENCIES=${BENCH_CONCURRENCIES:-"1 8 32 64"}
+LAG_RATES=${BENCH_LAG_RATES:-"1000 800 600 400 200"}
+LAG_DURATION=${BENCH_LAG_DURATION:-60}
+REPLAY_EVENTS=${BENCH_REPLAY_EVENTS:-1000000}
+
+PG_HOST=127.0.0.1
+PG_PORT=5432
+PG_USER=postgres
+export PGPASSWORD=postgres
+export DATABASE_URL="postgres://$PG_USER:$PGPASSWORD@$PG_HOST:$PG_PORT/$BENCH_DB"
+export NATS_URL=nats://127.0.0.1:4222
+export NATS_STREAM=BENCH_EVENTS
+export NATS_SUBJECT_PREFIX=bench.events
+export RUST_LOG=${RUST_LOG:-warn}
+unset LISTEN_ADDR
+CMD_ADDR=127.0.0.1:28080
+PROJ_ADDR=127.0.0.1:28081
+QUERY_ADDR=127.0.0.1:28082
+BIN=target/release
+LOADGEN=(
+    "$BIN/loadgen"
+)
+TARGET=(--command-url "http://$CMD_ADDR" --graphql-url "http://$QUERY_ADDR/graphql" --no-progress)
+
+say() { echo "bench: $*" >&2; }
+die() {
+    echo "bench: error: $*" >&2
+    exit 1
+}
+psql_bench() { psql -X -q -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" "$@"; }
+
+mkdir -p "$OUT"
+: >"$OUT/commands.txt"
+
+# logged <name> <command...>: runs the command, keeps its output in $OUT/<name>.txt (and shows
+# it), records the exact command line in commands.txt and its exit status in <name>.status.
+# A failing step is reported, not fatal: the other figures are still measured.
+logged() {
+    local name=$1 status
+    shift
+    printf '%s\t%s\n' "$name" "$*" >>"$OUT/commands.txt"
+    say "$name: $*"
+    set +e
+    "$@" 2>&1 | tee "$OUT/$name.txt"
+    status=${PIPESTATUS[0]}
+    set -e
+    echo "$status" >"$OUT/$name.status"
+    [ "$status" = 0 ] || say "$name exited with status $status"
+}
+
+# Deletes a JetStream stream through the JetStream API ($JS.API.STREAM.DELETE.<name>), without
+# the nats CLI: one request over the plain NATS protocol.
+js_delete_stream() {
+    local name=$1 reply
+    reply=$(timeout 5 bash -c '
+        exec 3<>/dev/tcp/127.0.0.1/4222 || exit 1
+        IFS= read -r _info <&3
+        printf "CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB _BENCH_INBOX 1\r\nPUB \$JS.API.STREAM.DELETE.%s _BENCH_INBOX 0\r\n\r\nPING\r\n" "$0" >&3
+        while IFS= read -r line <&3; do
+            case "$line" in
+            MSG*) IFS= read -r body <&3; echo "$body"; exit 0 ;;
+            esac
+        done' "$name" 2>/dev/null) || true
+    case "$reply" in
+    *'"success":true'*) say "deleted JetStream stream $name" ;;
+    *'stream not found'* | "") ;;
+    *) say "deleting stream $name: $reply" ;;
+    esac
+}
+
+# --- 0. machine, servers, build --------------------------------------------------------------
+scripts/services.sh >&2
+say "building release binaries"
+cargo build --release --quiet -p command-service -p projector -p query-service -p loadgen
+
+{
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (with uncommitted changes)')"
+    echo "cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+    echo "memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
+    echo "postgres: $(psql_bench -d postgres -Atc 'SELECT version()' | cut -d, -f1)"
+    echo "postgres settings: $(psql_bench -d postgres -Atc "SELECT string_agg(name || '=' || setting, ' ') FROM pg_settings WHERE name IN ('shared_buffers', 'synchronous_commit', 'fsync', 'max_connections', 'wal_level')")"
+    echo "nats: $(timeout 2 bash -c 'exec 3<>/dev/tcp/127.0.0.1/4222 && IFS= read -r l <&3 && echo "$l"' | grep -o '"version":"[^"]*"')"
+    echo "rustc: $(rustc --version)"
+    echo "other compilers running at start: $(pgrep -c -x rustc || true)"
+} | tee "$OUT/machine.txt" >&2
+
+say "fresh database $BENCH_DB and stream $NATS_STREAM"
+psql_bench -d postgres -c "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" >/dev/null
+psql_bench -d postgres -c "CREATE DATABASE $BENCH_DB" >/dev/null
+js_delete_stream "$NATS_STREAM"
+"$BIN/command-service" migrate
+
+# --- 1. the ceiling: pgbench ---------------------------------------------------------------------
+psql_bench -d "$BENCH_DB" -f scripts/pgbench_setup.sql >/dev/null 2>&1
+for c in $CONCURRENCIES; do
+    threads=$((c < 2 ? 1 : 2))
+    logged "pgbench_c$c" pgbench -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -n -M prepared \
+        -c "$c" -j "$threads" -T "$DURATION" -f scripts/pgbench_event_insert.sql "$BENCH_DB"
+done
+psql_bench -d "$BENCH_DB" -c "DROP TABLE pgbench_events; DROP SEQUENCE pgbench_events_seq" >/dev/null
+
+# --- services ------------------------------------------------------------------------------------
+PIDS=()
+stop_all() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    PIDS=()
+}
+cleanup() {
+    stop_all
+    js_delete_stream "$NATS_STREAM"
+    if [ "${BENCH_KEEP:-0}" != 1 ]; then
+        psql_bench -d postgres -c "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" >/dev/null || true
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+"$BIN/command-service" serve --listen "$CMD_ADDR" 2>"$OUT/command-service.log" &
+PIDS+=("$!")
+CMD_PID=$!
+"$BIN/projector" run --listen "$PROJ_ADDR" 2>"$OUT/projector.log" &
+PIDS+=("$!")
+PROJ_PID=$!
+"$BIN/query-service" --listen "$QUERY_ADDR" 2>"$OUT/query-service.log" &
+PIDS+=("$!")
+QUERY_PID=$!
+for addr in "$CMD_ADDR" "$PROJ_ADDR" "$QUERY_ADDR"; do
+    deadline=$((SECONDS + 60))
+    until curl -fsS -o /dev/null --max-time 2 "http://$addr/readyz" 2>/dev/null; do
+        [ "$SECONDS" -lt "$deadline" ] || die "http://$addr/readyz did not answer within 60s"
+        sleep 0.3
+    done
+done
+say "services up: command-service $CMD_PID, projector $PROJ_PID, query-service $QUERY_PID"
+
+# --- 2. purchases/s at each concurrency ------------------------------------------------------------
+for c in $CONCURRENCIES; do
+    logged "purchases_c$c" "${LOADGEN[@]}" run "${TARGET[@]}" --mix purchase=1 --concurrency "$c" \
+        --orgs 4 --members 500 --duration "$DURATION" --warmup "$WARMUP" --no-lag \
+        --json "$OUT/purchases_c$c.json"
+done
+
+# --- 3. projection lag at a sustained rate ----------------------------------------------------------
+LAG_RATE=""
+for rate in $LAG_RATES; do
+    logged "lag_r$rate" "${LOADGEN[@]}" run "${TARGET[@]}" --mix purchase=1 --rate "$rate" \
+        --orgs 4 --members 2500 --duration "$LAG_DURATION" --warmup "$WARMUP" \
+        --json "$OUT/lag_r$rate.json"
+    # Sustained: every request answered without error and the achieved rate within 3% of the
+    # offered one.
+    if jq -e --argjson r "$rate" '.errors_total == 0 and .commands_per_second >= 0.97 * $r' \
+        "$OUT/lag_r$rate.json" >/dev/null 2>&1; then
+        LAG_RATE=$rate
+        break
+    fi
+    say "$rate purchases/s not sustained; trying the next rate"
+done
+echo "${LAG_RATE:-none}" >"$OUT/lag_rate.txt"
+
+# --- 4. the realistic mix, with its consistency check ---------------------------------------------
+logged mixed_c32 "${LOADGEN[@]}" run "${TARGET[@]}" --concurrency 32 --orgs 4 --members 1000 \
+    --duration "$((DURATION * 2))" --warmup "$WARMUP" --json "$OUT/mixed_c32.json"
+
+# --- 5. a member with 10,000 events vs a new member -------------------------------------------------
+logged history "${LOADGEN[@]}" history "${TARGET[@]}" --events 10000 --samples 500 \
+    --json "$OUT/history.json"
+
+# --- 6. GraphQL --------------------------------------------------------------------------------------
+logged graphql_member "${LOADGEN[@]}" graphql "${TARGET[@]}" --query member --connections 32 \
+    --members 500 --duration "$DURATION" --warmup "$WARMUP" --json "$OUT/graphql_member.json"
+logged graphql_typename "${LOADGEN[@]}" graphql "${TARGET[@]}" --query typename --connections 32 \
+    --members 1 --duration "$DURATION" --warmup "$WARMUP" --json "$OUT/graphql_typename.json"
+
+# --- 7. replay of >= 1,000,000 events ------------------------------------------------------------
+events=$(psql_bench -d "$BENCH_DB" -Atc "SELECT count(*) FROM events")
+if [ "$events" -lt "$REPLAY_EVENTS" ]; then
+    # Purchases make ~1.05 events each (stamps, tier upgrades): ask for a few more than needed.
+    missing=$(((REPLAY_EVENTS - events) * 100 / 105 + 2000))
+    logged load_for_replay "${LOADGEN[@]}" run "${TARGET[@]}" --concurrency 32 --orgs 8 \
+        --members 2000 --mix "enrol=2,purchase=80,refund=6,redeem=6,retry=6" --max-requests "$missing" \
+        --duration 3600 --warmup 0 --no-lag --json "$OUT/load_for_replay.json"
+fi
+psql_bench -d "$BENCH_DB" -Atc "SELECT count(*) FROM events" >"$OUT/replay_events.txt"
+logged audit /usr/bin/time -v "$BIN/projector" audit
+
+# --- 8. peak memory of the services ----------------------------------------------------------------
+{
+    for pair in "command-service:$CMD_PID" "projector:$PROJ_PID" "query-service:$QUERY_PID"; do
+        echo "${pair%%:*} $(awk '/VmHWM/ {print $2}' "/proc/${pair##*:}/status") kB"
+    done
+} | tee "$OUT/memory.txt" >&2
+stop_all
+
+# --- summary ------------------------------------------------------------------------------------------
+{
+    echo "# Benchmark run $(basename "$OUT")"
+    echo
+    sed 's/^/    /' "$OUT/machine.txt"
+    echo
+    echo "## Purchases vs the pgbench ceiling"
+    echo
+    echo "| concurrency | pgbench tps | purchases/s | ratio | p50 ms | p99 ms | p99.9 ms | errors |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+    for c in $CONCURRENCIES; do
+        tps=$(grep -o 'tps = [0-9.]*' "$OUT/pgbench_c$c.txt" | awk '{print $3}')
+        jq -r --arg c "$c" --arg tps "$tps" \
+            '"| \($c) | \($tps) | \(.commands_per_second) | \((.commands_per_second / ($tps | tonumber) * 100 | round))% | \(.latency.p50_ms) | \(.latency.p99_ms) | \(.latency.p999_ms) | \(.errors_total) |"' \
+            "$OUT/purchases_c$c.json"
+    done
+    echo
+    echo "## Projection lag"
+    echo
+    for f in "$OUT"/lag_r*.json; do
+        [ -f "$f" ] || continue
+        jq -r '"- \(.mode): \(.commands_per_second)/s achieved, errors \(.errors_total); lag p50 \(.lag.samples.p50_ms) ms, p99 \(.lag.samples.p99_ms) ms, p99.9 \(.lag.samples.p999_ms) ms, max \(.lag.samples.max_ms) ms (n=\(.lag.samples.count), timeouts \(.lag.timeouts), unresolved \(.lag.unresolved)); command p99 \(.latency.p99_ms) ms"' "$f"
+    done
+    echo "- sustained rate: $(cat "$OUT/lag_rate.txt")"
+    echo
+    echo "## Realistic mix (32 terminals)"
+    echo
+    jq -r '"- \(.commands_per_second) commands/s, p50 \(.latency.p50_ms) ms, p99 \(.latency.p99_ms) ms, p99.9 \(.latency.p999_ms) ms, errors \(.errors_total), lag p50 \(.lag.samples.p50_ms) ms p99 \(.lag.samples.p99_ms) ms, consistency \(if .consistency.ok then "OK" else "FAILED" end)"' "$OUT/mixed_c32.json"
+    echo
+    echo "## Long history"
+    echo
+    jq -r '"- member with \(.long_history_events) events: p50 \(.long_history.p50_ms) ms, p99 \(.long_history.p99_ms) ms; new member: p50 \(.new_member.p50_ms) ms, p99 \(.new_member.p99_ms) ms"' "$OUT/history.json"
+    echo
+    echo "## GraphQL (32 connections)"
+    echo
+    for q in member typename; do
+        jq -r '"- \(.query): \(.queries_per_second) queries/s, p50 \(.latency.p50_ms) ms, p99 \(.latency.p99_ms) ms, errors \(.errors | length)"' "$OUT/graphql_$q.json"
+    done
+    echo
+    echo "## Audit replay"
+    echo
+    replayed=$(grep -o 'replayed [0-9]* events' "$OUT/audit.txt" | awk '{print $2}')
+    wall=$(grep 'Elapsed (wall clock)' "$OUT/audit.txt" | awk '{print $NF}')
+    rss=$(grep 'Maximum resident set size' "$OUT/audit.txt" | awk '{print $NF}')
+    # time -v prints the wall clock as [h:]m:ss.ss
+    seconds=$(echo "$wall" | awk -F: '{ s = 0; for (i = 1; i <= NF; i++) s = s * 60 + $i; print s }')
+    echo "- events in the store: $(cat "$OUT/replay_events.txt"), replayed: $replayed, wall: $wall ($seconds s) => $(awk -v n="$replayed" -v s="$seconds" 'BEGIN { printf "%.0f", n / s }') events/s, max RSS: $rss kB"
+    echo "- result: $(grep -E '^(OK|FAILED)' "$OUT/audit.txt" || echo 'see audit.txt')"
+    echo
+    echo "## Peak memory of the services (VmHWM)"
+    echo
+    sed 's/^/- /' "$OUT/memory.txt"
+} >"$OUT/summary.md"
+say "done: $OUT/summary.md"
+cat "$OUT/summary.md"
