@@ -235,6 +235,7 @@ async fn bench(pool: &PgPool, members: usize, batch: i64) -> anyhow::Result<()> 
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    common::telemetry::init("projector-bench");
     let admin_url = env_or(
         "BENCH_ADMIN_URL",
         "postgres://postgres:postgres@127.0.0.1:5432/postgres",

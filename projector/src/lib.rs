@@ -15,6 +15,14 @@
 //! The tables live in the Postgres schema `rm`; `schema/migrations/0004_read_models.sql`
 //! documents them for readers (the query service).
 //!
+//! Metrics (Prometheus, `/metrics`): `projector_events_applied_total{read_model}` (balance,
+//! ledger, tier, stamps, rfm, leaderboard, directory, program), `projector_events_received_total`,
+//! `projector_events_duplicate_total`, `projector_events_gap_filled_total`,
+//! `projector_events_parked_total`, `projector_batch_size`, `projector_batch_seconds`,
+//! `projector_batch_failures_total`, `projector_event_lag_seconds` (commit in the event store to
+//! applied), `projector_consumer_pending_messages` and `projector_consumer_ack_pending_messages`
+//! (the stream backlog of the durable consumer), `projector_rfm_recompute_seconds`.
+//!
 //! [`run`] serves `/healthz`, `/readyz` and `/metrics` on the given listener while consuming;
 //! [`cli`] is the command line (`projector`, `projector audit`, `projector as-of`,
 //! `projector rfm-recompute`, `projector retry-parked`).
