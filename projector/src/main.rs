@@ -1,4 +1,4 @@
-//! `projector`: see the library's [`projector::cli`].
+//! `projector`: see the library's `cli` module.
 
 use std::process::ExitCode;
 
@@ -9,10 +9,6 @@ async fn main() -> ExitCode {
     common::telemetry::init("projector");
     match projector::cli::execute(projector::cli::Cli::parse()).await {
         Ok(code) => code,
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "projector failed");
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
+        Err(error) => common::exit_code(Err(error)),
     }
 }
