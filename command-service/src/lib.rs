@@ -72,7 +72,7 @@ pub async fn run(
             job_concurrency: config.job_concurrency,
         },
     );
-    let idempotency = Idempotency::new(pool.clone(), config.idempotency_lease());
+    let idempotency = Idempotency::new(&pool, config.idempotency_lease());
     let tasks = TaskTracker::new();
     let state = http::AppState::new(
         pool.clone(),
