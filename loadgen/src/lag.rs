@@ -1,24 +1,34 @@
 //! Projection lag: the time from a command's acknowledgement (its reply carries the member's
-//! new `balance`) until the read model, as served by GraphQL, shows that balance.
+//! new `balance`) until the read model shows that balance.
 //!
-//! A background task keeps the latest acknowledged balance per member and polls the query
-//! service for all pending members (batched with aliases, one request per org and batch) every
-//! `poll_interval`. A sample is taken when the reply to a poll shows the acknowledged balance;
-//! the time of that reply is used, so every sample is an upper bound that includes up to one
-//! poll interval and one GraphQL round trip.
+//! A background task keeps the latest acknowledged balance per member and looks all pending
+//! members up every `poll_interval`, in one of two places ([`LagSource`]):
+//!
+//! - `db` (the default): one query on the read-model tables (`member_directory` joined with
+//!   `member_balances`, exactly what the query service reads), cheap enough not to disturb a
+//!   benchmark on a small machine;
+//! - `graphql`: the query service itself, batched with aliases (one request per org and batch),
+//!   which adds the GraphQL round trip and its CPU to every sample.
+//!
+//! A sample is taken when a lookup shows the acknowledged balance; the time the lookup's answer
+//! arrived is used, so every sample is an upper bound that includes up to one poll interval and
+//! one lookup round trip.
 //!
 //! Only acknowledgements that change a member's balance are tracked (an unchanged balance is
-//! visible before the projection catches up). When a newer acknowledgement for the same member
-//! arrives before the older one was seen, the older one is dropped and counted as superseded.
+//! visible before the projection catches up), except enrolments (the member is absent until
+//! projected). When a newer acknowledgement for the same member arrives before the older one was
+//! seen, the older one is dropped and counted as superseded.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use futures::future::join_all;
 use serde::Serialize;
 use serde_json::Value;
+use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -39,6 +49,24 @@ pub struct Ack {
     pub measured: bool,
 }
 
+/// Where the read model is looked at.
+#[derive(Debug, Clone)]
+pub enum LagSource {
+    /// The read-model tables in `schema`.
+    Db { pool: PgPool, schema: String },
+    /// The query service's GraphQL API, with each org's storefront key.
+    Graphql { api: Api, keys: Vec<String> },
+}
+
+impl LagSource {
+    fn name(&self) -> &'static str {
+        match self {
+            LagSource::Db { .. } => "read-model tables",
+            LagSource::Graphql { .. } => "GraphQL",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LagConfig {
     pub poll_interval: Duration,
@@ -50,6 +78,7 @@ pub struct LagConfig {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LagReport {
+    /// Where the read model was looked at.
     pub source: &'static str,
     pub poll_interval_ms: u64,
     pub samples: LatencySummary,
@@ -64,7 +93,8 @@ pub struct LagReport {
 impl LagReport {
     pub fn render(&self) -> String {
         let mut out = format!(
-            "projection lag (ack -> visible in GraphQL, polled every {} ms): {}\n",
+            "projection lag (ack -> visible in the {}, polled every {} ms): {}\n",
+            self.source,
             self.poll_interval_ms,
             self.samples.line()
         );
@@ -104,20 +134,12 @@ struct Pending {
 }
 
 impl LagTracker {
-    /// Starts polling; `storefront_keys[i]` and `org_ids[i]` belong to org index `i`.
-    pub fn spawn(api: Api, org_ids: Vec<String>, storefront_keys: Vec<String>, config: LagConfig) -> Self {
+    /// Starts polling `source`; `org_ids[i]` is org index `i` of the acknowledgements.
+    pub fn spawn(source: LagSource, org_ids: Vec<String>, config: LagConfig) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(None);
         let pending = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(track(
-            api,
-            org_ids,
-            storefront_keys,
-            config,
-            rx,
-            stop_rx,
-            pending.clone(),
-        ));
+        let task = tokio::spawn(track(source, org_ids, config, rx, stop_rx, pending.clone()));
         Self {
             tx,
             stop,
@@ -145,9 +167,8 @@ impl LagTracker {
 }
 
 async fn track(
-    api: Api,
+    source: LagSource,
     org_ids: Vec<String>,
-    keys: Vec<String>,
     config: LagConfig,
     mut rx: mpsc::UnboundedReceiver<Ack>,
     mut stop: watch::Receiver<Option<Instant>>,
@@ -191,50 +212,23 @@ async fn track(
             continue;
         }
 
-        // One GraphQL request per org and batch of members, all in flight together.
-        let mut by_org: HashMap<usize, Vec<Uuid>> = HashMap::new();
-        for (org, member) in pending.keys() {
-            by_org.entry(*org).or_default().push(*member);
-        }
-        let polls = by_org.into_iter().flat_map(|(org, members)| {
-            members
-                .chunks(config.batch.max(1))
-                .map(|chunk| (org, chunk.to_vec()))
-                .collect::<Vec<_>>()
-        });
-        let results = join_all(polls.map(|(org, members)| {
-            let api = &api;
-            let query = balances_query(&org_ids[org], &members);
-            let key = &keys[org];
-            async move {
-                let data = api.graphql(key, &query, &Value::Null).await;
-                (org, members, data, Instant::now())
-            }
-        }))
-        .await;
-        for (org, members, data, seen_at) in results {
-            let data = match data {
-                Ok(data) => data,
-                Err(error) => {
-                    poll_errors += 1;
-                    last_poll_error = Some(format!("{error:#}"));
-                    continue;
-                }
-            };
-            for (i, member) in members.iter().enumerate() {
-                let shown = data
-                    .get(format!("m{i}"))
-                    .and_then(|m| m.pointer("/balance/points"))
-                    .and_then(Value::as_i64);
-                let key = (org, *member);
-                if let (Some(shown), Some(entry)) = (shown, pending.get(&key)) {
-                    if shown == entry.balance {
-                        if entry.measured {
-                            latencies.record(seen_at.saturating_duration_since(entry.acked_at));
+        let members: Vec<(usize, Uuid)> = pending.keys().copied().collect();
+        match lookup(&source, &org_ids, &members, config.batch).await {
+            Ok((shown, seen_at)) => {
+                for (key, balance) in shown {
+                    if let Some(entry) = pending.get(&key) {
+                        if entry.balance == balance {
+                            if entry.measured {
+                                latencies.record(seen_at.saturating_duration_since(entry.acked_at));
+                            }
+                            pending.remove(&key);
                         }
-                        pending.remove(&key);
                     }
                 }
+            }
+            Err(error) => {
+                poll_errors += 1;
+                last_poll_error = Some(format!("{error:#}"));
             }
         }
         let now = Instant::now();
@@ -254,7 +248,7 @@ async fn track(
     pending_count.store(0, Ordering::Relaxed);
     let unresolved = pending.values().filter(|p| p.measured).count() as u64;
     LagReport {
-        source: "graphql",
+        source: source.name(),
         poll_interval_ms: u64::try_from(config.poll_interval.as_millis()).unwrap_or(u64::MAX),
         samples: latencies.summary(),
         superseded,
@@ -262,6 +256,110 @@ async fn track(
         unresolved,
         poll_errors,
         last_poll_error,
+    }
+}
+
+/// The balances the read model shows for `members` (absent: not projected yet), and when the
+/// answer arrived.
+async fn lookup(
+    source: &LagSource,
+    org_ids: &[String],
+    members: &[(usize, Uuid)],
+    batch: usize,
+) -> anyhow::Result<(Vec<((usize, Uuid), i64)>, Instant)> {
+    match source {
+        LagSource::Db { pool, schema } => {
+            let orgs: Vec<&str> = members.iter().map(|(o, _)| org_ids[*o].as_str()).collect();
+            let ids: Vec<Uuid> = members.iter().map(|(_, m)| *m).collect();
+            // A member the directory knows has a balance (0 until a balance row exists).
+            let rows: Vec<(String, Uuid, i64)> = sqlx::query_as(&format!(
+                "SELECT q.org_id, q.member_id, coalesce(b.balance, 0) \
+                 FROM unnest($1::text[], $2::uuid[]) AS q(org_id, member_id) \
+                 JOIN {schema}.member_directory d USING (org_id, member_id) \
+                 LEFT JOIN {schema}.member_balances b USING (org_id, member_id)"
+            ))
+            .bind(&orgs)
+            .bind(&ids)
+            .fetch_all(pool)
+            .await
+            .context("reading member balances from the read model")?;
+            let seen_at = Instant::now();
+            let index: HashMap<&str, usize> =
+                org_ids.iter().enumerate().map(|(i, o)| (o.as_str(), i)).collect();
+            let shown = rows
+                .into_iter()
+                .filter_map(|(org, member, balance)| Some(((*index.get(org.as_str())?, member), balance)))
+                .collect();
+            Ok((shown, seen_at))
+        }
+        LagSource::Graphql { api, keys } => {
+            // One GraphQL request per org and batch of members, all in flight together.
+            let mut by_org: HashMap<usize, Vec<Uuid>> = HashMap::new();
+            for (org, member) in members {
+                by_org.entry(*org).or_default().push(*member);
+            }
+            let polls: Vec<(usize, Vec<Uuid>)> = by_org
+                .into_iter()
+                .flat_map(|(org, members)| {
+                    members
+                        .chunks(batch.max(1))
+                        .map(|chunk| (org, chunk.to_vec()))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let results = join_all(polls.into_iter().map(|(org, members)| async move {
+                let query = balances_query(&org_ids[org], &members);
+                let data = api.graphql(&keys[org], &query, &Value::Null).await;
+                (org, members, data)
+            }))
+            .await;
+            let seen_at = Instant::now();
+            let mut shown = Vec::new();
+            for (org, members, data) in results {
+                let data = data?;
+                for (i, member) in members.iter().enumerate() {
+                    if let Some(points) = data
+                        .get(format!("m{i}"))
+                        .and_then(|m| m.pointer("/balance/points"))
+                        .and_then(Value::as_i64)
+                    {
+                        shown.push(((org, *member), points));
+                    }
+                }
+            }
+            Ok((shown, seen_at))
+        }
+    }
+}
+
+/// Waits until the read model shows every `(org index, member) -> balance` of `expected`; returns
+/// how long that took.
+pub async fn wait_until_shown(
+    source: &LagSource,
+    org_ids: &[String],
+    expected: &[((usize, Uuid), i64)],
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let members: Vec<(usize, Uuid)> = expected.iter().map(|(key, _)| *key).collect();
+    loop {
+        let (shown, _) = lookup(source, org_ids, &members, 25).await?;
+        let shown: HashMap<(usize, Uuid), i64> = shown.into_iter().collect();
+        let missing = expected
+            .iter()
+            .filter(|(key, balance)| shown.get(key) != Some(balance))
+            .count();
+        if missing == 0 {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() >= timeout {
+            anyhow::bail!(
+                "{missing} of {} members not shown by the {} after {timeout:?}",
+                expected.len(),
+                source.name()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -29,6 +29,7 @@
 pub mod api;
 pub mod check;
 pub mod lag;
+pub mod resources;
 pub mod setup;
 pub mod stats;
 pub mod workload;
@@ -47,7 +48,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::api::{graphql_error_kind, transport_error_kind, Api};
-use crate::lag::{LagConfig, LagTracker};
+use crate::lag::{LagConfig, LagSource, LagTracker};
 use crate::setup::{Org, CURRENCY};
 use crate::stats::{rate, Latencies, LatencySummary, Recorder, RunReport};
 use crate::workload::{Mix, OrgCtx, Window, Workload, DEFAULT_MIX};
@@ -188,7 +189,11 @@ pub struct RunArgs {
     /// Do not measure projection lag.
     #[arg(long)]
     pub no_lag: bool,
-    /// How often pending acknowledgements are looked up in GraphQL, milliseconds.
+    /// Where projection lag is observed: the read-model tables (`db`, cheap) or the query
+    /// service (`graphql`, adds its round trip and CPU to every sample).
+    #[arg(long, value_enum, default_value = "db")]
+    pub lag_source: LagSourceKind,
+    /// How often pending acknowledgements are looked up, milliseconds.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub lag_poll_ms: u64,
     /// Skip the consistency check at the end.
@@ -204,6 +209,18 @@ pub struct RunArgs {
     /// Seed of the random choices (random when absent).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Account the CPU time of this process (and its children) over the measured window, as
+    /// `<name>=<pid>`; repeatable (e.g. `postgres=<postmaster pid>`, `command-service=<pid>`).
+    /// The database's transactions, rows and WAL per command are reported with it.
+    #[arg(long = "watch", value_name = "NAME=PID")]
+    pub watch: Vec<resources::Watched>,
+}
+
+/// Where `loadgen run` observes the read model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LagSourceKind {
+    Db,
+    Graphql,
 }
 
 /// `loadgen run`: sets up orgs and members, drives the mix, reports.
@@ -232,12 +249,43 @@ pub async fn run_workload(args: RunArgs) -> anyhow::Result<RunReport> {
         contexts.push(OrgCtx::new(org, members));
     }
     let members_at_start = contexts.iter().map(OrgCtx::member_count).sum();
+    let org_ids: Vec<String> = contexts.iter().map(|c| c.org.id.clone()).collect();
+    let source = match args.lag_source {
+        LagSourceKind::Db => LagSource::Db {
+            pool: setup::connect_platform_db(&args.target.database_url).await?,
+            schema: args.read_model_schema.clone(),
+        },
+        LagSourceKind::Graphql => LagSource::Graphql {
+            api: api.clone(),
+            keys: contexts.iter().map(|c| c.org.storefront_key.clone()).collect(),
+        },
+    };
+    // Start measuring on a settled platform: the projection of the set-up must not be counted
+    // against the measured run.
+    let newest: Vec<((usize, Uuid), i64)> = contexts
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            let members = c.snapshot();
+            let newest = members.len().saturating_sub(5);
+            members[newest..]
+                .iter()
+                .map(|(member, balance)| ((i, *member), *balance))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let settled = lag::wait_until_shown(&source, &org_ids, &newest, Duration::from_secs(120))
+        .await
+        .context("waiting for the set-up to be projected")?;
+    eprintln!(
+        "loadgen: set-up projected {:.1} s after the last enrolment",
+        settled.as_secs_f64()
+    );
 
     let lag = (!args.no_lag).then(|| {
         LagTracker::spawn(
-            api.clone(),
-            contexts.iter().map(|c| c.org.id.clone()).collect(),
-            contexts.iter().map(|c| c.org.storefront_key.clone()).collect(),
+            source.clone(),
+            org_ids.clone(),
             LagConfig {
                 poll_interval: Duration::from_millis(args.lag_poll_ms),
                 batch: 25,
@@ -270,6 +318,19 @@ pub async fn run_workload(args: RunArgs) -> anyhow::Result<RunReport> {
     };
     eprintln!("loadgen: {mode}, {} s ({} s warm-up)", args.duration, args.warmup);
 
+    let stats_pool = if args.watch.is_empty() {
+        None
+    } else {
+        Some(setup::connect_platform_db(&args.target.database_url).await?)
+    };
+    let resources_start = {
+        let (watch, pool) = (args.watch.clone(), stats_pool.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep_until(window.measure_from.into()).await;
+            resources::start(&watch, pool.as_ref()).await
+        })
+    };
+
     let bar = args.target.progress(args.duration * 1000);
     let ticker = {
         let workload = workload.clone();
@@ -299,6 +360,13 @@ pub async fn run_workload(args: RunArgs) -> anyhow::Result<RunReport> {
         None => workload::closed_loop(workload.clone(), args.concurrency as usize, seed).await,
     }
     let finished = Instant::now();
+    let recorder: Recorder = workload.recorder();
+    let resources = if args.watch.is_empty() {
+        None
+    } else {
+        let start = resources_start.await?;
+        Some(resources::finish(start, &args.watch, stats_pool.as_ref(), recorder.all.count()).await)
+    };
     ticker.abort();
     bar.finish_and_clear();
     let measured = finished
@@ -312,7 +380,6 @@ pub async fn run_workload(args: RunArgs) -> anyhow::Result<RunReport> {
         }
         None => None,
     };
-    let recorder: Recorder = workload.recorder();
     let consistency = if args.no_check {
         None
     } else {
@@ -346,6 +413,7 @@ pub async fn run_workload(args: RunArgs) -> anyhow::Result<RunReport> {
             .collect(),
         errors: recorder.errors.clone(),
         lag: lag_report,
+        resources,
         consistency,
     };
     args.target.write_json(&report)?;

@@ -136,6 +136,7 @@ pub struct RunReport {
     pub by_kind: BTreeMap<String, LatencySummary>,
     pub errors: BTreeMap<String, u64>,
     pub lag: Option<crate::lag::LagReport>,
+    pub resources: Option<crate::resources::ResourceReport>,
     pub consistency: Option<crate::check::ConsistencyReport>,
 }
 
@@ -168,6 +169,9 @@ impl RunReport {
         match &self.lag {
             Some(lag) => out.push_str(&lag.render()),
             None => out.push_str("projection lag: not measured\n"),
+        }
+        if let Some(resources) = &self.resources {
+            out.push_str(&resources.render());
         }
         match &self.consistency {
             Some(check) => out.push_str(&check.render()),
