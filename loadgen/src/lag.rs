@@ -339,6 +339,7 @@ pub async fn wait_until_shown(
     org_ids: &[String],
     expected: &[((usize, Uuid), i64)],
     timeout: Duration,
+    poll: Duration,
 ) -> anyhow::Result<Duration> {
     let start = Instant::now();
     let members: Vec<(usize, Uuid)> = expected.iter().map(|(key, _)| *key).collect();
@@ -359,7 +360,7 @@ pub async fn wait_until_shown(
                 source.name()
             );
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(poll).await;
     }
 }
 

@@ -274,9 +274,15 @@ pub async fn run_workload(args: RunArgs) -> anyhow::Result<RunReport> {
                 .collect::<Vec<_>>()
         })
         .collect();
-    let settled = lag::wait_until_shown(&source, &org_ids, &newest, Duration::from_secs(120))
-        .await
-        .context("waiting for the set-up to be projected")?;
+    let settled = lag::wait_until_shown(
+        &source,
+        &org_ids,
+        &newest,
+        Duration::from_secs(120),
+        Duration::from_millis(50),
+    )
+    .await
+    .context("waiting for the set-up to be projected")?;
     eprintln!(
         "loadgen: set-up projected {:.1} s after the last enrolment",
         settled.as_secs_f64()
@@ -496,6 +502,9 @@ pub struct HistoryArgs {
     /// Purchases measured on each of the two members' kinds.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub samples: u64,
+    /// Postgres schema of the read models (projection lag is read there).
+    #[arg(long, default_value = "rm")]
+    pub read_model_schema: String,
     /// Terminals preloading the long history in parallel (they conflict on the one member, so
     /// more than a few only adds retries).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
@@ -506,9 +515,16 @@ pub struct HistoryArgs {
 pub struct HistoryReport {
     pub long_history_events: i64,
     pub preload_seconds: f64,
+    /// How long after the last preload purchase the read model showed the member's balance.
+    pub preload_projected_after_seconds: f64,
+    /// Command latency of a purchase.
     pub long_history: LatencySummary,
     pub new_member: LatencySummary,
     pub p50_ratio: f64,
+    /// Projection lag of that purchase (ack until the read model shows the balance), measured
+    /// one purchase at a time.
+    pub long_history_lag: LatencySummary,
+    pub new_member_lag: LatencySummary,
     pub errors: std::collections::BTreeMap<String, u64>,
 }
 
@@ -516,16 +532,21 @@ impl HistoryReport {
     pub fn render(&self) -> String {
         format!(
             "== loadgen history ==\n\
-             member with {} events (preloaded in {:.1} s)\n\
-             purchase on long-history member: {}\n\
-             purchase on new member:          {}\n\
+             member with {} events (preloaded in {:.1} s, projected {:.1} s after the last one)\n\
+             command latency, long-history member: {}\n\
+             command latency, new member:          {}\n\
              p50 ratio long/new: {:.2}\n\
+             projection lag, long-history member:  {}\n\
+             projection lag, new member:           {}\n\
              errors: {:?}\n",
             self.long_history_events,
             self.preload_seconds,
+            self.preload_projected_after_seconds,
             self.long_history.line(),
             self.new_member.line(),
             self.p50_ratio,
+            self.long_history_lag.line(),
+            self.new_member_lag.line(),
             self.errors
         )
     }
@@ -548,6 +569,72 @@ fn last_sequence(body: &Value) -> Option<i64> {
         .iter()
         .filter_map(|e| e.get("sequence").and_then(Value::as_i64))
         .max()
+}
+
+/// One purchase; returns the member's balance after it.
+async fn purchase_balance(api: &Api, org: &Org, member: Uuid, amount_minor: i64) -> Result<i64, String> {
+    let reply = api
+        .post(
+            &format!("/v1/orgs/{}/members/{member}/purchases", org.id),
+            &org.pos_key,
+            &Uuid::new_v4().to_string(),
+            &purchase_body(org, amount_minor),
+        )
+        .await
+        .map_err(|e| transport_error_kind(&e))?;
+    if !reply.is_success() {
+        return Err(reply.error_kind());
+    }
+    reply
+        .balance()
+        .ok_or_else(|| "contract: reply without balance".to_owned())
+}
+
+/// One purchase on `member`: its command latency, then how long until the read model showed
+/// the acknowledged balance.
+async fn timed_purchase(
+    api: &Api,
+    org: &Org,
+    source: &LagSource,
+    org_ids: &[String],
+    member: Uuid,
+) -> Result<(Duration, Duration), String> {
+    let t = Instant::now();
+    let balance = purchase_balance(api, org, member, 1_000).await?;
+    let latency = t.elapsed();
+    let acked = Instant::now();
+    lag::wait_until_shown(
+        source,
+        org_ids,
+        &[((0, member), balance)],
+        Duration::from_secs(60),
+        Duration::from_millis(1),
+    )
+    .await
+    .map_err(|e| format!("lag: {e:#}"))?;
+    Ok((latency, acked.elapsed()))
+}
+
+/// The member's balance as the command API knows it (`GET .../members/{id}`).
+async fn balance_of(api: &Api, org: &Org, member: Uuid) -> anyhow::Result<i64> {
+    let reply = api
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/orgs/{}/members/{member}", org.id),
+            &org.pos_key,
+            None,
+            None,
+        )
+        .await?;
+    anyhow::ensure!(
+        reply.is_success(),
+        "GET member {member}: {}: {}",
+        reply.status,
+        reply.body
+    );
+    reply
+        .balance()
+        .with_context(|| format!("GET member {member} has no balance: {}", reply.body))
 }
 
 /// One purchase; returns the last event sequence of the member after it.
@@ -610,25 +697,50 @@ pub async fn run_history(args: HistoryArgs) -> anyhow::Result<HistoryReport> {
     }
     let preload_seconds = stats::round1(preload_start.elapsed().as_secs_f64());
 
+    // The projector has to work through the preload before lag samples mean anything.
+    let source = LagSource::Db {
+        pool: setup::connect_platform_db(&args.target.database_url).await?,
+        schema: args.read_model_schema.clone(),
+    };
+    let org_ids = vec![org.id.clone()];
+    let hot_balance = balance_of(&api, &org, hot).await?;
+    let catch_up = lag::wait_until_shown(
+        &source,
+        &org_ids,
+        &[((0, hot), hot_balance)],
+        Duration::from_secs(600),
+        Duration::from_millis(20),
+    )
+    .await
+    .context("waiting for the projector to catch up with the preload")?;
+
     let (mut long, mut new) = (Latencies::default(), Latencies::default());
+    let (mut long_lag, mut new_lag) = (Latencies::default(), Latencies::default());
     let fresh = setup::enrol_members(&api, &org, 2, args.samples, 8).await?;
+    let mut sample_errors = Vec::new();
     for fresh in fresh {
         // Alternate, so both kinds see the same conditions.
-        let t = Instant::now();
-        match purchase(&api, &org, hot, 1_000).await {
-            Ok(_) => long.record(t.elapsed()),
-            Err(e) => *errors.entry(format!("long history: {e}")).or_default() += 1,
+        for (member, latencies, lags, what) in [
+            (hot, &mut long, &mut long_lag, "long history"),
+            (fresh, &mut new, &mut new_lag, "new member"),
+        ] {
+            match timed_purchase(&api, &org, &source, &org_ids, member).await {
+                Ok((latency, lag)) => {
+                    latencies.record(latency);
+                    lags.record(lag);
+                }
+                Err(e) => sample_errors.push(format!("{what}: {e}")),
+            }
         }
-        let t = Instant::now();
-        match purchase(&api, &org, fresh, 1_000).await {
-            Ok(_) => new.record(t.elapsed()),
-            Err(e) => *errors.entry(format!("new member: {e}")).or_default() += 1,
-        }
+    }
+    for error in sample_errors {
+        *errors.entry(error).or_default() += 1;
     }
     let (long, new) = (long.summary(), new.summary());
     let report = HistoryReport {
         long_history_events: events,
         preload_seconds,
+        preload_projected_after_seconds: stats::round1(catch_up.as_secs_f64()),
         p50_ratio: if new.p50_ms > 0.0 {
             stats::round1(long.p50_ms / new.p50_ms * 10.0) / 10.0
         } else {
@@ -636,6 +748,8 @@ pub async fn run_history(args: HistoryArgs) -> anyhow::Result<HistoryReport> {
         },
         long_history: long,
         new_member: new,
+        long_history_lag: long_lag.summary(),
+        new_member_lag: new_lag.summary(),
         errors,
     };
     args.target.write_json(&report)?;
