@@ -275,11 +275,17 @@ stop_all
     echo
     echo "## Realistic mix (32 terminals)"
     echo
-    jq -r '"- \(.commands_per_second) commands/s, p50 \(.latency.p50_ms) ms, p99 \(.latency.p99_ms) ms, p99.9 \(.latency.p999_ms) ms, errors \(.errors_total), lag p50 \(.lag.samples.p50_ms) ms p99 \(.lag.samples.p99_ms) ms, consistency \(if .consistency.ok then "OK" else "FAILED" end)"' "$OUT/mixed_c32.json"
+    jq -r '"- \(.commands_per_second) commands/s, p50 \(.latency.p50_ms) ms, p99 \(.latency.p99_ms) ms, p99.9 \(.latency.p999_ms) ms, errors \(.errors_total), lag p50 \(.lag.samples.p50_ms) ms p99 \(.lag.samples.p99_ms) ms, consistency \(if .consistency.ok then "OK" else "FAILED" end)",
+        (.by_kind | to_entries[] | "  - \(.key): n=\(.value.count), p50 \(.value.p50_ms) ms, p99 \(.value.p99_ms) ms"),
+        "- CPU ms per command: \(.resources.cpu | to_entries | map("\(.key) \(.value.ms_per_command)") | join(", "))",
+        "- errors by kind: \(.errors)"' "$OUT/mixed_c32.json"
     echo
     echo "## Long history"
     echo
-    jq -r '"- member with \(.long_history_events) events: p50 \(.long_history.p50_ms) ms, p99 \(.long_history.p99_ms) ms; new member: p50 \(.new_member.p50_ms) ms, p99 \(.new_member.p99_ms) ms"' "$OUT/history.json"
+    jq -r '"- member with \(.long_history_events) events (preloaded in \(.preload_seconds) s, projected \(.preload_projected_after_seconds) s after the last preload command)",
+        "- command latency: long history p50 \(.long_history.p50_ms) ms, p99 \(.long_history.p99_ms) ms; new member p50 \(.new_member.p50_ms) ms, p99 \(.new_member.p99_ms) ms",
+        "- projection lag, one purchase at a time: long history p50 \(.long_history_lag.p50_ms) ms, p99 \(.long_history_lag.p99_ms) ms; new member p50 \(.new_member_lag.p50_ms) ms, p99 \(.new_member_lag.p99_ms) ms",
+        "- errors: \(.errors)"' "$OUT/history.json"
     echo
     echo "## GraphQL (32 connections)"
     echo
