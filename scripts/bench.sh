@@ -180,6 +180,26 @@ for c in $CONCURRENCIES; do
         --json "$OUT/purchases_c$c.json"
 done
 
+# --- 2b. the write path alone: the projector paused, then its catch-up ----------------------------
+applied_events() {
+    psql_bench -d "$BENCH_DB" -Atc "SELECT coalesce(sum(last_sequence), 0) FROM rm.projection_checkpoints"
+}
+all_events() { psql_bench -d "$BENCH_DB" -Atc "SELECT count(*) FROM events"; }
+kill -STOP "$PROJ_PID"
+logged write_only_c32 "${LOADGEN[@]}" run "${TARGET[@]}" --mix purchase=1 --concurrency 32 \
+    --orgs 4 --members 500 --duration "$DURATION" --warmup "$WARMUP" --no-lag --no-check --no-settle \
+    "${WATCH[@]}" --json "$OUT/write_only_c32.json"
+backlog=$(($(all_events) - $(applied_events)))
+start_ns=$(date +%s%N)
+kill -CONT "$PROJ_PID"
+deadline=$((SECONDS + 900))
+until [ "$(applied_events)" -ge "$(all_events)" ]; do
+    [ "$SECONDS" -lt "$deadline" ] || die "the projector did not catch up within 900 s (parked events?)"
+    sleep 0.1
+done
+catch_up_ms=$((($(date +%s%N) - start_ns) / 1000000))
+echo "$backlog events applied in $catch_up_ms ms" | tee "$OUT/catch_up.txt" >&2
+
 # --- 3. projection lag at a sustained rate ----------------------------------------------------------
 LAG_RATE=""
 for rate in $LAG_RATES; do
@@ -264,6 +284,12 @@ stop_all
         jq -r --arg c "$c" '.resources as $r | "| \($c) | \($r.cpu["command-service"].ms_per_command) | \($r.cpu.projector.ms_per_command) | \($r.cpu["query-service"].ms_per_command) | \($r.cpu.postgres.ms_per_command) | \($r.cpu["nats-server"].ms_per_command) | \($r.cpu.loadgen.ms_per_command) | \($r.db.transactions_per_command) | \($r.db.rows_written_per_command) | \($r.db.wal_bytes_per_command) |"' \
             "$OUT/purchases_c$c.json"
     done
+    echo
+    echo "The write path alone (projector paused):"
+    echo
+    jq -r '"- 32 terminals: \(.commands_per_second) purchases/s, p50 \(.latency.p50_ms) ms, p99 \(.latency.p99_ms) ms; CPU ms per purchase: \(.resources.cpu | to_entries | map("\(.key) \(.value.ms_per_command)") | join(", ")); \(.resources.db.transactions_per_command) transactions, \(.resources.db.rows_written_per_command) rows written per purchase"' "$OUT/write_only_c32.json"
+    read -r backlog _ _ _ catch_up_ms _ <"$OUT/catch_up.txt"
+    echo "- projector catch-up afterwards: $backlog events in $catch_up_ms ms => $((backlog * 1000 / (catch_up_ms > 0 ? catch_up_ms : 1))) events/s"
     echo
     echo "## Projection lag"
     echo

@@ -196,6 +196,10 @@ pub struct RunArgs {
     /// How often pending acknowledgements are looked up, milliseconds.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub lag_poll_ms: u64,
+    /// Start measuring right after the set-up, without waiting for it to be projected (for a
+    /// run with the projector stopped).
+    #[arg(long)]
+    pub no_settle: bool,
     /// Skip the consistency check at the end.
     #[arg(long)]
     pub no_check: bool,
@@ -274,19 +278,21 @@ pub async fn run_workload(args: RunArgs) -> anyhow::Result<RunReport> {
                 .collect::<Vec<_>>()
         })
         .collect();
-    let settled = lag::wait_until_shown(
-        &source,
-        &org_ids,
-        &newest,
-        Duration::from_secs(120),
-        Duration::from_millis(50),
-    )
-    .await
-    .context("waiting for the set-up to be projected")?;
-    eprintln!(
-        "loadgen: set-up projected {:.1} s after the last enrolment",
-        settled.as_secs_f64()
-    );
+    if !args.no_settle {
+        let settled = lag::wait_until_shown(
+            &source,
+            &org_ids,
+            &newest,
+            Duration::from_secs(120),
+            Duration::from_millis(50),
+        )
+        .await
+        .context("waiting for the set-up to be projected")?;
+        eprintln!(
+            "loadgen: set-up projected {:.1} s after the last enrolment",
+            settled.as_secs_f64()
+        );
+    }
 
     let lag = (!args.no_lag).then(|| {
         LagTracker::spawn(
