@@ -116,7 +116,7 @@ cargo build --release --quiet -p command-service -p projector -p query-service -
     echo "postgres settings: $(psql_bench -d postgres -Atc "SELECT string_agg(name || '=' || setting, ' ') FROM pg_settings WHERE name IN ('shared_buffers', 'synchronous_commit', 'fsync', 'max_connections', 'wal_level')")"
     echo "nats: $(timeout 2 bash -c 'exec 3<>/dev/tcp/127.0.0.1/4222 && IFS= read -r l <&3 && echo "$l"' | grep -o '"version":"[^"]*"')"
     echo "rustc: $(rustc --version)"
-    echo "other compilers running at start: $(pgrep -c -x rustc || true)"
+    echo "other compilers running at start: $(pgrep -c -x rustc || true); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$OUT/machine.txt" >&2
 
 say "fresh database $BENCH_DB and stream $NATS_STREAM"
@@ -260,6 +260,7 @@ logged audit /usr/bin/time -v "$BIN/projector" audit
 stop_all
 
 # --- summary ------------------------------------------------------------------------------------------
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
 {
     echo "# Benchmark run $(basename "$OUT")"
     echo
@@ -276,7 +277,7 @@ stop_all
             "$OUT/purchases_c$c.json"
     done
     echo
-    echo "CPU per purchase (ms) and database work per purchase:"
+    echo "CPU per purchase (ms) and database work per purchase (every single-statement read counts as a transaction):"
     echo
     echo "| concurrency | command-service | projector | query-service | postgres | nats-server | loadgen | transactions | rows written | WAL bytes |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
