@@ -23,7 +23,12 @@
 # Environment (defaults in brackets): BENCH_OUT [bench-out/<time>], BENCH_DB [loyalty_bench],
 # BENCH_DURATION seconds per measured run [30], BENCH_WARMUP [5], BENCH_CONCURRENCIES
 # ["1 8 32 64"], BENCH_LAG_RATES ["1000 800 600 400 200"], BENCH_LAG_DURATION [60],
-# BENCH_REPLAY_EVENTS [1000000], BENCH_HISTORY_EVENTS [10000], BENCH_KEEP=1 keeps the database afterwards.
+# BENCH_REPLAY_EVENTS [1000000], BENCH_HISTORY_EVENTS [10000], BENCH_KEEP=1 keeps the database afterwards,
+# BENCH_COMMIT names the commit when the sources are not a git checkout (e.g. from `git archive`).
+#
+# To measure exactly one commit while others edit the working tree:
+#   git archive HEAD | tar -x -m -C /tmp/bench-src && cd /tmp/bench-src &&
+#   BENCH_COMMIT=$(git -C /work/main rev-parse --short HEAD) scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,7 +55,7 @@ unset LISTEN_ADDR
 CMD_ADDR=127.0.0.1:28080
 PROJ_ADDR=127.0.0.1:28081
 QUERY_ADDR=127.0.0.1:28082
-BIN=target/release
+BIN=${CARGO_TARGET_DIR:-target}/release
 LOADGEN=(
     "$BIN/loadgen"
 )
@@ -109,7 +114,11 @@ cargo build --release --quiet -p command-service -p projector -p query-service -
 
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (with uncommitted changes)')"
+    if [ -n "${BENCH_COMMIT:-}" ]; then
+        echo "commit: $BENCH_COMMIT"
+    else
+        echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (with uncommitted changes)')"
+    fi
     echo "cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
     echo "memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
     echo "postgres: $(psql_bench -d postgres -Atc 'SELECT version()' | cut -d, -f1)"
