@@ -8,7 +8,8 @@
 //! - `audit::audit` (replay into a scratch schema and compare);
 //! - `rfm::recompute` of each org.
 //!
-//! `BENCH_MEMBERS` (per org, default 1000) sizes the history. The database is dropped at the end.
+//! `BENCH_MEMBERS` (per org, default 1000) sizes the history. The database is dropped at the end
+//! unless `BENCH_KEEP` is set (to look at it with `psql`).
 
 use std::time::Instant;
 
@@ -256,9 +257,13 @@ async fn main() -> anyhow::Result<()> {
         result
     }
     .await;
-    sqlx::query(&format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#))
-        .execute(&mut admin)
-        .await?;
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        println!("kept database {name}");
+    } else {
+        sqlx::query(&format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#))
+            .execute(&mut admin)
+            .await?;
+    }
     result
 }
 

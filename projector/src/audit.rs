@@ -1,8 +1,12 @@
 //! Audits from the event store alone (SPEC §6 "Replay for audits").
 //!
 //! [`audit`] rebuilds every read model from the `events` table into a scratch schema, with the
-//! same apply code as the live consumer, and compares it with a consistent snapshot of the live
-//! read models, table by table (`EXCEPT ALL` both ways). It replays exactly the events the live
+//! same per-event code as the live consumer ([`apply_event`]), and compares it with a
+//! consistent snapshot of the live read models, table by table (one hash aggregate per table
+//! counting each row on both sides). The rebuild is a fold: events streamed aggregate by
+//! aggregate, member rows kept in memory, complete aggregates appended to unlogged, index-free
+//! tables whose keys are checked at the end; if Postgres refuses anything there, the replay
+//! starts again through the live batch path, which parks exactly the culprit. It replays exactly the events the live
 //! side has seen (per aggregate up to its checkpoint or last parked event), so a projector
 //! that is still catching up does not show up as a difference. The scratch schemas are dropped
 //! at the end, whatever happened.
@@ -22,14 +26,21 @@ use std::fmt;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate as _;
+use futures::TryStreamExt as _;
 use serde::Serialize;
-use sqlx::{PgPool, Row as _};
+use sqlx::{PgConnection, PgPool, Row as _};
+use std::collections::HashMap;
 use uuid::Uuid;
 
-use crate::batch::{check_schema_name, Projector};
-use crate::event::{decode, stored_event_from_row, Decoded, Incoming, EVENT_COLUMNS};
+use crate::batch::{
+    aggregate_of, apply_event, check_schema_name, gap_error, is_poison, parked, Aggregate, Projector,
+};
+use crate::event::{decode, stored_event_from_row, ApplyError, Decoded, Incoming, MemberKey, EVENT_COLUMNS};
+use crate::state::{MemberState, Writes};
+use crate::store::{self, Mode};
+use domain::wire::StoredEvent;
 
-/// Events per replay transaction.
+/// Events per transaction of the batch replay.
 const REPLAY_BATCH: i64 = 5_000;
 
 /// One row found on one side only.
@@ -123,6 +134,7 @@ pub async fn audit(pool: &PgPool, schema: &str) -> anyhow::Result<AuditReport> {
 
 async fn audit_into(pool: &PgPool, schema: &str, live: &str, replay: &str) -> anyhow::Result<AuditReport> {
     let mut report = AuditReport::default();
+    let started = std::time::Instant::now();
     let tables: Vec<String> =
         sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = $1 ORDER BY tablename")
             .bind(schema)
@@ -143,24 +155,16 @@ async fn audit_into(pool: &PgPool, schema: &str, live: &str, replay: &str) -> an
         .execute(&mut *tx)
         .await?;
     for table in &tables {
-        sqlx::query(&format!("CREATE TABLE {live}.{table} AS TABLE {schema}.{table}"))
-            .execute(&mut *tx)
-            .await
-            .with_context(|| format!("copying {schema}.{table}"))?;
+        sqlx::query(&format!(
+            "CREATE UNLOGGED TABLE {live}.{table} AS TABLE {schema}.{table}"
+        ))
+        .execute(&mut *tx)
+        .await
+        .with_context(|| format!("copying {schema}.{table}"))?;
     }
     tx.commit().await.context("snapshotting the live read models")?;
 
-    sqlx::query(&format!("CREATE SCHEMA {replay}"))
-        .execute(pool)
-        .await?;
-    for table in &tables {
-        sqlx::query(&format!(
-            "CREATE TABLE {replay}.{table} (LIKE {schema}.{table} INCLUDING ALL)"
-        ))
-        .execute(pool)
-        .await
-        .with_context(|| format!("creating {replay}.{table}"))?;
-    }
+    create_replay_tables(pool, schema, replay, &tables, true).await?;
 
     // Exactly what the live side has seen: per aggregate up to its checkpoint or parked event.
     sqlx::query(&format!(
@@ -192,7 +196,406 @@ async fn audit_into(pool: &PgPool, schema: &str, live: &str, replay: &str) -> an
         ));
     }
 
+    let snapshot = started.elapsed();
+    report.events_replayed = match fold_replay(pool, schema, live, replay, &tables).await {
+        Ok(events) => events,
+        Err(error) if is_poison(&error) || error.chain().any(|cause| cause.is::<Refused>()) => {
+            // Postgres refuses some row: only the batch path can tell which event, and park it
+            // exactly as the live side did. Start again on that path.
+            report.notes.push(format!(
+                "the fast replay was refused by Postgres ({error:#}): replayed through the live batch path"
+            ));
+            sqlx::query(&format!("DROP SCHEMA {replay} CASCADE"))
+                .execute(pool)
+                .await
+                .context("dropping the refused replay")?;
+            create_replay_tables(pool, schema, replay, &tables, false).await?;
+            batch_replay(pool, live, replay).await?
+        }
+        Err(error) => return Err(error),
+    };
+
+    let replayed = started.elapsed();
+    // RFM scores as of the live recomputation, for orgs whose scores are current.
+    type OrgTuple = (String, i64, Option<i64>, Option<DateTime<Utc>>);
+    let orgs: Vec<OrgTuple> = sqlx::query_as(&format!(
+        "SELECT org_id, raw_version, scored_version, scored_at FROM {live}.rfm_orgs ORDER BY org_id"
+    ))
+    .fetch_all(pool)
+    .await?;
+    let mut scored_orgs = Vec::new();
+    for (org, raw, scored, at) in orgs {
+        match (scored, at) {
+            (Some(scored), Some(at)) if scored == raw => {
+                crate::rfm::recompute(pool, replay, &org, at).await?;
+                scored_orgs.push(org);
+            }
+            (Some(scored), Some(at)) => report.notes.push(format!(
+                "rfm_scores of {org} not compared: {} purchase/refund events since the recomputation at {at}",
+                raw - scored
+            )),
+            _ => report
+                .notes
+                .push(format!("rfm_scores of {org} not compared: never recomputed")),
+        }
+    }
+
+    // Hash aggregates of whole tables: enough memory to keep them off disk.
+    let mut compare = pool.begin().await.context("beginning the comparison")?;
+    sqlx::query("SELECT set_config('work_mem', '512MB', true)")
+        .execute(&mut *compare)
+        .await?;
+    for table in &tables {
+        if NOT_COMPARED.contains(&table.as_str()) {
+            report.notes.push(format!(
+                "{table} not compared: it records when recomputations ran"
+            ));
+            continue;
+        }
+        let columns: Vec<String> = sqlx::query_scalar(
+            "SELECT quote_ident(column_name::text) FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+        )
+        .bind(schema)
+        .bind(table)
+        .fetch_all(&mut *compare)
+        .await?
+        .into_iter()
+        .filter(|c: &String| !NOT_COMPARED_COLUMNS.contains(&(table.as_str(), c.as_str())))
+        .collect();
+        let list = columns.join(", ");
+        let outer: Vec<String> = columns.iter().map(|c| format!("audit_d.{c}")).collect();
+        let outer = outer.join(", ");
+        let filter = match table.as_str() {
+            "rfm_scores" => "org_id = ANY($1)",
+            "parked_events" => "aggregate_type <> '' AND cardinality($1::text[]) >= 0",
+            _ => "cardinality($1::text[]) >= 0",
+        };
+        // One hash aggregate over both sides: each distinct row with (live count - replay
+        // count); the rows where that is not 0 are the differences, that many times.
+        let select = |side: &str, sign: i32| {
+            format!("SELECT {list}, {sign} AS audit_side FROM {side}.{table} WHERE {filter}")
+        };
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(&format!(
+            "WITH audit_d AS (SELECT {list}, sum(audit_side)::bigint AS audit_net FROM ({} UNION ALL {}) u \
+             GROUP BY {list} HAVING sum(audit_side) <> 0) \
+             SELECT CASE WHEN audit_d.audit_net > 0 THEN 'only in live' ELSE 'only in replay' END, \
+             row_to_json(audit_r)::text, abs(audit_d.audit_net) \
+             FROM audit_d CROSS JOIN LATERAL (SELECT {outer}) audit_r ORDER BY 1, 2",
+            select(live, 1),
+            select(replay, -1),
+        ))
+        .bind(&scored_orgs)
+        .fetch_all(&mut *compare)
+        .await
+        .with_context(|| format!("comparing {table}"))?;
+        let rows: Vec<(String, String)> = rows
+            .into_iter()
+            .flat_map(|(side, row, n)| std::iter::repeat_n((side, row), usize::try_from(n).unwrap_or(0)))
+            .collect();
+        let count = |side: &str| format!("SELECT count(*) FROM {side}.{table} WHERE {filter}");
+        let (live_rows, replay_rows): (i64, i64) =
+            sqlx::query_as(&format!("SELECT ({}), ({})", count(live), count(replay)))
+                .bind(&scored_orgs)
+                .fetch_one(&mut *compare)
+                .await
+                .with_context(|| format!("counting {table}"))?;
+        report.tables.push(TableSummary {
+            table: table.clone(),
+            live_rows,
+            replay_rows,
+            differences: rows.len(),
+        });
+        report
+            .differences
+            .extend(rows.into_iter().map(|(side, row)| Difference {
+                table: table.clone(),
+                side,
+                row,
+            }));
+    }
+
+    compare.commit().await?;
+    let compared = started.elapsed();
+    report.differences.extend(check_invariants(pool, live).await?);
+    tracing::debug!(?snapshot, ?replayed, ?compared, total = ?started.elapsed(), "audit timings");
+    Ok(report)
+}
+
+/// Tables the fold upserts (per-org rows) or the RFM recomputation writes: they keep their
+/// indexes while the fold loads.
+const KEEP_INDEXES: &[&str] = &[
+    "rfm_scores",
+    "rfm_segment_transitions",
+    "org_liability",
+    "rfm_orgs",
+    "programs",
+    "program_tiers",
+    "program_rewards",
+    "program_stamp_cards",
+    "program_locations",
+];
+
+/// Creates the scratch tables of the replay, like the live ones. Unlogged: they are thrown
+/// away. For the fold (`bare`), the tables it only appends to have no indexes: their keys are
+/// checked once loaded ([`check_unique`]), as the live inserts check them, and nothing needs
+/// their indexes after.
+async fn create_replay_tables(
+    pool: &PgPool,
+    schema: &str,
+    replay: &str,
+    tables: &[String],
+    bare: bool,
+) -> anyhow::Result<()> {
+    sqlx::query(&format!("CREATE SCHEMA {replay}"))
+        .execute(pool)
+        .await?;
+    for table in tables {
+        let like = if bare && !KEEP_INDEXES.contains(&table.as_str()) {
+            "INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED"
+        } else {
+            "INCLUDING ALL"
+        };
+        sqlx::query(&format!(
+            "CREATE UNLOGGED TABLE {replay}.{table} (LIKE {schema}.{table} {like})"
+        ))
+        .execute(pool)
+        .await
+        .with_context(|| format!("creating {replay}.{table}"))?;
+    }
+    Ok(())
+}
+
+/// A row the live path's Postgres would have refused (a duplicate key).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
+
+/// The uniqueness the live tables' primary keys enforce, checked on the loaded replay tables
+/// (a hash aggregate per table, much cheaper than building the indexes).
+async fn check_unique(
+    conn: &mut PgConnection,
+    schema: &str,
+    replay: &str,
+    tables: &[String],
+) -> anyhow::Result<()> {
+    sqlx::query("SELECT set_config('work_mem', '512MB', false)")
+        .execute(&mut *conn)
+        .await?;
+    for table in tables.iter().filter(|t| !KEEP_INDEXES.contains(&t.as_str())) {
+        let keys: Vec<Vec<String>> = sqlx::query_scalar(
+            "SELECT array_agg(quote_ident(a.attname::text) ORDER BY k.ord) \
+             FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid \
+             CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord) \
+             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum \
+             WHERE t.relnamespace = $1::regnamespace AND t.relname = $2 AND c.contype IN ('p', 'u') \
+             GROUP BY c.oid ORDER BY c.oid",
+        )
+        .bind(schema)
+        .bind(table)
+        .fetch_all(&mut *conn)
+        .await
+        .with_context(|| format!("reading the keys of {schema}.{table}"))?;
+        for key in keys {
+            let key = key.join(", ");
+            let duplicate: Option<String> = sqlx::query_scalar(&format!(
+                "SELECT row_to_json(d)::text FROM (SELECT {key} FROM {replay}.{table} \
+                 GROUP BY {key} HAVING count(*) > 1 LIMIT 1) d"
+            ))
+            .fetch_optional(&mut *conn)
+            .await
+            .with_context(|| format!("checking the keys of the replay of {table}"))?;
+            if let Some(duplicate) = duplicate {
+                return Err(Refused(format!("duplicate key in {table}: {duplicate}")).into());
+            }
+        }
+    }
+    sqlx::query("RESET work_mem").execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Events per flush of the fold (whole aggregates: a flush ends at an aggregate boundary).
+const FOLD_CHUNK: usize = 20_000;
+/// Events per message from the reader to the fold.
+const READ_CHUNK: usize = 1_000;
+
+type Chunk = Vec<(StoredEvent, Result<Decoded, ApplyError>)>;
+
+/// The replay as one fold: the events the live side has seen, streamed aggregate by aggregate
+/// in sequence order (decoded by the reader task), applied by [`apply_event`] exactly as a
+/// live batch applies them, to member rows held in memory; complete aggregates are written
+/// with [`store::flush`] in [`Mode::Append`] by a writer task (while the fold goes on), in
+/// transactions that need no durability. Postgres checks each row as in the live path (types,
+/// `CHECK`s, and at the end uniqueness): any refusal fails the fold with that error.
+///
+/// Equivalent to the batch replay because what an event does depends only on the earlier
+/// events of its aggregate (every read model row belongs to one member or one program, or
+/// is a sum over them), and the batch path loads every row an event reads.
+async fn fold_replay(
+    pool: &PgPool,
+    schema: &str,
+    live: &str,
+    replay: &str,
+    tables: &[String],
+) -> anyhow::Result<usize> {
+    let started = std::time::Instant::now();
+    let (events_tx, mut events) = tokio::sync::mpsc::channel::<Chunk>(16);
+    let reader = AbortOnDrop(tokio::spawn(read_for_fold(
+        pool.clone(),
+        live.to_owned(),
+        events_tx,
+    )));
+    let (flush_tx, flushes) = tokio::sync::mpsc::channel(1);
+    let writer = AbortOnDrop(tokio::spawn(write_folded(
+        pool.clone(),
+        replay.to_owned(),
+        flushes,
+    )));
+
+    let mut members: HashMap<MemberKey, MemberState> = HashMap::new();
+    let mut blocked: HashMap<Aggregate, i64> = HashMap::new();
+    let mut writes = Writes::default();
+    let mut current: Option<(Aggregate, i64)> = None;
+    let (mut read, mut in_chunk) = (0, 0);
+    'fold: while let Some(chunk) = events.recv().await {
+        for (event, decoded) in chunk {
+            read += 1;
+            let aggregate = aggregate_of(&event);
+            let expected = match &mut current {
+                Some((open, expected)) if *open == aggregate => expected,
+                _ => {
+                    // The previous aggregate is complete.
+                    if in_chunk >= FOLD_CHUNK {
+                        let done = (std::mem::take(&mut members), std::mem::take(&mut writes));
+                        blocked.clear();
+                        in_chunk = 0;
+                        if flush_tx.send(done).await.is_err() {
+                            break 'fold;
+                        }
+                    }
+                    &mut current.insert((aggregate.clone(), 1)).1
+                }
+            };
+            in_chunk += 1;
+            // The batch planner's checks, in its order: behind a parked event, redelivery, gap.
+            if blocked
+                .get(&aggregate)
+                .is_some_and(|root| event.sequence >= *root)
+            {
+                apply_event(&mut members, &mut blocked, &mut writes, &event, decoded);
+                continue;
+            }
+            if event.sequence < *expected {
+                continue;
+            }
+            if event.sequence > *expected {
+                let error = gap_error(*expected, event.sequence);
+                writes.parked.push(parked(&event, error, None));
+                blocked.insert(aggregate, event.sequence);
+                continue;
+            }
+            *expected = event.sequence + 1;
+            apply_event(&mut members, &mut blocked, &mut writes, &event, decoded);
+        }
+    }
+    flush_tx.send((members, writes)).await.ok();
+    drop(flush_tx);
+    drop(events);
+    // The writer's error first: a refused row is what the caller must see.
+    join(writer).await?;
+    join(reader).await?;
+
+    let loaded = started.elapsed();
+    let mut conn = pool.acquire().await.context("acquiring a connection")?;
+    sqlx::query("SELECT set_config('search_path', $1, false)")
+        .bind(replay)
+        .execute(&mut *conn)
+        .await?;
+    let finished = async {
+        store::write_rfm_members(&mut conn).await?;
+        check_unique(&mut conn, schema, replay, tables).await
+    }
+    .await;
+    sqlx::query("RESET search_path").execute(&mut *conn).await?;
+    finished?;
+    tracing::debug!(events = read, ?loaded, total = ?started.elapsed(), "fold replay timings");
+    Ok(read)
+}
+
+async fn join(task: AbortOnDrop<anyhow::Result<()>>) -> anyhow::Result<()> {
+    let mut task = task;
+    (&mut task.0).await.context("a replay task panicked")?
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Streams the events to replay, whole aggregates in sequence order, decoded.
+async fn read_for_fold(
+    pool: PgPool,
+    live: String,
+    out: tokio::sync::mpsc::Sender<Chunk>,
+) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await.context("beginning the replay's read")?;
+    // Both sides are read in primary-key order and merged: no sort, rows stream at once.
+    sqlx::query("SELECT set_config('enable_sort', 'off', true), set_config('enable_hashjoin', 'off', true)")
+        .execute(&mut *tx)
+        .await?;
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM public.events e \
+         JOIN {live}.audit_limits l USING (aggregate_type, aggregate_id) \
+         WHERE e.sequence <= l.max_sequence ORDER BY e.aggregate_type, e.aggregate_id, e.sequence"
+    );
+    let mut rows = sqlx::query(&sql).fetch(&mut *tx);
+    let mut chunk = Vec::with_capacity(READ_CHUNK);
+    while let Some(row) = rows.try_next().await.context("reading the event store")? {
+        let event = stored_event_from_row(&row).context("decoding an events row")?;
+        let decoded = decode(&event);
+        chunk.push((event, decoded));
+        if chunk.len() == READ_CHUNK {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(READ_CHUNK));
+            if out.send(full).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        out.send(chunk).await.ok();
+    }
+    Ok(())
+}
+
+/// Writes the fold's complete aggregates into the replay schema.
+async fn write_folded(
+    pool: PgPool,
+    replay: String,
+    mut chunks: tokio::sync::mpsc::Receiver<(HashMap<MemberKey, MemberState>, Writes)>,
+) -> anyhow::Result<()> {
+    while let Some((members, writes)) = chunks.recv().await {
+        let mut tx = pool.begin().await.context("beginning a replay write")?;
+        // Throwaway tables: a crash loses nothing the audit would keep.
+        sqlx::query(
+            "SELECT set_config('search_path', $1, true), set_config('synchronous_commit', 'off', true)",
+        )
+        .bind(&replay)
+        .execute(&mut *tx)
+        .await?;
+        store::flush(&mut tx, &members, &writes, Mode::Append).await?;
+        tx.commit().await.context("committing a replay write")?;
+    }
+    Ok(())
+}
+
+/// The replay through the live consumer's own batches (fallback for batches Postgres refuses
+/// included), in global order.
+async fn batch_replay(pool: &PgPool, live: &str, replay: &str) -> anyhow::Result<usize> {
     let replayer = Projector::new(pool.clone(), replay)?;
+    let mut replayed = 0;
     let mut after = 0_i64;
     loop {
         let rows = sqlx::query(&format!(
@@ -219,96 +622,10 @@ async fn audit_into(pool: &PgPool, schema: &str, live: &str, replay: &str) -> an
             .collect::<Result<_, _>>()?;
         // The live consumer's own path, fallback for batches Postgres refuses included.
         let batch = replayer.process(&incoming).await?;
-        report.events_replayed += batch.received;
+        replayed += batch.received;
     }
 
-    // RFM scores as of the live recomputation, for orgs whose scores are current.
-    type OrgTuple = (String, i64, Option<i64>, Option<DateTime<Utc>>);
-    let orgs: Vec<OrgTuple> = sqlx::query_as(&format!(
-        "SELECT org_id, raw_version, scored_version, scored_at FROM {live}.rfm_orgs ORDER BY org_id"
-    ))
-    .fetch_all(pool)
-    .await?;
-    let mut scored_orgs = Vec::new();
-    for (org, raw, scored, at) in orgs {
-        match (scored, at) {
-            (Some(scored), Some(at)) if scored == raw => {
-                crate::rfm::recompute(pool, replay, &org, at).await?;
-                scored_orgs.push(org);
-            }
-            (Some(scored), Some(at)) => report.notes.push(format!(
-                "rfm_scores of {org} not compared: {} purchase/refund events since the recomputation at {at}",
-                raw - scored
-            )),
-            _ => report
-                .notes
-                .push(format!("rfm_scores of {org} not compared: never recomputed")),
-        }
-    }
-
-    for table in &tables {
-        if NOT_COMPARED.contains(&table.as_str()) {
-            report.notes.push(format!(
-                "{table} not compared: it records when recomputations ran"
-            ));
-            continue;
-        }
-        let columns: Vec<String> = sqlx::query_scalar(
-            "SELECT quote_ident(column_name::text) FROM information_schema.columns \
-             WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
-        )
-        .bind(schema)
-        .bind(table)
-        .fetch_all(pool)
-        .await?
-        .into_iter()
-        .filter(|c: &String| !NOT_COMPARED_COLUMNS.contains(&(table.as_str(), c.as_str())))
-        .collect();
-        let columns = columns.join(", ");
-        let filter = match table.as_str() {
-            "rfm_scores" => "org_id = ANY($1)",
-            "parked_events" => "aggregate_type <> '' AND cardinality($1::text[]) >= 0",
-            _ => "cardinality($1::text[]) >= 0",
-        };
-        let select = |side: &str| format!("SELECT {columns} FROM {side}.{table} WHERE {filter}");
-        let rows: Vec<(String, String)> = sqlx::query_as(&format!(
-            "SELECT 'only in live', row_to_json(d)::text FROM ({} EXCEPT ALL {}) d \
-             UNION ALL SELECT 'only in replay', row_to_json(d)::text FROM ({} EXCEPT ALL {}) d",
-            select(live),
-            select(replay),
-            select(replay),
-            select(live)
-        ))
-        .bind(&scored_orgs)
-        .fetch_all(pool)
-        .await
-        .with_context(|| format!("comparing {table}"))?;
-        let count = |side: &str| format!("SELECT count(*) FROM ({}) c", select(side));
-        let live_rows: i64 = sqlx::query_scalar(&count(live))
-            .bind(&scored_orgs)
-            .fetch_one(pool)
-            .await?;
-        let replay_rows: i64 = sqlx::query_scalar(&count(replay))
-            .bind(&scored_orgs)
-            .fetch_one(pool)
-            .await?;
-        report.tables.push(TableSummary {
-            table: table.clone(),
-            live_rows,
-            replay_rows,
-            differences: rows.len(),
-        });
-        report
-            .differences
-            .extend(rows.into_iter().map(|(side, row)| Difference {
-                table: table.clone(),
-                side,
-                row,
-            }));
-    }
-
-    report.differences.extend(check_invariants(pool, live).await?);
-    Ok(report)
+    Ok(replayed)
 }
 
 /// The ledger rules of SPEC §4 on the read models of `schema`: per org Σ balances = liability,

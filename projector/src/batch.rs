@@ -20,8 +20,9 @@ use domain::wire::StoredEvent;
 use domain::MemberEvent;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
+use crate::event::MemberKey;
 use crate::event::{decode, stored_event_from_row, ApplyError, Decoded, Incoming, EVENT_COLUMNS};
-use crate::state::{apply_member, apply_program, EventMeta, ParkedRow, Writes};
+use crate::state::{apply_program, EventMeta, MemberState, ParkedRow, Writes};
 use crate::store;
 
 /// What a batch did.
@@ -57,13 +58,13 @@ impl BatchReport {
     }
 }
 
-type Aggregate = (String, String);
+pub(crate) type Aggregate = (String, String);
 
-fn aggregate_of(event: &StoredEvent) -> Aggregate {
+pub(crate) fn aggregate_of(event: &StoredEvent) -> Aggregate {
     (event.aggregate_type.clone(), event.aggregate_id.clone())
 }
 
-fn parked(event: &StoredEvent, error: String, blocked_by: Option<i64>) -> ParkedRow {
+pub(crate) fn parked(event: &StoredEvent, error: String, blocked_by: Option<i64>) -> ParkedRow {
     ParkedRow {
         aggregate_type: event.aggregate_type.clone(),
         aggregate_id: event.aggregate_id.clone(),
@@ -196,12 +197,9 @@ pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyh
         if event.sequence > *expected {
             let missing = load_range(conn, &aggregate, *expected, event.sequence - 1).await?;
             if i64::try_from(missing.len()).ok() != Some(event.sequence - *expected) {
-                let error = format!(
-                    "sequence gap: events {}..{} of this aggregate are not in the event store",
-                    *expected,
-                    event.sequence - 1
-                );
-                writes.parked.push(parked(event, error, None));
+                writes
+                    .parked
+                    .push(parked(event, gap_error(*expected, event.sequence), None));
                 blocked.insert(aggregate, event.sequence);
                 continue;
             }
@@ -215,71 +213,35 @@ pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyh
     let decoded: Vec<Result<Decoded, ApplyError>> = plan.iter().map(|(e, _)| decode(e)).collect();
     let t_plan = std::time::Instant::now();
     let mut member_keys = BTreeSet::new();
-    let mut refunded = BTreeSet::new();
+    // Purchases the batch records are loaded too: a transaction id recorded in an earlier
+    // batch is then refused exactly as within one batch (and as in the audit's fold).
+    let mut purchases = BTreeSet::new();
     for d in decoded.iter().flatten() {
         if let Decoded::Member(key, event) = d {
             member_keys.insert(key.clone());
-            if let MemberEvent::PurchaseRefunded { transaction_id, .. } = event {
-                refunded.insert((key.clone(), transaction_id.clone()));
+            if let MemberEvent::PurchaseRefunded { transaction_id, .. }
+            | MemberEvent::PurchaseRecorded { transaction_id, .. } = event
+            {
+                purchases.insert((key.clone(), transaction_id.clone()));
             }
         }
     }
     let member_keys: Vec<_> = member_keys.into_iter().collect();
-    let refunded: Vec<_> = refunded.into_iter().collect();
-    let mut members = store::load_members(conn, &member_keys, &refunded).await?;
+    let purchases: Vec<_> = purchases.into_iter().collect();
+    let mut members = store::load_members(conn, &member_keys, &purchases).await?;
     let t_load = std::time::Instant::now();
 
     for ((event, from_store), decoded) in plan.iter().zip(decoded) {
-        let aggregate = aggregate_of(event);
-        if let Some(root) = blocked.get(&aggregate).filter(|root| event.sequence >= **root) {
-            let error = format!("waits behind parked sequence {root} of this aggregate");
-            writes.parked.push(parked(event, error, Some(*root)));
-            continue;
-        }
-        let meta = EventMeta {
-            sequence: event.sequence,
-            global_position: event.global_position,
-            committed_at: event.committed_at,
-        };
-        let mut effects = Writes::default();
-        let result = match decoded {
-            Err(error) => Err(error),
-            Ok(Decoded::Member(key, member_event)) => {
-                let mut state = members.get(&key).cloned().unwrap_or_default();
-                apply_member(&mut state, &key, &meta, &member_event, &mut effects).map(|()| {
-                    state.touched = true;
-                    members.insert(key, state);
-                })
-            }
-            Ok(Decoded::Program(org, program_event)) => apply_program(&org, &program_event, &mut effects),
-            Ok(Decoded::Other) => Ok(()),
-        };
-        match result {
-            Ok(()) => {
-                writes.merge(effects);
-                writes
-                    .checkpoints
-                    .insert(aggregate, (event.sequence, event.global_position));
-                report.applied += 1;
-                if !from_store {
-                    report.committed_at.push(event.committed_at);
-                }
-            }
-            Err(error) => {
-                tracing::warn!(
-                    aggregate_type = %event.aggregate_type,
-                    aggregate_id = %event.aggregate_id,
-                    sequence = event.sequence,
-                    %error,
-                    "event cannot be applied: parked"
-                );
-                writes.parked.push(parked(event, error.to_string(), None));
-                blocked.insert(aggregate, event.sequence);
+        if apply_event(&mut members, &mut blocked, &mut writes, event, decoded) {
+            report.applied += 1;
+            if !from_store {
+                report.committed_at.push(event.committed_at);
             }
         }
     }
     let t_apply = std::time::Instant::now();
-    report.parked = usize::try_from(store::flush(conn, &members, &writes).await?).unwrap_or(usize::MAX);
+    report.parked = usize::try_from(store::flush(conn, &members, &writes, store::Mode::Upsert).await?)
+        .unwrap_or(usize::MAX);
     tracing::debug!(
         size = incoming.len(),
         load = ?(t_load - t_plan),
@@ -289,6 +251,70 @@ pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyh
     );
     report.read_models = std::mem::take(&mut writes.applied);
     Ok(report)
+}
+
+/// Why an event is parked when the events before it are missing from the store.
+pub(crate) fn gap_error(expected: i64, sequence: i64) -> String {
+    format!(
+        "sequence gap: events {expected}..{} of this aggregate are not in the event store",
+        sequence - 1
+    )
+}
+
+/// Applies one event, in its aggregate's order, to the member rows and `writes`: the one
+/// place where the live batches and the audit's fold decide what an event does. An event of
+/// a blocked aggregate (at or after its parked sequence) waits behind it; an event that cannot
+/// be applied is parked and blocks its aggregate. Returns `true` if the event was applied.
+pub(crate) fn apply_event(
+    members: &mut HashMap<MemberKey, MemberState>,
+    blocked: &mut HashMap<Aggregate, i64>,
+    writes: &mut Writes,
+    event: &StoredEvent,
+    decoded: Result<Decoded, ApplyError>,
+) -> bool {
+    let aggregate = aggregate_of(event);
+    if let Some(root) = blocked.get(&aggregate).filter(|root| event.sequence >= **root) {
+        let error = format!("waits behind parked sequence {root} of this aggregate");
+        writes.parked.push(parked(event, error, Some(*root)));
+        return false;
+    }
+    let meta = EventMeta {
+        sequence: event.sequence,
+        global_position: event.global_position,
+        committed_at: event.committed_at,
+    };
+    let result = match decoded {
+        Err(error) => Err(error),
+        Ok(Decoded::Member(key, member_event)) => {
+            let state = members.entry(key.clone()).or_default();
+            state.apply(&key, &meta, &member_event, writes)
+        }
+        Ok(Decoded::Program(org, program_event)) => {
+            let mut effects = Writes::default();
+            apply_program(&org, &program_event, &mut effects).map(|()| writes.merge(effects))
+        }
+        Ok(Decoded::Other) => Ok(()),
+    };
+    match result {
+        Ok(()) => {
+            writes
+                .checkpoints
+                .insert(aggregate, (event.sequence, event.global_position));
+            true
+        }
+        Err(error) => {
+            tracing::warn!(
+                aggregate_type = %event.aggregate_type,
+                aggregate_id = %event.aggregate_id,
+                sequence = event.sequence,
+                %error,
+                "event cannot be applied: parked"
+            );
+            writes.parked.push(parked(event, error.to_string(), None));
+            blocked.insert(aggregate, event.sequence);
+            false
+        }
+    }
 }
 
 /// `true` for a Postgres error that the same input will raise again (bad data, a violated
@@ -404,7 +430,7 @@ impl Projector {
                     parked: vec![parked_incoming(input, message)],
                     ..Default::default()
                 };
-                let parked = store::flush(&mut tx, &HashMap::new(), &writes).await?;
+                let parked = store::flush(&mut tx, &HashMap::new(), &writes, store::Mode::Upsert).await?;
                 tx.commit().await.context("committing a parked event")?;
                 Ok(BatchReport {
                     received: 1,

@@ -83,8 +83,8 @@ pub struct PurchaseRow {
     pub clawed_back: i64,
 }
 
-/// The rows of one member that events modify in place. `purchases` holds only the purchases
-/// this batch records or refunds.
+/// The rows of one member that events modify in place. `purchases` holds the purchases the
+/// batch's events name (all of the member's in the audit's fold).
 #[derive(Debug, Clone, Default)]
 pub struct MemberState {
     pub balance: Option<BalanceRow>,
@@ -393,6 +393,55 @@ pub fn apply_member(
     }
     apply_points(state, key, meta, event, writes)?;
     apply_rest(state, key, meta, event, writes)
+}
+
+impl MemberState {
+    /// Applies one member event all or nothing: on error the state and `writes` are as before.
+    /// Both the live batches and the audit's fold apply every member event through here.
+    pub fn apply(
+        &mut self,
+        key: &MemberKey,
+        meta: &EventMeta,
+        event: &MemberEvent,
+        writes: &mut Writes,
+    ) -> Result<(), ApplyError> {
+        // A member's purchases can be many (the audit folds whole histories) and an event
+        // touches at most one: only that one is saved for the undo, the rest is small.
+        let purchases = std::mem::take(&mut self.purchases);
+        let mut trial = MemberState {
+            purchases,
+            ..self.clone()
+        };
+        let purchase = match event {
+            MemberEvent::PurchaseRecorded { transaction_id, .. }
+            | MemberEvent::PurchaseRefunded { transaction_id, .. } => {
+                Some((transaction_id, trial.purchases.get(transaction_id).cloned()))
+            }
+            _ => None,
+        };
+        let mut effects = Writes::default();
+        match apply_member(&mut trial, key, meta, event, &mut effects) {
+            Ok(()) => {
+                trial.touched = true;
+                *self = trial;
+                writes.merge(effects);
+                Ok(())
+            }
+            Err(error) => {
+                match purchase {
+                    Some((txn, Some(before))) => {
+                        trial.purchases.insert(txn.clone(), before);
+                    }
+                    Some((txn, None)) => {
+                        trial.purchases.remove(txn);
+                    }
+                    None => {}
+                }
+                self.purchases = trial.purchases;
+                Err(error)
+            }
+        }
+    }
 }
 
 /// The balance, lots and ledger part of a points-moving event.

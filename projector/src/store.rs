@@ -189,22 +189,62 @@ pub async fn flush(
     conn: &mut PgConnection,
     members: &HashMap<MemberKey, MemberState>,
     writes: &Writes,
+    mode: Mode,
 ) -> anyhow::Result<u64> {
     let touched: Vec<(&MemberKey, &MemberState)> = members.iter().filter(|(_, s)| s.touched).collect();
-    flush_balances(conn, &touched).await?;
-    flush_tiers(conn, &touched).await?;
-    flush_stamps(conn, &touched).await?;
-    flush_purchases(conn, &touched, writes).await?;
+    flush_balances(conn, &touched, mode).await?;
+    flush_tiers(conn, &touched, mode).await?;
+    flush_stamps(conn, &touched, mode).await?;
+    flush_purchases(conn, &touched, writes, mode).await?;
     flush_ledger(conn, writes).await?;
     flush_member_rows(conn, writes).await?;
-    flush_leaderboard(conn, writes).await?;
+    flush_leaderboard(conn, writes, mode).await?;
     flush_programs(conn, writes).await?;
-    flush_progress(conn, writes).await
+    flush_progress(conn, writes, mode).await
+}
+
+/// How [`flush`] writes member, leaderboard and progress rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The rows may exist (live batches): upserts and increments.
+    Upsert,
+    /// Each of these rows is written exactly once, whole, into tables that start empty (the
+    /// audit's fold of complete aggregates): plain inserts, so the tables need no index while
+    /// loading, and `rfm_members` is left to [`write_rfm_members`] at the end. The per-org
+    /// rows (liability, RFM versions, programs) are still upserted.
+    Append,
+}
+
+impl Mode {
+    fn on_conflict(self, clause: &str) -> String {
+        match self {
+            Mode::Upsert => format!(" ON CONFLICT {clause}"),
+            Mode::Append => String::new(),
+        }
+    }
+}
+
+/// `rfm_members` recomputed from `purchases` (a member's aggregates never drift from them).
+const RFM_MEMBERS_FROM_PURCHASES: &str = "INSERT INTO rfm_members (org_id, member_id, first_purchase_at, \
+     last_purchase_at, purchases, amount_minor, refunded_minor) \
+     SELECT p.org_id, p.member_id, min(p.occurred_at), max(p.occurred_at), count(*), \
+     sum(p.amount_minor)::bigint, sum(p.refunded_minor)::bigint FROM purchases p";
+
+/// Writes `rfm_members` of every member with purchases, after an [`Mode::Append`] load.
+pub async fn write_rfm_members(conn: &mut PgConnection) -> anyhow::Result<()> {
+    sqlx::query(&format!(
+        "{RFM_MEMBERS_FROM_PURCHASES} GROUP BY p.org_id, p.member_id"
+    ))
+    .execute(&mut *conn)
+    .await
+    .context("writing rfm_members")?;
+    Ok(())
 }
 
 async fn flush_balances(
     conn: &mut PgConnection,
     touched: &[(&MemberKey, &MemberState)],
+    mode: Mode,
 ) -> anyhow::Result<()> {
     let rows: Vec<(&MemberKey, &BalanceRow)> = touched
         .iter()
@@ -216,16 +256,18 @@ async fn flush_balances(
     let (orgs, ids) = key_arrays(rows.iter().map(|(k, _)| *k));
     let col = |f: fn(&BalanceRow) -> i64| rows.iter().map(|(_, b)| f(b)).collect::<Vec<i64>>();
     let next: Vec<Option<(i64, DateTime<Utc>)>> = rows.iter().map(|(_, b)| b.next_expiry()).collect();
-    sqlx::query(
+    sqlx::query(&format!(
         "INSERT INTO member_balances (org_id, member_id, balance, lifetime_earned, redeemed, expired, \
          clawed_back, adjusted, next_expiry_points, next_expiry_at) \
          SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], \
-         $7::bigint[], $8::bigint[], $9::bigint[], $10::timestamptz[]) \
-         ON CONFLICT (org_id, member_id) DO UPDATE SET balance = excluded.balance, \
-         lifetime_earned = excluded.lifetime_earned, redeemed = excluded.redeemed, expired = excluded.expired, \
-         clawed_back = excluded.clawed_back, adjusted = excluded.adjusted, \
-         next_expiry_points = excluded.next_expiry_points, next_expiry_at = excluded.next_expiry_at",
-    )
+         $7::bigint[], $8::bigint[], $9::bigint[], $10::timestamptz[]){}",
+        mode.on_conflict(
+            "(org_id, member_id) DO UPDATE SET balance = excluded.balance, \
+             lifetime_earned = excluded.lifetime_earned, redeemed = excluded.redeemed, expired = excluded.expired, \
+             clawed_back = excluded.clawed_back, adjusted = excluded.adjusted, \
+             next_expiry_points = excluded.next_expiry_points, next_expiry_at = excluded.next_expiry_at"
+        )
+    ))
     .bind(&orgs)
     .bind(&ids)
     .bind(col(|b| b.balance))
@@ -240,15 +282,17 @@ async fn flush_balances(
     .await
     .context("writing member_balances")?;
 
-    sqlx::query(
-        "DELETE FROM member_lots l USING unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
-         WHERE l.org_id = k.org_id AND l.member_id = k.member_id",
-    )
-    .bind(&orgs)
-    .bind(&ids)
-    .execute(&mut *conn)
-    .await
-    .context("clearing member_lots")?;
+    if mode == Mode::Upsert {
+        sqlx::query(
+            "DELETE FROM member_lots l USING unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+             WHERE l.org_id = k.org_id AND l.member_id = k.member_id",
+        )
+        .bind(&orgs)
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await
+        .context("clearing member_lots")?;
+    }
     let mut lots = LotColumns::default();
     for (key, balance) in &rows {
         for (no, lot) in balance.lots.iter().enumerate() {
@@ -288,7 +332,11 @@ struct LotColumns {
     remaining: Vec<i64>,
 }
 
-async fn flush_tiers(conn: &mut PgConnection, touched: &[(&MemberKey, &MemberState)]) -> anyhow::Result<()> {
+async fn flush_tiers(
+    conn: &mut PgConnection,
+    touched: &[(&MemberKey, &MemberState)],
+    mode: Mode,
+) -> anyhow::Result<()> {
     let rows: Vec<(&MemberKey, &TierRow)> = touched
         .iter()
         .filter_map(|(k, s)| Some((*k, s.tier.as_ref()?)))
@@ -297,17 +345,19 @@ async fn flush_tiers(conn: &mut PgConnection, touched: &[(&MemberKey, &MemberSta
         return Ok(());
     }
     let (orgs, ids) = key_arrays(rows.iter().map(|(k, _)| *k));
-    sqlx::query(
+    sqlx::query(&format!(
         "INSERT INTO member_tiers (org_id, member_id, tier, multiplier_bps, qualifying_points, qualifying_as_of, \
          tier_since, program_version, grace_started_at, grace_threshold_points, downgrade_after) \
          SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int[], $5::bigint[], $6::timestamptz[], \
-         $7::timestamptz[], $8::bigint[], $9::timestamptz[], $10::bigint[], $11::timestamptz[]) \
-         ON CONFLICT (org_id, member_id) DO UPDATE SET tier = excluded.tier, \
-         multiplier_bps = excluded.multiplier_bps, qualifying_points = excluded.qualifying_points, \
-         qualifying_as_of = excluded.qualifying_as_of, tier_since = excluded.tier_since, \
-         program_version = excluded.program_version, grace_started_at = excluded.grace_started_at, \
-         grace_threshold_points = excluded.grace_threshold_points, downgrade_after = excluded.downgrade_after",
-    )
+         $7::timestamptz[], $8::bigint[], $9::timestamptz[], $10::bigint[], $11::timestamptz[]){}",
+        mode.on_conflict(
+            "(org_id, member_id) DO UPDATE SET tier = excluded.tier, \
+             multiplier_bps = excluded.multiplier_bps, qualifying_points = excluded.qualifying_points, \
+             qualifying_as_of = excluded.qualifying_as_of, tier_since = excluded.tier_since, \
+             program_version = excluded.program_version, grace_started_at = excluded.grace_started_at, \
+             grace_threshold_points = excluded.grace_threshold_points, downgrade_after = excluded.downgrade_after"
+        )
+    ))
     .bind(&orgs)
     .bind(&ids)
     .bind(rows.iter().map(|(_, t)| t.tier.clone()).collect::<Vec<_>>())
@@ -325,7 +375,11 @@ async fn flush_tiers(conn: &mut PgConnection, touched: &[(&MemberKey, &MemberSta
     Ok(())
 }
 
-async fn flush_stamps(conn: &mut PgConnection, touched: &[(&MemberKey, &MemberState)]) -> anyhow::Result<()> {
+async fn flush_stamps(
+    conn: &mut PgConnection,
+    touched: &[(&MemberKey, &MemberState)],
+    mode: Mode,
+) -> anyhow::Result<()> {
     let rows: Vec<(&MemberKey, &String, &StampRow)> = touched
         .iter()
         .flat_map(|(k, s)| s.stamps.iter().map(move |(card, row)| (*k, card, row)))
@@ -334,13 +388,15 @@ async fn flush_stamps(conn: &mut PgConnection, touched: &[(&MemberKey, &MemberSt
         return Ok(());
     }
     let (orgs, ids) = key_arrays(rows.iter().map(|(k, _, _)| *k));
-    sqlx::query(
+    sqlx::query(&format!(
         "INSERT INTO stamp_cards (org_id, member_id, card_id, stamps, stamps_required, cards_completed, last_stamp_day) \
-         SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int[], $5::int[], $6::int[], $7::date[]) \
-         ON CONFLICT (org_id, member_id, card_id) DO UPDATE SET stamps = excluded.stamps, \
-         stamps_required = excluded.stamps_required, cards_completed = excluded.cards_completed, \
-         last_stamp_day = excluded.last_stamp_day",
-    )
+         SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int[], $5::int[], $6::int[], $7::date[]){}",
+        mode.on_conflict(
+            "(org_id, member_id, card_id) DO UPDATE SET stamps = excluded.stamps, \
+             stamps_required = excluded.stamps_required, cards_completed = excluded.cards_completed, \
+             last_stamp_day = excluded.last_stamp_day"
+        )
+    ))
     .bind(&orgs)
     .bind(&ids)
     .bind(rows.iter().map(|(_, c, _)| (*c).clone()).collect::<Vec<_>>())
@@ -358,6 +414,7 @@ async fn flush_purchases(
     conn: &mut PgConnection,
     touched: &[(&MemberKey, &MemberState)],
     writes: &Writes,
+    mode: Mode,
 ) -> anyhow::Result<()> {
     let rows: Vec<(&MemberKey, &String, &PurchaseRow)> = touched
         .iter()
@@ -365,14 +422,16 @@ async fn flush_purchases(
         .collect();
     if !rows.is_empty() {
         let (orgs, ids) = key_arrays(rows.iter().map(|(k, _, _)| *k));
-        sqlx::query(
+        sqlx::query(&format!(
             "INSERT INTO purchases (org_id, member_id, transaction_id, location_id, occurred_at, amount_minor, \
              refunded_minor, points_earned, clawed_back) \
              SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::bigint[], \
-             $7::bigint[], $8::bigint[], $9::bigint[]) \
-             ON CONFLICT (org_id, member_id, transaction_id) DO UPDATE SET \
-             refunded_minor = excluded.refunded_minor, clawed_back = excluded.clawed_back",
-        )
+             $7::bigint[], $8::bigint[], $9::bigint[]){}",
+            mode.on_conflict(
+                "(org_id, member_id, transaction_id) DO UPDATE SET \
+                 refunded_minor = excluded.refunded_minor, clawed_back = excluded.clawed_back"
+            )
+        ))
         .bind(&orgs)
         .bind(&ids)
         .bind(rows.iter().map(|(_, t, _)| (*t).clone()).collect::<Vec<_>>())
@@ -386,21 +445,18 @@ async fn flush_purchases(
         .await
         .context("writing purchases")?;
     }
-    if !writes.rfm_members.is_empty() {
+    if !writes.rfm_members.is_empty() && mode == Mode::Upsert {
         // Per-member aggregates are recomputed from the member's purchases, which are now
         // written: cheap (primary-key prefix) and never drifts from them.
         let (orgs, ids) = key_arrays(writes.rfm_members.iter());
-        sqlx::query(
-            "INSERT INTO rfm_members (org_id, member_id, first_purchase_at, last_purchase_at, purchases, \
-             amount_minor, refunded_minor) \
-             SELECT p.org_id, p.member_id, min(p.occurred_at), max(p.occurred_at), count(*), \
-             sum(p.amount_minor)::bigint, sum(p.refunded_minor)::bigint \
-             FROM purchases p JOIN unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) USING (org_id, member_id) \
+        sqlx::query(&format!(
+            "{RFM_MEMBERS_FROM_PURCHASES} \
+             JOIN unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) USING (org_id, member_id) \
              GROUP BY p.org_id, p.member_id \
              ON CONFLICT (org_id, member_id) DO UPDATE SET first_purchase_at = excluded.first_purchase_at, \
              last_purchase_at = excluded.last_purchase_at, purchases = excluded.purchases, \
-             amount_minor = excluded.amount_minor, refunded_minor = excluded.refunded_minor",
-        )
+             amount_minor = excluded.amount_minor, refunded_minor = excluded.refunded_minor"
+        ))
         .bind(&orgs)
         .bind(&ids)
         .execute(&mut *conn)
@@ -543,7 +599,7 @@ async fn flush_member_rows(conn: &mut PgConnection, writes: &Writes) -> anyhow::
     Ok(())
 }
 
-async fn flush_leaderboard(conn: &mut PgConnection, writes: &Writes) -> anyhow::Result<()> {
+async fn flush_leaderboard(conn: &mut PgConnection, writes: &Writes, mode: Mode) -> anyhow::Result<()> {
     // Rows some event of the batch changed: add the delta, the last change is when the score
     // was reached (even if the batch's changes cancel out). Rows no event changed (zero-point
     // purchases): created if new, otherwise left alone.
@@ -567,8 +623,10 @@ async fn flush_leaderboard(conn: &mut PgConnection, writes: &Writes) -> anyhow::
             "INSERT INTO leaderboard_scores AS s (org_id, location_id, period, period_key, member_id, points, \
              reached_at, reached_position) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::bigint[], \
-             $7::timestamptz[], $8::bigint[]) \
-             ON CONFLICT (org_id, location_id, period, period_key, member_id) {on_conflict}"
+             $7::timestamptz[], $8::bigint[]){}",
+            mode.on_conflict(&format!(
+                "(org_id, location_id, period, period_key, member_id) {on_conflict}"
+            ))
         ))
         .bind(rows.iter().map(|(k, _)| k.org_id.clone()).collect::<Vec<_>>())
         .bind(rows.iter().map(|(k, _)| k.location_id.clone()).collect::<Vec<_>>())
@@ -680,17 +738,17 @@ async fn flush_programs(conn: &mut PgConnection, writes: &Writes) -> anyhow::Res
     Ok(())
 }
 
-async fn flush_progress(conn: &mut PgConnection, writes: &Writes) -> anyhow::Result<u64> {
+async fn flush_progress(conn: &mut PgConnection, writes: &Writes, mode: Mode) -> anyhow::Result<u64> {
     let mut parked = 0;
     if !writes.parked.is_empty() {
         let p = &writes.parked;
-        parked = sqlx::query(
+        parked = sqlx::query(&format!(
             "INSERT INTO parked_events (aggregate_type, aggregate_id, sequence, global_position, event_type, \
              payload, error, blocked_by) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], \
-             $7::text[], $8::bigint[]) \
-             ON CONFLICT (aggregate_type, aggregate_id, sequence) DO NOTHING",
-        )
+             $7::text[], $8::bigint[]){}",
+            mode.on_conflict("(aggregate_type, aggregate_id, sequence) DO NOTHING")
+        ))
         .bind(p.iter().map(|r| r.aggregate_type.clone()).collect::<Vec<_>>())
         .bind(p.iter().map(|r| r.aggregate_id.clone()).collect::<Vec<_>>())
         .bind(p.iter().map(|r| r.sequence).collect::<Vec<_>>())
@@ -706,12 +764,14 @@ async fn flush_progress(conn: &mut PgConnection, writes: &Writes) -> anyhow::Res
     }
     if !writes.checkpoints.is_empty() {
         let c: Vec<_> = writes.checkpoints.iter().collect();
-        sqlx::query(
+        sqlx::query(&format!(
             "INSERT INTO projection_checkpoints (aggregate_type, aggregate_id, last_sequence, last_global_position) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) \
-             ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET last_sequence = excluded.last_sequence, \
-             last_global_position = excluded.last_global_position",
-        )
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]){}",
+            mode.on_conflict(
+                "(aggregate_type, aggregate_id) DO UPDATE SET last_sequence = excluded.last_sequence, \
+                 last_global_position = excluded.last_global_position"
+            )
+        ))
         .bind(c.iter().map(|((t, _), _)| t.clone()).collect::<Vec<_>>())
         .bind(c.iter().map(|((_, id), _)| id.clone()).collect::<Vec<_>>())
         .bind(c.iter().map(|(_, (s, _))| *s).collect::<Vec<_>>())
