@@ -125,7 +125,7 @@ cargo build --release --quiet -p command-service -p projector -p query-service -
     echo "postgres settings: $(psql_bench -d postgres -Atc "SELECT string_agg(name || '=' || setting, ' ') FROM pg_settings WHERE name IN ('shared_buffers', 'synchronous_commit', 'fsync', 'max_connections', 'wal_level')")"
     echo "nats: $(timeout 2 bash -c 'exec 3<>/dev/tcp/127.0.0.1/4222 && IFS= read -r l <&3 && echo "$l"' | grep -o '"version":"[^"]*"')"
     echo "rustc: $(rustc --version)"
-    echo "other compilers running at start: $(pgrep -c -x 'rustc|clippy-driver' || true); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "other compilers running at start: $(($(pgrep -c -x rustc || true) + $(pgrep -c -x clippy-driver || true))); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$OUT/machine.txt" >&2
 
 say "fresh database $BENCH_DB and stream $NATS_STREAM"
