@@ -767,8 +767,28 @@ pub async fn run_history(args: HistoryArgs) -> anyhow::Result<HistoryReport> {
 pub enum QueryKind {
     /// The storefront widget's member query: balance, tier progress, RFM, stamp cards.
     Member,
+    /// The member query without `leaderboardRanks`, to tell the cost of the ranks apart.
+    MemberWithoutRanks,
     /// `{ __typename }`: the cost of the HTTP + GraphQL stack alone.
     Typename,
+}
+
+impl QueryKind {
+    fn asks_for_a_member(self) -> bool {
+        matches!(self, QueryKind::Member | QueryKind::MemberWithoutRanks)
+    }
+
+    /// The query text and its name in reports.
+    fn query(self) -> (String, &'static str) {
+        match self {
+            QueryKind::Member => (MEMBER_QUERY.to_owned(), "storefront member query"),
+            QueryKind::MemberWithoutRanks => (
+                MEMBER_QUERY.replace("    leaderboardRanks { period rank points }\n", ""),
+                "storefront member query without leaderboardRanks",
+            ),
+            QueryKind::Typename => (TYPENAME_QUERY.to_owned(), "{ __typename }"),
+        }
+    }
 }
 
 /// What a storefront widget asks for a member (SPEC §7): balance, tier progress, stamp cards,
@@ -841,7 +861,7 @@ pub async fn run_graphql(args: GraphqlArgs) -> anyhow::Result<GraphqlReport> {
     let api = args.target.api()?;
     let org = args.target.orgs(&api, 1, 2).await?.remove(0);
     let members = setup::enrol_members(&api, &org, 1, args.members, 16).await?;
-    if args.query == QueryKind::Member {
+    if args.query.asks_for_a_member() {
         eprintln!("loadgen: giving {} members some history", members.len());
         futures::future::try_join_all(members.chunks(16).map(|chunk| {
             let (api, org) = (&api, &org);
@@ -864,7 +884,7 @@ pub async fn run_graphql(args: GraphqlArgs) -> anyhow::Result<GraphqlReport> {
             let data = api
                 .graphql(
                     &org.storefront_key,
-                    MEMBER_QUERY,
+                    "query($orgId: ID!, $memberId: ID!) { member(orgId: $orgId, memberId: $memberId) { memberId } }",
                     &json!({"orgId": org.id, "memberId": last}),
                 )
                 .await?;
@@ -878,10 +898,8 @@ pub async fn run_graphql(args: GraphqlArgs) -> anyhow::Result<GraphqlReport> {
         }
     }
 
-    let (query, name) = match args.query {
-        QueryKind::Member => (MEMBER_QUERY, "storefront member query"),
-        QueryKind::Typename => (TYPENAME_QUERY, "{ __typename }"),
-    };
+    let (query, name) = args.query.query();
+    let query = Arc::new(query);
     let start = Instant::now();
     let measure_from = start + Duration::from_secs(args.warmup);
     let end = start + Duration::from_secs(args.duration);
@@ -889,19 +907,22 @@ pub async fn run_graphql(args: GraphqlArgs) -> anyhow::Result<GraphqlReport> {
     let members = Arc::new(members);
     let workers = (0..args.connections).map(|i| {
         let (api, org, members, bar) = (api.clone(), org.clone(), members.clone(), bar.clone());
+        let query = query.clone();
         tokio::spawn(async move {
             let mut rng = SmallRng::seed_from_u64(i);
             let mut recorder = Recorder::default();
             while Instant::now() < end {
                 let member = members[rng.random_range(0..members.len())];
                 let variables = match args.query {
-                    QueryKind::Member => json!({"orgId": org.id, "memberId": member}),
+                    QueryKind::Member | QueryKind::MemberWithoutRanks => {
+                        json!({"orgId": org.id, "memberId": member})
+                    }
                     QueryKind::Typename => Value::Null,
                 };
                 let t = Instant::now();
-                let outcome = match api.graphql_raw(&org.storefront_key, query, &variables).await {
+                let outcome = match api.graphql_raw(&org.storefront_key, &query, &variables).await {
                     Ok(reply) => match graphql_error_kind(&reply) {
-                        None if args.query == QueryKind::Member
+                        None if args.query.asks_for_a_member()
                             && reply.body.pointer("/data/member").is_none_or(Value::is_null) =>
                         {
                             Err("member not found".to_owned())
@@ -963,6 +984,15 @@ mod tests {
         assert!(Cli::try_parse_from(["loadgen", "run", "--rate", "10", "--concurrency", "4"]).is_err());
         assert!(Cli::try_parse_from(["loadgen", "run", "--mix", "dance=1"]).is_err());
         assert!(Cli::try_parse_from(["loadgen", "graphql", "--query", "typename"]).is_ok());
+    }
+
+    #[test]
+    fn the_member_query_without_ranks_differs_only_by_the_ranks() {
+        let (with, _) = QueryKind::Member.query();
+        let (without, _) = QueryKind::MemberWithoutRanks.query();
+        assert!(with.contains("leaderboardRanks"));
+        assert!(!without.contains("leaderboardRanks"));
+        assert_eq!(with.lines().count(), without.lines().count() + 1);
     }
 
     #[test]
