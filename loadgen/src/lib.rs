@@ -19,6 +19,8 @@
 //!   consistency check ([`check`]).
 //! - [`history`](run_history): command latency on a member with a long history vs a new one.
 //! - [`graphql`](run_graphql): QPS and latency of a GraphQL query at a number of connections.
+//! - [`seed`](seed::run_seed): a large log written straight into the event store, for the audit
+//!   replay benchmark.
 //!
 //! Only loopback targets are accepted, and every run is bounded in time and requests.
 
@@ -30,6 +32,7 @@ pub mod api;
 pub mod check;
 pub mod lag;
 pub mod resources;
+pub mod seed;
 pub mod setup;
 pub mod stats;
 pub mod workload;
@@ -76,6 +79,9 @@ pub enum Command {
     History(HistoryArgs),
     /// Throughput and latency of a GraphQL query.
     Graphql(GraphqlArgs),
+    /// Fills the event store with a large valid log directly (domain-decided events appended
+    /// in bulk), for the audit replay benchmark.
+    Seed(seed::SeedArgs),
 }
 
 /// Where the platform is and how to report.
