@@ -24,7 +24,7 @@ use std::fmt;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
@@ -128,13 +128,28 @@ impl ListenArgs {
 
 /// Opens a Postgres pool and checks that a connection can be made.
 pub async fn connect_db(args: &DbArgs) -> anyhow::Result<PgPool> {
+    connect_db_with(args, &[]).await
+}
+
+/// Like [`connect_db`], with run-time settings (`SET name = value`) on every connection.
+pub async fn connect_db_with(args: &DbArgs, settings: &[(&str, &str)]) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = args
+        .database_url
+        .parse()
+        .with_context(|| format!("bad database URL {}", redact_url(&args.database_url)))?;
     PgPoolOptions::new()
         .max_connections(args.database_max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(&args.database_url)
+        .connect_with(options.options(settings.iter().copied()))
         .await
         .with_context(|| format!("cannot connect to Postgres at {}", redact_url(&args.database_url)))
 }
+
+/// Plan each prepared statement once per connection. The read paths run the same few
+/// statements over and over with array parameters, for which Postgres otherwise keeps
+/// re-planning (a custom plan per execution): measured, planning the storefront member query's
+/// statements cost more database CPU than running them.
+pub const GENERIC_PLANS: (&str, &str) = ("plan_cache_mode", "force_generic_plan");
 
 /// Connects to NATS; fails if the server cannot be reached now (it reconnects later by itself).
 pub async fn connect_nats(args: &NatsArgs) -> anyhow::Result<async_nats::Client> {

@@ -108,7 +108,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let pool = common::config::connect_db(&config.db).await?;
+    let pool = common::config::connect_db_with(&config.db, &[common::config::GENERIC_PLANS]).await?;
     let nats = common::config::connect_nats(&config.nats).await?;
     let cancel = CancellationToken::new();
     let live = Arc::new(LiveFeed::default());

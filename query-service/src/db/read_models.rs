@@ -92,14 +92,14 @@ pub struct ProgramRow {
     pub configured_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct ProgramTierRow {
     pub name: String,
     pub threshold_points: i64,
     pub multiplier_bps: i32,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct RewardRow {
     pub reward_id: String,
     pub name: String,
@@ -107,13 +107,22 @@ pub struct RewardRow {
     pub active: bool,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct StampCardDefRow {
     pub card_id: String,
     pub name: String,
     pub stamps_required: i32,
     pub reward_id: String,
     pub min_amount_minor: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct ProgramWithParts {
+    #[sqlx(flatten)]
+    program: ProgramRow,
+    tiers: sqlx::types::Json<Vec<ProgramTierRow>>,
+    rewards: sqlx::types::Json<Vec<RewardRow>>,
+    stamp_cards: sqlx::types::Json<Vec<StampCardDefRow>>,
 }
 
 /// An org's program with its ladder, catalogue and cards.
@@ -351,12 +360,21 @@ impl Db {
     ) -> QueryResult<HashMap<MemberKey, Vec<LeaderboardRow>>> {
         let (orgs, ids) = key_arrays(keys);
         let rows: Vec<Keyed<LeaderboardRow>> = sqlx::query_as(
-            "SELECT l.org_id, l.member_id, l.period, l.period_key, l.rank, l.display_name, l.points \
-             FROM rm.leaderboard l \
+            // Not through the `rm.leaderboard` view: its rank() would rank every member of every
+            // board before the join picks a few. A standard competition rank is 1 + the number
+            // of members of the board with strictly more points, counted on the ranking index.
+            "SELECT s.org_id, s.member_id, s.period, s.period_key, \
+                    1 + (SELECT count(*) FROM rm.leaderboard_scores o \
+                         WHERE o.org_id = s.org_id AND o.location_id = s.location_id \
+                           AND o.period = s.period AND o.period_key = s.period_key \
+                           AND o.points > s.points) AS rank, \
+                    coalesce(d.display_name, rm.member_pseudonym(s.member_id)) AS display_name, s.points \
+             FROM rm.leaderboard_scores s \
              JOIN unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) USING (org_id, member_id) \
-             WHERE l.location_id = $3 \
-               AND ((l.period = 'week' AND l.period_key = $4) OR (l.period = 'month' AND l.period_key = $5) \
-                    OR (l.period = 'all' AND l.period_key = 'all'))",
+             LEFT JOIN rm.member_directory d ON d.org_id = s.org_id AND d.member_id = s.member_id \
+             WHERE s.location_id = $3 \
+               AND ((s.period = 'week' AND s.period_key = $4) OR (s.period = 'month' AND s.period_key = $5) \
+                    OR (s.period = 'all' AND s.period_key = 'all'))",
         )
         .bind(orgs)
         .bind(ids)
@@ -380,75 +398,40 @@ impl Db {
 
     /// Programs of many orgs (ladder, catalogue, cards): four statements however many orgs.
     pub async fn programs(&self, orgs: &[String]) -> QueryResult<HashMap<String, FullProgram>> {
-        let programs: Vec<ProgramRow> = sqlx::query_as(
-            "SELECT org_id, version, currency, earn_rate, expiry_days, qualification_window_days, \
-                    downgrade_grace_days, configured_at \
-             FROM rm.programs WHERE org_id = ANY($1)",
+        // One statement: a storefront query asks for the program on every request, and each
+        // round trip costs both processes more than the few rows it carries.
+        let rows: Vec<ProgramWithParts> = sqlx::query_as(
+            "SELECT p.org_id, p.version, p.currency, p.earn_rate, p.expiry_days, \
+                    p.qualification_window_days, p.downgrade_grace_days, p.configured_at, \
+                    (SELECT coalesce(json_agg(json_build_object('name', t.name, \
+                              'threshold_points', t.threshold_points, 'multiplier_bps', t.multiplier_bps) \
+                              ORDER BY t.position), '[]') \
+                     FROM rm.program_tiers t WHERE t.org_id = p.org_id) AS tiers, \
+                    (SELECT coalesce(json_agg(json_build_object('reward_id', r.reward_id, 'name', r.name, \
+                              'points_cost', r.points_cost, 'active', r.active) \
+                              ORDER BY r.points_cost, r.reward_id), '[]') \
+                     FROM rm.program_rewards r WHERE r.org_id = p.org_id) AS rewards, \
+                    (SELECT coalesce(json_agg(json_build_object('card_id', c.card_id, 'name', c.name, \
+                              'stamps_required', c.stamps_required, 'reward_id', c.reward_id, \
+                              'min_amount_minor', c.min_amount_minor) ORDER BY c.card_id), '[]') \
+                     FROM rm.program_stamp_cards c WHERE c.org_id = p.org_id) AS stamp_cards \
+             FROM rm.programs p WHERE p.org_id = ANY($1)",
         )
         .bind(orgs)
         .fetch_all(self.pool())
         .await?;
-        if programs.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let tiers: Vec<(String, ProgramTierRow)> = sqlx::query_as::<_, Org<ProgramTierRow>>(
-            "SELECT org_id, name, threshold_points, multiplier_bps FROM rm.program_tiers \
-             WHERE org_id = ANY($1) ORDER BY org_id, position",
-        )
-        .bind(orgs)
-        .fetch_all(self.pool())
-        .await?
-        .into_iter()
-        .map(|o| (o.org_id, o.row))
-        .collect();
-        let rewards: Vec<(String, RewardRow)> = sqlx::query_as::<_, Org<RewardRow>>(
-            "SELECT org_id, reward_id, name, points_cost, active FROM rm.program_rewards \
-             WHERE org_id = ANY($1) ORDER BY org_id, points_cost, reward_id",
-        )
-        .bind(orgs)
-        .fetch_all(self.pool())
-        .await?
-        .into_iter()
-        .map(|o| (o.org_id, o.row))
-        .collect();
-        let cards: Vec<(String, StampCardDefRow)> = sqlx::query_as::<_, Org<StampCardDefRow>>(
-            "SELECT org_id, card_id, name, stamps_required, reward_id, min_amount_minor \
-             FROM rm.program_stamp_cards WHERE org_id = ANY($1) ORDER BY org_id, card_id",
-        )
-        .bind(orgs)
-        .fetch_all(self.pool())
-        .await?
-        .into_iter()
-        .map(|o| (o.org_id, o.row))
-        .collect();
-        let mut result: HashMap<String, FullProgram> = programs
+        Ok(rows
             .into_iter()
-            .map(|program| {
+            .map(|row| {
                 let full = FullProgram {
-                    program: program.clone(),
-                    tiers: Vec::new(),
-                    rewards: Vec::new(),
-                    stamp_cards: Vec::new(),
+                    program: row.program,
+                    tiers: row.tiers.0,
+                    rewards: row.rewards.0,
+                    stamp_cards: row.stamp_cards.0,
                 };
-                (program.org_id, full)
+                (full.program.org_id.clone(), full)
             })
-            .collect();
-        for (org, tier) in tiers {
-            if let Some(program) = result.get_mut(&org) {
-                program.tiers.push(tier);
-            }
-        }
-        for (org, reward) in rewards {
-            if let Some(program) = result.get_mut(&org) {
-                program.rewards.push(reward);
-            }
-        }
-        for (org, card) in cards {
-            if let Some(program) = result.get_mut(&org) {
-                program.stamp_cards.push(card);
-            }
-        }
-        Ok(result)
+            .collect())
     }
 
     /// The top `limit` of a board of the period containing now.
@@ -688,13 +671,6 @@ impl Db {
         }
         Ok(history)
     }
-}
-
-#[derive(sqlx::FromRow)]
-struct Org<T> {
-    org_id: String,
-    #[sqlx(flatten)]
-    row: T,
 }
 
 #[cfg(test)]
