@@ -446,22 +446,12 @@ impl Commands {
     ) -> Result<MemberOutcome, CommandError> {
         let member_id = self.resolve(&ctx.org_id, member).await?;
         let program = self.program_snapshot(&ctx.org_id).await?;
-        // Checked early for a clear answer. The rule itself is enforced by the trigger on the
-        // events insert (migration 0003), which writes the claim in the same transaction as the
-        // PurchaseRecorded event: there is no state with a claim and no event or the reverse, so
-        // no crash window to recover from, and a race between two members is decided by the
-        // claim's primary key.
-        let owner: Option<Uuid> = sqlx::query_scalar(
-            "SELECT member_id FROM command_transaction_claims WHERE org_id = $1 AND transaction_id = $2",
-        )
-        .bind(&ctx.org_id)
-        .bind(&transaction_id)
-        .fetch_optional(&self.pool)
-        .await
-        .context("looking up a transaction claim")?;
-        if owner.is_some_and(|owner| owner != member_id) {
-            return Err(CommandError::TransactionClaimed(transaction_id));
-        }
+        // A transaction id credited to another member is refused by the trigger on the events
+        // insert (migration 0003), which writes the claim in the same transaction as the
+        // PurchaseRecorded event: no state with a claim and no event or the reverse, no crash
+        // window, and a race between two members is decided by the claim's primary key. No
+        // look-up first: it would cost every purchase a round trip to answer a rare mistake
+        // that the insert answers anyway (the refused append also discards the cached member).
         let command = MemberCommand::RecordPurchase {
             transaction_id: transaction_id.clone(),
             location_id,

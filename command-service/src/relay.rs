@@ -48,6 +48,11 @@ pub struct RelayArgs {
     /// Poll interval when no notification arrives, in milliseconds.
     #[arg(long, global = true, env = "RELAY_POLL_INTERVAL_MS", default_value_t = 500)]
     pub relay_poll_interval_ms: u64,
+    /// After a notification, how long to let further commits gather before reading, in
+    /// milliseconds: under load one read and one checkpoint then serve many commits instead of
+    /// one each, for that much added latency.
+    #[arg(long, global = true, env = "RELAY_LINGER_MS", default_value_t = 3)]
+    pub relay_linger_ms: u64,
     /// JetStream duplicate window of the stream, in seconds: how long after a crash a
     /// republished event is still recognised as a duplicate.
     #[arg(
@@ -65,6 +70,7 @@ impl Default for RelayArgs {
             relay_batch_size: 500,
             relay_max_in_flight: 128,
             relay_poll_interval_ms: 500,
+            relay_linger_ms: 3,
             relay_duplicate_window_secs: 600,
         }
     }
@@ -222,9 +228,30 @@ impl Relay {
 
         let mut checkpoint = load_checkpoint(&mut conn, &stream).await?;
         let batch_size = i64::from(self.config.args.relay_batch_size.max(1));
+        let linger = Duration::from_millis(self.config.args.relay_linger_ms);
+        // Whether the log is drained as far as the last read could see: then wait for a
+        // commit's notification (or the poll) before reading again.
+        let mut drained = false;
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
+            }
+            if drained {
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    notification = listener.recv() => {
+                        if let Err(error) = notification {
+                            tracing::warn!(%error, "relay listener failed; polling until it reconnects");
+                            tokio::time::sleep(self.poll_interval()).await;
+                        }
+                        if !linger.is_zero() {
+                            tokio::time::sleep(linger).await;
+                        }
+                        // One query serves every notification that arrived meanwhile.
+                        while listener.next_buffered().is_some() {}
+                    }
+                    () = tokio::time::sleep(self.poll_interval()) => {}
+                }
             }
             let rows: Vec<Row> = sqlx::query_as(
                 "SELECT tx_id::text AS tx_id, global_position, event_id, aggregate_type, aggregate_id, \
@@ -245,18 +272,7 @@ impl Relay {
             if rows.is_empty() {
                 metrics::gauge!("relay_lag_events", "stream" => stream.clone()).set(0.0);
                 metrics::gauge!("relay_lag_seconds", "stream" => stream.clone()).set(0.0);
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
-                    notification = listener.recv() => {
-                        if let Err(error) = notification {
-                            tracing::warn!(%error, "relay listener failed; polling until it reconnects");
-                            tokio::time::sleep(self.poll_interval()).await;
-                        }
-                        // One query serves every notification that arrived meanwhile.
-                        while listener.next_buffered().is_some() {}
-                    }
-                    () = tokio::time::sleep(self.poll_interval()) => {}
-                }
+                drained = true;
                 continue;
             }
 
@@ -265,6 +281,8 @@ impl Relay {
                 .set((Utc::now() - oldest).to_std().unwrap_or_default().as_secs_f64());
             let started = std::time::Instant::now();
             let full = rows.len() as i64 == batch_size;
+            // A short batch took everything readable: the next read waits for a commit.
+            drained = !full;
             let last = tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
                 published = self.publish(&rows) => published?,
