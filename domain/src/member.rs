@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, NaiveDate, SubsecRound as _, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
@@ -626,6 +626,9 @@ impl Member {
         recorded_at: DateTime<Utc>,
         sink: &EventSink<Self>,
     ) -> Result<(), MemberError> {
+        // Postgres keeps microseconds: a receipt time finer than that would come back from the
+        // read models different from the event, and its refund would no longer match it.
+        let occurred_at = occurred_at.trunc_subsecs(6);
         self.enrolled()?;
         check_id("transaction_id", &transaction_id)?;
         if !is_slug(&location_id) {

@@ -193,6 +193,33 @@ fn purchase_earns_floor_of_amount_times_earn_rate_per_whole_currency_unit() {
 }
 
 #[test]
+fn a_receipt_time_finer_than_microseconds_is_recorded_at_the_store_precision() {
+    // The event store and read models keep microseconds; the refund of this purchase is later
+    // matched against the time the read model kept.
+    let printed = at(1, 10) + Duration::nanoseconds(123_456_789);
+    let kept = at(1, 10) + Duration::microseconds(123_456);
+    member()
+        .given(given(vec![]))
+        .when(purchase("t1", 1999, printed))
+        .then_expect_events(vec![
+            purchased("t1", 1999, kept, 19, "Bronze", 10_000, 19, 19, 19),
+            MemberEvent::StampCollected {
+                card_id: "coffee".into(),
+                transaction_id: "t1".into(),
+                day: kept.date_naive(),
+                stamps: 1,
+                stamps_required: 3,
+                occurred_at: kept,
+            },
+        ]);
+    // The same receipt sent again is recognised as the same purchase.
+    member()
+        .given(given(vec![purchase("t1", 1999, printed)]))
+        .when(purchase("t1", 1999, printed))
+        .then_expect_events(vec![]);
+}
+
+#[test]
 fn earn_rate_multiplies_before_the_floor() {
     // floor(1999 × 3 / 100) = floor(59.97) = 59, not 3 × 19 = 57.
     let program = program_with(|c| {

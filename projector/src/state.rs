@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Datelike as _, NaiveDate, Utc};
+use chrono::{DateTime, Datelike as _, NaiveDate, SubsecRound as _, Utc};
 use cqrs_es::Aggregate as _;
 use domain::ledger::{self, Account};
 use domain::member::Lot;
@@ -35,6 +35,9 @@ pub struct BalanceRow {
     pub adjusted: i64,
     /// The domain's expiry lots, in the domain's order.
     pub lots: Vec<Lot>,
+    /// The lots as `member_lots` held them when the batch loaded them (none for a new member
+    /// or a replay): only the rows that differ are written back.
+    pub stored_lots: Vec<Lot>,
 }
 
 impl BalanceRow {
@@ -626,7 +629,9 @@ fn apply_rest(
                 )));
             };
             let same_purchase = purchase.location_id == *location_id
-                && purchase.occurred_at == *purchase_occurred_at
+                // At the store's precision: a log may hold receipt times finer than the
+                // microseconds `purchases` keeps.
+                && purchase.occurred_at.trunc_subsecs(6) == purchase_occurred_at.trunc_subsecs(6)
                 && purchase.amount_minor == *purchase_amount_minor
                 && purchase.points_earned == *purchase_points_earned;
             let refunded = add(purchase.refunded_minor, *amount_minor, "refunded_minor")?;

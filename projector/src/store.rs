@@ -57,6 +57,7 @@ pub async fn load_members(
                 clawed_back,
                 adjusted,
                 lots: Vec::new(),
+                stored_lots: Vec::new(),
             });
         }
     }
@@ -80,6 +81,9 @@ pub async fn load_members(
                 remaining,
             });
         }
+    }
+    for balance in states.values_mut().filter_map(|s| s.balance.as_mut()) {
+        balance.stored_lots = balance.lots.clone();
     }
 
     type TierTuple = (
@@ -282,20 +286,24 @@ async fn flush_balances(
     .await
     .context("writing member_balances")?;
 
-    if mode == Mode::Upsert {
-        sqlx::query(
-            "DELETE FROM member_lots l USING unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
-             WHERE l.org_id = k.org_id AND l.member_id = k.member_id",
-        )
-        .bind(&orgs)
-        .bind(&ids)
-        .execute(&mut *conn)
-        .await
-        .context("clearing member_lots")?;
-    }
+    // Lots only change at their ends in the common case (a purchase appends one, a redemption
+    // draws down the first): rewrite from the first lot that differs from the stored row, and
+    // drop stored rows past the new end, instead of rewriting every lot of the member.
     let mut lots = LotColumns::default();
+    let (mut cut_orgs, mut cut_ids, mut cut_from) = (Vec::new(), Vec::new(), Vec::new());
     for (key, balance) in &rows {
-        for (no, lot) in balance.lots.iter().enumerate() {
+        let same = balance
+            .lots
+            .iter()
+            .zip(&balance.stored_lots)
+            .take_while(|(new, old)| new == old)
+            .count();
+        if balance.stored_lots.len() > balance.lots.len() {
+            cut_orgs.push(key.org_id.clone());
+            cut_ids.push(key.member_id);
+            cut_from.push(i32::try_from(balance.lots.len()).context("too many lots")?);
+        }
+        for (no, lot) in balance.lots.iter().enumerate().skip(same) {
             lots.org.push(key.org_id.clone());
             lots.member.push(key.member_id);
             lots.no.push(i32::try_from(no).context("too many lots")?);
@@ -304,11 +312,27 @@ async fn flush_balances(
             lots.remaining.push(lot.remaining);
         }
     }
-    if !lots.org.is_empty() {
+    if !cut_orgs.is_empty() {
         sqlx::query(
-            "INSERT INTO member_lots (org_id, member_id, lot_no, earned_at, expires_at, remaining) \
-             SELECT * FROM unnest($1::text[], $2::uuid[], $3::int[], $4::timestamptz[], $5::timestamptz[], $6::bigint[])",
+            "DELETE FROM member_lots l USING unnest($1::text[], $2::uuid[], $3::int[]) AS k(org_id, member_id, from_no) \
+             WHERE l.org_id = k.org_id AND l.member_id = k.member_id AND l.lot_no >= k.from_no",
         )
+        .bind(&cut_orgs)
+        .bind(&cut_ids)
+        .bind(&cut_from)
+        .execute(&mut *conn)
+        .await
+        .context("dropping spent member_lots")?;
+    }
+    if !lots.org.is_empty() {
+        sqlx::query(&format!(
+            "INSERT INTO member_lots (org_id, member_id, lot_no, earned_at, expires_at, remaining) \
+             SELECT * FROM unnest($1::text[], $2::uuid[], $3::int[], $4::timestamptz[], $5::timestamptz[], $6::bigint[]){}",
+            mode.on_conflict(
+                "(org_id, member_id, lot_no) DO UPDATE SET earned_at = excluded.earned_at, \
+                 expires_at = excluded.expires_at, remaining = excluded.remaining"
+            )
+        ))
         .bind(&lots.org)
         .bind(&lots.member)
         .bind(&lots.no)
