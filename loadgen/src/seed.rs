@@ -154,7 +154,8 @@ pub async fn run_seed(args: SeedArgs) -> anyhow::Result<SeedReport> {
                     per_member,
                     &mut rows,
                     &mut totals,
-                )?;
+                )
+                .await?;
                 if rows.len() as u64 >= args.batch {
                     bar.inc(rows.len() as u64);
                     append(&pool, std::mem::take(&mut rows)).await?;
@@ -223,7 +224,7 @@ async fn pos_key_id(pool: &PgPool, org_id: &str) -> anyhow::Result<Uuid> {
 /// Decides `events` events for member number `n` (enrolment first, then mostly purchases, some
 /// refunds and redemptions), one command at a time on the state the previous ones left.
 #[allow(clippy::too_many_arguments)]
-fn member_history(
+async fn member_history(
     rng: &mut SmallRng,
     org: &Org,
     program: &ProgramSnapshot,
@@ -252,7 +253,7 @@ fn member_history(
     };
     while written < events {
         let name = command.name();
-        let decided = decide(&mut member, command.clone())?;
+        let decided = decide(&mut member, command.clone()).await?;
         totals.commands += 1;
         for event in decided {
             written += 1;
@@ -279,12 +280,12 @@ fn member_history(
     Ok(())
 }
 
-fn decide(member: &mut Member, command: MemberCommand) -> anyhow::Result<Vec<MemberEvent>> {
-    // `Member::handle` is synchronous in all but name (no IO, no services): driving it to
-    // completion in place never parks.
+async fn decide(member: &mut Member, command: MemberCommand) -> anyhow::Result<Vec<MemberEvent>> {
+    // Awaited on the runtime, not driven by a nested executor: the sink's tokio mutex takes
+    // from the task's cooperative budget, and once that is spent only the runtime can resume it.
     let sink = EventSink::default();
-    let decided = futures::executor::block_on(member.handle(command, &(), &sink));
-    let events = futures::executor::block_on(sink.collect());
+    let decided = member.handle(command, &(), &sink).await;
+    let events = sink.collect().await;
     if let Err(error) = decided {
         bail!("the domain refused a generated command: {error}");
     }
@@ -416,8 +417,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_seeded_history_is_what_the_domain_decides_in_order() {
+    #[tokio::test]
+    async fn a_seeded_history_is_what_the_domain_decides_in_order() {
         let mut rng = SmallRng::seed_from_u64(7);
         let mut rows = Vec::new();
         let mut totals = Totals::default();
@@ -431,6 +432,7 @@ mod tests {
             &mut rows,
             &mut totals,
         )
+        .await
         .expect("every generated command is accepted");
 
         assert!(rows.len() >= 500);
