@@ -239,8 +239,10 @@ if [ -n "$LAG_RATE" ]; then
 fi
 
 # --- 4. the realistic mix, with its consistency check ---------------------------------------------
+# The check includes `projector audit` (the whole log replayed and compared) once the run settled.
 logged mixed_c32 "${LOADGEN[@]}" run "${TARGET[@]}" --concurrency 32 --orgs 4 --members 1000 \
-    --duration "$((DURATION * 2))" --warmup "$WARMUP" "${WATCH[@]}" --json "$OUT/mixed_c32.json"
+    --duration "$((DURATION * 2))" --warmup "$WARMUP" "${WATCH[@]}" --audit-cmd "$BIN/projector audit" \
+    --json "$OUT/mixed_c32.json"
 
 # --- 5. a member with 10,000 events vs a new member -------------------------------------------------
 logged history "${LOADGEN[@]}" history "${TARGET[@]}" --events "$HISTORY_EVENTS" --samples 500 \
@@ -266,6 +268,7 @@ wait_projected 1800
 echo "$(($(all_events) - events)) events seeded and projected in $((($(date +%s%N) - seed_start_ns) / 1000000)) ms" |
     tee "$OUT/seed_projected.txt" >&2
 psql_bench -d "$BENCH_DB" -Atc "SELECT count(*) FROM events" >"$OUT/replay_events.txt"
+psql_bench -d "$BENCH_DB" -Atc "SELECT count(*) FROM rm.parked_events" >"$OUT/parked_events.txt"
 logged audit /usr/bin/time -v "$BIN/projector" audit
 
 # --- 8. peak memory of the services ----------------------------------------------------------------
@@ -322,7 +325,8 @@ echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine
     jq -r '"- \(.commands_per_second) commands/s, p50 \(.latency.p50_ms) ms, p99 \(.latency.p99_ms) ms, p99.9 \(.latency.p999_ms) ms, errors \(.errors_total), lag p50 \(.lag.samples.p50_ms) ms p99 \(.lag.samples.p99_ms) ms, consistency \(if .consistency.ok then "OK" else "FAILED" end)",
         (.by_kind | to_entries[] | "  - \(.key): n=\(.value.count), p50 \(.value.p50_ms) ms, p99 \(.value.p99_ms) ms"),
         "- CPU ms per command: \(.resources.cpu | to_entries | map("\(.key) \(.value.ms_per_command)") | join(", "))",
-        "- errors by kind: \(.errors)"' "$OUT/mixed_c32.json"
+        "- errors by kind: \(.errors)",
+        "- consistency: per org Σ acknowledged balances = Σ read-model balances = liability: \([.consistency.orgs[] | .sum_acknowledged == .sum_read_model and .sum_read_model == .liability and .mismatched_members == 0 and .missing_members == 0] | all); journal entries not summing to zero: \(.consistency.journal.Ok.unbalanced_entries // "?"); \(.consistency.audit.Ok | if . then "projector audit exited \(.exit_code) after \(.seconds) s" else "audit not run" end)"' "$OUT/mixed_c32.json"
     echo
     echo "## Long history"
     echo
@@ -346,6 +350,7 @@ echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine
     seconds=$(echo "$wall" | awk -F: '{ s = 0; for (i = 1; i <= NF; i++) s = s * 60 + $i; print s }')
     echo "- events in the store: $(cat "$OUT/replay_events.txt"), replayed: $replayed, wall: $wall ($seconds s) => $(awk -v n="$replayed" -v s="$seconds" 'BEGIN { printf "%.0f", n / s }') events/s, max RSS: $rss kB"
     echo "- result: $(grep -E '^(OK|FAILED)' "$OUT/audit.txt" || echo 'see audit.txt')"
+    echo "- events the live projector parked (could not apply): $(cat "$OUT/parked_events.txt")"
     if [ -f "$OUT/seed_for_replay.json" ]; then
         jq -r '"- the log was filled by `loadgen seed`: \(.events) events in \(.seconds) s (\(.events_per_second) events/s appended)"' "$OUT/seed_for_replay.json"
         read -r n _ _ _ _ _ ms _ <"$OUT/seed_projected.txt"
