@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces every figure of BENCHMARKS.md in one run, on this machine:
 #
-#   scripts/bench.sh            # ~45 minutes; results in bench-out/<UTC time>/
+#   scripts/bench.sh            # ~30 minutes on 2 cores; results in bench-out/<UTC time>/
 #
 #  1. the ceiling: pgbench, one event-sized row per transaction (scripts/pgbench_event_insert.sql)
 #     at each concurrency;
