@@ -623,3 +623,26 @@ impl GraphqlWs {
         }
     }
 }
+
+/// Waits until the projector has applied every event of the store (the per-aggregate
+/// checkpoints add up to the number of events); returns that number. Fails after `timeout`.
+pub async fn wait_projected(pool: &PgPool, timeout: Duration) -> i64 {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (applied, total): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT coalesce(sum(last_sequence), 0)::bigint FROM rm.projection_checkpoints), \
+                    (SELECT count(*) FROM events)",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("reading the projection progress");
+        if applied == total {
+            return total;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "projector did not catch up: {applied} of {total} events applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -7,35 +7,12 @@ use std::time::Duration;
 use clap::Parser as _;
 use loadgen::{Cli, Command};
 use loyalty_tests::command_api::spawn_command_service;
-use loyalty_tests::{spawn_projector, spawn_query_service, TestDb, TestNats};
-use sqlx::PgPool;
+use loyalty_tests::{spawn_projector, spawn_query_service, wait_projected, TestDb, TestNats};
 
 fn parse(args: &[&str]) -> Command {
     Cli::try_parse_from(std::iter::once("loadgen").chain(args.iter().copied()))
         .expect("valid loadgen arguments")
         .command
-}
-
-/// Until the projector has applied every event of the store.
-async fn wait_projected(pool: &PgPool, timeout: Duration) -> i64 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let (applied, total): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT coalesce(sum(last_sequence), 0)::bigint FROM rm.projection_checkpoints), \
-                    (SELECT count(*) FROM events)",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        if applied == total {
-            return total;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "projector did not catch up: {applied} of {total} events applied"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]

@@ -385,28 +385,7 @@ pub async fn all_events(pool: &PgPool) -> Vec<StoredEvent> {
         .expect("reading the log")
 }
 
-/// Waits until the projector has applied every event of the store (Σ checkpoints = events),
-/// or panics after `timeout`.
-pub async fn wait_projected(pool: &PgPool, timeout: Duration) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let (applied, total): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT coalesce(sum(last_sequence), 0)::bigint FROM rm.projection_checkpoints), \
-                    (SELECT count(*) FROM events)",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        if applied == total {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "projector did not catch up: {applied} of {total} events applied"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use loyalty_tests::wait_projected;
 
 /// Every row of every read-model table, as sorted JSON lines per table.
 pub async fn snapshot(pool: &PgPool) -> BTreeMap<String, Vec<String>> {
