@@ -16,14 +16,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::History(args) => print!("{}", loadgen::run_history(args).await?.render()),
         Command::Graphql(args) => print!("{}", loadgen::run_graphql(args).await?.render()),
-        Command::Seed(args) => {
-            let json = args.target.json.clone();
-            let report = loadgen::seed::run_seed(args).await?;
-            if let Some(path) = json {
-                std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
-            }
-            print!("{}", report.render());
-        }
+        Command::Seed(args) => print!("{}", loadgen::seed::run_seed(args).await?.render()),
     }
     Ok(())
 }

@@ -31,7 +31,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::setup::{self, Org, CURRENCY};
+use crate::setup::{Org, CURRENCY};
 use crate::Target;
 
 #[derive(Debug, Clone, Args)]
@@ -96,8 +96,8 @@ struct Row {
     sequence: i64,
     event_type: String,
     event_version: String,
-    payload: Value,
-    metadata: Value,
+    payload: String,
+    metadata: String,
 }
 
 #[derive(Default)]
@@ -113,7 +113,10 @@ pub async fn run_seed(args: SeedArgs) -> anyhow::Result<SeedReport> {
         .target
         .orgs(&api, args.orgs as usize, args.locations as usize)
         .await?;
-    let pool = setup::connect_platform_db(&args.target.database_url).await?;
+    crate::api::require_loopback("--database-url", &args.target.database_url)?;
+    let mut db_args = common::config::DbArgs::new(&args.target.database_url);
+    db_args.database_max_connections = u32::try_from(args.connections).unwrap_or(16);
+    let pool = common::config::connect_db(&db_args).await?;
     let mut programs = Vec::with_capacity(orgs.len());
     for org in &orgs {
         programs.push((
@@ -122,11 +125,6 @@ pub async fn run_seed(args: SeedArgs) -> anyhow::Result<SeedReport> {
             pos_key_id(&pool, &org.id).await?,
         ));
     }
-    pool.close().await;
-
-    let mut db_args = common::config::DbArgs::new(&args.target.database_url);
-    db_args.database_max_connections = u32::try_from(args.connections).unwrap_or(16);
-    let pool = common::config::connect_db(&db_args).await?;
 
     let total_members = args.orgs * args.members;
     let per_member = args.events.div_ceil(total_members).max(1);
@@ -179,7 +177,7 @@ pub async fn run_seed(args: SeedArgs) -> anyhow::Result<SeedReport> {
     bar.finish_and_clear();
     pool.close().await;
     let seconds = started.elapsed().as_secs_f64();
-    Ok(SeedReport {
+    let report = SeedReport {
         orgs: orgs.iter().map(|o| o.id.clone()).collect(),
         members: total_members,
         commands: totals.commands,
@@ -187,7 +185,9 @@ pub async fn run_seed(args: SeedArgs) -> anyhow::Result<SeedReport> {
         events_by_type: totals.by_type,
         seconds: crate::stats::round1(seconds),
         events_per_second: crate::stats::round1(totals.events as f64 / seconds.max(1e-9)),
-    })
+    };
+    args.target.write_json(&report)?;
+    Ok(report)
 }
 
 /// The org's program as the command service decides on it: its events folded by the domain.
@@ -264,14 +264,15 @@ async fn member_history(
                 sequence: i64::try_from(written).unwrap_or(i64::MAX),
                 event_type: event.event_type(),
                 event_version: event.event_version(),
-                payload: serde_json::to_value(&event).context("serializing an event")?,
+                payload: serde_json::to_string(&event).context("serializing an event")?,
                 metadata: json!({
                     "org_id": org.id,
                     "command": name,
                     "idempotency_key": Uuid::new_v4().to_string(),
                     "key_id": key_id.to_string(),
                     "request_id": "loadgen-seed",
-                }),
+                })
+                .to_string(),
             });
         }
         at += Duration::seconds(rng.random_range(1..=span_seconds.max(2)));
@@ -335,11 +336,7 @@ fn next_command(
         }
     }
     let transaction_id = format!("t-{}", Uuid::new_v4().simple());
-    let amount_minor = match rng.random_range(0..100) {
-        0..70 => rng.random_range(150..=3_000),
-        70..95 => rng.random_range(3_000..=12_000),
-        _ => rng.random_range(12_000..=60_000),
-    };
+    let amount_minor = crate::workload::purchase_amount(rng);
     purchases.push((transaction_id.clone(), amount_minor));
     MemberCommand::RecordPurchase {
         transaction_id,
@@ -369,8 +366,8 @@ async fn append(pool: &PgPool, rows: Vec<Row>) -> anyhow::Result<()> {
         sequences.push(row.sequence);
         types.push(row.event_type);
         versions.push(row.event_version);
-        payloads.push(row.payload.to_string());
-        metadata.push(row.metadata.to_string());
+        payloads.push(row.payload);
+        metadata.push(row.metadata);
     }
     sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
@@ -408,7 +405,7 @@ mod tests {
     }
 
     fn program() -> ProgramSnapshot {
-        let body = setup::program_body();
+        let body = crate::setup::program_body();
         let config: domain::ProgramConfig = serde_json::from_value(body).expect("program body");
         ProgramSnapshot {
             version: 1,
@@ -442,7 +439,7 @@ mod tests {
         // The rows decode back into the events, and replaying them gives a consistent account.
         let mut member = Member::default();
         for row in &rows {
-            let event: MemberEvent = serde_json::from_value(row.payload.clone()).expect("decodes");
+            let event: MemberEvent = serde_json::from_str(&row.payload).expect("decodes");
             assert_eq!(event.event_type(), row.event_type);
             member.apply(event);
         }

@@ -491,7 +491,7 @@ impl Workload {
 }
 
 /// Receipt totals in cents: mostly small baskets, some large ones.
-fn purchase_amount(rng: &mut SmallRng) -> i64 {
+pub(crate) fn purchase_amount(rng: &mut SmallRng) -> i64 {
     match rng.random_range(0..100) {
         0..70 => rng.random_range(150..=3_000),
         70..95 => rng.random_range(3_000..=12_000),
