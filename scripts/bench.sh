@@ -267,7 +267,7 @@ fi
 wait_projected 1800
 echo "$(($(all_events) - events)) events seeded and projected in $((($(date +%s%N) - seed_start_ns) / 1000000)) ms" |
     tee "$OUT/seed_projected.txt" >&2
-psql_bench -d "$BENCH_DB" -Atc "SELECT count(*) FROM events" >"$OUT/replay_events.txt"
+all_events >"$OUT/replay_events.txt"
 psql_bench -d "$BENCH_DB" -Atc "SELECT count(*) FROM rm.parked_events" >"$OUT/parked_events.txt"
 logged audit /usr/bin/time -v "$BIN/projector" audit
 

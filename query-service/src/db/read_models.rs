@@ -396,7 +396,7 @@ impl Db {
         Ok(ranks)
     }
 
-    /// Programs of many orgs (ladder, catalogue, cards): four statements however many orgs.
+    /// Programs of many orgs (ladder, catalogue, cards): one statement however many orgs.
     pub async fn programs(&self, orgs: &[String]) -> QueryResult<HashMap<String, FullProgram>> {
         // One statement: a storefront query asks for the program on every request, and each
         // round trip costs both processes more than the few rows it carries.
