@@ -7,6 +7,7 @@ use chrono::Duration;
 use common::*;
 use domain::ids::IdProblem;
 use domain::member::{MemberCommand, MemberError, MemberEvent, MAX_CLOCK_SKEW};
+use domain::member::{NewMember, Purchase, Receipt, TierReview};
 use domain::program::ProgramSnapshot;
 
 fn stamp(transaction_id: &str, day: i64, hour: i64, stamps: u32) -> MemberEvent {
@@ -46,23 +47,28 @@ fn no_stamp_cards() -> ProgramSnapshot {
 /// `command` (a purchase) as received by the server at `recorded_at`.
 fn received_at(command: MemberCommand, recorded: chrono::DateTime<chrono::Utc>) -> MemberCommand {
     match command {
-        MemberCommand::RecordPurchase {
-            transaction_id,
-            location_id,
-            amount_minor,
-            currency,
-            occurred_at,
+        MemberCommand::RecordPurchase(Purchase {
+            receipt:
+                Receipt {
+                    transaction_id,
+                    location_id,
+                    amount_minor,
+                    currency,
+                    occurred_at,
+                },
             program,
             ..
-        } => MemberCommand::RecordPurchase {
-            transaction_id,
-            location_id,
-            amount_minor,
-            currency,
-            occurred_at,
+        }) => MemberCommand::RecordPurchase(Purchase {
+            receipt: Receipt {
+                transaction_id,
+                location_id,
+                amount_minor,
+                currency,
+                occurred_at,
+            },
             program,
             recorded_at: recorded,
-        },
+        }),
         other => panic!("not a purchase: {other:?}"),
     }
 }
@@ -117,14 +123,14 @@ fn enrolling_an_enrolled_member_again_is_refused() {
 
 #[test]
 fn enrolment_with_an_invalid_org_id_is_refused() {
-    let command = MemberCommand::Enroll {
+    let command = MemberCommand::Enroll(NewMember {
         org_id: "Acme Corp".into(),
         member_id: member_id(),
         external_id: None,
         display_name: None,
         program: program(),
         at: at(0, 0),
-    };
+    });
     member()
         .given_no_previous_events()
         .when(command)
@@ -133,14 +139,14 @@ fn enrolment_with_an_invalid_org_id_is_refused() {
 
 #[test]
 fn enrolment_with_a_blank_external_id_is_refused() {
-    let command = MemberCommand::Enroll {
+    let command = MemberCommand::Enroll(NewMember {
         org_id: ORG.into(),
         member_id: member_id(),
         external_id: Some("   ".into()),
         display_name: None,
         program: program(),
         at: at(0, 0),
-    };
+    });
     member()
         .given_no_previous_events()
         .when(command)
@@ -152,14 +158,14 @@ fn enrolment_with_a_blank_external_id_is_refused() {
 
 #[test]
 fn display_name_that_is_an_email_address_is_refused_because_leaderboards_show_it() {
-    let command = MemberCommand::Enroll {
+    let command = MemberCommand::Enroll(NewMember {
         org_id: ORG.into(),
         member_id: member_id(),
         external_id: None,
         display_name: Some("ada@example.com".into()),
         program: program(),
         at: at(0, 0),
-    };
+    });
     member()
         .given_no_previous_events()
         .when(command)
@@ -416,15 +422,17 @@ fn purchase_of_a_negative_amount_is_refused() {
 
 #[test]
 fn purchase_in_an_unknown_currency_is_refused() {
-    let command = MemberCommand::RecordPurchase {
-        transaction_id: "t1".into(),
-        location_id: STORE.into(),
-        amount_minor: 1_000,
-        currency: "EUX".into(),
-        occurred_at: at(1, 10),
+    let command = MemberCommand::RecordPurchase(Purchase {
+        receipt: Receipt {
+            transaction_id: "t1".into(),
+            location_id: STORE.into(),
+            amount_minor: 1_000,
+            currency: "EUX".into(),
+            occurred_at: at(1, 10),
+        },
         program: program(),
         recorded_at: at(1, 10),
-    };
+    });
     member()
         .given(given(vec![]))
         .when(command)
@@ -433,15 +441,17 @@ fn purchase_in_an_unknown_currency_is_refused() {
 
 #[test]
 fn purchase_in_another_currency_than_the_programs_is_refused() {
-    let command = MemberCommand::RecordPurchase {
-        transaction_id: "t1".into(),
-        location_id: STORE.into(),
-        amount_minor: 1_000,
-        currency: "USD".into(),
-        occurred_at: at(1, 10),
+    let command = MemberCommand::RecordPurchase(Purchase {
+        receipt: Receipt {
+            transaction_id: "t1".into(),
+            location_id: STORE.into(),
+            amount_minor: 1_000,
+            currency: "USD".into(),
+            occurred_at: at(1, 10),
+        },
         program: program(),
         recorded_at: at(1, 10),
-    };
+    });
     member()
         .given(given(vec![]))
         .when(command)
@@ -453,15 +463,17 @@ fn purchase_in_another_currency_than_the_programs_is_refused() {
 
 #[test]
 fn purchase_at_an_unregistered_location_is_refused() {
-    let command = MemberCommand::RecordPurchase {
-        transaction_id: "t1".into(),
-        location_id: "store-9".into(),
-        amount_minor: 1_000,
-        currency: EUR.into(),
-        occurred_at: at(1, 10),
+    let command = MemberCommand::RecordPurchase(Purchase {
+        receipt: Receipt {
+            transaction_id: "t1".into(),
+            location_id: "store-9".into(),
+            amount_minor: 1_000,
+            currency: EUR.into(),
+            occurred_at: at(1, 10),
+        },
         program: program(),
         recorded_at: at(1, 10),
-    };
+    });
     member()
         .given(given(vec![]))
         .when(command)
@@ -1167,10 +1179,10 @@ fn reevaluation_with_a_window_reaching_before_the_calendar_counts_every_purchase
     let endless = program_with(|c| c.qualification_window_days = u32::MAX);
     member()
         .given(given(silver_since_day_1()))
-        .when(MemberCommand::ReevaluateTier {
+        .when(MemberCommand::ReevaluateTier(TierReview {
             as_of: at(4_000, 0),
             program: endless,
-        })
+        }))
         .then_expect_events(vec![]);
 }
 
@@ -1179,10 +1191,10 @@ fn without_a_grace_period_the_first_reevaluation_below_threshold_downgrades() {
     let no_grace = program_with(|c| c.downgrade_grace_days = 0);
     member()
         .given(given(silver_since_day_1()))
-        .when(MemberCommand::ReevaluateTier {
+        .when(MemberCommand::ReevaluateTier(TierReview {
             as_of: at(400, 0),
             program: no_grace,
-        })
+        }))
         .then_expect_events(vec![MemberEvent::TierDowngraded {
             from: "Silver".into(),
             to: "Bronze".into(),
@@ -1268,10 +1280,10 @@ fn purchase_moves_a_member_of_a_retired_tier_to_its_successor_at_least_as_reward
 fn reevaluation_places_a_member_of_a_retired_tier_on_the_ladder() {
     member()
         .given(gold_since_day_1())
-        .when(MemberCommand::ReevaluateTier {
+        .when(MemberCommand::ReevaluateTier(TierReview {
             as_of: at(400, 0),
             program: gold_renamed(),
-        })
+        }))
         .then_expect_events(vec![MemberEvent::TierDowngraded {
             from: "Gold".into(),
             to: "Bronze".into(),

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use cqrs_es::test::TestFramework;
+use domain::program::{Configuration, NewLocation};
 use domain::program::{Program, ProgramCommand, ProgramConfig, ProgramError, ProgramEvent};
 
 fn program_aggregate() -> TestFramework<Program> {
@@ -12,11 +13,11 @@ fn program_aggregate() -> TestFramework<Program> {
 }
 
 fn configure(config: ProgramConfig, day: i64) -> ProgramCommand {
-    ProgramCommand::Configure {
+    ProgramCommand::Configure(Configuration {
         org_id: ORG.into(),
         config,
         at: at(day, 9),
-    }
+    })
 }
 
 fn configured(version: u64, config: ProgramConfig, day: i64) -> ProgramEvent {
@@ -29,12 +30,12 @@ fn configured(version: u64, config: ProgramConfig, day: i64) -> ProgramEvent {
 }
 
 fn register(location_id: &str, name: &str) -> ProgramCommand {
-    ProgramCommand::RegisterLocation {
+    ProgramCommand::RegisterLocation(NewLocation {
         org_id: ORG.into(),
         location_id: location_id.into(),
         name: name.into(),
         at: at(0, 8),
-    }
+    })
 }
 
 fn registered(location_id: &str, name: &str) -> ProgramEvent {
@@ -315,11 +316,11 @@ fn refused_configuration_appends_nothing_and_keeps_the_version() {
 fn configuring_another_orgs_program_is_refused() {
     program_aggregate()
         .given(vec![configured(1, config(), 0)])
-        .when(ProgramCommand::Configure {
+        .when(ProgramCommand::Configure(Configuration {
             org_id: "globex".into(),
             config: config(),
             at: at(1, 9),
-        })
+        }))
         .then_expect_error(ProgramError::WrongOrg {
             expected: ORG.into(),
             got: "globex".into(),
@@ -330,11 +331,11 @@ fn configuring_another_orgs_program_is_refused() {
 fn configuring_with_an_invalid_org_id_is_refused() {
     program_aggregate()
         .given_no_previous_events()
-        .when(ProgramCommand::Configure {
+        .when(ProgramCommand::Configure(Configuration {
             org_id: "-acme".into(),
             config: config(),
             at: at(1, 9),
-        })
+        }))
         .then_expect_error(ProgramError::InvalidOrgId("-acme".into()));
 }
 

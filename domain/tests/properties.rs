@@ -10,6 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use common::*;
 use cqrs_es::Aggregate;
 use domain::ledger::{postings, Account};
+use domain::member::{Adjustment, Expiry, NewMember, Purchase, Receipt, Redemption, Refund, TierReview};
 use domain::member::{Member, MemberCommand, MemberError, MemberEvent};
 use domain::money::{apply_multiplier, base_points, cumulative_clawback};
 use domain::program::ProgramSnapshot;
@@ -104,25 +105,29 @@ fn command(
             resend,
         } => {
             if let Some((tx, p)) = resend.and_then(|i| pick(&member.purchases, i)) {
-                return MemberCommand::RecordPurchase {
-                    transaction_id: tx.clone(),
-                    location_id: p.location_id.clone(),
-                    amount_minor: p.amount_minor,
-                    currency: p.currency.clone(),
-                    occurred_at: p.occurred_at,
+                return MemberCommand::RecordPurchase(Purchase {
+                    receipt: Receipt {
+                        transaction_id: tx.clone(),
+                        location_id: p.location_id.clone(),
+                        amount_minor: p.amount_minor,
+                        currency: p.currency.clone(),
+                        occurred_at: p.occurred_at,
+                    },
                     program: program.clone(),
                     recorded_at: now,
-                };
+                });
             }
-            MemberCommand::RecordPurchase {
-                transaction_id: format!("t{step}"),
-                location_id: STORE.into(),
-                amount_minor: *amount_minor,
-                currency: EUR.into(),
-                occurred_at: now - Duration::hours(*late_hours),
+            MemberCommand::RecordPurchase(Purchase {
+                receipt: Receipt {
+                    transaction_id: format!("t{step}"),
+                    location_id: STORE.into(),
+                    amount_minor: *amount_minor,
+                    currency: EUR.into(),
+                    occurred_at: now - Duration::hours(*late_hours),
+                },
                 program: program.clone(),
                 recorded_at: now,
-            }
+            })
         }
         Op::Refund {
             purchase,
@@ -136,27 +141,27 @@ fn command(
             let refund_id = reuse
                 .and_then(|i| pick(&member.refunds, i))
                 .map_or(format!("r{step}"), |(id, _)| id.clone());
-            MemberCommand::RefundPurchase {
+            MemberCommand::RefundPurchase(Refund {
                 refund_id,
                 transaction_id,
                 amount_minor: amount,
                 program: program.clone(),
                 at: now,
-            }
+            })
         }
         Op::Redeem { reward, reuse } => {
             let reward_id = *reward.get(&REWARDS);
             let redemption_id = reuse
                 .and_then(|i| pick(&member.redemptions, i))
                 .map_or(format!("rd{step}"), |(id, _)| id.clone());
-            MemberCommand::RedeemReward {
+            MemberCommand::RedeemReward(Redemption {
                 redemption_id,
                 reward_id: reward_id.into(),
                 reward: program.config.reward(reward_id).cloned(),
                 at: now,
-            }
+            })
         }
-        Op::Adjust { delta, with_reason } => MemberCommand::AdjustPoints {
+        Op::Adjust { delta, with_reason } => MemberCommand::AdjustPoints(Adjustment {
             adjustment_id: format!("a{step}"),
             delta: *delta,
             reason: if *with_reason {
@@ -166,32 +171,34 @@ fn command(
             },
             expiry_days: program.config.expiry_days,
             at: now,
-        },
-        Op::Drain => MemberCommand::AdjustPoints {
+        }),
+        Op::Drain => MemberCommand::AdjustPoints(Adjustment {
             adjustment_id: format!("a{step}"),
             delta: -member.points.balance.max(1),
             reason: "account closed".into(),
             expiry_days: program.config.expiry_days,
             at: now,
-        },
-        Op::Expire => MemberCommand::ExpirePoints { as_of: now },
-        Op::Reevaluate => MemberCommand::ReevaluateTier {
+        }),
+        Op::Expire => MemberCommand::ExpirePoints(Expiry { as_of: now }),
+        Op::Reevaluate => MemberCommand::ReevaluateTier(TierReview {
             as_of: now,
             program: program.clone(),
-        },
-        Op::BadPurchase { kind } => MemberCommand::RecordPurchase {
-            transaction_id: format!("bad{step}"),
-            location_id: STORE.into(),
-            amount_minor: match kind {
-                0 => 0,
-                1 => -1_000,
-                _ => 1_000,
+        }),
+        Op::BadPurchase { kind } => MemberCommand::RecordPurchase(Purchase {
+            receipt: Receipt {
+                transaction_id: format!("bad{step}"),
+                location_id: STORE.into(),
+                amount_minor: match kind {
+                    0 => 0,
+                    1 => -1_000,
+                    _ => 1_000,
+                },
+                currency: if *kind == 2 { "USD".into() } else { EUR.into() },
+                occurred_at: now,
             },
-            currency: if *kind == 2 { "USD".into() } else { EUR.into() },
-            occurred_at: now,
             program: program.clone(),
             recorded_at: now,
-        },
+        }),
     }
 }
 
@@ -218,7 +225,7 @@ struct Books {
 fn is_system_job(command: &MemberCommand) -> bool {
     matches!(
         command,
-        MemberCommand::ExpirePoints { .. } | MemberCommand::ReevaluateTier { .. }
+        MemberCommand::ExpirePoints(Expiry { .. }) | MemberCommand::ReevaluateTier(TierReview { .. })
     )
 }
 
@@ -388,14 +395,14 @@ fn run(program: ProgramSnapshot, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut books = Books::default();
     let mut now = at(0, 0);
 
-    let enrolment = MemberCommand::Enroll {
+    let enrolment = MemberCommand::Enroll(NewMember {
         org_id: ORG.into(),
         member_id: member_id(),
         external_id: None,
         display_name: None,
         program: program.clone(),
         at: now,
-    };
+    });
     log.extend(runtime.block_on(decide(&mut member, enrolment)).unwrap());
 
     for (step, op) in ops.iter().enumerate() {
@@ -415,13 +422,14 @@ fn run(program: ProgramSnapshot, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 for event in &events {
                     if let MemberEvent::TierDowngraded { from, to, .. } = event {
                         // Downgrades come only from a re-evaluation, one tier at a time.
-                        let by_reevaluation = matches!(command, MemberCommand::ReevaluateTier { .. });
+                        let by_reevaluation =
+                            matches!(command, MemberCommand::ReevaluateTier(TierReview { .. }));
                         prop_assert!(by_reevaluation, "downgrade by {}", command.name());
                         let tiers = &program.config;
                         prop_assert_eq!(tiers.tier_index(from).unwrap(), tiers.tier_index(to).unwrap() + 1);
                     }
                 }
-                if let MemberCommand::ExpirePoints { as_of } = command {
+                if let MemberCommand::ExpirePoints(Expiry { as_of }) = command {
                     // Nothing due is left behind.
                     let all_due_expired = member.lots.iter().all(|l| l.expires_at.is_none_or(|e| e > as_of));
                     prop_assert!(

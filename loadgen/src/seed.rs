@@ -5,7 +5,7 @@
 //! allows (tens of minutes here). The replay benchmark measures the auditor, not the write path,
 //! so this writes the log directly, and still only what the platform itself would have written:
 //! the orgs, programs and locations are set up through the command API, and every member event
-//! is decided by the domain (`Member::handle`, the same code the command service runs) on the
+//! is decided by the domain (`Member::execute`, the same code the command service runs) on the
 //! program those calls produced, then appended with the columns and metadata postgres-es
 //! writes. The store's own triggers still run on every row (append-only log, external id and
 //! transaction id claims), and the relay publishes the rows to JetStream like any other, so the
@@ -17,13 +17,13 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use anyhow::{bail, Context as _};
+use anyhow::{anyhow, Context as _};
 use chrono::{DateTime, Duration, Utc};
 use clap::Args;
-use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate as _, DomainEvent as _};
 use domain::ids::{member_aggregate_id, program_aggregate_id};
-use domain::{Member, MemberCommand, MemberEvent, Program, ProgramEvent, ProgramSnapshot};
+use domain::member::{NewMember, Purchase, Receipt, Redemption, Refund};
+use domain::{codec, Member, MemberCommand, Program, ProgramSnapshot};
 use rand::rngs::SmallRng;
 use rand::{Rng as _, SeedableRng as _};
 use serde::Serialize;
@@ -192,17 +192,17 @@ pub async fn run_seed(args: SeedArgs) -> anyhow::Result<SeedReport> {
 
 /// The org's program as the command service decides on it: its events folded by the domain.
 async fn program_snapshot(pool: &PgPool, org_id: &str) -> anyhow::Result<ProgramSnapshot> {
-    let payloads: Vec<(Value,)> = sqlx::query_as(
-        "SELECT payload::jsonb FROM events WHERE aggregate_type = 'program' AND aggregate_id = $1 \
-         ORDER BY sequence",
+    let rows: Vec<(String, String, Value)> = sqlx::query_as(
+        "SELECT event_type, event_version, payload::jsonb FROM events \
+         WHERE aggregate_type = 'program' AND aggregate_id = $1 ORDER BY sequence",
     )
     .bind(program_aggregate_id(org_id))
     .fetch_all(pool)
     .await
     .with_context(|| format!("loading the program of {org_id}"))?;
     let mut program = Program::default();
-    for (payload,) in payloads {
-        let event: ProgramEvent = serde_json::from_value(payload)
+    for (event_type, event_version, payload) in rows {
+        let event = codec::decode_program(&event_type, &event_version, payload)
             .with_context(|| format!("decoding a program event of {org_id}"))?;
         program.apply(event);
     }
@@ -243,17 +243,19 @@ async fn member_history(
     let mut at = now - Duration::days(300);
     let mut written = 0;
     let mut purchases: Vec<(String, i64)> = Vec::new();
-    let mut command = MemberCommand::Enroll {
+    let mut command = MemberCommand::Enroll(NewMember {
         org_id: org.id.clone(),
         member_id,
         external_id: Some(format!("card-{n:012}")),
         display_name: Some(format!("Member {n}")),
         program: program.clone(),
         at,
-    };
+    });
     while written < events {
         let name = command.name();
-        let decided = decide(&mut member, command.clone()).await?;
+        let decided = member
+            .execute(command.clone())
+            .map_err(|error| anyhow!("the domain refused a generated command: {error}"))?;
         totals.commands += 1;
         for event in decided {
             written += 1;
@@ -281,18 +283,6 @@ async fn member_history(
     Ok(())
 }
 
-async fn decide(member: &mut Member, command: MemberCommand) -> anyhow::Result<Vec<MemberEvent>> {
-    // Awaited on the runtime, not driven by a nested executor: the sink's tokio mutex takes
-    // from the task's cooperative budget, and once that is spent only the runtime can resume it.
-    let sink = EventSink::default();
-    let decided = member.handle(command, &(), &sink).await;
-    let events = sink.collect().await;
-    if let Err(error) = decided {
-        bail!("the domain refused a generated command: {error}");
-    }
-    Ok(events)
-}
-
 /// The next command of a member: 88% purchases, 6% partial refunds of an earlier purchase, 6%
 /// redemptions of a reward the member can afford (a purchase when there is none).
 fn next_command(
@@ -310,13 +300,13 @@ fn next_command(
             let i = refundable[rng.random_range(0..refundable.len())];
             let amount = rng.random_range(1..=purchases[i].1);
             purchases[i].1 -= amount;
-            return MemberCommand::RefundPurchase {
+            return MemberCommand::RefundPurchase(Refund {
                 refund_id: format!("r-{}", Uuid::new_v4().simple()),
                 transaction_id: purchases[i].0.clone(),
                 amount_minor: amount,
                 program: program.clone(),
                 at,
-            };
+            });
         }
     } else if roll < 12 {
         let affordable: Vec<_> = program
@@ -327,26 +317,28 @@ fn next_command(
             .collect();
         if !affordable.is_empty() {
             let reward = affordable[rng.random_range(0..affordable.len())];
-            return MemberCommand::RedeemReward {
+            return MemberCommand::RedeemReward(Redemption {
                 redemption_id: format!("x-{}", Uuid::new_v4().simple()),
                 reward_id: reward.reward_id.clone(),
                 reward: Some(reward.clone()),
                 at,
-            };
+            });
         }
     }
     let transaction_id = format!("t-{}", Uuid::new_v4().simple());
     let amount_minor = crate::workload::purchase_amount(rng);
     purchases.push((transaction_id.clone(), amount_minor));
-    MemberCommand::RecordPurchase {
-        transaction_id,
-        location_id: org.locations[rng.random_range(0..org.locations.len())].clone(),
-        amount_minor,
-        currency: CURRENCY.to_owned(),
-        occurred_at: at,
+    MemberCommand::RecordPurchase(Purchase {
+        receipt: Receipt {
+            transaction_id,
+            location_id: org.locations[rng.random_range(0..org.locations.len())].clone(),
+            amount_minor,
+            currency: CURRENCY.to_owned(),
+            occurred_at: at,
+        },
         program: program.clone(),
         recorded_at: at,
-    }
+    })
 }
 
 /// Appends `rows` in one transaction, with the columns postgres-es names (the others keep
@@ -391,6 +383,7 @@ async fn append(pool: &PgPool, rows: Vec<Row>) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use domain::MemberEvent;
 
     fn org() -> Org {
         Org {

@@ -15,9 +15,8 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Duration, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::Aggregate as _;
-use domain::program::{ProgramConfig, RewardDef};
+use domain::member::{Expiry, NewMember, Purchase, Receipt, Redemption, Refund};
+use domain::program::{Configuration, NewLocation, ProgramConfig, RewardDef};
 use domain::{Member, MemberCommand, Program, ProgramCommand};
 use projector::event::Incoming;
 use sqlx::{Connection as _, PgConnection, PgPool};
@@ -91,21 +90,19 @@ async fn generate(pool: &PgPool, members_per_org: usize) -> anyhow::Result<usize
         }];
         let mut sequence = 0;
         for command in [
-            ProgramCommand::Configure {
+            ProgramCommand::Configure(Configuration {
                 org_id: org.into(),
                 config,
                 at: start,
-            },
-            ProgramCommand::RegisterLocation {
+            }),
+            ProgramCommand::RegisterLocation(NewLocation {
                 org_id: org.into(),
                 location_id: "main".into(),
                 name: "Main".into(),
                 at: start,
-            },
+            }),
         ] {
-            let sink = EventSink::default();
-            program.handle(command, &(), &sink).await?;
-            for event in sink.collect().await {
+            for event in program.execute(command)? {
                 sequence += 1;
                 rows.push("program", org, sequence, &event);
             }
@@ -115,50 +112,51 @@ async fn generate(pool: &PgPool, members_per_org: usize) -> anyhow::Result<usize
             let member_id = Uuid::new_v4();
             let id = format!("{org}/{member_id}");
             let mut member = Member::default();
-            let mut commands = vec![MemberCommand::Enroll {
+            let mut commands = vec![MemberCommand::Enroll(NewMember {
                 org_id: org.into(),
                 member_id,
                 external_id: None,
                 display_name: None,
                 program: snapshot.clone(),
                 at: start,
-            }];
+            })];
             for p in 0..12_i64 {
                 let at = start + Duration::days(p * 29 + (m as i64 % 29));
-                commands.push(MemberCommand::RecordPurchase {
-                    transaction_id: format!("{m}-{p}"),
-                    location_id: "main".into(),
-                    amount_minor: 1_000 + 731 * ((m as i64 + p) % 40),
-                    currency: "EUR".into(),
-                    occurred_at: at,
+                commands.push(MemberCommand::RecordPurchase(Purchase {
+                    receipt: Receipt {
+                        transaction_id: format!("{m}-{p}"),
+                        location_id: "main".into(),
+                        amount_minor: 1_000 + 731 * ((m as i64 + p) % 40),
+                        currency: "EUR".into(),
+                        occurred_at: at,
+                    },
                     program: snapshot.clone(),
                     recorded_at: at,
-                });
+                }));
                 if p % 4 == 3 {
-                    commands.push(MemberCommand::RefundPurchase {
+                    commands.push(MemberCommand::RefundPurchase(Refund {
                         refund_id: format!("r{m}-{p}"),
                         transaction_id: format!("{m}-{p}"),
                         amount_minor: 500,
                         program: snapshot.clone(),
                         at: at + Duration::hours(1),
-                    });
-                    commands.push(MemberCommand::RedeemReward {
+                    }));
+                    commands.push(MemberCommand::RedeemReward(Redemption {
                         redemption_id: format!("x{m}-{p}"),
                         reward_id: "gift".into(),
                         reward: snapshot.config.reward("gift").cloned(),
                         at: at + Duration::hours(2),
-                    });
+                    }));
                 }
             }
-            commands.push(MemberCommand::ExpirePoints {
+            commands.push(MemberCommand::ExpirePoints(Expiry {
                 as_of: start + Duration::days(400),
-            });
+            }));
             let mut sequence = 0;
             for command in commands {
-                let sink = EventSink::default();
                 // Refused commands (a redemption without enough points) append nothing.
-                if member.handle(command, &(), &sink).await.is_ok() {
-                    for event in sink.collect().await {
+                if let Ok(events) = member.execute(command) {
+                    for event in events {
                         sequence += 1;
                         rows.push("member", &id, sequence, &event);
                     }

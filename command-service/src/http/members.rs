@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, NaiveDate, Utc};
+use domain::member::Receipt;
 use domain::Member;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -401,9 +402,13 @@ member_command!(
     record_purchase, record_purchase_by_external_id, "/v1/orgs/{org}/members/{member_id}/purchases",
     "/v1/orgs/{org}/members/by-external-id/{external_id}/purchases",
     PurchaseRequest, "RecordPurchase", Action::Operate,
-    |app, ctx, member, req| app.commands().record_purchase(
-        &ctx, &member, req.transaction_id, req.location_id, req.amount_minor, req.currency, req.occurred_at,
-    )
+    |app, ctx, member, req| app.commands().record_purchase(&ctx, &member, Receipt {
+        transaction_id: req.transaction_id,
+        location_id: req.location_id,
+        amount_minor: req.amount_minor,
+        currency: req.currency,
+        occurred_at: req.occurred_at,
+    })
 );
 
 member_command!(

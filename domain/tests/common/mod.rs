@@ -11,6 +11,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::test::TestFramework;
 use cqrs_es::Aggregate;
+use domain::member::{Adjustment, Expiry, NewMember, Purchase, Receipt, Redemption, Refund, TierReview};
 use domain::member::{Member, MemberCommand, MemberError, MemberEvent};
 use domain::program::{ProgramConfig, ProgramSnapshot, RewardDef, StampCardDef};
 use uuid::Uuid;
@@ -82,14 +83,14 @@ pub fn program_with(change: impl FnOnce(&mut ProgramConfig)) -> ProgramSnapshot 
 }
 
 pub fn enroll() -> MemberCommand {
-    MemberCommand::Enroll {
+    MemberCommand::Enroll(NewMember {
         org_id: ORG.into(),
         member_id: member_id(),
         external_id: Some("CARD-0001".into()),
         display_name: Some("Ada".into()),
         program: program(),
         at: at(0, 0),
-    }
+    })
 }
 
 pub fn enrolled() -> MemberEvent {
@@ -116,15 +117,17 @@ pub fn purchase_in(
     occurred_at: DateTime<Utc>,
     program: ProgramSnapshot,
 ) -> MemberCommand {
-    MemberCommand::RecordPurchase {
-        transaction_id: transaction_id.into(),
-        location_id: STORE.into(),
-        amount_minor,
-        currency: program.config.currency.clone(),
-        occurred_at,
+    MemberCommand::RecordPurchase(Purchase {
+        receipt: Receipt {
+            transaction_id: transaction_id.into(),
+            location_id: STORE.into(),
+            amount_minor,
+            currency: program.config.currency.clone(),
+            occurred_at,
+        },
         program,
         recorded_at: occurred_at,
-    }
+    })
 }
 
 pub fn refund(
@@ -133,44 +136,44 @@ pub fn refund(
     amount_minor: i64,
     when: DateTime<Utc>,
 ) -> MemberCommand {
-    MemberCommand::RefundPurchase {
+    MemberCommand::RefundPurchase(Refund {
         refund_id: refund_id.into(),
         transaction_id: transaction_id.into(),
         amount_minor,
         program: program(),
         at: when,
-    }
+    })
 }
 
 /// A redemption of a reward of the default catalogue (`None` if the catalogue has no such id).
 pub fn redeem(redemption_id: &str, reward_id: &str, when: DateTime<Utc>) -> MemberCommand {
-    MemberCommand::RedeemReward {
+    MemberCommand::RedeemReward(Redemption {
         redemption_id: redemption_id.into(),
         reward_id: reward_id.into(),
         reward: config().reward(reward_id).cloned(),
         at: when,
-    }
+    })
 }
 
 pub fn adjust(adjustment_id: &str, delta: i64, reason: &str, when: DateTime<Utc>) -> MemberCommand {
-    MemberCommand::AdjustPoints {
+    MemberCommand::AdjustPoints(Adjustment {
         adjustment_id: adjustment_id.into(),
         delta,
         reason: reason.into(),
         expiry_days: Some(365),
         at: when,
-    }
+    })
 }
 
 pub fn expire(as_of: DateTime<Utc>) -> MemberCommand {
-    MemberCommand::ExpirePoints { as_of }
+    MemberCommand::ExpirePoints(Expiry { as_of })
 }
 
 pub fn reevaluate(as_of: DateTime<Utc>) -> MemberCommand {
-    MemberCommand::ReevaluateTier {
+    MemberCommand::ReevaluateTier(TierReview {
         as_of,
         program: program(),
-    }
+    })
 }
 
 /// Decides `command` against `member` the way the cqrs-es framework does, returning the events

@@ -8,10 +8,10 @@ use std::time::Duration;
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 use command_service::relay::{Relay, RelayArgs, RelayConfig};
-use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{PersistedEventRepository, SerializedEvent};
-use cqrs_es::{Aggregate, DomainEvent};
-use domain::program::{ProgramConfig, RewardDef, StampCardDef};
+use cqrs_es::DomainEvent;
+use domain::member::{Adjustment, Expiry, NewMember, Purchase, Receipt, Redemption, Refund, TierReview};
+use domain::program::{Configuration, NewLocation, ProgramConfig, RewardDef, StampCardDef};
 use domain::wire::StoredEvent;
 use domain::{Member, MemberCommand, MemberError, MemberEvent, Program, ProgramCommand, ProgramSnapshot};
 use loyalty_tests::{TestDb, TestNats};
@@ -104,12 +104,9 @@ impl Log {
 
     pub async fn program(&mut self, org: &str, command: ProgramCommand) -> Vec<domain::ProgramEvent> {
         let program = self.programs.entry(org.to_owned()).or_default();
-        let sink = EventSink::default();
-        program
-            .handle(command, &(), &sink)
-            .await
+        let events = program
+            .execute(command)
             .unwrap_or_else(|e| panic!("program command of {org} refused: {e}"));
-        let events = sink.collect().await;
         let serialized = self.serialize("program", org, &events);
         self.pending_programs.extend(serialized);
         self.commands += 1;
@@ -119,11 +116,11 @@ impl Log {
     pub async fn configure(&mut self, org: &str, config: ProgramConfig, at: DateTime<Utc>) {
         self.program(
             org,
-            ProgramCommand::Configure {
+            ProgramCommand::Configure(Configuration {
                 org_id: org.to_owned(),
                 config,
                 at,
-            },
+            }),
         )
         .await;
     }
@@ -131,12 +128,12 @@ impl Log {
     pub async fn location(&mut self, org: &str, location: &str, at: DateTime<Utc>) {
         self.program(
             org,
-            ProgramCommand::RegisterLocation {
+            ProgramCommand::RegisterLocation(NewLocation {
                 org_id: org.to_owned(),
                 location_id: location.to_owned(),
                 name: format!("Store {location}"),
                 at,
-            },
+            }),
         )
         .await;
     }
@@ -161,9 +158,7 @@ impl Log {
         command: MemberCommand,
     ) -> Result<Vec<MemberEvent>, MemberError> {
         let aggregate = self.members.entry((org.to_owned(), member)).or_default();
-        let sink = EventSink::default();
-        aggregate.handle(command, &(), &sink).await?;
-        let events = sink.collect().await;
+        let events = aggregate.execute(command)?;
         if !events.is_empty() {
             let serialized = self.serialize("member", &format!("{org}/{member}"), &events);
             self.pending_members.extend(serialized);
@@ -180,14 +175,14 @@ impl Log {
         at: DateTime<Utc>,
     ) -> Uuid {
         let member_id = Uuid::new_v4();
-        let command = MemberCommand::Enroll {
+        let command = MemberCommand::Enroll(NewMember {
             org_id: org.to_owned(),
             member_id,
             external_id: external_id.map(str::to_owned),
             display_name: display_name.map(str::to_owned),
             program: self.snapshot(org),
             at,
-        };
+        });
         self.member(org, member_id, command).await.expect("enrolment");
         member_id
     }
@@ -202,15 +197,17 @@ impl Log {
         at: DateTime<Utc>,
     ) -> Vec<MemberEvent> {
         let program = self.snapshot(org);
-        let command = MemberCommand::RecordPurchase {
-            transaction_id: txn.to_owned(),
-            location_id: location.to_owned(),
-            amount_minor,
-            currency: program.config.currency.clone(),
-            occurred_at: at,
+        let command = MemberCommand::RecordPurchase(Purchase {
+            receipt: Receipt {
+                transaction_id: txn.to_owned(),
+                location_id: location.to_owned(),
+                amount_minor,
+                currency: program.config.currency.clone(),
+                occurred_at: at,
+            },
             program,
             recorded_at: at,
-        };
+        });
         self.member(org, member, command).await.expect("purchase")
     }
 
@@ -223,13 +220,13 @@ impl Log {
         amount_minor: i64,
         at: DateTime<Utc>,
     ) -> Vec<MemberEvent> {
-        let command = MemberCommand::RefundPurchase {
+        let command = MemberCommand::RefundPurchase(Refund {
             refund_id: refund.to_owned(),
             transaction_id: txn.to_owned(),
             amount_minor,
             program: self.snapshot(org),
             at,
-        };
+        });
         self.member(org, member, command).await.expect("refund")
     }
 
@@ -242,12 +239,12 @@ impl Log {
         at: DateTime<Utc>,
     ) -> Result<Vec<MemberEvent>, MemberError> {
         let reward_def = self.snapshot(org).config.reward(reward).cloned();
-        let command = MemberCommand::RedeemReward {
+        let command = MemberCommand::RedeemReward(Redemption {
             redemption_id: redemption.to_owned(),
             reward_id: reward.to_owned(),
             reward: reward_def,
             at,
-        };
+        });
         self.member(org, member, command).await
     }
 
@@ -259,27 +256,27 @@ impl Log {
         delta: i64,
         at: DateTime<Utc>,
     ) -> Result<Vec<MemberEvent>, MemberError> {
-        let command = MemberCommand::AdjustPoints {
+        let command = MemberCommand::AdjustPoints(Adjustment {
             adjustment_id: adjustment.to_owned(),
             delta,
             reason: "goodwill".to_owned(),
             expiry_days: self.snapshot(org).config.expiry_days,
             at,
-        };
+        });
         self.member(org, member, command).await
     }
 
     pub async fn expire(&mut self, org: &str, member: Uuid, as_of: DateTime<Utc>) -> Vec<MemberEvent> {
-        self.member(org, member, MemberCommand::ExpirePoints { as_of })
+        self.member(org, member, MemberCommand::ExpirePoints(Expiry { as_of }))
             .await
             .expect("expiry")
     }
 
     pub async fn reevaluate(&mut self, org: &str, member: Uuid, as_of: DateTime<Utc>) -> Vec<MemberEvent> {
-        let command = MemberCommand::ReevaluateTier {
+        let command = MemberCommand::ReevaluateTier(TierReview {
             as_of,
             program: self.snapshot(org),
-        };
+        });
         self.member(org, member, command).await.expect("re-evaluation")
     }
 
@@ -478,15 +475,17 @@ pub async fn random_workload(
                 let occurred_at = clock - chrono::Duration::minutes(rng.below(3 * 24 * 60) as i64);
                 let location = *rng.pick(&locations);
                 let program = log.snapshot(org);
-                let command = domain::MemberCommand::RecordPurchase {
-                    transaction_id: format!("t{txn}"),
-                    location_id: location.to_owned(),
-                    amount_minor: amount,
-                    currency: program.config.currency.clone(),
-                    occurred_at,
+                let command = domain::MemberCommand::RecordPurchase(Purchase {
+                    receipt: Receipt {
+                        transaction_id: format!("t{txn}"),
+                        location_id: location.to_owned(),
+                        amount_minor: amount,
+                        currency: program.config.currency.clone(),
+                        occurred_at,
+                    },
                     program,
                     recorded_at: clock,
-                };
+                });
                 log.member(org, member, command).await.expect("purchase");
             }
             550..=679 => {

@@ -1,0 +1,138 @@
+//! Finding a member, and running a member command so that a retried request gets the answer
+//! of its first attempt.
+
+use anyhow::Context as _;
+use cqrs_es::EventEnvelope;
+use domain::codec;
+use domain::ids::member_aggregate_id;
+use domain::{Member, MemberCommand};
+use uuid::Uuid;
+
+use super::outcome::{balance_after, record_outcome, rejected};
+use super::{CommandContext, CommandError, Commands, MemberOutcome, MemberRef};
+use crate::store::{Constraint, ExecuteError};
+
+impl Commands {
+    /// The member id `member` stands for in `org_id`.
+    pub async fn resolve(&self, org_id: &str, member: &MemberRef) -> Result<Uuid, CommandError> {
+        match member {
+            MemberRef::Id(id) => Ok(*id),
+            MemberRef::ExternalId(external_id) => self
+                .member_by_external_id(org_id, external_id)
+                .await?
+                .ok_or(CommandError::MemberNotFound),
+        }
+    }
+
+    pub(super) async fn member_by_external_id(
+        &self,
+        org_id: &str,
+        external_id: &str,
+    ) -> anyhow::Result<Option<Uuid>> {
+        sqlx::query_scalar("SELECT member_id FROM command_members WHERE org_id = $1 AND external_id = $2")
+            .bind(org_id)
+            .bind(external_id)
+            .fetch_optional(&self.pool)
+            .await
+            .context("looking up a member by external_id")
+    }
+
+    /// `inspect(member id, member, last sequence)` on the member's current state;
+    /// `MemberNotFound` unless enrolled.
+    pub async fn member<R>(
+        &self,
+        org_id: &str,
+        member: &MemberRef,
+        inspect: impl FnOnce(Uuid, &Member, usize) -> R,
+    ) -> Result<R, CommandError> {
+        let member_id = self.resolve(org_id, member).await?;
+        self.members
+            .load(&member_aggregate_id(org_id, member_id), |state, sequence| {
+                state.is_enrolled().then(|| inspect(member_id, state, sequence))
+            })
+            .await?
+            .ok_or(CommandError::MemberNotFound)
+    }
+
+    /// The events of `member_id` appended under this request's idempotency key: what an
+    /// earlier attempt of the same request did, if it got as far as the commit.
+    pub(super) async fn recorded_under_key(
+        &self,
+        ctx: &CommandContext,
+        member_id: Uuid,
+    ) -> anyhow::Result<Vec<EventEnvelope<Member>>> {
+        let aggregate_id = member_aggregate_id(&ctx.org_id, member_id);
+        let rows: Vec<(i64, String, String, serde_json::Value, serde_json::Value)> = sqlx::query_as(
+            "SELECT sequence, event_type, event_version, payload, metadata FROM events \
+             WHERE aggregate_type = 'member' AND aggregate_id = $1 \
+               AND metadata ->> 'idempotency_key' = $2 \
+             ORDER BY sequence",
+        )
+        .bind(&aggregate_id)
+        .bind(&ctx.idempotency_key)
+        .fetch_all(&self.pool)
+        .await
+        .context("looking up events by idempotency key")?;
+        rows.into_iter()
+            .map(|(sequence, event_type, event_version, payload, metadata)| {
+                Ok(EventEnvelope {
+                    aggregate_id: aggregate_id.clone(),
+                    sequence: usize::try_from(sequence).context("negative sequence")?,
+                    payload: codec::decode_member(&event_type, &event_version, payload)
+                        .context("decoding a member event")?,
+                    metadata: serde_json::from_value(metadata).context("decoding event metadata")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Runs a member command built from the program in force.
+    pub(super) async fn execute_member(
+        &self,
+        ctx: &CommandContext,
+        member_id: Uuid,
+        command: MemberCommand,
+    ) -> Result<MemberOutcome, CommandError> {
+        let name = command.name();
+        let result = self
+            .members
+            .execute(
+                &member_aggregate_id(&ctx.org_id, member_id),
+                command,
+                &ctx.metadata(name),
+                |member| member.points.balance,
+            )
+            .await;
+        let committed = match result {
+            Ok(committed) => committed,
+            Err(ExecuteError::Constraint(Constraint::TransactionClaimed)) => {
+                record_outcome(name, 0);
+                return Err(CommandError::TransactionClaimed(String::new()));
+            }
+            Err(ExecuteError::Constraint(Constraint::ExternalIdTaken)) => {
+                record_outcome(name, 0);
+                return Err(CommandError::ExternalIdTaken(String::new()));
+            }
+            Err(error) => {
+                record_outcome(name, 0);
+                return Err(rejected(error, "member"));
+            }
+        };
+        record_outcome(name, committed.events.len());
+        if !committed.events.is_empty() {
+            return Ok(MemberOutcome {
+                member_id,
+                events: committed.events,
+                balance: committed.summary,
+            });
+        }
+        // A duplicate the aggregate ignored: if it is a retry of a request that was applied but
+        // never answered, answer what that attempt would have answered.
+        let events = self.recorded_under_key(ctx, member_id).await?;
+        Ok(MemberOutcome {
+            member_id,
+            balance: balance_after(&events).unwrap_or(committed.summary),
+            events,
+        })
+    }
+}

@@ -1,0 +1,57 @@
+//! The use cases of the command API, independent of HTTP: each gathers the facts the domain needs
+//! (the program in force, the server clock, the reward's catalogue entry), runs the command
+//! through the [`AggregateStore`], and returns what was appended.
+//!
+//! - `context`: who asks and which member; `outcome`: answers and errors;
+//! - `program`: configuring the program and its locations;
+//! - `members`: finding a member and running a member command idempotently;
+//! - `enrol`, `points`: the member use cases; `jobs`: the system jobs over an org.
+
+mod context;
+mod enrol;
+mod jobs;
+mod members;
+mod outcome;
+mod points;
+mod program;
+
+use std::num::NonZeroUsize;
+
+use domain::{Member, Program};
+use sqlx::PgPool;
+
+use crate::store::{AggregateStore, RetryPolicy};
+
+pub use context::{CommandContext, MemberRef};
+pub use jobs::{Job, JobReport};
+pub use outcome::{CommandError, MemberOutcome, ProgramOutcome};
+
+/// Tunables of [`Commands`].
+#[derive(Debug, Clone, Copy)]
+pub struct CommandsConfig {
+    pub cache_capacity: NonZeroUsize,
+    pub retry: RetryPolicy,
+    pub job_concurrency: usize,
+}
+
+/// The command side of the platform.
+pub struct Commands {
+    pool: PgPool,
+    members: AggregateStore<Member>,
+    programs: AggregateStore<Program>,
+    job_concurrency: usize,
+}
+
+impl Commands {
+    pub fn new(pool: PgPool, config: CommandsConfig) -> Self {
+        // Programs are one per org and small; a fraction of the member capacity is plenty.
+        let program_capacity =
+            NonZeroUsize::new((config.cache_capacity.get() / 10).max(16)).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            members: AggregateStore::new(pool.clone(), config.cache_capacity, config.retry),
+            programs: AggregateStore::new(pool.clone(), program_capacity, config.retry),
+            pool,
+            job_concurrency: config.job_concurrency.max(1),
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! How each member event changes the member's state.
+
+use chrono::{DateTime, Utc};
+
+use super::events::MemberEvent;
+use super::state::{Enrolment, Grace, Lot, Member, PurchaseRecord, RefundRecord, TierState};
+
+impl Member {
+    /// Folds `event` into the state. Every event is a fact: nothing here can refuse it.
+    pub fn evolve(&mut self, event: MemberEvent) {
+        self.points.apply(&event);
+        match event {
+            MemberEvent::MemberEnrolled {
+                org_id,
+                member_id,
+                external_id,
+                display_name,
+                enrolled_at,
+                tier,
+                multiplier_bps,
+                ..
+            } => {
+                self.enrolment = Some(Enrolment {
+                    org_id,
+                    member_id,
+                    external_id,
+                    display_name,
+                    enrolled_at,
+                });
+                self.tier = TierState {
+                    name: tier,
+                    multiplier_bps,
+                    grace: None,
+                    last_reevaluation: None,
+                };
+            }
+            MemberEvent::PurchaseRecorded {
+                transaction_id,
+                location_id,
+                amount_minor,
+                currency,
+                occurred_at,
+                points_earned,
+                expires_at,
+                ..
+            } => {
+                self.credit(points_earned, occurred_at, expires_at);
+                self.purchases.insert(
+                    transaction_id,
+                    PurchaseRecord {
+                        location_id,
+                        amount_minor,
+                        currency,
+                        occurred_at,
+                        points_earned,
+                        refunded_minor: 0,
+                        clawed_back: 0,
+                    },
+                );
+            }
+            MemberEvent::StampCollected {
+                card_id, day, stamps, ..
+            } => {
+                let card = self.stamp_cards.entry(card_id).or_default();
+                card.stamps = stamps;
+                card.stamped_days.insert(day);
+            }
+            MemberEvent::StampCardCompleted {
+                card_id,
+                cards_completed,
+                ..
+            } => {
+                let card = self.stamp_cards.entry(card_id).or_default();
+                card.stamps = 0;
+                card.completed = cards_completed;
+            }
+            MemberEvent::TierUpgraded {
+                to, multiplier_bps, ..
+            } => {
+                self.tier.name = to;
+                self.tier.multiplier_bps = multiplier_bps;
+                self.tier.grace = None;
+            }
+            MemberEvent::TierDowngraded {
+                to,
+                multiplier_bps,
+                as_of,
+                ..
+            } => {
+                self.tier.name = to;
+                self.tier.multiplier_bps = multiplier_bps;
+                self.tier.grace = None;
+                self.tier.last_reevaluation = Some(as_of);
+            }
+            MemberEvent::TierGracePeriodStarted {
+                as_of,
+                downgrade_after,
+                ..
+            } => {
+                self.tier.grace = Some(Grace {
+                    started_at: as_of,
+                    downgrade_after,
+                });
+                self.tier.last_reevaluation = Some(as_of);
+            }
+            MemberEvent::TierGracePeriodCleared { .. } => {
+                self.tier.grace = None;
+            }
+            MemberEvent::PurchaseRefunded {
+                refund_id,
+                transaction_id,
+                amount_minor,
+                refunded_total_minor,
+                points_clawed_back,
+                ..
+            } => {
+                if let Some(purchase) = self.purchases.get_mut(&transaction_id) {
+                    purchase.refunded_minor = refunded_total_minor;
+                    purchase.clawed_back += points_clawed_back;
+                }
+                self.refunds.insert(
+                    refund_id,
+                    RefundRecord {
+                        transaction_id,
+                        amount_minor,
+                    },
+                );
+                self.debit(points_clawed_back);
+            }
+            MemberEvent::RewardRedeemed {
+                redemption_id,
+                reward_id,
+                points_cost,
+                ..
+            } => {
+                self.redemptions.insert(redemption_id, reward_id);
+                self.debit(points_cost);
+            }
+            MemberEvent::PointsAdjusted {
+                adjustment_id,
+                delta,
+                reason,
+                expires_at,
+                occurred_at,
+                ..
+            } => {
+                self.adjustments.insert(adjustment_id, (delta, reason));
+                if delta > 0 {
+                    self.credit(delta, occurred_at, expires_at);
+                } else {
+                    self.debit(-delta);
+                }
+            }
+            MemberEvent::PointsExpired { as_of, .. } => {
+                self.lots.retain(|l| l.expires_at.is_none_or(|e| e > as_of));
+            }
+        }
+    }
+
+    /// Puts credited points (already counted in the balance) into a lot.
+    fn credit(&mut self, points: i64, earned_at: DateTime<Utc>, expires_at: Option<DateTime<Utc>>) {
+        // While the balance is negative every lot is empty: earned points first repay the debt.
+        let into_lot = points.min(self.points.balance.max(0));
+        if into_lot > 0 {
+            self.lots.push(Lot {
+                earned_at,
+                expires_at,
+                remaining: into_lot,
+            });
+        }
+    }
+
+    /// Takes debited points (already counted in the balance) from the lots.
+    fn debit(&mut self, points: i64) {
+        let mut left = points;
+        self.lots.sort_by_key(consumption_key);
+        for lot in &mut self.lots {
+            if left == 0 {
+                break;
+            }
+            let take = lot.remaining.min(left);
+            lot.remaining -= take;
+            left -= take;
+        }
+        self.lots.retain(|l| l.remaining > 0);
+    }
+}
+
+/// Order in which lots are consumed by debits: soonest expiry first, never-expiring last.
+fn consumption_key(lot: &Lot) -> (bool, Option<DateTime<Utc>>, DateTime<Utc>) {
+    (lot.expires_at.is_none(), lot.expires_at, lot.earned_at)
+}

@@ -1,0 +1,26 @@
+//! The `Member` aggregate: one member of one org (SPEC §3, §4).
+//!
+//! - [`commands`]: what can be asked of a member, with the outside facts its decision needs;
+//! - [`decide()`]: the rules, pure and synchronous — a command's events or the rule it breaks;
+//! - [`events`]: what happened (the wire schema);
+//! - [`errors`]: why a command is refused;
+//! - [`state`] and `evolve`: the member as rebuilt from its events;
+//! - `aggregate`: the cqrs-es adapter and [`Member::execute`] (decide, then apply).
+
+mod aggregate;
+pub mod commands;
+mod decide;
+pub mod errors;
+pub mod events;
+mod evolve;
+pub mod limits;
+pub mod state;
+
+pub use commands::{
+    Adjustment, Expiry, MemberCommand, NewMember, Purchase, Receipt, Redemption, Refund, TierReview,
+};
+pub use decide::decide;
+pub use errors::MemberError;
+pub use events::MemberEvent;
+pub use limits::{MAX_ADJUSTMENT, MAX_AMOUNT_MINOR, MAX_CLOCK_SKEW, MAX_DISPLAY_NAME, MAX_REASON};
+pub use state::{CardProgress, Enrolment, Grace, Lot, Member, PurchaseRecord, RefundRecord, TierState};

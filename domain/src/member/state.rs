@@ -1,0 +1,131 @@
+//! A member's account as rebuilt from its events, and the questions the rules ask of it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::points::PointCounters;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrolment {
+    pub org_id: String,
+    pub member_id: Uuid,
+    pub external_id: Option<String>,
+    pub display_name: Option<String>,
+    pub enrolled_at: DateTime<Utc>,
+}
+
+/// Points earned together, expiring together.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lot {
+    pub earned_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub remaining: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseRecord {
+    pub location_id: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub occurred_at: DateTime<Utc>,
+    pub points_earned: i64,
+    pub refunded_minor: i64,
+    pub clawed_back: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRecord {
+    pub transaction_id: String,
+    pub amount_minor: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grace {
+    pub started_at: DateTime<Utc>,
+    pub downgrade_after: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierState {
+    pub name: String,
+    pub multiplier_bps: u32,
+    pub grace: Option<Grace>,
+    /// The latest `as_of` of a re-evaluation that changed something; older or equal `as_of`
+    /// re-evaluations are no-ops (idempotence of the system job).
+    pub last_reevaluation: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardProgress {
+    pub stamps: u32,
+    pub completed: u32,
+    pub stamped_days: BTreeSet<NaiveDate>,
+}
+
+/// A member's account as rebuilt from its events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub enrolment: Option<Enrolment>,
+    /// Balance and running totals.
+    #[serde(flatten)]
+    pub points: PointCounters,
+    /// Positive-remaining lots only; their sum equals the balance whenever it is ≥ 0.
+    pub lots: Vec<Lot>,
+    pub purchases: BTreeMap<String, PurchaseRecord>,
+    pub refunds: BTreeMap<String, RefundRecord>,
+    /// redemption_id → reward_id
+    pub redemptions: BTreeMap<String, String>,
+    /// adjustment_id → (delta, reason)
+    pub adjustments: BTreeMap<String, (i64, String)>,
+    pub tier: TierState,
+    pub stamp_cards: BTreeMap<String, CardProgress>,
+}
+
+/// `true` when `occurred_at` lies in the qualification window `(as_of − window_days, as_of]`.
+pub(crate) fn in_window(occurred_at: DateTime<Utc>, as_of: DateTime<Utc>, window_days: u32) -> bool {
+    // A window reaching back before the calendar's start includes everything up to as_of.
+    let after_start = as_of
+        .checked_sub_signed(Duration::days(i64::from(window_days)))
+        .is_none_or(|start| occurred_at > start);
+    after_start && occurred_at <= as_of
+}
+
+impl Member {
+    pub fn is_enrolled(&self) -> bool {
+        self.enrolment.is_some()
+    }
+
+    /// Points earned by purchases (net of their clawbacks) with `occurred_at` in the window
+    /// `(as_of − window_days, as_of]`.
+    pub fn qualifying_points(&self, as_of: DateTime<Utc>, window_days: u32) -> i64 {
+        self.purchases
+            .values()
+            .filter(|p| in_window(p.occurred_at, as_of, window_days))
+            .map(|p| p.points_earned - p.clawed_back)
+            .sum()
+    }
+
+    /// Points that `ExpirePoints { as_of }` would expire.
+    pub fn expirable_points(&self, as_of: DateTime<Utc>) -> i64 {
+        self.lots
+            .iter()
+            .filter(|l| l.expires_at.is_some_and(|e| e <= as_of))
+            .map(|l| l.remaining)
+            .sum()
+    }
+
+    /// The lot that expires next: `(points, expires_at)`.
+    pub fn next_expiry(&self) -> Option<(i64, DateTime<Utc>)> {
+        let at = self.lots.iter().filter_map(|l| l.expires_at).min()?;
+        let points = self
+            .lots
+            .iter()
+            .filter(|l| l.expires_at == Some(at))
+            .map(|l| l.remaining)
+            .sum();
+        Some((points, at))
+    }
+}

@@ -1,0 +1,22 @@
+//! The `Program` aggregate: one per org, versioned (SPEC §3). Every accepted change is an event
+//! and bumps `program_version`; member events record the version they were computed with.
+//!
+//! [`config`] is the program an admin configures (and the snapshot member commands carry);
+//! [`commands`], [`decide()`], [`events`], [`errors`] and [`state`] as for the member.
+
+mod aggregate;
+pub mod commands;
+pub mod config;
+mod decide;
+pub mod errors;
+pub mod events;
+pub mod state;
+
+pub use commands::{Configuration, NewLocation, ProgramCommand};
+pub use config::{
+    default_tiers, ProgramConfig, ProgramSnapshot, RewardDef, StampCardDef, Tier, MAX_POLICY_DAYS,
+};
+pub use decide::decide;
+pub use errors::ProgramError;
+pub use events::ProgramEvent;
+pub use state::Program;

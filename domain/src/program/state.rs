@@ -1,0 +1,54 @@
+//! An org's program and locations as rebuilt from its events.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::config::{ProgramConfig, ProgramSnapshot};
+use super::events::ProgramEvent;
+
+/// An org's program and locations.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Program {
+    pub org_id: Option<String>,
+    pub version: u64,
+    pub config: Option<ProgramConfig>,
+    /// location_id → name
+    pub locations: BTreeMap<String, String>,
+}
+
+impl Program {
+    /// The program in force, for member commands; `None` until configured.
+    pub fn snapshot(&self) -> Option<ProgramSnapshot> {
+        Some(ProgramSnapshot {
+            version: self.version,
+            config: self.config.clone()?,
+            locations: self.locations.keys().cloned().collect(),
+        })
+    }
+
+    /// Folds `event` into the state.
+    pub fn evolve(&mut self, event: ProgramEvent) {
+        match event {
+            ProgramEvent::ProgramConfigured {
+                org_id,
+                version,
+                config,
+                ..
+            } => {
+                self.org_id = Some(org_id);
+                self.version = version;
+                self.config = Some(config);
+            }
+            ProgramEvent::LocationRegistered {
+                org_id,
+                location_id,
+                name,
+                ..
+            } => {
+                self.org_id = Some(org_id);
+                self.locations.insert(location_id, name);
+            }
+        }
+    }
+}
