@@ -9,6 +9,11 @@
 //! - [`member::Member`] — one per member of an org: balance by expiry lots, purchases and their
 //!   refunds, tier, stamp cards, redemptions and adjustments.
 //!
+//! Each aggregate is a module of one file per concept: `commands` (a struct per command),
+//! `decide` (the rules, a pure `decide(&state, command) -> Result<Vec<Event>, Error>`),
+//! `events`, `errors`, `state` (with how events fold into it), and `aggregate`, the cqrs-es
+//! adapter plus `execute` (decide, then apply) for code that builds histories in memory.
+//!
 //! [`ledger::postings`] turns each member event into its balanced double-entry journal entry;
 //! [`points::PointCounters`] are the balance and its running totals.
 //!
