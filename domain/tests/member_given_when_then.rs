@@ -73,14 +73,13 @@ fn received_at(command: MemberCommand, recorded: chrono::DateTime<chrono::Utc>) 
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The tuples: the purchase (day, amount, points earned) and the refund (amount, total refunded,
+/// points clawed back).
 fn refunded(
     refund_id: &str,
     transaction_id: &str,
     (purchase_day, purchase_amount_minor, purchase_points_earned): (i64, i64, i64),
-    amount_minor: i64,
-    refunded_total_minor: i64,
-    points_clawed_back: i64,
+    (amount_minor, refunded_total_minor, points_clawed_back): (i64, i64, i64),
     balance_after: i64,
     qualifying_points: i64,
     day: i64,
@@ -193,7 +192,7 @@ fn purchase_earns_floor_of_amount_times_earn_rate_per_whole_currency_unit() {
         .given(given(vec![]))
         .when(purchase("t1", 1999, at(1, 10)))
         .then_expect_events(vec![
-            purchased("t1", 1999, at(1, 10), 19, "Bronze", 10_000, 19, 19, 19),
+            purchased("t1", 1999, at(1, 10), (19, "Bronze", 10_000), 19, 19, 19),
             stamp("t1", 1, 10, 1),
         ]);
 }
@@ -208,7 +207,7 @@ fn a_receipt_time_finer_than_microseconds_is_recorded_at_the_store_precision() {
         .given(given(vec![]))
         .when(purchase("t1", 1999, printed))
         .then_expect_events(vec![
-            purchased("t1", 1999, kept, 19, "Bronze", 10_000, 19, 19, 19),
+            purchased("t1", 1999, kept, (19, "Bronze", 10_000), 19, 19, 19),
             MemberEvent::StampCollected {
                 card_id: "coffee".into(),
                 transaction_id: "t1".into(),
@@ -239,9 +238,7 @@ fn earn_rate_multiplies_before_the_floor() {
             "t1",
             1999,
             at(1, 10),
-            59,
-            "Bronze",
-            10_000,
+            (59, "Bronze", 10_000),
             59,
             59,
             59,
@@ -308,7 +305,7 @@ fn silver_member_earns_floor_of_base_times_multiplier() {
         .given(given(vec![purchase("t1", 50_000, at(1, 10))]))
         .when(purchase("t2", 1999, at(2, 10)))
         .then_expect_events(vec![
-            purchased("t2", 1999, at(2, 10), 19, "Silver", 12_500, 23, 523, 523),
+            purchased("t2", 1999, at(2, 10), (19, "Silver", 12_500), 23, 523, 523),
             stamp("t2", 2, 10, 2),
         ]);
 }
@@ -319,7 +316,7 @@ fn purchase_that_crosses_a_threshold_earns_at_the_old_multiplier_then_upgrades()
         .given(given(vec![purchase("t1", 49_000, at(1, 10))]))
         .when(purchase("t2", 2_000, at(2, 10)))
         .then_expect_events(vec![
-            purchased("t2", 2_000, at(2, 10), 20, "Bronze", 10_000, 20, 510, 510),
+            purchased("t2", 2_000, at(2, 10), (20, "Bronze", 10_000), 20, 510, 510),
             stamp("t2", 2, 10, 2),
             upgraded("Bronze", "Silver", 12_500, 510, 2, 10),
         ]);
@@ -335,9 +332,7 @@ fn purchase_that_crosses_two_thresholds_upgrades_straight_to_the_higher_tier() {
                 "t1",
                 250_000,
                 at(1, 10),
-                2_500,
-                "Bronze",
-                10_000,
+                (2_500, "Bronze", 10_000),
                 2_500,
                 2_500,
                 2_500,
@@ -356,7 +351,7 @@ fn late_offline_purchase_counts_later_purchases_toward_the_upgrade() {
         .given(given(vec![purchase("t1", 40_000, at(5, 12))]))
         .when(offline)
         .then_expect_events(vec![
-            purchased("t2", 15_000, at(5, 9), 150, "Bronze", 10_000, 150, 550, 550),
+            purchased("t2", 15_000, at(5, 9), (150, "Bronze", 10_000), 150, 550, 550),
             upgraded("Bronze", "Silver", 12_500, 550, 5, 9),
         ]);
 }
@@ -375,9 +370,7 @@ fn purchase_recorded_after_the_qualification_window_does_not_qualify() {
             "t1",
             60_000,
             at(1, 10),
-            600,
-            "Bronze",
-            10_000,
+            (600, "Bronze", 10_000),
             600,
             600,
             0,
@@ -507,9 +500,7 @@ fn purchase_whose_points_would_overflow_the_balance_is_refused() {
         "t0",
         1_000,
         at(1, 10),
-        10,
-        "Bronze",
-        10_000,
+        (10, "Bronze", 10_000),
         i64::MAX - 5,
         i64::MAX - 5,
         0,
@@ -535,9 +526,7 @@ fn purchase_below_the_cards_minimum_amount_collects_no_stamp() {
             "t1",
             499,
             at(1, 10),
-            4,
-            "Bronze",
-            10_000,
+            (4, "Bronze", 10_000),
             4,
             4,
             4,
@@ -553,9 +542,7 @@ fn second_purchase_on_the_same_utc_day_collects_no_second_stamp() {
             "t2",
             1_000,
             at(1, 18),
-            10,
-            "Bronze",
-            10_000,
+            (10, "Bronze", 10_000),
             10,
             20,
             20,
@@ -568,7 +555,7 @@ fn purchases_either_side_of_utc_midnight_each_collect_a_stamp() {
         .given(given(vec![purchase("t1", 1_000, at(1, 23))]))
         .when(purchase("t2", 1_000, at(2, 1)))
         .then_expect_events(vec![
-            purchased("t2", 1_000, at(2, 1), 10, "Bronze", 10_000, 10, 20, 20),
+            purchased("t2", 1_000, at(2, 1), (10, "Bronze", 10_000), 10, 20, 20),
             stamp("t2", 2, 1, 2),
         ]);
 }
@@ -582,7 +569,7 @@ fn full_stamp_card_is_completed_with_its_reward() {
         ]))
         .when(purchase("t3", 1_000, at(3, 10)))
         .then_expect_events(vec![
-            purchased("t3", 1_000, at(3, 10), 10, "Bronze", 10_000, 10, 30, 30),
+            purchased("t3", 1_000, at(3, 10), (10, "Bronze", 10_000), 10, 30, 30),
             stamp("t3", 3, 10, 3),
             MemberEvent::StampCardCompleted {
                 card_id: "coffee".into(),
@@ -604,7 +591,7 @@ fn stamp_after_a_completed_card_starts_a_new_card() {
         ]))
         .when(purchase("t4", 1_000, at(4, 10)))
         .then_expect_events(vec![
-            purchased("t4", 1_000, at(4, 10), 10, "Bronze", 10_000, 10, 40, 40),
+            purchased("t4", 1_000, at(4, 10), (10, "Bronze", 10_000), 10, 40, 40),
             stamp("t4", 4, 10, 1),
         ]);
 }
@@ -618,7 +605,7 @@ fn refund_takes_no_stamp_back() {
         ]))
         .when(purchase("t2", 1_000, at(2, 10)))
         .then_expect_events(vec![
-            purchased("t2", 1_000, at(2, 10), 10, "Bronze", 10_000, 10, 10, 10),
+            purchased("t2", 1_000, at(2, 10), (10, "Bronze", 10_000), 10, 10, 10),
             stamp("t2", 2, 10, 2),
         ]);
 }
@@ -633,7 +620,7 @@ fn partial_refund_claws_back_the_floor_of_its_proportion() {
     member()
         .given(given(vec![purchase("t1", 1_000, at(1, 10))]))
         .when(refund("r1", "t1", 333, at(2, 12)))
-        .then_expect_events(vec![refunded("r1", "t1", (1, 1_000, 10), 333, 333, 3, 7, 7, 2)]);
+        .then_expect_events(vec![refunded("r1", "t1", (1, 1_000, 10), (333, 333, 3), 7, 7, 2)]);
 }
 
 #[test]
@@ -646,7 +633,15 @@ fn successive_partial_refunds_claw_back_exactly_what_the_purchase_earned() {
             refund("r2", "t1", 333, at(3, 12)),
         ]))
         .when(refund("r3", "t1", 334, at(4, 12)))
-        .then_expect_events(vec![refunded("r3", "t1", (1, 1_000, 10), 334, 1_000, 4, 0, 0, 4)]);
+        .then_expect_events(vec![refunded(
+            "r3",
+            "t1",
+            (1, 1_000, 10),
+            (334, 1_000, 4),
+            0,
+            0,
+            4,
+        )]);
 }
 
 #[test]
@@ -664,9 +659,7 @@ fn refund_after_tier_upgrade_claws_back_points_actually_earned() {
             "r1",
             "t3",
             (3, 10_000, 125),
-            10_000,
-            10_000,
-            125,
+            (10_000, 10_000, 125),
             510,
             510,
             4,
@@ -686,9 +679,7 @@ fn refund_of_the_purchase_that_crossed_a_threshold_claws_back_its_old_multiplier
             "r1",
             "t2",
             (2, 2_000, 20),
-            2_000,
-            2_000,
-            20,
+            (2_000, 2_000, 20),
             615,
             615,
             4,
@@ -758,9 +749,7 @@ fn clawback_of_points_already_spent_takes_the_balance_negative() {
             "r1",
             "t1",
             (1, 10_000, 100),
-            10_000,
-            10_000,
-            100,
+            (10_000, 10_000, 100),
             -100,
             0,
             3,
@@ -1023,9 +1012,7 @@ fn qualification_ignores_adjustments_and_redemptions() {
             "t2",
             500,
             at(2, 10),
-            5,
-            "Bronze",
-            10_000,
+            (5, "Bronze", 10_000),
             5,
             1_195,
             495,
@@ -1081,9 +1068,7 @@ fn refund_below_the_threshold_does_not_downgrade_by_itself() {
             "r1",
             "t1",
             (1, 50_000, 500),
-            50_000,
-            50_000,
-            500,
+            (50_000, 50_000, 500),
             0,
             0,
             2,
@@ -1163,7 +1148,15 @@ fn purchase_that_restores_the_threshold_during_grace_clears_it() {
         .given(given(commands))
         .when(purchase("t2", 50_000, at(410, 10)))
         .then_expect_events(vec![
-            purchased("t2", 50_000, at(410, 10), 500, "Silver", 12_500, 625, 1_125, 625),
+            purchased(
+                "t2",
+                50_000,
+                at(410, 10),
+                (500, "Silver", 12_500),
+                625,
+                1_125,
+                625,
+            ),
             stamp("t2", 410, 10, 2),
             MemberEvent::TierGracePeriodCleared {
                 tier: "Silver".into(),
@@ -1316,9 +1309,7 @@ fn adjustment_that_would_overflow_the_balance_is_refused() {
         "t0",
         1_000,
         at(1, 10),
-        10,
-        "Bronze",
-        10_000,
+        (10, "Bronze", 10_000),
         i64::MAX - 5,
         i64::MAX - 5,
         0,

@@ -219,15 +219,13 @@ pub fn member() -> TestFramework<Member> {
     TestFramework::with(())
 }
 
-/// The `PurchaseRecorded` event of a purchase at the store in EUR with program version 1.
-#[allow(clippy::too_many_arguments)]
+/// The `PurchaseRecorded` event of a purchase at the store in EUR with program version 1; the
+/// tuple is the earn before the multiplier and the tier whose multiplier applied.
 pub fn purchased(
     transaction_id: &str,
     amount_minor: i64,
     occurred_at: DateTime<Utc>,
-    base_points: i64,
-    tier: &str,
-    multiplier_bps: u32,
+    (base_points, tier, multiplier_bps): (i64, &str, u32),
     points_earned: i64,
     balance_after: i64,
     qualifying_points: i64,
