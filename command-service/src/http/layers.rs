@@ -115,3 +115,67 @@ pub async fn record_metrics(request: Request, next: Next) -> Response {
         .record(started.elapsed().as_secs_f64());
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::HeaderValue;
+    use axum::routing::get;
+    use tower::ServiceExt as _;
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn app(timeout: Option<Duration>) -> Router {
+        let routes = Router::new().route("/", get(|| async { "ok" })).route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        );
+        around(routes, timeout)
+    }
+
+    async fn echoed_id(sent: Option<HeaderValue>) -> String {
+        let mut request = Request::get("/").body(Body::empty()).unwrap();
+        if let Some(sent) = sent {
+            request.headers_mut().insert(X_REQUEST_ID, sent);
+        }
+        let response = app(None).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.headers()[X_REQUEST_ID].to_str().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_fit_request_id_is_echoed_and_any_other_replaced() {
+        assert_eq!(
+            echoed_id(Some(HeaderValue::from_static("pos-7:abc"))).await,
+            "pos-7:abc"
+        );
+        let unfit = [
+            HeaderValue::from_static(""),
+            HeaderValue::from_static("has space"),
+            HeaderValue::from_str(&"x".repeat(129)).unwrap(),
+            HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+        ];
+        for sent in unfit.into_iter().map(Some).chain([None]) {
+            let echoed = echoed_id(sent.clone()).await;
+            assert!(Uuid::parse_str(&echoed).is_ok(), "{sent:?} -> {echoed}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_past_the_timeout_gets_the_error_body() {
+        let request = Request::get("/slow").body(Body::empty()).unwrap();
+        let response = app(Some(Duration::from_millis(50)))
+            .oneshot(request)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key(X_REQUEST_ID));
+        let body = axum::body::to_bytes(response.into_body(), 10_000).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "timeout");
+    }
+}
