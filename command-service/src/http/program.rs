@@ -10,7 +10,7 @@ use serde_json::Value;
 use tracing::Instrument as _;
 use utoipa::ToSchema;
 
-use crate::commands::ProgramOutcome;
+use crate::commands::{CommandContext, CommandError, Commands, ProgramOutcome};
 use crate::http::auth::{Action, Caller};
 use crate::http::command_request::{CommandRequest, OrgWrite};
 use crate::http::error::{ApiError, ErrorBody};
@@ -80,6 +80,16 @@ pub struct LocationRequest {
     /// Slug `[a-z0-9][a-z0-9-]{0,62}`, unique per org.
     pub location_id: String,
     pub name: String,
+}
+
+impl LocationRequest {
+    pub async fn execute(
+        self,
+        commands: &Commands,
+        ctx: &CommandContext,
+    ) -> Result<ProgramOutcome, CommandError> {
+        commands.register_location(ctx, self.location_id, self.name).await
+    }
 }
 
 impl CommandRequest for LocationRequest {
@@ -227,10 +237,7 @@ pub async fn get(
 pub async fn register_location(write: OrgWrite<LocationRequest>) -> Result<Response, ApiError> {
     write
         .run(|app, ctx, request| async move {
-            let outcome = app
-                .commands()
-                .register_location(&ctx, request.location_id, request.name)
-                .await?;
+            let outcome = request.execute(app.commands(), &ctx).await?;
             Ok((
                 StatusCode::CREATED,
                 ProgramWriteResponse::body(&ctx.org_id, &outcome)?,
