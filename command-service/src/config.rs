@@ -38,6 +38,10 @@ pub struct Config {
     /// Largest request body accepted, in bytes.
     #[arg(long, global = true, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
+    /// Longest a request may take before it is answered 503 `timeout`, in seconds (0: no limit).
+    /// A write keeps running to its end; a retry with its Idempotency-Key gets its answer.
+    #[arg(long, global = true, env = "REQUEST_TIMEOUT_SECS", default_value_t = 0)]
+    pub request_timeout_secs: u64,
     /// How long a running request holds its Idempotency-Key before a retry may take it over.
     #[arg(long, global = true, env = "IDEMPOTENCY_LEASE_SECS", default_value_t = 30)]
     pub idempotency_lease_secs: u64,
@@ -70,11 +74,16 @@ impl Config {
             aggregate_cache_size: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
             command_max_attempts: 10,
             max_body_bytes: 64 * 1024,
+            request_timeout_secs: 0,
             idempotency_lease_secs: 30,
             idempotency_retention_hours: 168,
             job_concurrency: 4,
             shutdown_grace_secs: 20,
         }
+    }
+
+    pub fn request_timeout(&self) -> Option<Duration> {
+        (self.request_timeout_secs > 0).then(|| Duration::from_secs(self.request_timeout_secs))
     }
 
     pub fn idempotency_lease(&self) -> Duration {

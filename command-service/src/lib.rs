@@ -6,7 +6,8 @@
 //!   server clock, reward entry) and run commands through the [`store`].
 //! - [`store`]: the command executor on the postgres-es event store, with an in-process cache of
 //!   aggregates verified by the optimistic lock.
-//! - [`auth`], [`idempotency`]: API keys per org and role; `Idempotency-Key` replay.
+//! - [`idempotency`]: `Idempotency-Key` replay (API keys per org and role are checked in
+//!   [`http::auth`]).
 //! - [`relay`]: publishes every committed event to JetStream, exactly once in effect.
 //! - [`cli`]: `serve` (the default), `relay`, `migrate`, `keys create|revoke`.
 //!
@@ -28,7 +29,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -108,10 +108,13 @@ pub async fn run(
         shutdown.await;
         signal_stop.cancel();
     });
-    let served = axum::serve(listener, http::router(state, Some(nats)))
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
-        .await
-        .context("serving HTTP");
+    let served = axum::serve(
+        listener,
+        http::router(state, Some(nats), config.request_timeout()),
+    )
+    .with_graceful_shutdown(stop.clone().cancelled_owned())
+    .await
+    .context("serving HTTP");
 
     stop.cancel();
     tasks.close();

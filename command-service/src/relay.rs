@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage, stream};
+use backon::{ConstantBuilder, Retryable as _};
 use chrono::{DateTime, Utc};
 use common::config::NatsArgs;
 use domain::wire::{self, StoredEvent};
@@ -32,6 +33,9 @@ use sqlx::{Connection as _, PgConnection};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+/// How long the relay pauses before it starts over after a failure.
+const RESTART_PAUSE: Duration = Duration::from_secs(1);
 
 /// The channel the `events` insert trigger notifies (migration 0003).
 pub const NOTIFY_CHANNEL: &str = "loyalty_events_inserted";
@@ -140,20 +144,38 @@ impl Relay {
         self.state.subscribe()
     }
 
-    /// Runs until `shutdown`, starting over (with a pause) after any failure.
+    /// Runs until `shutdown`, starting over (after [`RESTART_PAUSE`]) after any failure.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let stream = self.config.nats.nats_stream.clone();
-        while !shutdown.is_cancelled() {
-            if let Err(error) = self.lead(&shutdown).await {
+        let led = (|| self.lead(&shutdown))
+            .retry(
+                ConstantBuilder::default()
+                    .with_delay(RESTART_PAUSE)
+                    .without_max_times(),
+            )
+            .sleep({
+                let shutdown = shutdown.clone();
+                move |pause| {
+                    let shutdown = shutdown.clone();
+                    async move {
+                        tokio::select! {
+                            () = shutdown.cancelled() => {}
+                            () = tokio::time::sleep(pause) => {}
+                        }
+                    }
+                }
+            })
+            .when(|_| !shutdown.is_cancelled())
+            .notify(|error, _| {
                 tracing::warn!(stream = %stream, error = format!("{error:#}"), "relay failed; starting over");
-            }
-            metrics::gauge!("relay_leader", "stream" => stream.clone()).set(0.0);
-            self.state.send_replace(RelayState::Starting);
-            tokio::select! {
-                () = shutdown.cancelled() => {}
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
+                metrics::gauge!("relay_leader", "stream" => stream.clone()).set(0.0);
+                self.state.send_replace(RelayState::Starting);
+            })
+            .await;
+        if let Err(error) = led {
+            tracing::warn!(stream = %stream, error = format!("{error:#}"), "relay failed while stopping");
         }
+        metrics::gauge!("relay_leader", "stream" => stream.clone()).set(0.0);
         self.state.send_replace(RelayState::Stopped);
         Ok(())
     }
@@ -195,6 +217,10 @@ impl Relay {
 
     /// Waits for the lock, then publishes until `shutdown` or a failure.
     async fn lead(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        if shutdown.is_cancelled() {
+            // Stopped during the pause before a restart.
+            return Ok(());
+        }
         let stream = self.config.nats.nats_stream.clone();
         self.ensure_stream().await?;
         let mut conn = PgConnection::connect(&self.config.database_url)

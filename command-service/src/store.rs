@@ -23,12 +23,12 @@ use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
+use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
 use cqrs_es::{Aggregate, DomainEvent, EventEnvelope};
 use lru::LruCache;
 use postgres_es::PostgresEventRepository;
-use rand::Rng as _;
 use sqlx::PgPool;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
@@ -84,8 +84,9 @@ pub struct Committed<A: Aggregate, R> {
 pub struct RetryPolicy {
     /// Attempts in total, the first one included.
     pub max_attempts: u32,
-    /// Upper bound of the first back-off; doubled per conflict, capped by `max_backoff`.
+    /// Upper bound of the first back-off; doubled per conflict.
     pub base_backoff: Duration,
+    /// Upper bound of every back-off.
     pub max_backoff: Duration,
 }
 
@@ -100,15 +101,18 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// "Full jitter": a random wait in `[0, min(max, base × 2^conflicts))`, so processes that
-    /// collided do not collide again in lockstep.
-    fn backoff(&self, conflicts: u32) -> Duration {
-        let cap = self
-            .base_backoff
-            .saturating_mul(1 << conflicts.min(16))
-            .min(self.max_backoff);
-        let micros = u64::try_from(cap.as_micros()).unwrap_or(u64::MAX).max(1);
-        Duration::from_micros(rand::rng().random_range(0..micros))
+    /// The waits between attempts, at most `max_attempts - 1`: exponential from about
+    /// `base_backoff`, below `max_backoff`, each with a random part so that processes that
+    /// collided do not collide again in lockstep. (The jitter adds up to the wait itself, hence
+    /// the halved bounds.)
+    fn backoff(&self) -> ExponentialBackoff {
+        ExponentialBuilder::default()
+            .with_min_delay(self.base_backoff / 2)
+            .with_max_delay(self.max_backoff / 2)
+            .with_factor(2.0)
+            .with_jitter()
+            .with_max_times(self.max_attempts.saturating_sub(1) as usize)
+            .build()
     }
 }
 
@@ -229,6 +233,7 @@ where
             fresh = true;
         }
         let mut conflicts = 0;
+        let mut backoff = self.retry.backoff();
         loop {
             let sink = EventSink::default();
             let decided = slot.aggregate.handle(command.clone(), &(), &sink).await;
@@ -287,18 +292,18 @@ where
                     conflicts += 1;
                     metrics::counter!("command_optimistic_lock_conflicts_total", "aggregate" => A::TYPE)
                         .increment(1);
-                    if conflicts >= self.retry.max_attempts {
+                    let Some(pause) = backoff.next() else {
                         metrics::counter!("command_optimistic_lock_exhausted_total", "aggregate" => A::TYPE)
                             .increment(1);
                         return Err(ExecuteError::Contention { attempts: conflicts });
-                    }
+                    };
                     tracing::debug!(
                         aggregate = A::TYPE,
                         id,
                         conflicts,
                         "optimistic-lock conflict, retrying"
                     );
-                    tokio::time::sleep(self.retry.backoff(conflicts)).await;
+                    tokio::time::sleep(pause).await;
                     // Another process appended first: rebuild (the slot is untrusted) and decide
                     // again on the state that includes its events.
                     self.catch_up(id, &mut slot).await?;
@@ -378,13 +383,17 @@ mod tests {
 
     #[test]
     fn backoff_is_bounded_and_grows() {
-        let policy = RetryPolicy::default();
-        for conflicts in 0..40 {
-            assert!(policy.backoff(conflicts) < policy.max_backoff);
+        let policy = RetryPolicy {
+            max_attempts: 40,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(policy.backoff().count(), 39);
+        for pause in policy.backoff() {
+            assert!(pause < policy.max_backoff);
         }
         let first_cap = policy.base_backoff * 2;
         for _ in 0..100 {
-            assert!(policy.backoff(1) < first_cap);
+            assert!(policy.backoff().next().is_some_and(|pause| pause < first_cap));
         }
     }
 }

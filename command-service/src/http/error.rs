@@ -59,6 +59,8 @@ pub enum ApiError {
     RouteNotFound,
     #[error("method not allowed on this path")]
     MethodNotAllowed,
+    #[error("the request took too long; a write still completes, and a retry with its Idempotency-Key gets its answer")]
+    Timeout,
     #[error(transparent)]
     Command(#[from] CommandError),
     #[error("internal error")]
@@ -104,6 +106,7 @@ impl ApiError {
             ApiError::IdempotencyKeyReused | ApiError::RequestInProgress => StatusCode::CONFLICT,
             ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Command(error) => match error {
                 C::Member(error) => member_status(error),
@@ -133,6 +136,7 @@ impl ApiError {
             ApiError::RequestInProgress => "request_in_progress",
             ApiError::RouteNotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Timeout => "timeout",
             ApiError::Internal(_) => "internal",
             ApiError::Command(error) => match error {
                 C::Member(error) => error.code(),
@@ -207,8 +211,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let message = if self.is_internal()
-            || status.is_server_error() && !matches!(self, ApiError::Command(CommandError::Contention(_)))
-        {
+            || status.is_server_error()
+                && !matches!(
+                    self,
+                    ApiError::Timeout | ApiError::Command(CommandError::Contention(_))
+                ) {
             // Logged with its cause here; the client only learns that it failed.
             tracing::error!(error = ?anyhow_chain(&self), "request failed");
             "internal error; the request id in the x-request-id header identifies it in the logs".to_owned()

@@ -1,7 +1,8 @@
 //! Extractors that turn every malformed part of a request into an [`ApiError`] naming it.
 //!
-//! The body extractor never rejects by itself: a handler first authorizes the caller and only
-//! then looks at the body, so a key of another org learns nothing from body validation.
+//! The body extractor never rejects by itself: [`Write`](crate::http::command_request::Write)
+//! first authorizes the caller and only then looks at the body, so a key of another org learns
+//! nothing from body validation.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -14,16 +15,13 @@ use axum::http::{Method, StatusCode};
 use domain::ids::{check_business_id, is_slug};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tower_http::request_id::RequestId;
 use uuid::Uuid;
 
 use crate::commands::MemberRef;
 use crate::http::error::ApiError;
-use crate::http::AppState;
+use crate::http::state::AppState;
 use crate::idempotency;
-
-/// The request id, set by the request-id middleware.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
 
 /// What every write needs to know about its request besides the body.
 #[derive(Debug, Clone)]
@@ -55,8 +53,9 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
         let request_id = parts
             .extensions
             .get::<RequestId>()
-            .map(|id| id.0.clone())
-            .unwrap_or_default();
+            .and_then(|id| id.header_value().to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         let idempotency_key = parts
             .headers
             .get("idempotency-key")

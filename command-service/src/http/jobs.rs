@@ -1,19 +1,18 @@
 //! System jobs (admin keys): expire points and re-evaluate tiers of every member of an org as of
 //! a given time. Both are idempotent for the same `as_of`.
 
-use axum::extract::State;
+use std::marker::PhantomData;
+
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::{Action, Caller};
 use crate::commands::Job;
+use crate::http::auth::Action;
+use crate::http::command_request::{CommandRequest, OrgWrite};
 use crate::http::error::{ApiError, ErrorBody};
-use crate::http::extract::{JsonBody, OrgPath, RequestContext};
-use crate::http::write::idempotent;
-use crate::http::AppState;
 
 /// The body of a job request.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -37,26 +36,44 @@ pub struct JobResponse {
     pub events: u64,
 }
 
-async fn run(
-    app: AppState,
-    caller: Caller,
-    org: String,
-    ctx: RequestContext,
-    body: JsonBody,
-    job: Job,
-) -> Result<Response, ApiError> {
-    caller.authorize(&org, Action::Administer)?;
-    ctx.idempotency_key()?;
-    let (request, raw) = body.parse::<JobRequest>()?;
-    let span = tracing::info_span!("command", org = %org, member = "*", command = job.name());
-    idempotent(
-        &app,
-        &caller,
-        &ctx,
-        &org,
-        &raw,
-        span,
-        move |app, ctx| async move {
+/// The body of a job request to one job: `JobRequest` as is (one documented schema), with the
+/// job's name and span.
+#[derive(Deserialize)]
+#[serde(transparent, bound = "")]
+pub struct JobBody<J: JobKind>(JobRequest, #[serde(skip)] PhantomData<J>);
+
+/// Which job a [`JobBody`] is for.
+pub trait JobKind: Send + 'static {
+    const JOB: Job;
+}
+
+pub struct ExpirePoints;
+pub struct ReevaluateTiers;
+
+impl JobKind for ExpirePoints {
+    const JOB: Job = Job::ExpirePoints;
+}
+
+impl JobKind for ReevaluateTiers {
+    const JOB: Job = Job::ReevaluateTiers;
+}
+
+impl<J: JobKind> CommandRequest for JobBody<J> {
+    const ACTION: Action = Action::Administer;
+
+    fn command() -> &'static str {
+        J::JOB.name()
+    }
+
+    fn span_member(&self) -> Option<String> {
+        Some("*".to_owned())
+    }
+}
+
+async fn run<J: JobKind>(write: OrgWrite<JobBody<J>>) -> Result<Response, ApiError> {
+    let job = J::JOB;
+    write
+        .run(move |app, ctx, JobBody(request, _)| async move {
             let report = app.commands().run_job(&ctx, job, request.as_of).await?;
             tracing::info!(
                 members = report.members,
@@ -75,9 +92,8 @@ async fn run(
                 StatusCode::OK,
                 serde_json::to_value(response).map_err(anyhow::Error::from)?,
             ))
-        },
-    )
-    .await
+        })
+        .await
 }
 
 /// Expire the points of every member that expire at or before `as_of`.
@@ -99,14 +115,8 @@ async fn run(
     ),
     security(("api_key" = []))
 )]
-pub async fn expire_points(
-    State(app): State<AppState>,
-    caller: Caller,
-    OrgPath(org): OrgPath,
-    ctx: RequestContext,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    run(app, caller, org, ctx, body, Job::ExpirePoints).await
+pub async fn expire_points(write: OrgWrite<JobBody<ExpirePoints>>) -> Result<Response, ApiError> {
+    run(write).await
 }
 
 /// Re-evaluate the tier of every member as of `as_of` (grace periods, downgrades).
@@ -128,12 +138,6 @@ pub async fn expire_points(
     ),
     security(("api_key" = []))
 )]
-pub async fn reevaluate_tiers(
-    State(app): State<AppState>,
-    caller: Caller,
-    OrgPath(org): OrgPath,
-    ctx: RequestContext,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    run(app, caller, org, ctx, body, Job::ReevaluateTiers).await
+pub async fn reevaluate_tiers(write: OrgWrite<JobBody<ReevaluateTiers>>) -> Result<Response, ApiError> {
+    run(write).await
 }

@@ -10,12 +10,13 @@ use serde_json::Value;
 use tracing::Instrument as _;
 use utoipa::ToSchema;
 
-use crate::auth::{Action, Caller};
-use crate::commands::ProgramOutcome;
+use crate::commands::{CommandContext, CommandError, Commands, ProgramOutcome};
+use crate::http::auth::{Action, Caller};
+use crate::http::command_request::{CommandRequest, OrgWrite};
 use crate::http::error::{ApiError, ErrorBody};
-use crate::http::extract::{JsonBody, OrgPath, RequestContext};
-use crate::http::write::{idempotent, EventView};
-use crate::http::AppState;
+use crate::http::extract::OrgPath;
+use crate::http::state::AppState;
+use crate::http::write::EventView;
 
 /// The schema of `domain::ProgramConfig` for the OpenAPI document (the domain crate stays free
 /// of HTTP concerns). A unit test keeps the two in step.
@@ -81,6 +82,32 @@ pub struct LocationRequest {
     pub name: String,
 }
 
+impl LocationRequest {
+    pub async fn execute(
+        self,
+        commands: &Commands,
+        ctx: &CommandContext,
+    ) -> Result<ProgramOutcome, CommandError> {
+        commands.register_location(ctx, self.location_id, self.name).await
+    }
+}
+
+impl CommandRequest for LocationRequest {
+    const ACTION: Action = Action::Administer;
+
+    fn command() -> &'static str {
+        "RegisterLocation"
+    }
+}
+
+impl CommandRequest for ProgramConfig {
+    const ACTION: Action = Action::Administer;
+
+    fn command() -> &'static str {
+        "ConfigureProgram"
+    }
+}
+
 /// The answer to a program change.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProgramWriteResponse {
@@ -134,10 +161,6 @@ impl ProgramView {
     }
 }
 
-fn span(org: &str, command: &'static str) -> tracing::Span {
-    tracing::info_span!("command", org = %org, member = tracing::field::Empty, command)
-}
-
 /// Configure (or change) the org's program; every change is a new version.
 #[utoipa::path(
     put,
@@ -156,30 +179,13 @@ fn span(org: &str, command: &'static str) -> tracing::Span {
     ),
     security(("api_key" = []))
 )]
-pub async fn configure(
-    State(app): State<AppState>,
-    caller: Caller,
-    OrgPath(org): OrgPath,
-    ctx: RequestContext,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    caller.authorize(&org, Action::Administer)?;
-    ctx.idempotency_key()?;
-    let (config, raw) = body.parse::<ProgramConfig>()?;
-    let span = span(&org, "ConfigureProgram");
-    idempotent(
-        &app,
-        &caller,
-        &ctx,
-        &org,
-        &raw,
-        span,
-        move |app, ctx| async move {
+pub async fn configure(write: OrgWrite<ProgramConfig>) -> Result<Response, ApiError> {
+    write
+        .run(|app, ctx, config| async move {
             let outcome = app.commands().configure_program(&ctx, config).await?;
             Ok((StatusCode::OK, ProgramWriteResponse::body(&ctx.org_id, &outcome)?))
-        },
-    )
-    .await
+        })
+        .await
 }
 
 /// The org's program and locations.
@@ -200,7 +206,12 @@ pub async fn get(
     let program = app
         .commands()
         .program(&org)
-        .instrument(span(&org, "GetProgram"))
+        .instrument(tracing::info_span!(
+            "command",
+            org = %org,
+            member = tracing::field::Empty,
+            command = "GetProgram"
+        ))
         .await?;
     Ok(Json(ProgramView::new(&org, program)).into_response())
 }
@@ -223,36 +234,16 @@ pub async fn get(
     ),
     security(("api_key" = []))
 )]
-pub async fn register_location(
-    State(app): State<AppState>,
-    caller: Caller,
-    OrgPath(org): OrgPath,
-    ctx: RequestContext,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    caller.authorize(&org, Action::Administer)?;
-    ctx.idempotency_key()?;
-    let (request, raw) = body.parse::<LocationRequest>()?;
-    let span = span(&org, "RegisterLocation");
-    idempotent(
-        &app,
-        &caller,
-        &ctx,
-        &org,
-        &raw,
-        span,
-        move |app, ctx| async move {
-            let outcome = app
-                .commands()
-                .register_location(&ctx, request.location_id, request.name)
-                .await?;
+pub async fn register_location(write: OrgWrite<LocationRequest>) -> Result<Response, ApiError> {
+    write
+        .run(|app, ctx, request| async move {
+            let outcome = request.execute(app.commands(), &ctx).await?;
             Ok((
                 StatusCode::CREATED,
                 ProgramWriteResponse::body(&ctx.org_id, &outcome)?,
             ))
-        },
-    )
-    .await
+        })
+        .await
 }
 
 #[cfg(test)]

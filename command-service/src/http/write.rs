@@ -17,12 +17,10 @@ use tracing::{Instrument as _, Span};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::Caller;
 use crate::commands::{CommandContext, MemberOutcome};
 use crate::http::error::ApiError;
-use crate::http::extract::RequestContext;
-use crate::http::AppState;
-use crate::idempotency::{self, Reservation};
+use crate::http::state::AppState;
+use crate::idempotency::{Idempotency, Lease, Reservation};
 
 /// Header set on a response replayed from an earlier request with the same `Idempotency-Key`.
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
@@ -94,108 +92,123 @@ struct Written {
     replayed: bool,
 }
 
-/// Runs `work` under the request's `Idempotency-Key` (see the module docs).
-#[allow(clippy::too_many_arguments)]
-pub async fn idempotent<F, Fut>(
-    app: &AppState,
-    caller: &Caller,
-    ctx: &RequestContext,
-    org: &str,
-    body: &Value,
-    span: Span,
+/// A write request ready to run under its `Idempotency-Key` (built by
+/// [`Write`](crate::http::command_request::Write)).
+pub struct Idempotent {
+    pub app: AppState,
+    /// Who asked, recorded in the events' metadata.
+    pub command: CommandContext,
+    /// The request's fingerprint (`idempotency::request_hash`).
+    pub request_hash: String,
+    /// The command's span, which the work runs in.
+    pub span: Span,
+}
+
+impl Idempotent {
+    /// Runs `work` under the request's `Idempotency-Key` (see the module docs).
+    pub async fn run<F, Fut>(self, work: F) -> Result<Response, ApiError>
+    where
+        F: FnOnce(AppState, CommandContext) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(StatusCode, Value), ApiError>> + Send + 'static,
+    {
+        let Self {
+            app,
+            command,
+            request_hash,
+            span,
+        } = self;
+        let task = write_once(app.clone(), command, request_hash, work).instrument(span);
+        let written = app
+            .tasks()
+            .spawn(task)
+            .await
+            .map_err(|error| ApiError::Internal(anyhow::anyhow!(error).context("command task")))??;
+        Ok(written.into_response())
+    }
+}
+
+impl IntoResponse for Written {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, self.body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if self.replayed {
+            headers.insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+        }
+        response
+    }
+}
+
+/// Reserves the key, runs `work` and stores its answer, or replays the stored one.
+async fn write_once<F, Fut>(
+    app: AppState,
+    ctx: CommandContext,
+    request_hash: String,
     work: F,
-) -> Result<Response, ApiError>
+) -> Result<Written, ApiError>
 where
-    F: FnOnce(AppState, CommandContext) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<(StatusCode, Value), ApiError>> + Send + 'static,
+    F: FnOnce(AppState, CommandContext) -> Fut,
+    Fut: Future<Output = Result<(StatusCode, Value), ApiError>>,
 {
-    let key = ctx.idempotency_key()?.to_owned();
-    let hash = idempotency::request_hash(ctx.method.as_str(), &ctx.path, body);
-    let command_ctx = CommandContext {
-        org_id: org.to_owned(),
-        idempotency_key: key,
-        key_id: caller.0.key_id,
-        request_id: ctx.request_id.clone(),
+    let store = app.idempotency().clone();
+    let reservation = store
+        .reserve(&ctx.org_id, &ctx.idempotency_key, &request_hash, ctx.key_id)
+        .await?;
+    let lease = match reservation {
+        Reservation::Replay { status, body } => {
+            return Ok(Written {
+                status: StatusCode::from_u16(status).context("stored status code")?,
+                body,
+                replayed: true,
+            });
+        }
+        Reservation::InProgress => return Err(ApiError::RequestInProgress),
+        Reservation::Reused => return Err(ApiError::IdempotencyKeyReused),
+        Reservation::Acquired(lease) => lease,
     };
-    let task_app = app.clone();
-    let task = async move {
-        let store = task_app.idempotency().clone();
-        let reservation = store
-            .reserve(
-                &command_ctx.org_id,
-                &command_ctx.idempotency_key,
-                &hash,
-                command_ctx.key_id,
-            )
-            .await?;
-        let lease = match reservation {
-            Reservation::Replay { status, body } => {
-                return Ok(Written {
-                    status: StatusCode::from_u16(status).context("stored status code")?,
-                    body,
-                    replayed: true,
-                });
+    match renewing(&store, &lease, work(app, ctx)).await {
+        Ok((status, value)) => {
+            let body = serde_json::to_string(&value).context("serializing a response")?;
+            if let Err(error) = store.complete(&lease, status.as_u16(), &body).await {
+                // The command is done; a retry after the lease finds its events (module docs
+                // of `idempotency`), so answer rather than fail.
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "could not store an idempotent response"
+                );
             }
-            Reservation::InProgress => return Err(ApiError::RequestInProgress),
-            Reservation::Reused => return Err(ApiError::IdempotencyKeyReused),
-            Reservation::Acquired(lease) => lease,
-        };
-        let work = work(task_app, command_ctx);
-        tokio::pin!(work);
-        // The reservation is renewed while the command runs, so that only a request that died
-        // loses it; the first tick is immediate and skipped.
-        let mut renew = tokio::time::interval(store.lease() / 3);
-        renew.tick().await;
-        let result = loop {
-            tokio::select! {
-                result = &mut work => break result,
-                _ = renew.tick() => {
-                    if let Err(error) = store.renew(&lease).await {
-                        tracing::warn!(error = format!("{error:#}"), "could not renew an idempotency lease");
-                    }
-                }
+            Ok(Written {
+                status,
+                body,
+                replayed: false,
+            })
+        }
+        Err(error) => {
+            if let Err(release_error) = store.release(&lease).await {
+                tracing::error!(
+                    error = format!("{release_error:#}"),
+                    "could not release an idempotency key; it frees itself when its lease ends"
+                );
             }
-        };
-        match result {
-            Ok((status, value)) => {
-                let body = serde_json::to_string(&value).context("serializing a response")?;
-                if let Err(error) = store.complete(&lease, status.as_u16(), &body).await {
-                    // The command is done; a retry after the lease finds its events (module
-                    // docs of `idempotency`), so answer rather than fail.
-                    tracing::error!(
-                        error = format!("{error:#}"),
-                        "could not store an idempotent response"
-                    );
+            Err(error)
+        }
+    }
+}
+
+/// Runs `work` while renewing `lease`, so that only a request that died loses its key.
+async fn renewing<T>(store: &Idempotency, lease: &Lease, work: impl Future<Output = T>) -> T {
+    tokio::pin!(work);
+    // The first tick is immediate: skipped.
+    let mut renew = tokio::time::interval(store.lease() / 3);
+    renew.tick().await;
+    loop {
+        tokio::select! {
+            result = &mut work => return result,
+            _ = renew.tick() => {
+                if let Err(error) = store.renew(lease).await {
+                    tracing::warn!(error = format!("{error:#}"), "could not renew an idempotency lease");
                 }
-                Ok(Written {
-                    status,
-                    body,
-                    replayed: false,
-                })
-            }
-            Err(error) => {
-                if let Err(release_error) = store.release(&lease).await {
-                    tracing::error!(
-                        error = format!("{release_error:#}"),
-                        "could not release an idempotency key; it frees itself when its lease ends"
-                    );
-                }
-                Err(error)
             }
         }
     }
-    .instrument(span);
-    let written = app
-        .tasks()
-        .spawn(task)
-        .await
-        .map_err(|error| ApiError::Internal(anyhow::anyhow!(error).context("command task")))??;
-
-    let mut response = (written.status, written.body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if written.replayed {
-        headers.insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
-    }
-    Ok(response)
 }

@@ -15,7 +15,7 @@ use axum::http::request::Parts;
 use common::keys::{ApiKey, Role};
 
 use crate::http::error::ApiError;
-use crate::http::AppState;
+use crate::http::state::AppState;
 
 /// What a request wants to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
