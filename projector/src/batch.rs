@@ -21,9 +21,11 @@ use domain::MemberEvent;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::check_schema_name;
-use crate::event::{decode, stored_event_from_row, ApplyError, Decoded, Incoming, MemberKey, EVENT_COLUMNS};
+use crate::event::{stored_event_from_row, ApplyError, Incoming, EVENT_COLUMNS};
 use crate::progress::{self, aggregate_of, blocked_error, gap_error, parked, parked_incoming, Aggregate};
 use crate::read_models::{self, apply_program, EventMeta, MemberState, Mode, ReadModel, Writes};
+use domain::codec::{decode, CodecError, Decoded};
+use domain::MemberKey;
 
 /// What a batch did.
 #[derive(Debug, Default, Clone)]
@@ -142,7 +144,7 @@ pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyh
         plan.push((event.clone(), from_store));
     }
 
-    let decoded: Vec<Result<Decoded, ApplyError>> = plan.iter().map(|(e, _)| decode(e)).collect();
+    let decoded: Vec<Result<Decoded, CodecError>> = plan.iter().map(|(e, _)| decode(e)).collect();
     let t_plan = std::time::Instant::now();
     let mut member_keys = BTreeSet::new();
     // Purchases the batch records are loaded too: a transaction id recorded in an earlier
@@ -194,7 +196,7 @@ pub(crate) fn apply_event(
     blocked: &mut HashMap<Aggregate, i64>,
     writes: &mut Writes,
     event: &StoredEvent,
-    decoded: Result<Decoded, ApplyError>,
+    decoded: Result<Decoded, CodecError>,
 ) -> bool {
     let aggregate = aggregate_of(event);
     if let Some(root) = blocked.get(&aggregate).filter(|root| event.sequence >= **root) {
@@ -208,7 +210,7 @@ pub(crate) fn apply_event(
         committed_at: event.committed_at,
     };
     let result = match decoded {
-        Err(error) => Err(error),
+        Err(error) => Err(ApplyError::from(error)),
         Ok(Decoded::Member(key, member_event)) => {
             let state = members.entry(key.clone()).or_default();
             state.apply(&key, &meta, &member_event, writes)

@@ -8,7 +8,9 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::event::{decode, stored_event_from_row, Decoded, EVENT_COLUMNS};
+use domain::codec::{decode, Decoded};
+
+use crate::event::{stored_event_from_row, EVENT_COLUMNS};
 
 /// A member's account as the event store had recorded it at a time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -93,12 +95,12 @@ pub async fn as_of(
         member_id,
         at,
         events: count,
-        balance: member.balance,
-        lifetime_earned: member.lifetime_earned,
-        redeemed: member.redeemed,
-        expired: member.expired,
-        clawed_back: member.clawed_back,
-        adjusted: member.adjusted,
+        balance: member.points.balance,
+        lifetime_earned: member.points.lifetime_earned,
+        redeemed: member.points.redeemed,
+        expired: member.points.expired,
+        clawed_back: member.points.clawed_back,
+        adjusted: member.points.adjusted,
         qualifying_points: member.qualifying_points(at, window),
         tier: member.tier.name.clone(),
         multiplier_bps: member.tier.multiplier_bps,

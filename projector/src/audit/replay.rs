@@ -15,9 +15,11 @@ use sqlx::{PgConnection, PgPool, Row as _};
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::batch::{apply_event, is_poison, Projector};
-use crate::event::{decode, stored_event_from_row, ApplyError, Decoded, Incoming, MemberKey, EVENT_COLUMNS};
+use crate::event::{stored_event_from_row, Incoming, EVENT_COLUMNS};
 use crate::progress::{aggregate_of, gap_error, parked, Aggregate};
 use crate::read_models::{self, rfm, MemberState, Mode, Writes};
+use domain::codec::{decode, CodecError, Decoded};
+use domain::MemberKey;
 
 /// Events per transaction of the batch replay.
 const REPLAY_BATCH: i64 = 5_000;
@@ -209,7 +211,7 @@ const FOLD_CHUNK: usize = 20_000;
 /// Events per message from the reader to the fold.
 const READ_CHUNK: usize = 1_000;
 
-type Chunk = Vec<(StoredEvent, Result<Decoded, ApplyError>)>;
+type Chunk = Vec<(StoredEvent, Result<Decoded, CodecError>)>;
 
 /// The replay as one fold: the events the live side has seen, streamed aggregate by aggregate
 /// in sequence order (decoded by the reader task), applied by [`apply_event`] exactly as a

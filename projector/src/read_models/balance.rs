@@ -9,24 +9,21 @@ use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate as _;
 use domain::ledger::{self, Account};
 use domain::member::Lot;
-use domain::MemberEvent;
+use domain::points::CounterOverflow;
+use domain::{MemberEvent, MemberKey, PointCounters};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{add, key_arrays, EventMeta, MemberState, Mode, ReadModel, Touched, Writes};
-use crate::event::{ApplyError, MemberKey};
+use crate::event::ApplyError;
 
 pub const BALANCE_TABLES: &[&str] = &["member_balances", "member_lots"];
 pub const LEDGER_TABLES: &[&str] = &["journal_entries", "postings", "org_liability"];
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BalanceRow {
-    pub balance: i64,
-    pub lifetime_earned: i64,
-    pub redeemed: i64,
-    pub expired: i64,
-    pub clawed_back: i64,
-    pub adjusted: i64,
+    /// The balance and its running totals, moved by the domain's own rule.
+    pub points: PointCounters,
     /// The domain's expiry lots, in the domain's order.
     pub lots: Vec<Lot>,
     /// The lots as `member_lots` held them when the batch loaded them (none for a new member
@@ -42,7 +39,7 @@ impl BalanceRow {
 
     fn as_domain(&self) -> domain::Member {
         domain::Member {
-            balance: self.balance,
+            points: self.points,
             lots: self.lots.clone(),
             ..Default::default()
         }
@@ -137,46 +134,36 @@ pub(super) fn apply(
         return Err(ApplyError::Invalid("no balance row".into()));
     };
     let delta = ledger::points_delta(event);
-    let balance = add(row.balance, delta, "balance")?;
+    let balance = add(row.points.balance, delta, "balance")?;
     if balance != balance_after {
         return Err(ApplyError::Invalid(format!(
             "{} says balance_after {balance_after}, but the read model's balance {} moved by {delta} is {balance}",
             event.type_name(),
-            row.balance
+            row.points.balance
         )));
     }
-    match event {
-        MemberEvent::PurchaseRecorded { points_earned, .. } => {
-            row.lifetime_earned = add(row.lifetime_earned, *points_earned, "lifetime_earned")?;
-        }
-        MemberEvent::PurchaseRefunded {
-            points_clawed_back, ..
-        } => row.clawed_back = add(row.clawed_back, *points_clawed_back, "clawed_back")?,
-        MemberEvent::RewardRedeemed { points_cost, .. } => {
-            row.redeemed = add(row.redeemed, *points_cost, "redeemed")?;
-        }
-        MemberEvent::PointsAdjusted { delta, .. } => row.adjusted = add(row.adjusted, *delta, "adjusted")?,
-        MemberEvent::PointsExpired { points, .. } => row.expired = add(row.expired, *points, "expired")?,
-        _ => {}
-    }
+    let points = row
+        .points
+        .after(event)
+        .map_err(|CounterOverflow(counter)| ApplyError::Overflow(counter))?;
     // The lots follow the domain's own rules (credit repays a negative balance first, debits
     // take the soonest-expiring lot first, expiry drops expired lots): apply the event to a
-    // domain Member holding just the balance and lots.
+    // domain Member holding just the counters and lots.
     let mut member = domain::Member {
-        balance: row.balance,
+        points: row.points,
         lots: std::mem::take(&mut row.lots),
         ..Default::default()
     };
     member.apply(event.clone());
-    if member.balance != balance {
+    if member.points.balance != balance {
         return Err(ApplyError::Invalid(format!(
             "the domain's balance after {} is {}, the ledger's {balance}",
             event.type_name(),
-            member.balance
+            member.points.balance
         )));
     }
     row.lots = member.lots;
-    row.balance = balance;
+    row.points = points;
 
     if delta != 0 {
         writes.ledger.journal.push(JournalRow {
@@ -226,12 +213,14 @@ pub(super) async fn load(
     for (org, id, balance, lifetime_earned, redeemed, expired, clawed_back, adjusted) in rows {
         if let Some(state) = states.get_mut(&key(org, id)) {
             state.balance = Some(BalanceRow {
-                balance,
-                lifetime_earned,
-                redeemed,
-                expired,
-                clawed_back,
-                adjusted,
+                points: PointCounters {
+                    balance,
+                    lifetime_earned,
+                    redeemed,
+                    expired,
+                    clawed_back,
+                    adjusted,
+                },
                 lots: Vec::new(),
                 stored_lots: Vec::new(),
             });
@@ -274,7 +263,7 @@ pub(super) async fn flush(conn: &mut PgConnection, touched: &Touched<'_>, mode: 
         return Ok(());
     }
     let (orgs, ids) = key_arrays(rows.iter().map(|(k, _)| *k));
-    let col = |f: fn(&BalanceRow) -> i64| rows.iter().map(|(_, b)| f(b)).collect::<Vec<i64>>();
+    let col = |f: fn(&PointCounters) -> i64| rows.iter().map(|(_, b)| f(&b.points)).collect::<Vec<i64>>();
     let next: Vec<Option<(i64, DateTime<Utc>)>> = rows.iter().map(|(_, b)| b.next_expiry()).collect();
     sqlx::query(&format!(
         "INSERT INTO member_balances (org_id, member_id, balance, lifetime_earned, redeemed, expired, \

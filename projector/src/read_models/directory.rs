@@ -7,7 +7,7 @@ use domain::MemberEvent;
 use sqlx::PgConnection;
 
 use super::{key_arrays, ReadModel, Writes};
-use crate::event::MemberKey;
+use domain::MemberKey;
 
 pub const TABLES: &[&str] = &["member_directory"];
 

@@ -11,7 +11,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{EventMeta, Mode, ReadModel, Writes};
-use crate::event::MemberKey;
+use domain::MemberKey;
 
 pub const TABLES: &[&str] = &["leaderboard_scores"];
 

@@ -27,8 +27,9 @@ use domain::{MemberEvent, ProgramEvent};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::event::{ApplyError, MemberKey};
+use crate::event::ApplyError;
 use crate::progress::{self, Progress};
+use domain::MemberKey;
 
 pub mod balance;
 pub mod directory;

@@ -24,7 +24,8 @@ use uuid::Uuid;
 
 use super::{add, key_arrays, MemberState, Mode, ReadModel, Touched, Writes};
 use crate::check_schema_name;
-use crate::event::{ApplyError, MemberKey};
+use crate::event::ApplyError;
+use domain::MemberKey;
 
 pub const TABLES: &[&str] = &[
     "purchases",

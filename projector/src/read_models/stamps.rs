@@ -10,7 +10,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{key_arrays, to_i32, MemberState, Mode, ReadModel, Touched, Writes};
-use crate::event::{ApplyError, MemberKey};
+use crate::event::ApplyError;
+use domain::MemberKey;
 
 pub const TABLES: &[&str] = &["stamp_cards", "stamp_rewards_issued"];
 

@@ -150,7 +150,7 @@ fn a_refund_must_match_the_purchase_it_names() {
     apply_member(&mut state, &key, &meta(3), &refund("a", 500), &mut writes).unwrap();
     let purchase = &state.purchases["a"];
     assert_eq!((purchase.refunded_minor, purchase.clawed_back), (500, 5));
-    assert_eq!(state.balance.as_ref().unwrap().clawed_back, 5);
+    assert_eq!(state.balance.as_ref().unwrap().points.clawed_back, 5);
     // The clawback counts against the purchase's own location and periods.
     assert!(writes.leaderboard.0.iter().all(|(k, op)| op.delta == -5
         && ["", "shop"].contains(&k.location_id.as_str())

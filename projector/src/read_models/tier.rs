@@ -11,7 +11,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{key_arrays, to_i32, to_i64, EventMeta, MemberState, Mode, ReadModel, Touched, Writes};
-use crate::event::{ApplyError, MemberKey};
+use crate::event::ApplyError;
+use domain::MemberKey;
 
 pub const TABLES: &[&str] = &["member_tiers", "tier_history"];
 
