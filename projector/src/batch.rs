@@ -20,10 +20,12 @@ use domain::wire::StoredEvent;
 use domain::MemberEvent;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
-use crate::event::MemberKey;
-use crate::event::{decode, stored_event_from_row, ApplyError, Decoded, Incoming, EVENT_COLUMNS};
-use crate::state::{apply_program, EventMeta, MemberState, ParkedRow, Writes};
-use crate::store;
+use crate::check_schema_name;
+use crate::event::{stored_event_from_row, ApplyError, Incoming, EVENT_COLUMNS};
+use crate::progress::{self, aggregate_of, blocked_error, gap_error, parked, parked_incoming, Aggregate};
+use crate::read_models::{self, apply_program, EventMeta, MemberState, Mode, ReadModel, Writes};
+use domain::codec::{decode, CodecError, Decoded};
+use domain::MemberKey;
 
 /// What a batch did.
 #[derive(Debug, Default, Clone)]
@@ -39,7 +41,7 @@ pub struct BatchReport {
     /// Events newly parked (failed, or waiting behind a failed one of the same aggregate).
     pub parked: usize,
     /// Events applied per read model.
-    pub read_models: BTreeMap<&'static str, u64>,
+    pub read_models: BTreeMap<ReadModel, u64>,
     /// `committed_at` of every applied stream delivery, for the lag metric.
     pub committed_at: Vec<DateTime<Utc>>,
 }
@@ -55,46 +57,6 @@ impl BatchReport {
             *self.read_models.entry(model).or_default() += n;
         }
         self.committed_at.extend(other.committed_at);
-    }
-}
-
-pub(crate) type Aggregate = (String, String);
-
-pub(crate) fn aggregate_of(event: &StoredEvent) -> Aggregate {
-    (event.aggregate_type.clone(), event.aggregate_id.clone())
-}
-
-pub(crate) fn parked(event: &StoredEvent, error: String, blocked_by: Option<i64>) -> ParkedRow {
-    ParkedRow {
-        aggregate_type: event.aggregate_type.clone(),
-        aggregate_id: event.aggregate_id.clone(),
-        sequence: event.sequence,
-        global_position: Some(event.global_position),
-        event_type: Some(event.event_type.clone()),
-        payload: event.payload.to_string(),
-        error,
-        blocked_by,
-    }
-}
-
-fn parked_incoming(incoming: &Incoming, error: String) -> ParkedRow {
-    match incoming {
-        Incoming::Event { event, .. } => parked(event, error, None),
-        Incoming::Unreadable {
-            stream,
-            stream_sequence,
-            raw,
-            ..
-        } => ParkedRow {
-            aggregate_type: String::new(),
-            aggregate_id: format!("stream:{stream}"),
-            sequence: i64::try_from(*stream_sequence).unwrap_or(i64::MAX),
-            global_position: None,
-            event_type: None,
-            payload: raw.clone(),
-            error,
-            blocked_by: None,
-        },
     }
 }
 
@@ -122,35 +84,6 @@ pub(crate) async fn load_range(
         .context("decoding an events row")
 }
 
-async fn load_progress(
-    conn: &mut PgConnection,
-    aggregates: &BTreeSet<Aggregate>,
-) -> anyhow::Result<(HashMap<Aggregate, i64>, HashMap<Aggregate, i64>)> {
-    let (types, ids): (Vec<String>, Vec<String>) = aggregates.iter().cloned().unzip();
-    let checkpoints: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT c.aggregate_type, c.aggregate_id, c.last_sequence FROM projection_checkpoints c \
-         JOIN unnest($1::text[], $2::text[]) AS k(aggregate_type, aggregate_id) USING (aggregate_type, aggregate_id)",
-    )
-    .bind(&types)
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await
-    .context("loading checkpoints")?;
-    // An aggregate is blocked by its earliest parked event.
-    let blocked: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT p.aggregate_type, p.aggregate_id, min(p.sequence) FROM parked_events p \
-         JOIN unnest($1::text[], $2::text[]) AS k(aggregate_type, aggregate_id) USING (aggregate_type, aggregate_id) \
-         GROUP BY p.aggregate_type, p.aggregate_id",
-    )
-    .bind(&types)
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await
-    .context("loading parked aggregates")?;
-    let to_map = |rows: Vec<(String, String, i64)>| rows.into_iter().map(|(t, i, s)| ((t, i), s)).collect();
-    Ok((to_map(checkpoints), to_map(blocked)))
-}
-
 /// Applies `incoming` to the read models of the transaction's `search_path`. The caller owns
 /// the transaction (and the lock): nothing is visible until it commits.
 pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyhow::Result<BatchReport> {
@@ -166,7 +99,7 @@ pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyh
             Incoming::Unreadable { .. } => None,
         })
         .collect();
-    let (checkpoints, mut blocked) = load_progress(conn, &aggregates).await?;
+    let (checkpoints, mut blocked) = progress::load(conn, &aggregates).await?;
 
     // Order of application: per aggregate strictly by sequence, without gaps.
     let mut next: HashMap<Aggregate, i64> = HashMap::new();
@@ -175,15 +108,15 @@ pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyh
         let (event, from_store) = match input {
             Incoming::Event { event, from_store } => (event, *from_store),
             Incoming::Unreadable { error, .. } => {
-                writes.parked.push(parked_incoming(input, error.clone()));
+                writes.progress.parked.push(parked_incoming(input, error.clone()));
                 continue;
             }
         };
         let aggregate = aggregate_of(event);
         if let Some(root) = blocked.get(&aggregate) {
             if event.sequence >= *root {
-                let error = format!("waits behind parked sequence {root} of this aggregate");
-                writes.parked.push(parked(event, error, Some(*root)));
+                let error = blocked_error(*root);
+                writes.progress.parked.push(parked(event, error, Some(*root)));
                 continue;
             }
         }
@@ -198,6 +131,7 @@ pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyh
             let missing = load_range(conn, &aggregate, *expected, event.sequence - 1).await?;
             if i64::try_from(missing.len()).ok() != Some(event.sequence - *expected) {
                 writes
+                    .progress
                     .parked
                     .push(parked(event, gap_error(*expected, event.sequence), None));
                 blocked.insert(aggregate, event.sequence);
@@ -210,7 +144,7 @@ pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyh
         plan.push((event.clone(), from_store));
     }
 
-    let decoded: Vec<Result<Decoded, ApplyError>> = plan.iter().map(|(e, _)| decode(e)).collect();
+    let decoded: Vec<Result<Decoded, CodecError>> = plan.iter().map(|(e, _)| decode(e)).collect();
     let t_plan = std::time::Instant::now();
     let mut member_keys = BTreeSet::new();
     // Purchases the batch records are loaded too: a transaction id recorded in an earlier
@@ -228,7 +162,7 @@ pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyh
     }
     let member_keys: Vec<_> = member_keys.into_iter().collect();
     let purchases: Vec<_> = purchases.into_iter().collect();
-    let mut members = store::load_members(conn, &member_keys, &purchases).await?;
+    let mut members = read_models::load_members(conn, &member_keys, &purchases).await?;
     let t_load = std::time::Instant::now();
 
     for ((event, from_store), decoded) in plan.iter().zip(decoded) {
@@ -240,7 +174,7 @@ pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyh
         }
     }
     let t_apply = std::time::Instant::now();
-    report.parked = usize::try_from(store::flush(conn, &members, &writes, store::Mode::Upsert).await?)
+    report.parked = usize::try_from(read_models::flush(conn, &members, &writes, Mode::Upsert).await?)
         .unwrap_or(usize::MAX);
     tracing::debug!(
         size = incoming.len(),
@@ -253,14 +187,6 @@ pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyh
     Ok(report)
 }
 
-/// Why an event is parked when the events before it are missing from the store.
-pub(crate) fn gap_error(expected: i64, sequence: i64) -> String {
-    format!(
-        "sequence gap: events {expected}..{} of this aggregate are not in the event store",
-        sequence - 1
-    )
-}
-
 /// Applies one event, in its aggregate's order, to the member rows and `writes`: the one
 /// place where the live batches and the audit's fold decide what an event does. An event of
 /// a blocked aggregate (at or after its parked sequence) waits behind it; an event that cannot
@@ -270,12 +196,12 @@ pub(crate) fn apply_event(
     blocked: &mut HashMap<Aggregate, i64>,
     writes: &mut Writes,
     event: &StoredEvent,
-    decoded: Result<Decoded, ApplyError>,
+    decoded: Result<Decoded, CodecError>,
 ) -> bool {
     let aggregate = aggregate_of(event);
     if let Some(root) = blocked.get(&aggregate).filter(|root| event.sequence >= **root) {
-        let error = format!("waits behind parked sequence {root} of this aggregate");
-        writes.parked.push(parked(event, error, Some(*root)));
+        let error = blocked_error(*root);
+        writes.progress.parked.push(parked(event, error, Some(*root)));
         return false;
     }
     let meta = EventMeta {
@@ -284,20 +210,18 @@ pub(crate) fn apply_event(
         committed_at: event.committed_at,
     };
     let result = match decoded {
-        Err(error) => Err(error),
+        Err(error) => Err(ApplyError::from(error)),
         Ok(Decoded::Member(key, member_event)) => {
             let state = members.entry(key.clone()).or_default();
             state.apply(&key, &meta, &member_event, writes)
         }
-        Ok(Decoded::Program(org, program_event)) => {
-            let mut effects = Writes::default();
-            apply_program(&org, &program_event, &mut effects).map(|()| writes.merge(effects))
-        }
+        Ok(Decoded::Program(org, program_event)) => apply_program(&org, &program_event, writes),
         Ok(Decoded::Other) => Ok(()),
     };
     match result {
         Ok(()) => {
             writes
+                .progress
                 .checkpoints
                 .insert(aggregate, (event.sequence, event.global_position));
             true
@@ -310,7 +234,10 @@ pub(crate) fn apply_event(
                 %error,
                 "event cannot be applied: parked"
             );
-            writes.parked.push(parked(event, error.to_string(), None));
+            writes
+                .progress
+                .parked
+                .push(parked(event, error.to_string(), None));
             blocked.insert(aggregate, event.sequence);
             false
         }
@@ -328,19 +255,6 @@ pub fn is_poison(error: &anyhow::Error) -> bool {
             .and_then(|e| e.code())
             .is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
     })
-}
-
-/// Checks a schema name before it is used in `search_path` (and in DDL by the audit).
-pub fn check_schema_name(schema: &str) -> anyhow::Result<()> {
-    let mut chars = schema.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && schema.len() <= 63;
-    anyhow::ensure!(
-        valid,
-        "invalid read-model schema name '{schema}': expected [a-z_][a-z0-9_]*"
-    );
-    Ok(())
 }
 
 /// Begins a transaction on the read models of `schema`, holding the schema's projector lock.
@@ -426,11 +340,11 @@ impl Projector {
                 let message = format!("{error:#}");
                 tracing::error!(error = %message, "event refused by Postgres: parked");
                 let mut tx = begin(&self.pool, &self.schema).await?;
-                let writes = Writes {
+                let progress = progress::Progress {
                     parked: vec![parked_incoming(input, message)],
                     ..Default::default()
                 };
-                let parked = store::flush(&mut tx, &HashMap::new(), &writes, store::Mode::Upsert).await?;
+                let parked = progress::flush(&mut tx, &progress, Mode::Upsert).await?;
                 tx.commit().await.context("committing a parked event")?;
                 Ok(BatchReport {
                     received: 1,

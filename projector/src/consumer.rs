@@ -194,7 +194,7 @@ fn record(report: &BatchReport, elapsed: Duration) {
     metrics::counter!("projector_events_gap_filled_total").increment(report.gap_filled as u64);
     metrics::counter!("projector_events_parked_total").increment(report.parked as u64);
     for (model, n) in &report.read_models {
-        metrics::counter!("projector_events_applied_total", "read_model" => *model).increment(*n);
+        metrics::counter!("projector_events_applied_total", "read_model" => model.as_str()).increment(*n);
     }
     let now = Utc::now();
     for committed_at in &report.committed_at {

@@ -6,11 +6,13 @@
 //!   per-aggregate checkpoints: exactly-once effect on an at-least-once stream, sequence gaps
 //!   filled from the `events` table, poison events parked (`rm.parked_events`) instead of
 //!   redelivered forever.
-//! - [`state`]: what each event does to the read models, pure and shared by the live consumer
-//!   and the audit replay; [`store`] loads and writes the rows in set-based statements.
-//! - [`rfm`]: RFM scores and segments, recomputed per org in one SQL pass, on a schedule and
-//!   on demand.
-//! - [`audit`]: rebuild from the event store and compare; balance and tier as of a time.
+//! - [`read_models`]: one module per read model (balance and ledger, tier, stamps, RFM,
+//!   leaderboard, directory, program), each with its rows, what each event does to them (pure,
+//!   shared by the live consumer and the audit replay) and the SQL that writes them;
+//!   [`ReadModel`] names them. [`progress`]: checkpoints and parked events.
+//! - [`rfm`] (the RFM read model): scores and segments, recomputed per org in one SQL pass, on
+//!   a schedule and on demand.
+//! - [`audit`]: rebuild from the event store (replay) and compare; balance and tier as of a time.
 //!
 //! The tables live in the Postgres schema `rm`; `schema/migrations/0004_read_models.sql`
 //! documents them for readers (the query service).
@@ -36,17 +38,18 @@ use common::config::{DbArgs, ListenArgs, NatsArgs};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 pub mod audit;
 pub mod batch;
 pub mod cli;
 pub mod consumer;
 pub mod event;
-pub mod rfm;
-pub mod state;
-pub mod store;
+pub mod progress;
+pub mod read_models;
 
 pub use batch::{BatchReport, Projector};
+pub use read_models::{rfm, ReadModel};
 
 /// Where the projector listens unless `--listen` / `LISTEN_ADDR` says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8081";
@@ -111,6 +114,19 @@ impl Config {
     }
 }
 
+/// Checks a read-model schema name before it is used in `search_path` (and in DDL by the audit).
+pub fn check_schema_name(schema: &str) -> anyhow::Result<()> {
+    let mut chars = schema.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && schema.len() <= 63;
+    anyhow::ensure!(
+        valid,
+        "invalid read-model schema name '{schema}': expected [a-z_][a-z0-9_]*"
+    );
+    Ok(())
+}
+
 /// Opens the database and applies the migrations.
 pub async fn connect(db: &DbArgs) -> anyhow::Result<PgPool> {
     let pool = common::config::connect_db(db).await?;
@@ -135,18 +151,18 @@ pub async fn run(
 
     let app = common::health::router(pool.clone(), Some(nats.clone()));
     // The tasks are aborted if this future is dropped (a killed projector stops entirely).
-    let mut http = AbortOnDrop(tokio::spawn(
+    let http = AbortOnDropHandle::new(tokio::spawn(
         axum::serve(listener, app)
             .with_graceful_shutdown(token.clone().cancelled_owned())
             .into_future(),
     ));
-    let mut consumer = AbortOnDrop(tokio::spawn(consumer::consume(
+    let mut consumer = AbortOnDropHandle::new(tokio::spawn(consumer::consume(
         nats,
         config.consumer_settings(),
         projector,
         token.clone(),
     )));
-    let mut scheduler = AbortOnDrop(tokio::spawn(rfm_schedule(
+    let scheduler = AbortOnDropHandle::new(tokio::spawn(rfm_schedule(
         pool,
         config.schema.clone(),
         config.rfm_interval_secs,
@@ -156,28 +172,20 @@ pub async fn run(
     let consumed = tokio::select! {
         () = shutdown => {
             token.cancel();
-            (&mut consumer.0).await
+            (&mut consumer).await
         }
-        result = &mut consumer.0 => {
+        result = &mut consumer => {
             token.cancel();
             result
         }
     };
-    (&mut scheduler.0).await.ok();
-    if let Ok(Err(error)) = (&mut http.0).await {
+    scheduler.await.ok();
+    if let Ok(Err(error)) = http.await {
         tracing::error!(%error, "HTTP server failed");
     }
     consumed.context("the consumer task panicked")??;
     tracing::info!("projector stopped");
     Ok(())
-}
-
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 async fn rfm_schedule(pool: PgPool, schema: String, interval_secs: u64, shutdown: CancellationToken) {

@@ -348,3 +348,23 @@ async fn scores_are_recomputed_on_schedule_and_from_the_command_line() {
     nats.cleanup().await;
     db.cleanup().await;
 }
+
+/// The segment grid the recomputation uses (`rm.rfm_segment` in the read-model migration) and
+/// the domain's (`domain::rfm::segment`) agree on all 25 (R, F) cells.
+#[tokio::test]
+async fn the_sql_segment_grid_and_the_domains_agree_on_every_cell() {
+    let db = TestDb::new().await;
+    let cells: Vec<(i32, i32, Option<String>)> = sqlx::query_as(
+        "SELECT r, f, rm.rfm_segment(r, f) FROM generate_series(1, 5) AS r, generate_series(1, 5) AS f \
+         ORDER BY r, f",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(cells.len(), 25);
+    for (r, f, sql) in cells {
+        let rust = domain::rfm::segment(u8::try_from(r).unwrap(), u8::try_from(f).unwrap());
+        assert_eq!(sql.as_deref(), Some(rust.name()), "cell R={r} F={f}");
+    }
+    db.cleanup().await;
+}

@@ -1,0 +1,60 @@
+//! The member directory (`member_directory`): who is enrolled, with their external id and
+//! display name.
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use domain::MemberEvent;
+use sqlx::PgConnection;
+
+use super::{key_arrays, ReadModel, Writes};
+use domain::MemberKey;
+
+pub const TABLES: &[&str] = &["member_directory"];
+
+#[derive(Debug, Clone)]
+pub struct DirectoryRow {
+    pub key: MemberKey,
+    pub external_id: Option<String>,
+    pub display_name: Option<String>,
+    pub enrolled_at: DateTime<Utc>,
+}
+
+/// An enrolment adds the member.
+pub(super) fn apply(key: &MemberKey, event: &MemberEvent, writes: &mut Writes) {
+    if let MemberEvent::MemberEnrolled {
+        external_id,
+        display_name,
+        enrolled_at,
+        ..
+    } = event
+    {
+        writes.directory.push(DirectoryRow {
+            key: key.clone(),
+            external_id: external_id.clone(),
+            display_name: display_name.clone(),
+            enrolled_at: *enrolled_at,
+        });
+        writes.touched(&[ReadModel::Directory]);
+    }
+}
+
+/// Writes the members the batch enrolled.
+pub(super) async fn flush(conn: &mut PgConnection, rows: &[DirectoryRow]) -> anyhow::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let (orgs, ids) = key_arrays(rows.iter().map(|r| &r.key));
+    sqlx::query(
+        "INSERT INTO member_directory (org_id, member_id, external_id, display_name, enrolled_at) \
+         SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[])",
+    )
+    .bind(&orgs)
+    .bind(&ids)
+    .bind(rows.iter().map(|r| r.external_id.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.display_name.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.enrolled_at).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await
+    .context("writing member_directory")?;
+    Ok(())
+}

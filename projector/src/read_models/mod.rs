@@ -1,0 +1,344 @@
+//! The read models of SPEC §6, one module each. A module owns its rows (what a batch holds in
+//! memory), its apply (what a member or program event does to them) and its flush (the SQL that
+//! writes them back, in set-based statements: arrays bound as parameters and `unnest`ed).
+//!
+//! - [`balance`]: balances, expiry lots and the double-entry ledger (journal, postings, liability);
+//! - [`tier`]: current tiers and their history;
+//! - [`stamps`]: stamp cards and the rewards they issued;
+//! - [`rfm`]: purchases (the raw data), per-member and per-org aggregates, scores and segments;
+//! - [`leaderboard`]: points per org, location and period;
+//! - [`directory`]: who is enrolled;
+//! - [`program`]: each org's current program and locations.
+//!
+//! This module ties them together for one batch: [`MemberState`] (the rows of one member that
+//! events modify in place, loaded before and written back after), [`Writes`] (the rows a batch
+//! adds and the increments it makes), [`load_members`] and [`flush`].
+//!
+//! Applying an event is pure: it changes this state or fails with an [`ApplyError`] and changes
+//! nothing. The same code serves the live consumer and the audit replay.
+//!
+//! Table names are unqualified: the caller's transaction sets `search_path` to the read-model
+//! schema (`rm` live, a scratch schema during an audit).
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use domain::{MemberEvent, ProgramEvent};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::event::ApplyError;
+use crate::progress::{self, Progress};
+use domain::MemberKey;
+
+pub mod balance;
+pub mod directory;
+pub mod leaderboard;
+pub mod program;
+pub mod rfm;
+pub mod stamps;
+pub mod tier;
+
+#[cfg(test)]
+mod tests;
+
+/// A read model, as the metrics name it (`projector_events_applied_total{read_model}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ReadModel {
+    Balance,
+    Ledger,
+    Tier,
+    Stamps,
+    Rfm,
+    Leaderboard,
+    Directory,
+    Program,
+}
+
+impl ReadModel {
+    pub const ALL: [ReadModel; 8] = [
+        ReadModel::Balance,
+        ReadModel::Ledger,
+        ReadModel::Tier,
+        ReadModel::Stamps,
+        ReadModel::Rfm,
+        ReadModel::Leaderboard,
+        ReadModel::Directory,
+        ReadModel::Program,
+    ];
+
+    /// The name in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadModel::Balance => "balance",
+            ReadModel::Ledger => "ledger",
+            ReadModel::Tier => "tier",
+            ReadModel::Stamps => "stamps",
+            ReadModel::Rfm => "rfm",
+            ReadModel::Leaderboard => "leaderboard",
+            ReadModel::Directory => "directory",
+            ReadModel::Program => "program",
+        }
+    }
+
+    /// The tables of the read-model schema that hold it.
+    pub fn tables(self) -> &'static [&'static str] {
+        match self {
+            ReadModel::Balance => balance::BALANCE_TABLES,
+            ReadModel::Ledger => balance::LEDGER_TABLES,
+            ReadModel::Tier => tier::TABLES,
+            ReadModel::Stamps => stamps::TABLES,
+            ReadModel::Rfm => rfm::TABLES,
+            ReadModel::Leaderboard => leaderboard::TABLES,
+            ReadModel::Directory => directory::TABLES,
+            ReadModel::Program => program::TABLES,
+        }
+    }
+}
+
+impl std::fmt::Display for ReadModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an event sits in the log.
+#[derive(Debug, Clone)]
+pub struct EventMeta {
+    pub sequence: i64,
+    pub global_position: i64,
+    pub committed_at: DateTime<Utc>,
+}
+
+/// The rows of one member that events modify in place. `purchases` holds the purchases the
+/// batch's events name (all of the member's in the audit's fold).
+#[derive(Debug, Clone, Default)]
+pub struct MemberState {
+    pub balance: Option<balance::BalanceRow>,
+    pub tier: Option<tier::TierRow>,
+    pub stamps: BTreeMap<String, stamps::StampRow>,
+    pub purchases: BTreeMap<String, rfm::PurchaseRow>,
+    /// Some event of this batch was applied to the member: its rows are written back.
+    pub touched: bool,
+}
+
+/// Rows a batch adds, and increments it makes, outside the loaded member rows.
+#[derive(Debug, Default)]
+pub struct Writes {
+    pub directory: Vec<directory::DirectoryRow>,
+    pub ledger: balance::LedgerWrites,
+    pub tier_history: Vec<tier::TierHistoryRow>,
+    pub stamp_rewards: Vec<stamps::StampRewardRow>,
+    pub rfm: rfm::RfmWrites,
+    pub leaderboard: leaderboard::LeaderboardWrites,
+    pub program: program::ProgramWrites,
+    pub progress: Progress,
+    /// Events applied per read model, for the metrics.
+    pub applied: BTreeMap<ReadModel, u64>,
+}
+
+impl Writes {
+    /// Adds `other` (the effects of a later event) to `self`.
+    pub fn merge(&mut self, other: Writes) {
+        self.directory.extend(other.directory);
+        self.ledger.merge(other.ledger);
+        self.tier_history.extend(other.tier_history);
+        self.stamp_rewards.extend(other.stamp_rewards);
+        self.rfm.merge(other.rfm);
+        self.leaderboard.merge(other.leaderboard);
+        self.program.merge(other.program);
+        self.progress.merge(other.progress);
+        for (model, n) in other.applied {
+            *self.applied.entry(model).or_default() += n;
+        }
+    }
+
+    /// Counts one applied event for each of `models`.
+    pub(crate) fn touched(&mut self, models: &[ReadModel]) {
+        for model in models {
+            *self.applied.entry(*model).or_default() += 1;
+        }
+    }
+}
+
+pub(crate) fn add(a: i64, b: i64, what: &'static str) -> Result<i64, ApplyError> {
+    a.checked_add(b).ok_or(ApplyError::Overflow(what))
+}
+
+pub(crate) fn to_i32(value: u32, what: &'static str) -> Result<i32, ApplyError> {
+    i32::try_from(value).map_err(|_| ApplyError::Overflow(what))
+}
+
+pub(crate) fn to_i64(value: u64, what: &'static str) -> Result<i64, ApplyError> {
+    i64::try_from(value).map_err(|_| ApplyError::Overflow(what))
+}
+
+/// Applies one member event to `state` (the member's rows) and `writes`, read model by read
+/// model. The first error wins, so the order below is the order of the checks.
+fn apply_member(
+    state: &mut MemberState,
+    key: &MemberKey,
+    meta: &EventMeta,
+    event: &MemberEvent,
+    writes: &mut Writes,
+) -> Result<(), ApplyError> {
+    if let MemberEvent::MemberEnrolled {
+        org_id, member_id, ..
+    } = event
+    {
+        if *org_id != key.org_id || *member_id != key.member_id {
+            return Err(ApplyError::Invalid(format!(
+                "MemberEnrolled names {org_id}/{member_id} but belongs to aggregate {}",
+                key.aggregate_id()
+            )));
+        }
+        if state.balance.is_some() {
+            return Err(ApplyError::Invalid(
+                "MemberEnrolled for a member already enrolled".into(),
+            ));
+        }
+    } else if state.balance.is_none() || state.tier.is_none() {
+        return Err(ApplyError::Invalid(format!(
+            "{} for a member that is not enrolled",
+            event.type_name()
+        )));
+    }
+    balance::apply(&mut state.balance, key, meta, event, writes)?;
+    rfm::apply(&mut state.purchases, key, event, writes)?;
+    tier::apply(&mut state.tier, key, meta, event, writes)?;
+    stamps::apply(&mut state.stamps, key, event, writes)?;
+    leaderboard::apply(key, meta, event, writes);
+    directory::apply(key, event, writes);
+    Ok(())
+}
+
+impl MemberState {
+    /// Applies one member event all or nothing: on error the state and `writes` are as before.
+    /// Both the live batches and the audit's fold apply every member event through here.
+    pub fn apply(
+        &mut self,
+        key: &MemberKey,
+        meta: &EventMeta,
+        event: &MemberEvent,
+        writes: &mut Writes,
+    ) -> Result<(), ApplyError> {
+        // A member's purchases can be many (the audit folds whole histories) and an event
+        // touches at most one: only that one is saved for the undo, the rest is small.
+        let purchases = std::mem::take(&mut self.purchases);
+        let mut trial = MemberState {
+            purchases,
+            ..self.clone()
+        };
+        let purchase = match event {
+            MemberEvent::PurchaseRecorded { transaction_id, .. }
+            | MemberEvent::PurchaseRefunded { transaction_id, .. } => {
+                Some((transaction_id, trial.purchases.get(transaction_id).cloned()))
+            }
+            _ => None,
+        };
+        let mut effects = Writes::default();
+        match apply_member(&mut trial, key, meta, event, &mut effects) {
+            Ok(()) => {
+                trial.touched = true;
+                *self = trial;
+                writes.merge(effects);
+                Ok(())
+            }
+            Err(error) => {
+                match purchase {
+                    Some((txn, Some(before))) => {
+                        trial.purchases.insert(txn.clone(), before);
+                    }
+                    Some((txn, None)) => {
+                        trial.purchases.remove(txn);
+                    }
+                    None => {}
+                }
+                self.purchases = trial.purchases;
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Applies one program event all or nothing: on error `writes` is as before.
+pub fn apply_program(org_id: &str, event: &ProgramEvent, writes: &mut Writes) -> Result<(), ApplyError> {
+    let mut effects = Writes::default();
+    program::apply(org_id, event, &mut effects)?;
+    writes.merge(effects);
+    Ok(())
+}
+
+/// The keys of some members as two parallel arrays, to bind and `unnest`.
+pub(crate) fn key_arrays<'a>(keys: impl Iterator<Item = &'a MemberKey>) -> (Vec<String>, Vec<Uuid>) {
+    keys.map(|k| (k.org_id.clone(), k.member_id)).unzip()
+}
+
+/// Loads the rows of `members`, and the purchases named in `purchases` (those the batch
+/// records or refunds).
+pub async fn load_members(
+    conn: &mut PgConnection,
+    members: &[MemberKey],
+    purchases: &[(MemberKey, String)],
+) -> anyhow::Result<HashMap<MemberKey, MemberState>> {
+    let mut states: HashMap<MemberKey, MemberState> = members
+        .iter()
+        .map(|k| (k.clone(), MemberState::default()))
+        .collect();
+    if members.is_empty() {
+        return Ok(states);
+    }
+    let keys = key_arrays(members.iter());
+    balance::load(conn, &keys, &mut states).await?;
+    tier::load(conn, &keys, &mut states).await?;
+    stamps::load(conn, &keys, &mut states).await?;
+    rfm::load(conn, purchases, &mut states).await?;
+    Ok(states)
+}
+
+/// The rows of the members some event of the batch was applied to.
+pub(crate) type Touched<'a> = [(&'a MemberKey, &'a MemberState)];
+
+/// Writes the batch back: member rows of touched members, then additions and increments,
+/// checkpoints last. Returns how many events were newly parked (a redelivered parked event
+/// is not parked twice).
+pub async fn flush(
+    conn: &mut PgConnection,
+    members: &HashMap<MemberKey, MemberState>,
+    writes: &Writes,
+    mode: Mode,
+) -> anyhow::Result<u64> {
+    let touched: Vec<(&MemberKey, &MemberState)> = members.iter().filter(|(_, s)| s.touched).collect();
+    balance::flush(conn, &touched, mode).await?;
+    tier::flush(conn, &touched, mode).await?;
+    stamps::flush(conn, &touched, mode).await?;
+    rfm::flush(conn, &touched, &writes.rfm, mode).await?;
+    balance::flush_ledger(conn, &writes.ledger).await?;
+    directory::flush(conn, &writes.directory).await?;
+    tier::flush_history(conn, &writes.tier_history).await?;
+    stamps::flush_rewards(conn, &writes.stamp_rewards).await?;
+    leaderboard::flush(conn, &writes.leaderboard, mode).await?;
+    program::flush(conn, &writes.program).await?;
+    progress::flush(conn, &writes.progress, mode).await
+}
+
+/// How [`flush`] writes member, leaderboard and progress rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The rows may exist (live batches): upserts and increments.
+    Upsert,
+    /// Each of these rows is written exactly once, whole, into tables that start empty (the
+    /// audit's fold of complete aggregates): plain inserts, so the tables need no index while
+    /// loading, and `rfm_members` is left to [`rfm::write_members`] at the end. The per-org
+    /// rows (liability, RFM versions, programs) are still upserted.
+    Append,
+}
+
+impl Mode {
+    pub(crate) fn on_conflict(self, clause: &str) -> String {
+        match self {
+            Mode::Upsert => format!(" ON CONFLICT {clause}"),
+            Mode::Append => String::new(),
+        }
+    }
+}

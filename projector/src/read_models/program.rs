@@ -1,0 +1,199 @@
+//! Each org's current program (`programs` with its tiers, rewards and stamp cards) and its
+//! registered locations (`program_locations`).
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use domain::program::ProgramConfig;
+use domain::ProgramEvent;
+use sqlx::PgConnection;
+
+use super::{to_i64, ReadModel, Writes};
+use crate::event::ApplyError;
+
+pub const TABLES: &[&str] = &[
+    "programs",
+    "program_tiers",
+    "program_rewards",
+    "program_stamp_cards",
+    "program_locations",
+];
+
+#[derive(Debug, Clone)]
+pub struct ProgramRow {
+    pub version: i64,
+    pub config: ProgramConfig,
+    pub configured_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LocationRow {
+    pub org_id: String,
+    pub location_id: String,
+    pub name: String,
+    pub registered_at: DateTime<Utc>,
+}
+
+/// The programs a batch configures (the last configuration per org) and the locations it
+/// registers.
+#[derive(Debug, Default)]
+pub struct ProgramWrites {
+    pub programs: BTreeMap<String, ProgramRow>,
+    pub locations: Vec<LocationRow>,
+}
+
+impl ProgramWrites {
+    pub fn merge(&mut self, other: ProgramWrites) {
+        self.programs.extend(other.programs);
+        self.locations.extend(other.locations);
+    }
+}
+
+/// A configuration replaces the org's program; a location is added (or renamed).
+pub(super) fn apply(org_id: &str, event: &ProgramEvent, writes: &mut Writes) -> Result<(), ApplyError> {
+    match event {
+        ProgramEvent::ProgramConfigured {
+            org_id: named,
+            version,
+            config,
+            configured_at,
+        } => {
+            if named != org_id {
+                return Err(ApplyError::Invalid(format!(
+                    "ProgramConfigured names org {named} but belongs to program {org_id}"
+                )));
+            }
+            writes.program.programs.insert(
+                org_id.to_owned(),
+                ProgramRow {
+                    version: to_i64(*version, "version")?,
+                    config: config.clone(),
+                    configured_at: *configured_at,
+                },
+            );
+        }
+        ProgramEvent::LocationRegistered {
+            org_id: named,
+            location_id,
+            name,
+            registered_at,
+        } => {
+            if named != org_id {
+                return Err(ApplyError::Invalid(format!(
+                    "LocationRegistered names org {named} but belongs to program {org_id}"
+                )));
+            }
+            writes.program.locations.push(LocationRow {
+                org_id: org_id.to_owned(),
+                location_id: location_id.clone(),
+                name: name.clone(),
+                registered_at: *registered_at,
+            });
+        }
+    }
+    writes.touched(&[ReadModel::Program]);
+    Ok(())
+}
+
+/// Writes the programs and locations of the batch.
+pub(super) async fn flush(conn: &mut PgConnection, writes: &ProgramWrites) -> anyhow::Result<()> {
+    for (org, program) in &writes.programs {
+        write_program(conn, org, program).await?;
+    }
+    if !writes.locations.is_empty() {
+        let l = &writes.locations;
+        sqlx::query(
+            "INSERT INTO program_locations (org_id, location_id, name, registered_at) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) \
+             ON CONFLICT (org_id, location_id) DO UPDATE SET name = excluded.name, registered_at = excluded.registered_at",
+        )
+        .bind(l.iter().map(|r| r.org_id.clone()).collect::<Vec<_>>())
+        .bind(l.iter().map(|r| r.location_id.clone()).collect::<Vec<_>>())
+        .bind(l.iter().map(|r| r.name.clone()).collect::<Vec<_>>())
+        .bind(l.iter().map(|r| r.registered_at).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await
+        .context("writing program_locations")?;
+    }
+    Ok(())
+}
+
+/// Replaces the program of `org` and its tiers, rewards and stamp cards.
+async fn write_program(conn: &mut PgConnection, org: &str, program: &ProgramRow) -> anyhow::Result<()> {
+    let config = &program.config;
+    sqlx::query(
+        "INSERT INTO programs (org_id, version, currency, earn_rate, expiry_days, qualification_window_days, \
+         downgrade_grace_days, configured_at, config) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (org_id) DO UPDATE SET version = excluded.version, currency = excluded.currency, \
+         earn_rate = excluded.earn_rate, expiry_days = excluded.expiry_days, \
+         qualification_window_days = excluded.qualification_window_days, \
+         downgrade_grace_days = excluded.downgrade_grace_days, configured_at = excluded.configured_at, \
+         config = excluded.config",
+    )
+    .bind(org)
+    .bind(program.version)
+    .bind(&config.currency)
+    .bind(config.earn_rate)
+    .bind(config.expiry_days.map(i64::from))
+    .bind(i64::from(config.qualification_window_days))
+    .bind(i64::from(config.downgrade_grace_days))
+    .bind(program.configured_at)
+    .bind(sqlx::types::Json(config))
+    .execute(&mut *conn)
+    .await
+    .context("writing programs")?;
+    for table in ["program_tiers", "program_rewards", "program_stamp_cards"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE org_id = $1"))
+            .bind(org)
+            .execute(&mut *conn)
+            .await
+            .with_context(|| format!("clearing {table}"))?;
+    }
+    let tiers = &config.tiers;
+    sqlx::query(
+        "INSERT INTO program_tiers (org_id, position, name, threshold_points, multiplier_bps) \
+         SELECT $1, t.* FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS t",
+    )
+    .bind(org)
+    .bind((0..tiers.len()).map(|i| i as i64).collect::<Vec<_>>())
+    .bind(tiers.iter().map(|t| t.name.clone()).collect::<Vec<_>>())
+    .bind(tiers.iter().map(|t| t.threshold_points).collect::<Vec<_>>())
+    .bind(
+        tiers
+            .iter()
+            .map(|t| i64::from(t.multiplier_bps))
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut *conn)
+    .await
+    .context("writing program_tiers")?;
+    let rewards = &config.rewards;
+    sqlx::query(
+        "INSERT INTO program_rewards (org_id, reward_id, name, points_cost, active) \
+         SELECT $1, r.* FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bool[]) AS r",
+    )
+    .bind(org)
+    .bind(rewards.iter().map(|r| r.reward_id.clone()).collect::<Vec<_>>())
+    .bind(rewards.iter().map(|r| r.name.clone()).collect::<Vec<_>>())
+    .bind(rewards.iter().map(|r| r.points_cost).collect::<Vec<_>>())
+    .bind(rewards.iter().map(|r| r.active).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await
+    .context("writing program_rewards")?;
+    let cards = &config.stamp_cards;
+    sqlx::query(
+        "INSERT INTO program_stamp_cards (org_id, card_id, name, stamps_required, reward_id, min_amount_minor) \
+         SELECT $1, c.* FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[]) AS c",
+    )
+    .bind(org)
+    .bind(cards.iter().map(|c| c.card_id.clone()).collect::<Vec<_>>())
+    .bind(cards.iter().map(|c| c.name.clone()).collect::<Vec<_>>())
+    .bind(cards.iter().map(|c| i64::from(c.stamps_required)).collect::<Vec<_>>())
+    .bind(cards.iter().map(|c| c.reward_id.clone()).collect::<Vec<_>>())
+    .bind(cards.iter().map(|c| c.min_amount_minor).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await
+    .context("writing program_stamp_cards")?;
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! Stamp cards: each member's stamps per card (`stamp_cards`) and the rewards completed cards
+//! issued (`stamp_rewards_issued`).
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::Context as _;
+use chrono::{DateTime, NaiveDate, Utc};
+use domain::MemberEvent;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{key_arrays, to_i32, MemberState, Mode, ReadModel, Touched, Writes};
+use crate::event::ApplyError;
+use domain::MemberKey;
+
+pub const TABLES: &[&str] = &["stamp_cards", "stamp_rewards_issued"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StampRow {
+    pub stamps: i32,
+    pub stamps_required: i32,
+    pub cards_completed: i32,
+    pub last_stamp_day: Option<NaiveDate>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StampRewardRow {
+    pub key: MemberKey,
+    pub card_id: String,
+    pub cards_completed: i32,
+    pub reward_id: String,
+    pub transaction_id: String,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// A stamp sets the card's count; a completed card starts it again and issues its reward.
+pub(super) fn apply(
+    cards: &mut BTreeMap<String, StampRow>,
+    key: &MemberKey,
+    event: &MemberEvent,
+    writes: &mut Writes,
+) -> Result<(), ApplyError> {
+    match event {
+        MemberEvent::StampCollected {
+            card_id,
+            day,
+            stamps,
+            stamps_required,
+            ..
+        } => {
+            let card = cards.entry(card_id.clone()).or_insert(StampRow {
+                stamps: 0,
+                stamps_required: 0,
+                cards_completed: 0,
+                last_stamp_day: None,
+            });
+            card.stamps = to_i32(*stamps, "stamps")?;
+            card.stamps_required = to_i32(*stamps_required, "stamps_required")?;
+            card.last_stamp_day = Some(*day);
+        }
+        MemberEvent::StampCardCompleted {
+            card_id,
+            reward_id,
+            transaction_id,
+            cards_completed,
+            occurred_at,
+        } => {
+            let Some(card) = cards.get_mut(card_id) else {
+                return Err(ApplyError::Invalid(format!(
+                    "card '{card_id}' completed without any stamp"
+                )));
+            };
+            card.stamps = 0;
+            card.cards_completed = to_i32(*cards_completed, "cards_completed")?;
+            writes.stamp_rewards.push(StampRewardRow {
+                key: key.clone(),
+                card_id: card_id.clone(),
+                cards_completed: card.cards_completed,
+                reward_id: reward_id.clone(),
+                transaction_id: transaction_id.clone(),
+                occurred_at: *occurred_at,
+            });
+        }
+        _ => return Ok(()),
+    }
+    writes.touched(&[ReadModel::Stamps]);
+    Ok(())
+}
+
+/// Loads the stamp cards of the members `keys` names.
+pub(super) async fn load(
+    conn: &mut PgConnection,
+    (orgs, ids): &(Vec<String>, Vec<Uuid>),
+    states: &mut HashMap<MemberKey, MemberState>,
+) -> anyhow::Result<()> {
+    type StampTuple = (String, Uuid, String, i32, i32, i32, Option<NaiveDate>);
+    let rows: Vec<StampTuple> = sqlx::query_as(
+        "SELECT s.org_id, s.member_id, card_id, stamps, stamps_required, cards_completed, last_stamp_day \
+         FROM stamp_cards s JOIN unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+         USING (org_id, member_id)",
+    )
+    .bind(orgs)
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await
+    .context("loading stamp_cards")?;
+    for (org_id, member_id, card_id, stamps, stamps_required, cards_completed, last_stamp_day) in rows {
+        if let Some(state) = states.get_mut(&MemberKey { org_id, member_id }) {
+            state.stamps.insert(
+                card_id,
+                StampRow {
+                    stamps,
+                    stamps_required,
+                    cards_completed,
+                    last_stamp_day,
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Writes the stamp cards of the touched members.
+pub(super) async fn flush(conn: &mut PgConnection, touched: &Touched<'_>, mode: Mode) -> anyhow::Result<()> {
+    let rows: Vec<(&MemberKey, &String, &StampRow)> = touched
+        .iter()
+        .flat_map(|(k, s)| s.stamps.iter().map(move |(card, row)| (*k, card, row)))
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let (orgs, ids) = key_arrays(rows.iter().map(|(k, _, _)| *k));
+    sqlx::query(&format!(
+        "INSERT INTO stamp_cards (org_id, member_id, card_id, stamps, stamps_required, cards_completed, last_stamp_day) \
+         SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int[], $5::int[], $6::int[], $7::date[]){}",
+        mode.on_conflict(
+            "(org_id, member_id, card_id) DO UPDATE SET stamps = excluded.stamps, \
+             stamps_required = excluded.stamps_required, cards_completed = excluded.cards_completed, \
+             last_stamp_day = excluded.last_stamp_day"
+        )
+    ))
+    .bind(&orgs)
+    .bind(&ids)
+    .bind(rows.iter().map(|(_, c, _)| (*c).clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, _, r)| r.stamps).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, _, r)| r.stamps_required).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, _, r)| r.cards_completed).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, _, r)| r.last_stamp_day).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await
+    .context("writing stamp_cards")?;
+    Ok(())
+}
+
+/// Writes the rewards the batch's completed cards issued.
+pub(super) async fn flush_rewards(conn: &mut PgConnection, rewards: &[StampRewardRow]) -> anyhow::Result<()> {
+    if rewards.is_empty() {
+        return Ok(());
+    }
+    let s = rewards;
+    let (orgs, ids) = key_arrays(s.iter().map(|r| &r.key));
+    sqlx::query(
+        "INSERT INTO stamp_rewards_issued (org_id, member_id, card_id, cards_completed, reward_id, \
+         transaction_id, occurred_at) \
+         SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int[], $5::text[], $6::text[], \
+         $7::timestamptz[])",
+    )
+    .bind(&orgs)
+    .bind(&ids)
+    .bind(s.iter().map(|r| r.card_id.clone()).collect::<Vec<_>>())
+    .bind(s.iter().map(|r| r.cards_completed).collect::<Vec<_>>())
+    .bind(s.iter().map(|r| r.reward_id.clone()).collect::<Vec<_>>())
+    .bind(s.iter().map(|r| r.transaction_id.clone()).collect::<Vec<_>>())
+    .bind(s.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await
+    .context("writing stamp_rewards_issued")?;
+    Ok(())
+}
