@@ -328,7 +328,7 @@ impl Commands {
                 &member_aggregate_id(&ctx.org_id, member_id),
                 command,
                 &ctx.metadata(name),
-                |member| member.balance,
+                |member| member.points.balance,
             )
             .await;
         let committed = match result {
@@ -416,7 +416,7 @@ impl Commands {
                 }
                 let balance = self
                     .member(&ctx.org_id, &MemberRef::Id(member_id), |_, member, _| {
-                        member.balance
+                        member.points.balance
                     })
                     .await?;
                 Ok(MemberOutcome {

@@ -1,5 +1,6 @@
 //! Identifier rules shared by every boundary (SPEC §2).
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Maximum length of a slug (`[a-z0-9][a-z0-9-]{0,62}`).
@@ -50,8 +51,46 @@ pub fn check_business_id(s: &str) -> Result<(), IdProblem> {
     }
 }
 
-/// The cqrs-es aggregate id of a member: org-scoped so that no key of one org can ever name
-/// another org's member.
+/// A member of an org, as named by a member aggregate id `org/uuid`: org-scoped so that no key
+/// of one org can ever name another org's member.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MemberKey {
+    pub org_id: String,
+    pub member_id: Uuid,
+}
+
+/// A member aggregate id that is not `org/uuid`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("member aggregate id '{0}' is not 'org/uuid'")]
+pub struct BadMemberAggregateId(pub String);
+
+impl MemberKey {
+    pub fn new(org_id: impl Into<String>, member_id: Uuid) -> Self {
+        MemberKey {
+            org_id: org_id.into(),
+            member_id,
+        }
+    }
+
+    /// Reads a member aggregate id back. Lenient on the org (any non-empty text): the events
+    /// already stored are read as they were written.
+    pub fn parse(aggregate_id: &str) -> Result<Self, BadMemberAggregateId> {
+        let bad = || BadMemberAggregateId(aggregate_id.to_owned());
+        let (org_id, member) = aggregate_id.split_once('/').ok_or_else(bad)?;
+        let member_id = Uuid::parse_str(member).map_err(|_| bad())?;
+        if org_id.is_empty() {
+            return Err(bad());
+        }
+        Ok(MemberKey::new(org_id, member_id))
+    }
+
+    /// The cqrs-es aggregate id of the member.
+    pub fn aggregate_id(&self) -> String {
+        member_aggregate_id(&self.org_id, self.member_id)
+    }
+}
+
+/// The cqrs-es aggregate id of a member (see [`MemberKey`]).
 pub fn member_aggregate_id(org_id: &str, member_id: Uuid) -> String {
     format!("{org_id}/{member_id}")
 }
@@ -61,7 +100,8 @@ pub fn program_aggregate_id(org_id: &str) -> String {
     org_id.to_owned()
 }
 
-/// Splits a member aggregate id back into `(org_id, member_id)`.
+/// Splits a member aggregate id back into `(org_id, member_id)`, strictly: the org must be a
+/// slug (readers of untrusted input use this; [`MemberKey::parse`] is the lenient reader).
 pub fn parse_member_aggregate_id(aggregate_id: &str) -> Option<(&str, Uuid)> {
     let (org, member) = aggregate_id.split_once('/')?;
     let member = Uuid::parse_str(member).ok()?;
@@ -99,5 +139,21 @@ mod tests {
         let agg = member_aggregate_id("acme", id);
         assert_eq!(parse_member_aggregate_id(&agg), Some(("acme", id)));
         assert_eq!(parse_member_aggregate_id("acme"), None);
+    }
+
+    #[test]
+    fn member_aggregate_ids_are_org_slash_uuid() {
+        let id = Uuid::new_v4();
+        let key = MemberKey::parse(&format!("acme/{id}")).unwrap();
+        assert_eq!(key.org_id, "acme");
+        assert_eq!(key.member_id, id);
+        assert_eq!(key.aggregate_id(), format!("acme/{id}"));
+        assert!(MemberKey::parse("acme").is_err());
+        assert!(MemberKey::parse("acme/not-a-uuid").is_err());
+        assert!(MemberKey::parse(&format!("/{id}")).is_err());
+        assert_eq!(
+            MemberKey::parse("acme").unwrap_err().to_string(),
+            "member aggregate id 'acme' is not 'org/uuid'"
+        );
     }
 }

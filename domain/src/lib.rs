@@ -9,14 +9,23 @@
 //! - [`member::Member`] — one per member of an org: balance by expiry lots, purchases and their
 //!   refunds, tier, stamp cards, redemptions and adjustments.
 //!
-//! [`ledger::postings`] turns each member event into its balanced double-entry journal entry.
+//! [`ledger::postings`] turns each member event into its balanced double-entry journal entry;
+//! [`points::PointCounters`] are the balance and its running totals.
+//!
+//! Shared by every reader: [`codec`] decodes stored events (version check and upcasters),
+//! [`ids::MemberKey`] names a member, [`rfm::segment`] is the RFM segment grid.
 
+pub mod codec;
 pub mod ids;
 pub mod ledger;
 pub mod member;
 pub mod money;
+pub mod points;
 pub mod program;
+pub mod rfm;
 pub mod wire;
 
+pub use ids::MemberKey;
 pub use member::{Member, MemberCommand, MemberError, MemberEvent};
+pub use points::PointCounters;
 pub use program::{Program, ProgramCommand, ProgramConfig, ProgramError, ProgramEvent, ProgramSnapshot};

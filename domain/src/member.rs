@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::ids::{check_business_id, is_slug, IdProblem};
 use crate::money::{apply_multiplier, base_points, cumulative_clawback, currency_digits};
+use crate::points::PointCounters;
 use crate::program::{ProgramSnapshot, RewardDef};
 
 /// Largest purchase or refund amount accepted, in minor units (one billion major units).
@@ -423,12 +424,9 @@ pub struct CardProgress {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     pub enrolment: Option<Enrolment>,
-    pub balance: i64,
-    pub lifetime_earned: i64,
-    pub adjusted: i64,
-    pub redeemed: i64,
-    pub expired: i64,
-    pub clawed_back: i64,
+    /// Balance and running totals.
+    #[serde(flatten)]
+    pub points: PointCounters,
     /// Positive-remaining lots only; their sum equals the balance whenever it is ≥ 0.
     pub lots: Vec<Lot>,
     pub purchases: BTreeMap<String, PurchaseRecord>,
@@ -547,10 +545,10 @@ impl Member {
         (index, multiplier)
     }
 
+    /// Puts credited points (already counted in the balance) into a lot.
     fn credit(&mut self, points: i64, earned_at: DateTime<Utc>, expires_at: Option<DateTime<Utc>>) {
-        self.balance += points;
         // While the balance is negative every lot is empty: earned points first repay the debt.
-        let into_lot = points.min(self.balance.max(0));
+        let into_lot = points.min(self.points.balance.max(0));
         if into_lot > 0 {
             self.lots.push(Lot {
                 earned_at,
@@ -560,8 +558,8 @@ impl Member {
         }
     }
 
+    /// Takes debited points (already counted in the balance) from the lots.
     fn debit(&mut self, points: i64) {
-        self.balance -= points;
         let mut left = points;
         self.lots.sort_by_key(consumption_key);
         for lot in &mut self.lots {
@@ -669,8 +667,8 @@ impl Member {
         };
         let base = base_points(amount_minor, config.earn_rate, digits).ok_or(overflow.clone())?;
         let points = apply_multiplier(base, multiplier_bps).ok_or(overflow.clone())?;
-        let balance_after = self.balance.checked_add(points).ok_or(overflow.clone())?;
-        self.lifetime_earned.checked_add(points).ok_or(overflow)?;
+        let balance_after = self.points.balance.checked_add(points).ok_or(overflow.clone())?;
+        self.points.lifetime_earned.checked_add(points).ok_or(overflow)?;
         let expires_at = add_days(occurred_at, config.expiry_days, "occurred_at")?;
         // Qualification is judged now, when the purchase is recorded, not at the receipt's time:
         // a receipt that an offline terminal sends late must still see the purchases recorded
@@ -804,12 +802,13 @@ impl Member {
             field: "amount_minor",
         })?;
         let points_clawed_back = total_clawback - purchase.clawed_back;
-        let balance_after = self
-            .balance
-            .checked_sub(points_clawed_back)
-            .ok_or(MemberError::Overflow {
-                field: "amount_minor",
-            })?;
+        let balance_after =
+            self.points
+                .balance
+                .checked_sub(points_clawed_back)
+                .ok_or(MemberError::Overflow {
+                    field: "amount_minor",
+                })?;
         let window = program.config.qualification_window_days;
         let own_clawback = if in_window(purchase.occurred_at, at, window) {
             points_clawed_back
@@ -862,7 +861,7 @@ impl Member {
         // Points past their expiry date are not spendable, even before the expiry job ran:
         // they expire now, in the same append as the redemption.
         let due = self.expirable_points(at);
-        let spendable = self.balance - due;
+        let spendable = self.points.balance - due;
         if spendable < 0 {
             return Err(MemberError::NegativeBalance { balance: spendable });
         }
@@ -878,7 +877,7 @@ impl Member {
             reward_id,
             reward_name: reward.name,
             points_cost: reward.points_cost,
-            balance_after: self.balance - reward.points_cost,
+            balance_after: self.points.balance - reward.points_cost,
             occurred_at: at,
         };
         sink.write(event, self).await;
@@ -913,13 +912,13 @@ impl Member {
         // Points past their expiry date expire first (see redeem_reward), so a debit cannot
         // spend them.
         let due = self.expirable_points(at);
-        let balance_after = (self.balance - due)
+        let balance_after = (self.points.balance - due)
             .checked_add(delta)
             .ok_or(MemberError::Overflow { field: "delta" })?;
         // Only a clawback may take a balance below zero.
         if delta < 0 && balance_after < 0 {
             return Err(MemberError::InsufficientPoints {
-                balance: self.balance - due,
+                balance: self.points.balance - due,
                 required: -delta,
             });
         }
@@ -960,7 +959,7 @@ impl Member {
             let event = MemberEvent::PointsExpired {
                 as_of,
                 points,
-                balance_after: self.balance - points,
+                balance_after: self.points.balance - points,
             };
             sink.write(event, self).await;
         }
@@ -1155,6 +1154,7 @@ impl Aggregate for Member {
     }
 
     fn apply(&mut self, event: Self::Event) {
+        self.points.apply(&event);
         match event {
             MemberEvent::MemberEnrolled {
                 org_id,
@@ -1190,7 +1190,6 @@ impl Aggregate for Member {
                 expires_at,
                 ..
             } => {
-                self.lifetime_earned += points_earned;
                 self.credit(points_earned, occurred_at, expires_at);
                 self.purchases.insert(
                     transaction_id,
@@ -1272,7 +1271,6 @@ impl Aggregate for Member {
                         amount_minor,
                     },
                 );
-                self.clawed_back += points_clawed_back;
                 self.debit(points_clawed_back);
             }
             MemberEvent::RewardRedeemed {
@@ -1282,7 +1280,6 @@ impl Aggregate for Member {
                 ..
             } => {
                 self.redemptions.insert(redemption_id, reward_id);
-                self.redeemed += points_cost;
                 self.debit(points_cost);
             }
             MemberEvent::PointsAdjusted {
@@ -1294,16 +1291,13 @@ impl Aggregate for Member {
                 ..
             } => {
                 self.adjustments.insert(adjustment_id, (delta, reason));
-                self.adjusted += delta;
                 if delta > 0 {
                     self.credit(delta, occurred_at, expires_at);
                 } else {
                     self.debit(-delta);
                 }
             }
-            MemberEvent::PointsExpired { as_of, points, .. } => {
-                self.expired += points;
-                self.balance -= points;
+            MemberEvent::PointsExpired { as_of, .. } => {
                 self.lots.retain(|l| l.expires_at.is_none_or(|e| e > as_of));
             }
         }

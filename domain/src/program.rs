@@ -292,15 +292,20 @@ pub enum ProgramEvent {
 
 impl DomainEvent for ProgramEvent {
     fn event_type(&self) -> String {
-        match self {
-            ProgramEvent::ProgramConfigured { .. } => "ProgramConfigured",
-            ProgramEvent::LocationRegistered { .. } => "LocationRegistered",
-        }
-        .to_owned()
+        self.type_name().to_owned()
     }
 
     fn event_version(&self) -> String {
         "1".to_owned()
+    }
+}
+
+impl ProgramEvent {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ProgramEvent::ProgramConfigured { .. } => "ProgramConfigured",
+            ProgramEvent::LocationRegistered { .. } => "LocationRegistered",
+        }
     }
 }
 

@@ -169,7 +169,7 @@ fn command(
         },
         Op::Drain => MemberCommand::AdjustPoints {
             adjustment_id: format!("a{step}"),
-            delta: -member.balance.max(1),
+            delta: -member.points.balance.max(1),
             reason: "account closed".into(),
             expiry_days: program.config.expiry_days,
             at: now,
@@ -331,23 +331,26 @@ fn check_event(
 /// Checks the member state against the books after a command.
 fn check_state(member: &Member, books: &Books, log: &[MemberEvent]) -> Result<(), TestCaseError> {
     // Σ member postings = balance = −liability.
-    prop_assert_eq!(books.member_account, member.balance);
-    prop_assert_eq!(books.liability_account, -member.balance);
+    prop_assert_eq!(books.member_account, member.points.balance);
+    prop_assert_eq!(books.liability_account, -member.points.balance);
     prop_assert_eq!(
-        member.balance,
+        member.points.balance,
         books.earned + books.adjusted - books.redeemed - books.expired - books.clawed_back
     );
     prop_assert_eq!(
-        member.balance,
-        member.lifetime_earned + member.adjusted - member.redeemed - member.expired - member.clawed_back
+        member.points.balance,
+        member.points.lifetime_earned + member.points.adjusted
+            - member.points.redeemed
+            - member.points.expired
+            - member.points.clawed_back
     );
     prop_assert_eq!(
         (
-            member.lifetime_earned,
-            member.adjusted,
-            member.redeemed,
-            member.expired,
-            member.clawed_back
+            member.points.lifetime_earned,
+            member.points.adjusted,
+            member.points.redeemed,
+            member.points.expired,
+            member.points.clawed_back
         ),
         (
             books.earned,
@@ -364,7 +367,7 @@ fn check_state(member: &Member, books: &Books, log: &[MemberEvent]) -> Result<()
         member.lots
     );
     let in_lots: i64 = member.lots.iter().map(|l| l.remaining).sum();
-    prop_assert_eq!(in_lots, member.balance.max(0), "lots {:?}", member.lots);
+    prop_assert_eq!(in_lots, member.points.balance.max(0), "lots {:?}", member.lots);
     // Every purchase's refunds stay within it and claw back exactly the cumulative share.
     for (tx, p) in &member.purchases {
         prop_assert!(p.refunded_minor <= p.amount_minor, "{} over-refunded", tx);

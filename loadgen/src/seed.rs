@@ -323,7 +323,7 @@ fn next_command(
             .config
             .rewards
             .iter()
-            .filter(|r| r.points_cost <= member.balance)
+            .filter(|r| r.points_cost <= member.points.balance)
             .collect();
         if !affordable.is_empty() {
             let reward = affordable[rng.random_range(0..affordable.len())];
@@ -444,8 +444,11 @@ mod tests {
             member.apply(event);
         }
         assert_eq!(
-            member.balance,
-            member.lifetime_earned + member.adjusted - member.redeemed - member.expired - member.clawed_back
+            member.points.balance,
+            member.points.lifetime_earned + member.points.adjusted
+                - member.points.redeemed
+                - member.points.expired
+                - member.points.clawed_back
         );
         for kind in ["PurchaseRecorded", "PurchaseRefunded", "RewardRedeemed"] {
             assert!(

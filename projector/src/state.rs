@@ -48,7 +48,10 @@ impl BalanceRow {
 
     fn as_domain(&self) -> domain::Member {
         domain::Member {
-            balance: self.balance,
+            points: domain::PointCounters {
+                balance: self.balance,
+                ..Default::default()
+            },
             lots: self.lots.clone(),
             ..Default::default()
         }
@@ -515,16 +518,19 @@ fn apply_points(
     // take the soonest-expiring lot first, expiry drops expired lots): apply the event to a
     // domain Member holding just the balance and lots.
     let mut member = domain::Member {
-        balance: row.balance,
+        points: domain::PointCounters {
+            balance: row.balance,
+            ..Default::default()
+        },
         lots: std::mem::take(&mut row.lots),
         ..Default::default()
     };
     member.apply(event.clone());
-    if member.balance != balance {
+    if member.points.balance != balance {
         return Err(ApplyError::Invalid(format!(
             "the domain's balance after {} is {}, the ledger's {balance}",
             event.type_name(),
-            member.balance
+            member.points.balance
         )));
     }
     row.lots = member.lots;

@@ -108,7 +108,7 @@ async fn after_a_random_workload_the_audit_finds_no_difference_and_the_ledger_ba
         let state = log.member_state(org, *member);
         assert_eq!(
             (*balance, *lifetime),
-            (state.balance, state.lifetime_earned),
+            (state.points.balance, state.points.lifetime_earned),
             "{org}/{member}"
         );
     }
