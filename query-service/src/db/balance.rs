@@ -3,11 +3,11 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use domain::ids::MemberKey;
 
 use super::keys::{key_arrays, keyed, Keyed};
 use super::Db;
 use crate::error::QueryResult;
-use crate::live::MemberKey;
 
 #[derive(Debug, Clone, Default, sqlx::FromRow)]
 pub struct BalanceRow {

@@ -5,9 +5,8 @@
 
 use std::collections::HashMap;
 
+use domain::ids::MemberKey;
 use uuid::Uuid;
-
-use crate::live::MemberKey;
 
 /// Splits keys into the parallel arrays `unnest` takes.
 pub(super) fn key_arrays(keys: &[MemberKey]) -> (Vec<String>, Vec<Uuid>) {

@@ -3,12 +3,12 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use domain::ids::MemberKey;
 use uuid::Uuid;
 
 use super::keys::{grouped, key_arrays, Keyed};
 use super::Db;
 use crate::error::QueryResult;
-use crate::live::MemberKey;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LeaderboardRow {

@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use domain::ids::MemberKey;
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::keys::key_arrays;
 use super::Db;
 use crate::error::QueryResult;
-use crate::live::MemberKey;
 
 /// A member of the directory.
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use domain::ids::MemberKey;
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::keys::{key_arrays, keyed, Keyed};
 use super::Db;
 use crate::error::QueryResult;
-use crate::live::MemberKey;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RfmRow {

@@ -1,11 +1,11 @@
 //! Members' stamp cards (`rm.stamp_cards`, named from `rm.program_stamp_cards`).
 
+use domain::ids::MemberKey;
 use std::collections::HashMap;
 
 use super::keys::{grouped, key_arrays, Keyed};
 use super::Db;
 use crate::error::QueryResult;
-use crate::live::MemberKey;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StampCardRow {

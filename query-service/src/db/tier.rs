@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use domain::ids::MemberKey;
 
 use super::keys::{grouped, key_arrays, keyed, Keyed};
 use super::Db;
 use crate::error::QueryResult;
-use crate::live::MemberKey;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TierRow {

@@ -3,6 +3,8 @@
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Object, ID};
 use chrono::{DateTime, Utc};
+use domain::ids::MemberKey;
+use domain::rfm::{self, Segment};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -11,11 +13,10 @@ use crate::auth::{Access, OrgGuard};
 use crate::cursor::{self, DEFAULT_PAGE};
 use crate::db::{self, MemberAfter, MemberSort, PeriodKeys};
 use crate::error::{QueryError, QueryResult};
-use crate::live::MemberKey;
 use crate::loaders::{self, DirectoryOf, ProgramOf};
 use crate::types::{
-    check_segment, segment_of, LeaderboardEntry, Liability, Member, MemberFilter, MemberOrder, Period,
-    Program, RfmCell, SegmentCount, SegmentTransition, TierCount, SEGMENTS,
+    check_segment, LeaderboardEntry, Liability, Member, MemberFilter, MemberOrder, Period, Program, RfmCell,
+    SegmentCount, SegmentTransition, TierCount,
 };
 
 /// Entries of a leaderboard when `first` is not given (SPEC §8: `first: Int = 10`).
@@ -104,11 +105,11 @@ impl QueryRoot {
     #[graphql(guard = "OrgGuard::new(Access::Analyst, &org_id)")]
     async fn segment_counts(&self, ctx: &Context<'_>, org_id: ID) -> QueryResult<Vec<SegmentCount>> {
         let counts = crate::types::db(ctx).segment_counts(&org_id).await?;
-        Ok(SEGMENTS
+        Ok(Segment::ALL
             .iter()
             .map(|segment| SegmentCount {
-                segment: (*segment).to_owned(),
-                count: counts.get(*segment).copied().unwrap_or(0),
+                segment: segment.name().to_owned(),
+                count: counts.get(segment.name()).copied().unwrap_or(0),
             })
             .collect())
     }
@@ -118,14 +119,14 @@ impl QueryRoot {
     #[graphql(guard = "OrgGuard::new(Access::Analyst, &org_id)")]
     async fn rfm_grid(&self, ctx: &Context<'_>, org_id: ID) -> QueryResult<Vec<RfmCell>> {
         let counts = crate::types::db(ctx).rfm_grid(&org_id).await?;
-        Ok((1..=5)
+        Ok((1..=5_u8)
             .rev()
-            .flat_map(|r| (1..=5).map(move |f| (r, f)))
+            .flat_map(|r| (1..=5_u8).map(move |f| (r, f)))
             .map(|(r, f)| RfmCell {
                 r: i32::from(r),
                 f: i32::from(f),
-                segment: segment_of(r, f).to_owned(),
-                count: counts.get(&(r, f)).copied().unwrap_or(0),
+                segment: rfm::segment(r, f).name().to_owned(),
+                count: counts.get(&(i16::from(r), i16::from(f))).copied().unwrap_or(0),
             })
             .collect())
     }

@@ -8,7 +8,9 @@ use futures::{Stream, StreamExt as _};
 use super::parse_member_id;
 use crate::auth::{Access, OrgGuard};
 use crate::error::QueryError;
-use crate::live::{LiveFeed, MemberKey};
+use domain::ids::MemberKey;
+
+use crate::live::LiveFeed;
 use crate::types::{LiveState, MemberUpdate};
 
 /// Live updates.

@@ -14,10 +14,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use domain::codec::Decoded;
+use domain::ids::MemberKey;
 use domain::wire::StoredEvent;
 use domain::MemberEvent;
 use tokio::sync::broadcast;
-use uuid::Uuid;
 
 mod consumer;
 
@@ -26,13 +27,6 @@ pub use consumer::start;
 /// Events a slow subscriber may fall behind before it skips to the newest (each update carries
 /// the member's whole state, so skipping loses nothing).
 const SUBSCRIBER_BUFFER: usize = 64;
-
-/// A member of an org.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct MemberKey {
-    pub org_id: String,
-    pub member_id: Uuid,
-}
 
 /// A member event as it arrived on the stream.
 #[derive(Debug, Clone)]
@@ -131,8 +125,9 @@ impl LiveFeed {
         self.lock().len()
     }
 
-    /// Decodes a stream message and dispatches it. Anything that is not a member event of this
-    /// schema is skipped (and logged): a subscriber must never see a half-understood event.
+    /// Decodes a stream message and dispatches it. Anything that is not a member event this
+    /// code reads ([`domain::codec`]: known type, current version) is skipped (and logged): a
+    /// subscriber must never see a half-understood event.
     fn handle(&self, payload: &[u8]) {
         let stored: StoredEvent = match serde_json::from_slice(payload) {
             Ok(stored) => stored,
@@ -141,15 +136,9 @@ impl LiveFeed {
                 return;
             }
         };
-        let Some((org_id, member_id)) = domain::ids::parse_member_aggregate_id(&stored.aggregate_id) else {
-            return;
-        };
-        let key = MemberKey {
-            org_id: org_id.to_owned(),
-            member_id,
-        };
-        let event: MemberEvent = match serde_json::from_value(stored.payload) {
-            Ok(event) => event,
+        let (key, event) = match domain::codec::decode(&stored) {
+            Ok(Decoded::Member(key, event)) => (key, event),
+            Ok(Decoded::Program(..) | Decoded::Other) => return,
             Err(error) => {
                 tracing::warn!(
                     %error,

@@ -7,7 +7,9 @@ use domain::MemberEvent;
 use super::{balance_after, loaders, Member};
 use crate::db::EventRow;
 use crate::error::QueryResult;
-use crate::live::{LiveEvent, MemberKey};
+use domain::ids::MemberKey;
+
+use crate::live::LiveEvent;
 use crate::loaders::DirectoryOf;
 
 /// A live update of a member, pushed after each of its events.

@@ -3,6 +3,7 @@
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Object, ID};
 use chrono::{DateTime, Utc};
+use domain::ids::MemberKey;
 
 use super::{db, loaders};
 use super::{Balance, HistoryEntry, LeaderboardRank, Period, Reward, Rfm, SegmentTransition, StampCard};
@@ -10,7 +11,6 @@ use super::{TierChange, TierProgress};
 use crate::cursor;
 use crate::db::MemberRow;
 use crate::error::QueryResult;
-use crate::live::MemberKey;
 use crate::loaders::{
     BalanceOf, ProgramOf, RanksOf, RfmOf, StampCardsOf, TierHistoryOf, TierOf, TransitionsOf,
 };

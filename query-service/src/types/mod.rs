@@ -25,7 +25,7 @@ pub use live::{LiveState, MemberUpdate};
 pub use member::Member;
 pub use member_list::{MemberFilter, MemberOrder};
 pub use program::{Program, ProgramTier, Reward};
-pub use rfm::{check_segment, segment_of, Rfm, RfmCell, SegmentCount, SegmentTransition, SEGMENTS};
+pub use rfm::{check_segment, Rfm, RfmCell, SegmentCount, SegmentTransition};
 pub use stamps::{StampCard, StampCardDefinition};
 pub use tier::{TierChange, TierCount, TierProgress};
 

@@ -1,54 +1,26 @@
-//! RFM: a member's scores, the segment grid, segment counts and moves between segments.
+//! RFM: a member's scores, segment counts, the cells of the grid and moves between segments.
+//! The grid itself is `domain::rfm`.
 
 use async_graphql::{Context, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 
 use super::{loaders, Member};
+use domain::ids::MemberKey;
+use domain::rfm::Segment;
+
 use crate::db::{RfmRow, TransitionRow};
 use crate::error::{QueryError, QueryResult};
-use crate::live::MemberKey;
 use crate::loaders::DirectoryOf;
 
-/// The 11 RFM segments, best first.
-pub const SEGMENTS: [&str; 11] = [
-    "Champions",
-    "Loyal Customers",
-    "Potential Loyalists",
-    "New Customers",
-    "Promising",
-    "Need Attention",
-    "About to Sleep",
-    "At Risk",
-    "Can't Lose Them",
-    "Hibernating",
-    "Lost",
-];
-
-/// The segment of an (R, F) cell (SPEC §6 grid; both scores 1–5).
-pub fn segment_of(r: i16, f: i16) -> &'static str {
-    match (r, f) {
-        (5, 1) => "New Customers",
-        (4 | 5, 2 | 3) => "Potential Loyalists",
-        (5, 4 | 5) => "Champions",
-        (4, 1) => "Promising",
-        (3 | 4, 4 | 5) => "Loyal Customers",
-        (3, 1 | 2) => "About to Sleep",
-        (3, 3) => "Need Attention",
-        (2, 1 | 2) => "Hibernating",
-        (1 | 2, 3 | 4) => "At Risk",
-        (1 | 2, 5) => "Can't Lose Them",
-        _ => "Lost",
-    }
-}
-
-/// Checks a segment name.
+/// Checks a segment name: one of the 11 of the grid ([`Segment`]).
 pub fn check_segment(argument: &str, segment: &str) -> QueryResult<()> {
-    if SEGMENTS.contains(&segment) {
+    if Segment::from_name(segment).is_some() {
         Ok(())
     } else {
+        let names: Vec<&str> = Segment::ALL.iter().map(|segment| segment.name()).collect();
         Err(QueryError::bad_input(format!(
             "{argument}: unknown segment '{segment}'; expected one of: {}",
-            SEGMENTS.join(", ")
+            names.join(", ")
         )))
     }
 }
@@ -150,13 +122,23 @@ impl SegmentTransition {
 mod tests {
     use super::*;
 
+    /// The names the API shows, in its order.
+    fn segment_names() -> Vec<&'static str> {
+        Segment::ALL.iter().map(|segment| segment.name()).collect()
+    }
+
+    fn segment_of(r: u8, f: u8) -> &'static str {
+        domain::rfm::segment(r, f).name()
+    }
+
     #[test]
     fn the_grid_is_a_complete_partition_into_11_segments() {
+        let segments = segment_names();
         let mut seen = std::collections::BTreeSet::new();
         for r in 1..=5 {
             for f in 1..=5 {
                 let segment = segment_of(r, f);
-                assert!(SEGMENTS.contains(&segment), "{segment}");
+                assert!(segments.contains(&segment), "{segment}");
                 seen.insert(segment);
             }
         }
