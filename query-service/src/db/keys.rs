@@ -23,7 +23,7 @@ pub(super) struct Keyed<T> {
 }
 
 impl<T> Keyed<T> {
-    fn split(self) -> (MemberKey, T) {
+    pub(super) fn split(self) -> (MemberKey, T) {
         let key = MemberKey {
             org_id: self.org_id,
             member_id: self.member_id,
@@ -38,9 +38,9 @@ pub(super) fn keyed<T>(rows: Vec<Keyed<T>>) -> HashMap<MemberKey, T> {
 }
 
 /// Rows of a read model with many rows per member, in the order the statement returned them.
-pub(super) fn grouped<T>(rows: Vec<Keyed<T>>) -> HashMap<MemberKey, Vec<T>> {
+pub(super) fn grouped<T>(rows: impl IntoIterator<Item = (MemberKey, T)>) -> HashMap<MemberKey, Vec<T>> {
     let mut groups: HashMap<MemberKey, Vec<T>> = HashMap::new();
-    for (key, row) in rows.into_iter().map(Keyed::split) {
+    for (key, row) in rows {
         groups.entry(key).or_default().push(row);
     }
     groups

@@ -73,7 +73,7 @@ impl Db {
         .bind(&periods.month)
         .fetch_all(self.pool())
         .await?;
-        Ok(grouped(rows))
+        Ok(grouped(rows.into_iter().map(Keyed::split)))
     }
 
     /// The top `limit` of a board of the period containing now.

@@ -8,7 +8,7 @@ use domain::ids::MemberKey;
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use super::keys::{key_arrays, keyed, Keyed};
+use super::keys::{grouped, key_arrays, keyed, Keyed};
 use super::Db;
 use crate::error::QueryResult;
 
@@ -125,16 +125,9 @@ impl Db {
         .bind(ids)
         .fetch_all(self.pool())
         .await?;
-        let mut transitions: HashMap<MemberKey, Vec<TransitionRow>> = HashMap::new();
-        for row in rows {
-            transitions
-                .entry(MemberKey {
-                    org_id: row.org_id.clone(),
-                    member_id: row.member_id,
-                })
-                .or_default()
-                .push(row);
-        }
-        Ok(transitions)
+        // The rows keep their member: a transition is also listed org-wide, with its member.
+        Ok(grouped(rows.into_iter().map(|row| {
+            (MemberKey::new(row.org_id.clone(), row.member_id), row)
+        })))
     }
 }

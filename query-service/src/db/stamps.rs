@@ -37,6 +37,6 @@ impl Db {
         .bind(ids)
         .fetch_all(self.pool())
         .await?;
-        Ok(grouped(rows))
+        Ok(grouped(rows.into_iter().map(Keyed::split)))
     }
 }

@@ -66,7 +66,7 @@ impl Db {
         .bind(ids)
         .fetch_all(self.pool())
         .await?;
-        Ok(grouped(rows))
+        Ok(grouped(rows.into_iter().map(Keyed::split)))
     }
 
     /// Members per tier: the program's ladder in order (empty tiers included), then any tier

@@ -189,11 +189,10 @@ impl QueryRoot {
             min_points: filter.min_points,
             max_points: filter.max_points,
         };
-        let mut rows = crate::types::db(ctx)
+        let rows = crate::types::db(ctx)
             .member_page(&org_id, &db_filter, sort, after.as_ref(), limit + 1)
             .await?;
-        let has_next = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
+        let (rows, has_next) = cursor::page(rows, limit);
         let keys: Vec<MemberKey> = rows.iter().map(|row| row.member.key()).collect();
         let loaders = ctx.data_unchecked::<loaders::Loaders>();
         // The page is the directory of its members: nested references to them need no query.
@@ -245,11 +244,10 @@ impl QueryRoot {
             }
         }
         let after: Option<(DateTime<Utc>, Uuid)> = cursor::decode(after.as_deref())?;
-        let mut rows = crate::types::db(ctx)
+        let rows = crate::types::db(ctx)
             .transitions(&org_id, since, until, segment.as_deref(), after, limit + 1)
             .await?;
-        let has_next = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
+        let (rows, has_next) = cursor::page(rows, limit);
         let member = ctx.look_ahead().field("edges").field("node").field("member");
         if member.exists() {
             let mut keys: Vec<MemberKey> = rows

@@ -57,12 +57,8 @@ impl From<EventRow> for HistoryEntry {
                 location_id,
                 amount_minor,
                 ..
-            } => {
-                entry.transaction_id = Some(transaction_id);
-                entry.location_id = Some(location_id);
-                entry.amount_minor = Some(amount_minor);
             }
-            MemberEvent::PurchaseRefunded {
+            | MemberEvent::PurchaseRefunded {
                 transaction_id,
                 location_id,
                 amount_minor,

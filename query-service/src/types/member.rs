@@ -110,11 +110,10 @@ impl Member {
     ) -> QueryResult<Connection<String, HistoryEntry>> {
         let limit = cursor::page_size("first", first.unwrap_or(cursor::DEFAULT_PAGE))?;
         let before: Option<i64> = cursor::decode(after.as_deref())?;
-        let mut rows = db(ctx)
+        let rows = db(ctx)
             .history(&self.key(), before, points_only, limit + 1)
             .await?;
-        let has_next = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
+        let (rows, has_next) = cursor::page(rows, limit);
         let mut connection = Connection::new(before.is_some(), has_next);
         connection.edges = rows
             .into_iter()
