@@ -36,6 +36,13 @@ pub fn list_complexity(first: i32, child_complexity: usize) -> usize {
         .saturating_mul(child_complexity)
 }
 
+/// Cuts the `limit + 1` rows read for a page to the page: the rows, and whether more follow.
+pub fn page<T>(mut rows: Vec<T>, limit: i64) -> (Vec<T>, bool) {
+    let has_next = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    (rows, has_next)
+}
+
 /// Decodes the `after` argument.
 pub fn decode<T: Serialize + DeserializeOwned>(after: Option<&str>) -> QueryResult<Option<T>> {
     after
@@ -80,6 +87,12 @@ mod tests {
         assert_eq!(decode::<(i64, String)>(None).unwrap(), None);
         let error = decode::<(i64, String)>(Some("not-a-cursor")).unwrap_err();
         assert_eq!(error.code(), "BAD_USER_INPUT");
+    }
+
+    #[test]
+    fn a_page_is_cut_to_its_limit() {
+        assert_eq!(page(vec![1, 2, 3], 2), (vec![1, 2], true));
+        assert_eq!(page(vec![1, 2], 2), (vec![1, 2], false));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Every SQL statement the query service runs, against the projector's read models and (for
-//! member history and the starting point of live updates) the event store.
+//! member history and the starting point of live updates) the event store: one module per read
+//! model, each with its rows and its statements.
 //!
 //! All statements go through [`Db::pool`], which counts them: the count is exported as
 //! `query_sql_statements_total` and lets tests assert that a page of members costs a constant
@@ -10,11 +11,24 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
+mod balance;
 mod events;
-mod read_models;
+mod keys;
+mod leaderboard;
+mod member;
+mod program;
+mod rfm;
+mod stamps;
+mod tier;
 
-pub use events::*;
-pub use read_models::*;
+pub use balance::BalanceRow;
+pub use events::{EventRow, POINTS_EVENTS, QUALIFYING_EVENTS, TIER_EVENTS};
+pub use leaderboard::{LeaderboardRow, PeriodKeys};
+pub use member::{MemberAfter, MemberFilter, MemberRow, MemberSort, PageRow};
+pub use program::{FullProgram, ProgramRow, ProgramTierRow, RewardRow, StampCardDefRow};
+pub use rfm::{RfmRow, TransitionRow};
+pub use stamps::StampCardRow;
+pub use tier::{TierChangeRow, TierRow};
 
 /// The pool, and a count of the statements run through it.
 #[derive(Clone)]

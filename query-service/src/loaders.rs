@@ -16,13 +16,13 @@ use std::hash::Hash;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use async_graphql::{Lookahead, Value};
+use domain::ids::MemberKey;
 
 use crate::db::{
     BalanceRow, Db, FullProgram, LeaderboardRow, MemberRow, PeriodKeys, RfmRow, StampCardRow, TierChangeRow,
     TierRow, TransitionRow,
 };
 use crate::error::{QueryError, QueryResult};
-use crate::live::MemberKey;
 
 /// The loaders of all read models.
 pub type Loaders = DataLoader<ReadModels, HashMapCache>;

@@ -538,91 +538,10 @@ pub use command_api::{
     ApiResponse, OrgKeys, TestCommandService,
 };
 
-/// A GraphQL-over-websocket client speaking `graphql-transport-ws`, for subscription tests.
-pub struct GraphqlWs {
-    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-}
+// --- GraphQL subscriptions ------------------------------------------------------------------
 
-impl GraphqlWs {
-    /// Connects and initialises with `{"Authorization": "Bearer <key>"}` (no payload without a
-    /// key). `Err` carries the server's reason when it refuses the connection.
-    pub async fn connect(url: &str, key: Option<&str>) -> Result<Self, String> {
-        use futures::{SinkExt as _, StreamExt as _};
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-        use tokio_tungstenite::tungstenite::Message;
-
-        let mut request = url.into_client_request().expect("a websocket URL");
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            "graphql-transport-ws".parse().expect("header value"),
-        );
-        let (mut socket, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .map_err(|error| format!("connecting: {error}"))?;
-        let payload = match key {
-            Some(key) => serde_json::json!({ "Authorization": format!("Bearer {key}") }),
-            None => serde_json::json!({}),
-        };
-        let init = serde_json::json!({ "type": "connection_init", "payload": payload });
-        socket
-            .send(Message::text(init.to_string()))
-            .await
-            .map_err(|error| format!("sending connection_init: {error}"))?;
-        let reply = tokio::time::timeout(Duration::from_secs(10), socket.next())
-            .await
-            .map_err(|_| "no reply to connection_init".to_owned())?;
-        match reply {
-            Some(Ok(Message::Text(text))) => {
-                let message: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-                if message["type"] == "connection_ack" {
-                    Ok(Self { socket })
-                } else {
-                    Err(format!("unexpected reply: {message}"))
-                }
-            }
-            Some(Ok(Message::Close(frame))) => Err(frame.map(|f| f.reason.to_string()).unwrap_or_default()),
-            other => Err(format!("unexpected reply: {other:?}")),
-        }
-    }
-
-    /// Starts the subscription `id`.
-    pub async fn subscribe(&mut self, id: &str, query: &str, variables: serde_json::Value) {
-        use futures::SinkExt as _;
-        let message = serde_json::json!({
-            "id": id,
-            "type": "subscribe",
-            "payload": { "query": query, "variables": variables },
-        });
-        self.socket
-            .send(tokio_tungstenite::tungstenite::Message::text(message.to_string()))
-            .await
-            .expect("sending subscribe");
-    }
-
-    /// The next protocol message (`next`, `error`, `complete`), answering pings on the way;
-    /// `None` when the connection closed or nothing came within `timeout`.
-    pub async fn next_message(&mut self, timeout: Duration) -> Option<serde_json::Value> {
-        use futures::{SinkExt as _, StreamExt as _};
-        use tokio_tungstenite::tungstenite::Message;
-
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let message = tokio::time::timeout_at(deadline, self.socket.next())
-                .await
-                .ok()??;
-            let Ok(Message::Text(text)) = message else {
-                return None;
-            };
-            let message: serde_json::Value = serde_json::from_str(&text).expect("a JSON message");
-            if message["type"] == "ping" {
-                let pong = serde_json::json!({ "type": "pong" }).to_string();
-                self.socket.send(Message::text(pong)).await.ok()?;
-                continue;
-            }
-            return Some(message);
-        }
-    }
-}
+mod graphql_ws;
+pub use graphql_ws::GraphqlWs;
 
 /// Waits until the projector has applied every event of the store (the per-aggregate
 /// checkpoints add up to the number of events); returns that number. Fails after `timeout`.

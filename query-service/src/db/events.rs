@@ -2,14 +2,13 @@
 //! carried by its events.
 
 use chrono::{DateTime, Utc};
-use domain::ids::member_aggregate_id;
+use domain::ids::MemberKey;
 use domain::MemberEvent;
 use sqlx::types::Json;
 use sqlx::{Postgres, QueryBuilder};
 
 use super::Db;
 use crate::error::QueryResult;
-use crate::live::MemberKey;
 
 /// Event types that move points (their `points_delta` is non-zero in general).
 pub const POINTS_EVENTS: &[&str] = &[
@@ -59,14 +58,15 @@ impl TryFrom<RawEventRow> for EventRow {
     type Error = anyhow::Error;
 
     fn try_from(row: RawEventRow) -> anyhow::Result<Self> {
-        let event = serde_json::from_value(row.payload.0).map_err(|error| {
-            anyhow::anyhow!(
-                "member event {} (v{}) at sequence {} does not decode: {error}",
-                row.event_type,
-                row.event_version,
-                row.sequence
-            )
-        })?;
+        let event = domain::codec::decode_member(&row.event_type, &row.event_version, row.payload.0)
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "member event {} (v{}) at sequence {} does not decode: {error}",
+                    row.event_type,
+                    row.event_version,
+                    row.sequence
+                )
+            })?;
         Ok(EventRow {
             sequence: row.sequence,
             event_type: row.event_type,
@@ -97,7 +97,7 @@ impl Db {
             "SELECT sequence, event_type, event_version, payload, committed_at FROM events \
              WHERE aggregate_type = 'member' AND aggregate_id = ",
         );
-        sql.push_bind(member_aggregate_id(&key.org_id, key.member_id));
+        sql.push_bind(key.aggregate_id());
         if let Some(before) = before_sequence {
             sql.push(" AND sequence < ").push_bind(before);
         }
@@ -130,7 +130,7 @@ impl Db {
                   AND event_type = ANY($4) ORDER BY sequence DESC LIMIT 1) \
              ) latest ORDER BY sequence",
         )
-        .bind(member_aggregate_id(&key.org_id, key.member_id))
+        .bind(key.aggregate_id())
         .bind(POINTS_EVENTS)
         .bind(TIER_EVENTS)
         .bind(QUALIFYING_EVENTS)

@@ -12,33 +12,21 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use anyhow::Context as _;
-use async_nats::jetstream::consumer::pull::OrderedConfig;
-use async_nats::jetstream::consumer::DeliverPolicy;
-use async_nats::jetstream::stream::Stream as JetStream;
 use chrono::{DateTime, Utc};
+use domain::codec::Decoded;
+use domain::ids::MemberKey;
 use domain::wire::StoredEvent;
 use domain::MemberEvent;
-use futures::StreamExt as _;
 use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
+
+mod consumer;
+
+pub use consumer::start;
 
 /// Events a slow subscriber may fall behind before it skips to the newest (each update carries
 /// the member's whole state, so skipping loses nothing).
 const SUBSCRIBER_BUFFER: usize = 64;
-/// How long to wait before retrying to reach the stream.
-const RETRY_MIN: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(1);
-
-/// A member of an org.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct MemberKey {
-    pub org_id: String,
-    pub member_id: Uuid,
-}
 
 /// A member event as it arrived on the stream.
 #[derive(Debug, Clone)]
@@ -137,8 +125,9 @@ impl LiveFeed {
         self.lock().len()
     }
 
-    /// Decodes a stream message and dispatches it. Anything that is not a member event of this
-    /// schema is skipped (and logged): a subscriber must never see a half-understood event.
+    /// Decodes a stream message and dispatches it. Anything that is not a member event this
+    /// code reads ([`domain::codec`]: known type, current version) is skipped (and logged): a
+    /// subscriber must never see a half-understood event.
     fn handle(&self, payload: &[u8]) {
         let stored: StoredEvent = match serde_json::from_slice(payload) {
             Ok(stored) => stored,
@@ -147,15 +136,9 @@ impl LiveFeed {
                 return;
             }
         };
-        let Some((org_id, member_id)) = domain::ids::parse_member_aggregate_id(&stored.aggregate_id) else {
-            return;
-        };
-        let key = MemberKey {
-            org_id: org_id.to_owned(),
-            member_id,
-        };
-        let event: MemberEvent = match serde_json::from_value(stored.payload) {
-            Ok(event) => event,
+        let (key, event) = match domain::codec::decode(&stored) {
+            Ok(Decoded::Member(key, event)) => (key, event),
+            Ok(Decoded::Program(..) | Decoded::Other) => return,
             Err(error) => {
                 tracing::warn!(
                     %error,
@@ -175,121 +158,5 @@ impl LiveFeed {
                 event,
             },
         );
-    }
-}
-
-/// Where the next consumer starts.
-#[derive(Debug, Clone, Copy)]
-enum Start {
-    /// The stream did not exist at startup: everything it will hold is new.
-    All,
-    /// After this stream sequence (the last one at startup, or the last one handled).
-    After(u64),
-}
-
-impl Start {
-    fn policy(self) -> DeliverPolicy {
-        match self {
-            Start::All => DeliverPolicy::All,
-            Start::After(sequence) => DeliverPolicy::ByStartSequence {
-                start_sequence: sequence + 1,
-            },
-        }
-    }
-}
-
-/// Fixes the starting point now and returns the task that feeds `feed` until `cancel`.
-pub async fn start(
-    feed: Arc<LiveFeed>,
-    jetstream: async_nats::jetstream::Context,
-    stream_name: String,
-    subject_prefix: String,
-    cancel: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    let start = match jetstream.get_stream(&stream_name).await {
-        Ok(stream) => Start::After(stream.cached_info().state.last_sequence),
-        Err(error) => {
-            tracing::info!(%error, stream = stream_name, "live feed: stream not there yet; will start at its beginning");
-            Start::All
-        }
-    };
-    tokio::spawn(async move {
-        let filter = format!("{subject_prefix}.*.member");
-        run(&feed, &jetstream, &stream_name, &filter, start, &cancel).await;
-        feed.close_all();
-    })
-}
-
-async fn run(
-    feed: &LiveFeed,
-    jetstream: &async_nats::jetstream::Context,
-    stream_name: &str,
-    filter: &str,
-    mut start: Start,
-    cancel: &CancellationToken,
-) {
-    let mut retry = RETRY_MIN;
-    loop {
-        let began = tokio::time::Instant::now();
-        let outcome = tokio::select! {
-            () = cancel.cancelled() => return,
-            outcome = consume(feed, jetstream, stream_name, filter, &mut start, cancel) => outcome,
-        };
-        match outcome {
-            Ok(()) => return,
-            Err(error) => {
-                tracing::debug!(error = format!("{error:#}"), "live feed: (re)connecting");
-                metrics::counter!("query_live_feed_restarts_total").increment(1);
-            }
-        }
-        if began.elapsed() > RETRY_MAX * 10 {
-            // It ran for a while: a new failure, not the same one again.
-            retry = RETRY_MIN;
-        }
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(retry) => {}
-        }
-        retry = (retry * 2).min(RETRY_MAX);
-    }
-}
-
-/// Consumes until the stream ends (`Ok`) or fails (`Err`, to be retried from `start`).
-async fn consume(
-    feed: &LiveFeed,
-    jetstream: &async_nats::jetstream::Context,
-    stream_name: &str,
-    filter: &str,
-    start: &mut Start,
-    cancel: &CancellationToken,
-) -> anyhow::Result<()> {
-    let stream: JetStream = jetstream
-        .get_stream(stream_name)
-        .await
-        .with_context(|| format!("getting stream {stream_name}"))?;
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            description: Some("query-service live updates".to_owned()),
-            filter_subject: filter.to_owned(),
-            deliver_policy: start.policy(),
-            ..Default::default()
-        })
-        .await
-        .context("creating the ordered consumer")?;
-    let mut messages = consumer.messages().await.context("consuming")?;
-    tracing::info!(stream = stream_name, filter, ?start, "live feed consuming");
-    loop {
-        let message = tokio::select! {
-            () = cancel.cancelled() => return Ok(()),
-            message = messages.next() => message,
-        };
-        let Some(message) = message else {
-            anyhow::bail!("the consumer ended");
-        };
-        let message = message.context("receiving")?;
-        feed.handle(&message.payload);
-        if let Ok(info) = message.info() {
-            *start = Start::After(info.stream_sequence);
-        }
     }
 }

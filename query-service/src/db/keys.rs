@@ -1,0 +1,47 @@
+//! Batch reads: many members' keys in, one statement, rows keyed by member out.
+//!
+//! Keys are passed as two parallel arrays and joined through `unnest`, so the statement text
+//! does not depend on how many there are (and a prepared plan serves every batch size).
+
+use std::collections::HashMap;
+
+use domain::ids::MemberKey;
+use uuid::Uuid;
+
+/// Splits keys into the parallel arrays `unnest` takes.
+pub(super) fn key_arrays(keys: &[MemberKey]) -> (Vec<String>, Vec<Uuid>) {
+    keys.iter().map(|key| (key.org_id.clone(), key.member_id)).unzip()
+}
+
+/// A read-model row with the member it belongs to.
+#[derive(sqlx::FromRow)]
+pub(super) struct Keyed<T> {
+    org_id: String,
+    member_id: Uuid,
+    #[sqlx(flatten)]
+    row: T,
+}
+
+impl<T> Keyed<T> {
+    pub(super) fn split(self) -> (MemberKey, T) {
+        let key = MemberKey {
+            org_id: self.org_id,
+            member_id: self.member_id,
+        };
+        (key, self.row)
+    }
+}
+
+/// Rows of a read model with one row per member.
+pub(super) fn keyed<T>(rows: Vec<Keyed<T>>) -> HashMap<MemberKey, T> {
+    rows.into_iter().map(Keyed::split).collect()
+}
+
+/// Rows of a read model with many rows per member, in the order the statement returned them.
+pub(super) fn grouped<T>(rows: impl IntoIterator<Item = (MemberKey, T)>) -> HashMap<MemberKey, Vec<T>> {
+    let mut groups: HashMap<MemberKey, Vec<T>> = HashMap::new();
+    for (key, row) in rows {
+        groups.entry(key).or_default().push(row);
+    }
+    groups
+}

@@ -1,0 +1,102 @@
+//! Programs (`rm.programs` with their tiers, rewards and stamp cards).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use super::Db;
+use crate::error::QueryResult;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProgramRow {
+    pub org_id: String,
+    pub version: i64,
+    pub currency: String,
+    pub earn_rate: i64,
+    pub expiry_days: Option<i32>,
+    pub qualification_window_days: i32,
+    pub downgrade_grace_days: i32,
+    pub configured_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
+pub struct ProgramTierRow {
+    pub name: String,
+    pub threshold_points: i64,
+    pub multiplier_bps: i32,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
+pub struct RewardRow {
+    pub reward_id: String,
+    pub name: String,
+    pub points_cost: i64,
+    pub active: bool,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
+pub struct StampCardDefRow {
+    pub card_id: String,
+    pub name: String,
+    pub stamps_required: i32,
+    pub reward_id: String,
+    pub min_amount_minor: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct ProgramWithParts {
+    #[sqlx(flatten)]
+    program: ProgramRow,
+    tiers: sqlx::types::Json<Vec<ProgramTierRow>>,
+    rewards: sqlx::types::Json<Vec<RewardRow>>,
+    stamp_cards: sqlx::types::Json<Vec<StampCardDefRow>>,
+}
+
+/// An org's program with its ladder, catalogue and cards.
+#[derive(Debug, Clone)]
+pub struct FullProgram {
+    pub program: ProgramRow,
+    pub tiers: Vec<ProgramTierRow>,
+    pub rewards: Vec<RewardRow>,
+    pub stamp_cards: Vec<StampCardDefRow>,
+}
+
+impl Db {
+    /// Programs of many orgs (ladder, catalogue, cards): one statement however many orgs.
+    pub async fn programs(&self, orgs: &[String]) -> QueryResult<HashMap<String, FullProgram>> {
+        // One statement: a storefront query asks for the program on every request, and each
+        // round trip costs both processes more than the few rows it carries.
+        let rows: Vec<ProgramWithParts> = sqlx::query_as(
+            "SELECT p.org_id, p.version, p.currency, p.earn_rate, p.expiry_days, \
+                    p.qualification_window_days, p.downgrade_grace_days, p.configured_at, \
+                    (SELECT coalesce(json_agg(json_build_object('name', t.name, \
+                              'threshold_points', t.threshold_points, 'multiplier_bps', t.multiplier_bps) \
+                              ORDER BY t.position), '[]') \
+                     FROM rm.program_tiers t WHERE t.org_id = p.org_id) AS tiers, \
+                    (SELECT coalesce(json_agg(json_build_object('reward_id', r.reward_id, 'name', r.name, \
+                              'points_cost', r.points_cost, 'active', r.active) \
+                              ORDER BY r.points_cost, r.reward_id), '[]') \
+                     FROM rm.program_rewards r WHERE r.org_id = p.org_id) AS rewards, \
+                    (SELECT coalesce(json_agg(json_build_object('card_id', c.card_id, 'name', c.name, \
+                              'stamps_required', c.stamps_required, 'reward_id', c.reward_id, \
+                              'min_amount_minor', c.min_amount_minor) ORDER BY c.card_id), '[]') \
+                     FROM rm.program_stamp_cards c WHERE c.org_id = p.org_id) AS stamp_cards \
+             FROM rm.programs p WHERE p.org_id = ANY($1)",
+        )
+        .bind(orgs)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let full = FullProgram {
+                    program: row.program,
+                    tiers: row.tiers.0,
+                    rewards: row.rewards.0,
+                    stamp_cards: row.stamp_cards.0,
+                };
+                (full.program.org_id.clone(), full)
+            })
+            .collect())
+    }
+}

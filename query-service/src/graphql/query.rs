@@ -1,0 +1,301 @@
+//! The query root: every read of the read models, guarded per org.
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, Object, ID};
+use chrono::{DateTime, Utc};
+use domain::ids::MemberKey;
+use domain::rfm::{self, Segment};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::parse_member_id;
+use crate::auth::{Access, OrgGuard};
+use crate::cursor::{self, DEFAULT_PAGE};
+use crate::db::{self, MemberAfter, MemberSort, PeriodKeys};
+use crate::error::{QueryError, QueryResult};
+use crate::loaders::{self, DirectoryOf, ProgramOf};
+use crate::types::{
+    check_segment, LeaderboardEntry, Liability, Member, MemberFilter, MemberOrder, Period, Program, RfmCell,
+    SegmentCount, SegmentTransition, TierCount,
+};
+
+/// Entries of a leaderboard when `first` is not given (SPEC §8: `first: Int = 10`).
+const LEADERBOARD_DEFAULT: i32 = 10;
+
+/// Read-only queries of the loyalty read models.
+pub struct QueryRoot;
+
+/// Read-only queries of the loyalty read models. Every field names the org it reads; list
+/// fields take `first` (page size, 1 to 100) and, when paged, `after` (the `endCursor` of the
+/// previous page).
+#[Object(name = "Query")]
+impl QueryRoot {
+    /// A member, named by `memberId` or by `externalId` (exactly one); null if the org has no
+    /// such member. Storefront and analyst keys.
+    #[graphql(guard = "OrgGuard::new(Access::Member, &org_id)")]
+    async fn member(
+        &self,
+        ctx: &Context<'_>,
+        org_id: ID,
+        member_id: Option<ID>,
+        external_id: Option<String>,
+    ) -> QueryResult<Option<Member>> {
+        let db = crate::types::db(ctx);
+        let row = match (member_id, external_id) {
+            (Some(member_id), None) => {
+                // Through the loader: many aliased `member` fields in one request batch up.
+                let key = MemberKey {
+                    org_id: org_id.0.clone(),
+                    member_id: parse_member_id("memberId", &member_id)?,
+                };
+                ctx.data_unchecked::<loaders::Loaders>()
+                    .load_one(DirectoryOf(key))
+                    .await?
+            }
+            (None, Some(external_id)) => db.member_by_external_id(&org_id, &external_id).await?,
+            _ => {
+                return Err(QueryError::bad_input(
+                    "member: give exactly one of `memberId` and `externalId`",
+                ))
+            }
+        };
+        Ok(row.map(|row| Member { row }))
+    }
+
+    /// The current board of a period (the week, month containing now, or all time), org-wide
+    /// or of one location: the top `first` members. Storefront and analyst keys.
+    #[graphql(
+        guard = "OrgGuard::new(Access::Member, &org_id)",
+        complexity = "cursor::list_complexity(first.unwrap_or(LEADERBOARD_DEFAULT), child_complexity)"
+    )]
+    async fn leaderboard(
+        &self,
+        ctx: &Context<'_>,
+        org_id: ID,
+        period: Period,
+        location_id: Option<ID>,
+        #[graphql(default = 10)] first: Option<i32>,
+    ) -> QueryResult<Vec<LeaderboardEntry>> {
+        let limit = cursor::page_size("first", first.unwrap_or(LEADERBOARD_DEFAULT))?;
+        let keys = PeriodKeys::at(Utc::now());
+        let period_key = match period {
+            Period::Week => keys.week.as_str(),
+            Period::Month => keys.month.as_str(),
+            Period::AllTime => "all",
+        };
+        let location = location_id.map(|id| id.0).unwrap_or_default();
+        let rows = crate::types::db(ctx)
+            .leaderboard(&org_id, &location, period.as_db(), period_key, limit)
+            .await?;
+        Ok(rows.into_iter().map(LeaderboardEntry::from).collect())
+    }
+
+    /// The org's program in force: tiers, rewards, stamp cards. Null until it is configured.
+    /// Storefront and analyst keys.
+    #[graphql(guard = "OrgGuard::new(Access::Member, &org_id)")]
+    async fn program(&self, ctx: &Context<'_>, org_id: ID) -> QueryResult<Option<Program>> {
+        let program = ctx
+            .data_unchecked::<loaders::Loaders>()
+            .load_one(ProgramOf(org_id.0))
+            .await?;
+        Ok(program.map(Program))
+    }
+
+    /// Members per RFM segment, all 11 segments in grid order (best first). Analyst keys.
+    #[graphql(guard = "OrgGuard::new(Access::Analyst, &org_id)")]
+    async fn segment_counts(&self, ctx: &Context<'_>, org_id: ID) -> QueryResult<Vec<SegmentCount>> {
+        let counts = crate::types::db(ctx).segment_counts(&org_id).await?;
+        Ok(Segment::ALL
+            .iter()
+            .map(|segment| SegmentCount {
+                segment: segment.name().to_owned(),
+                count: counts.get(segment.name()).copied().unwrap_or(0),
+            })
+            .collect())
+    }
+
+    /// Members per cell of the R × F grid: all 25 cells, R from 5 down, F from 1 up.
+    /// Analyst keys.
+    #[graphql(guard = "OrgGuard::new(Access::Analyst, &org_id)")]
+    async fn rfm_grid(&self, ctx: &Context<'_>, org_id: ID) -> QueryResult<Vec<RfmCell>> {
+        let counts = crate::types::db(ctx).rfm_grid(&org_id).await?;
+        Ok((1..=5_u8)
+            .rev()
+            .flat_map(|r| (1..=5_u8).map(move |f| (r, f)))
+            .map(|(r, f)| RfmCell {
+                r: i32::from(r),
+                f: i32::from(f),
+                segment: rfm::segment(r, f).name().to_owned(),
+                count: counts.get(&(i16::from(r), i16::from(f))).copied().unwrap_or(0),
+            })
+            .collect())
+    }
+
+    /// Members per tier, the program's ladder from the bottom (empty tiers included).
+    /// Analyst keys.
+    #[graphql(guard = "OrgGuard::new(Access::Analyst, &org_id)")]
+    async fn tier_distribution(&self, ctx: &Context<'_>, org_id: ID) -> QueryResult<Vec<TierCount>> {
+        let rows = crate::types::db(ctx).tier_distribution(&org_id).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(tier, count)| TierCount { tier, count })
+            .collect())
+    }
+
+    /// The points the org owes its members. Analyst keys.
+    #[graphql(guard = "OrgGuard::new(Access::Analyst, &org_id)")]
+    async fn liability(&self, ctx: &Context<'_>, org_id: ID) -> QueryResult<Liability> {
+        let points = crate::types::db(ctx).liability(&org_id).await?;
+        Ok(Liability { points })
+    }
+
+    /// The org's members, filtered and paged (keyset: every member is listed exactly once
+    /// across pages, also while members enrol). Analyst keys.
+    #[graphql(
+        guard = "OrgGuard::new(Access::Analyst, &org_id)",
+        complexity = "cursor::list_complexity(first.unwrap_or(DEFAULT_PAGE), child_complexity)"
+    )]
+    async fn members(
+        &self,
+        ctx: &Context<'_>,
+        org_id: ID,
+        filter: Option<MemberFilter>,
+        #[graphql(default)] order_by: MemberOrder,
+        #[graphql(default = 20)] first: Option<i32>,
+        after: Option<String>,
+    ) -> QueryResult<Connection<String, Member>> {
+        let limit = cursor::page_size("first", first.unwrap_or(DEFAULT_PAGE))?;
+        let filter = filter.unwrap_or_default();
+        if let Some(segment) = &filter.segment {
+            check_segment("filter.segment", segment)?;
+        }
+        if let (Some(min), Some(max)) = (filter.min_points, filter.max_points) {
+            if min > max {
+                return Err(QueryError::bad_input(format!(
+                    "filter: minPoints ({min}) is greater than maxPoints ({max})"
+                )));
+            }
+        }
+        let sort = match order_by {
+            MemberOrder::EnrolledAt => MemberSort::EnrolledAt,
+            MemberOrder::PointsDesc => MemberSort::PointsDesc,
+        };
+        let after = cursor::decode::<MemberCursor>(after.as_deref())?
+            .map(|cursor| cursor.into_after(sort))
+            .transpose()?;
+        let db_filter = db::MemberFilter {
+            segment: filter.segment,
+            tier: filter.tier,
+            min_points: filter.min_points,
+            max_points: filter.max_points,
+        };
+        let rows = crate::types::db(ctx)
+            .member_page(&org_id, &db_filter, sort, after.as_ref(), limit + 1)
+            .await?;
+        let (rows, has_next) = cursor::page(rows, limit);
+        let keys: Vec<MemberKey> = rows.iter().map(|row| row.member.key()).collect();
+        let loaders = ctx.data_unchecked::<loaders::Loaders>();
+        // The page is the directory of its members: nested references to them need no query.
+        loaders
+            .feed_many(
+                rows.iter()
+                    .map(|row| (DirectoryOf(row.member.key()), row.member.clone())),
+            )
+            .await;
+        let node = ctx.look_ahead().field("edges").field("node");
+        loaders::prefetch(loaders, &node, &keys).await?;
+        let mut connection = Connection::new(after.is_some(), has_next);
+        connection.edges = rows
+            .into_iter()
+            .map(|row| {
+                let cursor = MemberCursor::of(sort, &row);
+                Edge::new(cursor::encode(cursor), Member { row: row.member })
+            })
+            .collect();
+        Ok(connection)
+    }
+
+    /// Members' moves between RFM segments in `[since, until)`, oldest first, optionally only
+    /// those into or out of `segment`. Analyst keys.
+    #[graphql(
+        guard = "OrgGuard::new(Access::Analyst, &org_id)",
+        complexity = "cursor::list_complexity(first.unwrap_or(DEFAULT_PAGE), child_complexity)"
+    )]
+    // A resolver's parameters are its GraphQL arguments (async-graphql takes no argument
+    // struct): six of them with `self` and `ctx` are eight, in the code `#[Object]` generates.
+    #[allow(clippy::too_many_arguments)]
+    async fn segment_transitions(
+        &self,
+        ctx: &Context<'_>,
+        org_id: ID,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+        segment: Option<String>,
+        #[graphql(default = 20)] first: Option<i32>,
+        after: Option<String>,
+    ) -> QueryResult<Connection<String, SegmentTransition>> {
+        let limit = cursor::page_size("first", first.unwrap_or(DEFAULT_PAGE))?;
+        if let Some(segment) = &segment {
+            check_segment("segment", segment)?;
+        }
+        if let (Some(since), Some(until)) = (since, until) {
+            if since > until {
+                return Err(QueryError::bad_input("since: must not be after `until`"));
+            }
+        }
+        let after: Option<(DateTime<Utc>, Uuid)> = cursor::decode(after.as_deref())?;
+        let rows = crate::types::db(ctx)
+            .transitions(&org_id, since, until, segment.as_deref(), after, limit + 1)
+            .await?;
+        let (rows, has_next) = cursor::page(rows, limit);
+        let member = ctx.look_ahead().field("edges").field("node").field("member");
+        if member.exists() {
+            let mut keys: Vec<MemberKey> = rows
+                .iter()
+                .map(|row| MemberKey {
+                    org_id: row.org_id.clone(),
+                    member_id: row.member_id,
+                })
+                .collect();
+            keys.sort_by_key(|key| key.member_id);
+            keys.dedup();
+            let loaders = ctx.data_unchecked::<loaders::Loaders>();
+            loaders.load_many(keys.iter().cloned().map(DirectoryOf)).await?;
+            loaders::prefetch(loaders, &member, &keys).await?;
+        }
+        let mut connection = Connection::new(after.is_some(), has_next);
+        connection.edges = rows
+            .into_iter()
+            .map(|row| Edge::new(cursor::encode((row.at, row.member_id)), SegmentTransition(row)))
+            .collect();
+        Ok(connection)
+    }
+}
+
+/// The cursor of a member list: the sort it belongs to, its key and the member.
+#[derive(Debug, Serialize, Deserialize)]
+enum MemberCursor {
+    #[serde(rename = "e")]
+    EnrolledAt(DateTime<Utc>, Uuid),
+    #[serde(rename = "p")]
+    Points(i64, Uuid),
+}
+
+impl MemberCursor {
+    fn of(sort: MemberSort, row: &db::PageRow) -> Self {
+        match sort {
+            MemberSort::EnrolledAt => MemberCursor::EnrolledAt(row.member.enrolled_at, row.member.member_id),
+            MemberSort::PointsDesc => MemberCursor::Points(row.points, row.member.member_id),
+        }
+    }
+
+    fn into_after(self, sort: MemberSort) -> QueryResult<MemberAfter> {
+        match (self, sort) {
+            (MemberCursor::EnrolledAt(at, id), MemberSort::EnrolledAt) => Ok(MemberAfter::EnrolledAt(at, id)),
+            (MemberCursor::Points(points, id), MemberSort::PointsDesc) => Ok(MemberAfter::Points(points, id)),
+            _ => Err(QueryError::bad_input(
+                "after: the cursor belongs to a different `orderBy`",
+            )),
+        }
+    }
+}
