@@ -23,6 +23,13 @@
 //!   replay benchmark.
 //!
 //! Only loopback targets are accepted, and every run is bounded in time and requests.
+//!
+//! Layout: [`cli`] parses the command line into one subcommand, each in its module with its
+//! arguments and report ([`run`], [`history`], [`graphql`], [`seed`]); [`target`] holds the
+//! options they share. [`setup`] creates orgs, keys and members through the typed command-API
+//! client (`loyalty-client`); [`api`] adds GraphQL and the loopback rule. `run` sends the
+//! [`mix`] from [`workload`], scheduled by [`drive`], and measures with [`lag`], [`check`],
+//! [`resources`] and [`stats`] into its [`report`].
 
 // Rates, means and milliseconds in the reports are statistics, never money or points: floats
 // are the right tool here.
