@@ -28,7 +28,7 @@
 //! arguments and report ([`run`], [`history`], [`graphql`], [`seed`]); [`target`] holds the
 //! options they share. [`setup`] creates orgs, keys and members through the typed command-API
 //! client (`loyalty-client`); [`api`] adds GraphQL and the loopback rule. `run` sends the
-//! [`mix`] from [`workload`], scheduled by [`drive`], and measures with [`lag`], [`check`],
+//! [`mix`] from [`workload`] (knowing what [`state`] holds), scheduled by [`drive`], and measures with [`lag`], [`check`],
 //! [`resources`] and [`stats`] into its [`report`].
 
 // Rates, means and milliseconds in the reports are statistics, never money or points: floats
@@ -48,6 +48,7 @@ pub mod resources;
 pub mod run;
 pub mod seed;
 pub mod setup;
+pub mod state;
 pub mod stats;
 pub mod target;
 pub mod workload;

@@ -19,9 +19,10 @@ use crate::mix::{Mix, OpKind, DEFAULT_MIX};
 use crate::report::RunReport;
 use crate::resources;
 use crate::setup;
+use crate::state::OrgCtx;
 use crate::stats::{self, rate, Recorder};
 use crate::target::Target;
-use crate::workload::{OrgCtx, Window, Workload};
+use crate::workload::{Window, Workload};
 use crate::MAX_DURATION_SECS;
 
 #[derive(Debug, Clone, Args)]

@@ -1,19 +1,15 @@
 //! The simulated POS traffic: one request at a time, picked from the [`Mix`] (enrolments,
 //! purchases, refunds, redemptions, and retries of a previous request with the same
-//! `Idempotency-Key`), and what the load generator learns from each answer. [`crate::drive`]
-//! schedules the requests.
-//!
-//! Each member is used by one terminal at a time (a customer stands at one till), so the load
-//! generator knows every member's balance from the acknowledgements and can check the read
-//! models against it afterwards.
+//! `Idempotency-Key`), and what the load generator learns from each answer ([`crate::state`]):
+//! every member's balance from the acknowledgements, to check the read models against
+//! afterwards. [`crate::drive`] schedules the requests.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::{DateTime, SubsecRound as _, Utc};
-use loyalty_client::{MemberRef, MemberWrite, Purchase, Redemption, Refund};
+use loyalty_client::{Purchase, Redemption, Refund};
 use rand::rngs::SmallRng;
 use rand::Rng as _;
 use uuid::Uuid;
@@ -21,137 +17,9 @@ use uuid::Uuid;
 use crate::api::Api;
 use crate::lag::{Ack, LagSender};
 use crate::mix::{Mix, OpKind};
-use crate::setup::{enrolment, Org, CURRENCY};
+use crate::setup::{enrolment, CURRENCY};
+use crate::state::{MemberState, OrgCtx, PurchaseRec, Sent, Write, REFUNDABLE_KEPT};
 use crate::stats::Recorder;
-
-#[derive(Debug, Clone)]
-struct PurchaseRec {
-    transaction_id: String,
-    amount_minor: i64,
-    refunded_minor: i64,
-}
-
-/// A member write.
-#[derive(Debug, Clone)]
-enum Write {
-    Purchase(Purchase),
-    Refund(Refund),
-    Redemption(Redemption),
-}
-
-impl Write {
-    async fn send(
-        &self,
-        client: &loyalty_client::Client,
-        org: &str,
-        member: Uuid,
-        idempotency_key: &str,
-    ) -> Result<MemberWrite, loyalty_client::Error> {
-        let member = MemberRef::Id(member);
-        match self {
-            Write::Purchase(purchase) => {
-                client
-                    .record_purchase(org, member, idempotency_key, purchase)
-                    .await
-            }
-            Write::Refund(refund) => client.refund_purchase(org, member, idempotency_key, refund).await,
-            Write::Redemption(redemption) => {
-                client
-                    .redeem_reward(org, member, idempotency_key, redemption)
-                    .await
-            }
-        }
-    }
-}
-
-/// A write as it was sent, with its answer, so that it can be retried.
-#[derive(Debug, Clone)]
-struct Sent {
-    write: Write,
-    idempotency_key: String,
-    answer: MemberWrite,
-}
-
-/// What the load generator knows about one member.
-#[derive(Debug)]
-pub struct MemberState {
-    pub id: Uuid,
-    /// The balance of the last acknowledgement.
-    pub balance: i64,
-    /// Recent purchases that may still be refunded.
-    purchases: VecDeque<PurchaseRec>,
-    last: Option<Sent>,
-}
-
-/// Recent purchases kept per member for refunds.
-const REFUNDABLE_KEPT: usize = 16;
-
-impl MemberState {
-    pub fn new(id: Uuid) -> Self {
-        Self {
-            id,
-            balance: 0,
-            purchases: VecDeque::new(),
-            last: None,
-        }
-    }
-}
-
-type SharedMember = Arc<tokio::sync::Mutex<MemberState>>;
-
-/// One org during a run.
-pub struct OrgCtx {
-    pub org: Org,
-    members: Mutex<Vec<SharedMember>>,
-    next_member_no: AtomicU64,
-}
-
-impl OrgCtx {
-    pub fn new(org: Org, members: Vec<Uuid>) -> Self {
-        let next = members.len() as u64 + 1;
-        Self {
-            org,
-            members: Mutex::new(
-                members
-                    .into_iter()
-                    .map(|id| Arc::new(tokio::sync::Mutex::new(MemberState::new(id))))
-                    .collect(),
-            ),
-            next_member_no: AtomicU64::new(next),
-        }
-    }
-
-    fn members(&self) -> std::sync::MutexGuard<'_, Vec<SharedMember>> {
-        // A poisoned lock only means another task panicked while pushing; the Vec is intact.
-        self.members.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn member_count(&self) -> usize {
-        self.members().len()
-    }
-
-    /// A member no other terminal is serving right now (a few random tries).
-    fn try_take_member(&self, rng: &mut SmallRng) -> Option<tokio::sync::OwnedMutexGuard<MemberState>> {
-        let members = self.members();
-        if members.is_empty() {
-            return None;
-        }
-        (0..8).find_map(|_| {
-            members[rng.random_range(0..members.len())]
-                .clone()
-                .try_lock_owned()
-                .ok()
-        })
-    }
-
-    /// `(member id, acknowledged balance)` of every member. Call when no request is in flight.
-    pub fn snapshot(&self) -> Vec<(Uuid, i64)> {
-        self.members()
-            .iter()
-            .filter_map(|m| m.try_lock().ok().map(|m| (m.id, m.balance)))
-            .collect()
-    }
-}
 
 /// Bounds of the run.
 #[derive(Debug, Clone, Copy)]
