@@ -22,19 +22,9 @@ async fn wait_ready(http: &reqwest::Client, base: &str) {
     }
 }
 
-async fn send(http: &reqwest::Client, method: reqwest::Method, url: String, key: &str, body: Value) -> Value {
-    let reply = http
-        .request(method, &url)
-        .bearer_auth(key)
-        .header("Idempotency-Key", Uuid::new_v4().to_string())
-        .json(&body)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{url}: {e}"));
-    let status = reply.status();
-    let body: Value = reply.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "{url} answered {status}: {body}");
-    body
+/// A fresh `Idempotency-Key`.
+fn key() -> String {
+    Uuid::new_v4().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,47 +64,47 @@ async fn a_purchase_reaches_graphql_and_shutdown_stops_all_three_services() {
     let storefront = common::keys::create_key(db.pool(), org, Role::Storefront)
         .await
         .unwrap();
-    send(
-        &http,
-        reqwest::Method::PUT,
-        format!("{command}/v1/orgs/{org}/program"),
-        &admin,
-        json!({"currency": "EUR", "earn_rate": 1}),
-    )
-    .await;
-    send(
-        &http,
-        reqwest::Method::POST,
-        format!("{command}/v1/orgs/{org}/locations"),
-        &admin,
-        json!({"location_id": "store-1", "name": "Store 1"}),
-    )
-    .await;
-    let enrolled = send(
-        &http,
-        reqwest::Method::POST,
-        format!("{command}/v1/orgs/{org}/members"),
-        &pos,
-        json!({"external_id": "card-1", "display_name": "Ada"}),
-    )
-    .await;
-    let member = enrolled["member_id"].as_str().expect("member_id").to_owned();
-    let purchased = send(
-        &http,
-        reqwest::Method::POST,
-        format!("{command}/v1/orgs/{org}/members/{member}/purchases"),
-        &pos,
-        json!({
-            "transaction_id": "t-1",
-            "location_id": "store-1",
-            "amount_minor": 1250,
-            "currency": "EUR",
-            "occurred_at": chrono::Utc::now().to_rfc3339(),
-        }),
-    )
-    .await;
+    let client = loyalty_client::Client::with_http(http.clone(), &command);
+    let (admin, pos) = (client.with_key(admin), client.with_key(pos));
+    let program = loyalty_client::Program {
+        earn_rate: Some(1),
+        ..loyalty_client::Program::new("EUR")
+    };
+    admin
+        .configure_program(org, &key(), &program)
+        .await
+        .expect("configuring the program");
+    let location = loyalty_client::Location {
+        location_id: "store-1".into(),
+        name: "Store 1".into(),
+    };
+    admin
+        .register_location(org, &key(), &location)
+        .await
+        .expect("registering a location");
+    let enrolment = loyalty_client::Enrolment {
+        external_id: Some("card-1".into()),
+        display_name: Some("Ada".into()),
+        ..Default::default()
+    };
+    let member = pos
+        .enroll(org, &key(), &enrolment)
+        .await
+        .expect("enrolling")
+        .member_id;
+    let purchase = loyalty_client::Purchase {
+        transaction_id: "t-1".into(),
+        location_id: "store-1".into(),
+        amount_minor: 1250,
+        currency: "EUR".into(),
+        occurred_at: chrono::Utc::now(),
+    };
+    let purchased = pos
+        .record_purchase(org, loyalty_client::MemberRef::Id(member), &key(), &purchase)
+        .await
+        .expect("recording a purchase");
     // 12.50 EUR at 1 point per euro, Bronze 1.0x.
-    assert_eq!(purchased["balance"], json!(12), "{purchased}");
+    assert_eq!(purchased.balance, 12, "{purchased:?}");
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let shown = loop {

@@ -1,12 +1,12 @@
-//! The two public contracts the load generator drives (SPEC §8): the JSON command API and the
-//! GraphQL query API. Everything goes through HTTP exactly as a POS terminal or a storefront
-//! widget would send it.
+//! The two public contracts the load generator drives (SPEC §8): the JSON command API (through
+//! the typed `loyalty-client`) and the GraphQL query API. Everything goes through HTTP exactly as
+//! a POS terminal or a storefront widget would send it.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::Value;
 use url::Url;
 
@@ -37,7 +37,7 @@ pub fn require_loopback(what: &str, url: &str) -> anyhow::Result<Url> {
     Ok(parsed)
 }
 
-/// An HTTP answer: status and JSON body (`Value::Null` when the body is empty or not JSON).
+/// A GraphQL answer: status and JSON body (`Value::Null` when the body is empty or not JSON).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
     pub status: StatusCode,
@@ -47,11 +47,6 @@ pub struct Reply {
 impl Reply {
     pub fn is_success(&self) -> bool {
         self.status.is_success()
-    }
-
-    /// The `balance` of a successful write (SPEC §8).
-    pub fn balance(&self) -> Option<i64> {
-        self.body.get("balance").and_then(Value::as_i64)
     }
 
     /// A short, stable name for a failed answer: status plus the error code the body carries,
@@ -73,30 +68,18 @@ impl Reply {
     }
 }
 
-/// Names a transport failure by kind (the message itself varies per request).
-pub fn transport_error_kind(error: &reqwest::Error) -> String {
-    if error.is_timeout() {
-        "transport: timeout".to_owned()
-    } else if error.is_connect() {
-        "transport: connect".to_owned()
-    } else if error.is_body() || error.is_decode() {
-        "transport: body".to_owned()
-    } else {
-        "transport: other".to_owned()
-    }
-}
-
 /// A client of the command API and the GraphQL API.
 #[derive(Debug, Clone)]
 pub struct Api {
     http: reqwest::Client,
-    command: Url,
+    /// The command API, without a key.
+    commands: loyalty_client::Client,
     graphql: Url,
 }
 
 impl Api {
     pub fn new(command_url: &str, graphql_url: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let command = require_loopback("--command-url", command_url)?;
+        require_loopback("--command-url", command_url)?;
         let graphql = require_loopback("--graphql-url", graphql_url)?;
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -106,55 +89,15 @@ impl Api {
             .build()
             .context("building the HTTP client")?;
         Ok(Self {
+            commands: loyalty_client::Client::with_http(http.clone(), command_url),
             http,
-            command,
             graphql,
         })
     }
 
-    pub fn command_url(&self) -> &Url {
-        &self.command
-    }
-
-    pub fn graphql_url(&self) -> &Url {
-        &self.graphql
-    }
-
-    /// Sends one command-API request. `path` starts with `/v1/`.
-    pub async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        key: &str,
-        idempotency_key: Option<&str>,
-        body: Option<&Value>,
-    ) -> Result<Reply, reqwest::Error> {
-        let mut url = self.command.clone();
-        url.set_path(path);
-        let mut request = self.http.request(method, url).bearer_auth(key);
-        if let Some(idempotency_key) = idempotency_key {
-            request = request.header("Idempotency-Key", idempotency_key);
-        }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        let bytes = response.bytes().await?;
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok(Reply { status, body })
-    }
-
-    /// A POST with a JSON body and an idempotency key, as every POS write is sent.
-    pub async fn post(
-        &self,
-        path: &str,
-        key: &str,
-        idempotency_key: &str,
-        body: &Value,
-    ) -> Result<Reply, reqwest::Error> {
-        self.send(Method::POST, path, key, Some(idempotency_key), Some(body))
-            .await
+    /// The command API with `key` (the clients share one connection pool).
+    pub fn commands(&self, key: &str) -> loyalty_client::Client {
+        self.commands.with_key(key)
     }
 
     /// Sends a GraphQL request; returns the raw reply (GraphQL errors are in the body).

@@ -1,4 +1,5 @@
-//! What the measured window cost: CPU time of the platform's processes (from `/proc`) and the
+//! What the measured window cost: CPU time of the platform's processes (from `/proc`, read with
+//! the `procfs` crate) and the
 //! database work (from `pg_stat_database` and the WAL position), so a report can say where the
 //! time of a command goes, per command.
 //!
@@ -12,9 +13,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use serde::Serialize;
 use sqlx::PgPool;
-
-/// Kernel clock ticks per second of `/proc/<pid>/stat` times (USER_HZ, 100 on Linux).
-const TICKS_PER_SECOND: u64 = 100;
 
 /// A process to account for: `name=pid`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,37 +42,45 @@ impl std::str::FromStr for Watched {
     }
 }
 
-/// `(utime + stime, cutime + cstime, parent pid)` of a process, in ticks.
-fn stat(pid: u32) -> Option<(u64, u64, u32)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces: fields are counted after its ')'.
-    let rest = &text[text.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest[0] is field 3 (state): ppid is field 4, utime..cstime are fields 14..17.
-    let num = |field: usize| fields.get(field - 3)?.parse::<u64>().ok();
-    let ppid = u32::try_from(num(4)?).ok()?;
-    Some((num(14)? + num(15)?, num(16)? + num(17)?, ppid))
+/// CPU ticks of one process: its own (`utime + stime`), those of its children it reaped
+/// (`cutime + cstime`), and its parent.
+struct Ticks {
+    pid: i32,
+    own: u64,
+    reaped: u64,
+    parent: i32,
+}
+
+fn ticks(process: &procfs::process::Process) -> Option<Ticks> {
+    let stat = process.stat().ok()?;
+    Some(Ticks {
+        pid: stat.pid,
+        own: stat.utime + stat.stime,
+        reaped: u64::try_from(stat.cutime + stat.cstime).unwrap_or(0),
+        parent: stat.ppid,
+    })
+}
+
+fn ticks_of(pid: u32) -> Option<Ticks> {
+    ticks(&procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?)
 }
 
 /// Ticks used so far by `pid`, its reaped children and its live children.
-fn ticks_with_children(pid: u32, all: &[(u32, u64, u32)]) -> Option<u64> {
-    let (own, reaped, _) = stat(pid)?;
+fn ticks_with_children(pid: u32, all: &[Ticks]) -> Option<u64> {
+    let process = ticks_of(pid)?;
     let live: u64 = all
         .iter()
-        .filter(|(_, _, parent)| *parent == pid)
-        .map(|(_, ticks, _)| ticks)
+        .filter(|child| child.parent == process.pid)
+        .map(|child| child.own)
         .sum();
-    Some(own + reaped + live)
+    Some(process.own + process.reaped + live)
 }
 
-fn all_processes() -> Vec<(u32, u64, u32)> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
+fn all_processes() -> Vec<Ticks> {
+    let Ok(processes) = procfs::process::all_processes() else {
         return Vec::new();
     };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| stat(pid).map(|(ticks, _, ppid)| (pid, ticks, ppid)))
-        .collect()
+    processes.filter_map(|process| ticks(&process.ok()?)).collect()
 }
 
 /// CPU ticks per watched name (plus `loadgen` itself) at one moment.
@@ -86,8 +92,8 @@ fn cpu_sample(watched: &[Watched]) -> BTreeMap<String, u64> {
             sample.insert(w.name.clone(), ticks);
         }
     }
-    if let Some((own, _, _)) = stat(std::process::id()) {
-        sample.insert("loadgen".to_owned(), own);
+    if let Some(me) = ticks_of(std::process::id()) {
+        sample.insert("loadgen".to_owned(), me.own);
     }
     sample
 }
@@ -224,11 +230,12 @@ pub async fn finish(
     let elapsed = start.at.elapsed().max(Duration::from_millis(1));
     let cpu_end = cpu_sample(watched);
     let per_command = |x: f64| if commands > 0 { x / commands as f64 } else { 0.0 };
+    let ticks_per_second = procfs::ticks_per_second() as f64;
     let cpu = cpu_end
         .iter()
         .filter_map(|(name, end)| {
             let ticks = end.checked_sub(*start.cpu.get(name)?)?;
-            let seconds = ticks as f64 / TICKS_PER_SECOND as f64;
+            let seconds = ticks as f64 / ticks_per_second;
             Some((
                 name.clone(),
                 CpuUse {

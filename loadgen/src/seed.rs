@@ -398,7 +398,7 @@ mod tests {
     }
 
     fn program() -> ProgramSnapshot {
-        let body = crate::setup::program_body();
+        let body = serde_json::to_value(crate::setup::program()).expect("program");
         let config: domain::ProgramConfig = serde_json::from_value(body).expect("program body");
         ProgramSnapshot {
             version: 1,

@@ -1,16 +1,16 @@
 //! Creates what a run needs on the target platform: orgs with a program and locations, an API
 //! key of every role per org (through `common::keys`, the library behind
-//! `command-service keys create`), and enrolled members.
+//! `command-service keys create`), enrolled members and their purchases.
 //!
 //! Every run uses fresh org ids (`<prefix>-<run id>-<n>`), so runs never see each other's data
 //! and a rerun against the same database needs no cleanup.
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
+use chrono::{SubsecRound as _, Utc};
 use common::keys::Role;
 use futures::{stream, StreamExt as _, TryStreamExt as _};
+use loyalty_client::{Enrolment, Location, MemberRef, MemberWrite, Program, Purchase, Reward, StampCard};
 use rand::distr::{Alphanumeric, SampleString as _};
-use reqwest::Method;
-use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -34,32 +34,37 @@ pub struct Org {
 
 /// The program every generated org runs: default tier ladder, a coffee stamp card, three
 /// rewards of increasing cost.
-pub fn program_body() -> Value {
-    json!({
-        "currency": CURRENCY,
-        "earn_rate": 1,
-        "stamp_cards": [{
-            "card_id": "coffee-card",
-            "name": "Coffee card",
-            "stamps_required": 8,
-            "reward_id": "free-coffee",
-            "min_amount_minor": 300
+pub fn program() -> Program {
+    let reward = |reward_id: &str, name: &str, points_cost| Reward {
+        reward_id: reward_id.to_owned(),
+        name: name.to_owned(),
+        points_cost,
+        active: None,
+    };
+    Program {
+        earn_rate: Some(1),
+        stamp_cards: vec![StampCard {
+            card_id: "coffee-card".to_owned(),
+            name: "Coffee card".to_owned(),
+            stamps_required: 8,
+            reward_id: "free-coffee".to_owned(),
+            min_amount_minor: Some(300),
         }],
-        "rewards": [
-            {"reward_id": "free-coffee", "name": "Free coffee", "points_cost": 40},
-            {"reward_id": "tote-bag", "name": "Tote bag", "points_cost": 250},
-            {"reward_id": "gift-card-10", "name": "10 EUR gift card", "points_cost": 1000}
+        rewards: vec![
+            reward("free-coffee", "Free coffee", 40),
+            reward("tote-bag", "Tote bag", 250),
+            reward("gift-card-10", "10 EUR gift card", 1000),
         ],
-        "expiry_days": 365
-    })
+        expiry_days: Some(Some(365)),
+        ..Program::new(CURRENCY)
+    }
 }
 
-fn rewards_of(program: &Value) -> Vec<(String, i64)> {
-    let mut rewards: Vec<(String, i64)> = program["rewards"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| Some((r["reward_id"].as_str()?.to_owned(), r["points_cost"].as_i64()?)))
+fn rewards_of(program: &Program) -> Vec<(String, i64)> {
+    let mut rewards: Vec<(String, i64)> = program
+        .rewards
+        .iter()
+        .map(|r| (r.reward_id.clone(), r.points_cost))
         .collect();
     rewards.sort_by_key(|(_, cost)| *cost);
     rewards
@@ -80,15 +85,8 @@ pub async fn connect_platform_db(database_url: &str) -> anyhow::Result<PgPool> {
     common::config::connect_db(&args).await
 }
 
-async fn expect_success(what: &str, reply: crate::api::Reply) -> anyhow::Result<Value> {
-    if !reply.is_success() {
-        bail!("{what} failed with {}: {}", reply.status, reply.body);
-    }
-    Ok(reply.body)
-}
-
 /// Creates `count` orgs named `<prefix>-<n>`, each with keys of every role, the program of
-/// [`program_body`] and `locations` locations.
+/// [`program`] and `locations` locations.
 pub async fn create_orgs(
     api: &Api,
     keys_db: &PgPool,
@@ -107,46 +105,36 @@ pub async fn create_orgs(
             storefront_key: key(Role::Storefront).await?,
             analyst_key: key(Role::Analyst).await?,
             locations: (1..=locations).map(|l| format!("store-{l}")).collect(),
-            rewards: rewards_of(&program_body()),
+            rewards: rewards_of(&program()),
             id,
         };
-        let program = program_body();
-        let reply = api
-            .send(
-                Method::PUT,
-                &format!("/v1/orgs/{}/program", org.id),
-                &org.admin_key,
-                Some(&Uuid::new_v4().to_string()),
-                Some(&program),
-            )
+        let admin = api.commands(&org.admin_key);
+        admin
+            .configure_program(&org.id, &Uuid::new_v4().to_string(), &program())
             .await
             .with_context(|| format!("setting the program of {}", org.id))?;
-        expect_success(&format!("PUT /v1/orgs/{}/program", org.id), reply).await?;
         for location in &org.locations {
-            let body = json!({"location_id": location, "name": format!("Store {location}")});
-            let reply = api
-                .post(
-                    &format!("/v1/orgs/{}/locations", org.id),
-                    &org.admin_key,
-                    &Uuid::new_v4().to_string(),
-                    &body,
-                )
+            let location = Location {
+                location_id: location.clone(),
+                name: format!("Store {location}"),
+            };
+            admin
+                .register_location(&org.id, &Uuid::new_v4().to_string(), &location)
                 .await
-                .with_context(|| format!("registering location {location} of {}", org.id))?;
-            expect_success(&format!("POST /v1/orgs/{}/locations", org.id), reply).await?;
+                .with_context(|| format!("registering location {} of {}", location.location_id, org.id))?;
         }
         orgs.push(org);
     }
     Ok(orgs)
 }
 
-/// The enrolment body of member number `n` (a card number as external id, a display name).
-pub fn enrol_body(member_id: Uuid, n: u64) -> Value {
-    json!({
-        "member_id": member_id,
-        "external_id": format!("card-{:012}", n),
-        "display_name": format!("Member {n}"),
-    })
+/// The enrolment of member number `n` (a card number as external id, a display name).
+pub fn enrolment(member_id: Uuid, n: u64) -> Enrolment {
+    Enrolment {
+        member_id: Some(member_id),
+        external_id: Some(format!("card-{:012}", n)),
+        display_name: Some(format!("Member {n}")),
+    }
 }
 
 /// Enrols `count` members in `org` (numbers `first..first+count`), `parallel` at a time.
@@ -158,26 +146,18 @@ pub async fn enrol_members(
     count: u64,
     parallel: usize,
 ) -> anyhow::Result<Vec<Uuid>> {
+    let pos = &api.commands(&org.pos_key);
     stream::iter(first..first + count)
         .map(|n| async move {
             let member_id = Uuid::new_v4();
-            let reply = api
-                .post(
-                    &format!("/v1/orgs/{}/members", org.id),
-                    &org.pos_key,
-                    &Uuid::new_v4().to_string(),
-                    &enrol_body(member_id, n),
-                )
+            let answer = pos
+                .enroll(&org.id, &Uuid::new_v4().to_string(), &enrolment(member_id, n))
                 .await
                 .with_context(|| format!("enrolling member {n} of {}", org.id))?;
-            let body = expect_success(&format!("enrolling member {n} of {}", org.id), reply).await?;
-            let returned = body["member_id"]
-                .as_str()
-                .and_then(|id| id.parse::<Uuid>().ok())
-                .with_context(|| format!("enrolment answered without a member_id: {body}"))?;
             anyhow::ensure!(
-                returned == member_id,
-                "enrolment answered member_id {returned}, asked for {member_id}"
+                answer.member_id == member_id,
+                "enrolment answered member_id {}, asked for {member_id}",
+                answer.member_id
             );
             Ok::<_, anyhow::Error>(member_id)
         })
@@ -186,13 +166,33 @@ pub async fn enrol_members(
         .await
 }
 
+/// One purchase of `amount_minor` at the org's first location, now.
+pub async fn purchase(api: &Api, org: &Org, member: Uuid, amount_minor: i64) -> Result<MemberWrite, String> {
+    let purchase = Purchase {
+        transaction_id: format!("tx-{}", Uuid::new_v4()),
+        location_id: org.locations[0].clone(),
+        amount_minor,
+        currency: CURRENCY.to_owned(),
+        occurred_at: Utc::now().trunc_subsecs(3),
+    };
+    api.commands(&org.pos_key)
+        .record_purchase(
+            &org.id,
+            MemberRef::Id(member),
+            &Uuid::new_v4().to_string(),
+            &purchase,
+        )
+        .await
+        .map_err(|e| e.kind())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_program_lists_rewards_cheapest_first() {
-        let rewards = rewards_of(&program_body());
+        let rewards = rewards_of(&program());
         assert_eq!(rewards.len(), 3);
         assert!(rewards.windows(2).all(|w| w[0].1 <= w[1].1));
         assert_eq!(rewards[0], ("free-coffee".to_owned(), 40));

@@ -1,10 +1,9 @@
-//! Latency histograms, error counts and the printed / JSON report.
+//! Latency histograms and error counts.
 //!
 //! Latencies are kept in microseconds in HDR histograms (3 significant digits), so p99.9 of a
 //! million samples costs a few kilobytes and no sorting.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -119,65 +118,6 @@ impl Recorder {
 
     pub fn error_count(&self) -> u64 {
         self.errors.values().sum()
-    }
-}
-
-/// The result of `loadgen run`, printed and optionally written as JSON.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunReport {
-    pub mode: String,
-    pub orgs: usize,
-    pub members_at_start: usize,
-    pub measured_seconds: f64,
-    pub commands_ok: u64,
-    pub commands_per_second: f64,
-    pub errors_total: u64,
-    pub latency: LatencySummary,
-    pub by_kind: BTreeMap<String, LatencySummary>,
-    pub errors: BTreeMap<String, u64>,
-    pub lag: Option<crate::lag::LagReport>,
-    pub resources: Option<crate::resources::ResourceReport>,
-    pub consistency: Option<crate::check::ConsistencyReport>,
-}
-
-impl RunReport {
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "== loadgen run: {} ==", self.mode);
-        let _ = writeln!(
-            out,
-            "orgs {}, members at start {}, measured {:.1} s",
-            self.orgs, self.members_at_start, self.measured_seconds
-        );
-        let _ = writeln!(
-            out,
-            "commands ok: {}  ({:.1}/s)   errors: {}",
-            self.commands_ok, self.commands_per_second, self.errors_total
-        );
-        let _ = writeln!(out, "latency (all ok):  {}", self.latency.line());
-        for (kind, summary) in &self.by_kind {
-            let _ = writeln!(out, "  {kind:<9} {}", summary.line());
-        }
-        if self.errors.is_empty() {
-            let _ = writeln!(out, "errors by kind: none");
-        } else {
-            let _ = writeln!(out, "errors by kind:");
-            for (kind, count) in &self.errors {
-                let _ = writeln!(out, "  {count:>8}  {kind}");
-            }
-        }
-        match &self.lag {
-            Some(lag) => out.push_str(&lag.render()),
-            None => out.push_str("projection lag: not measured\n"),
-        }
-        if let Some(resources) = &self.resources {
-            out.push_str(&resources.render());
-        }
-        match &self.consistency {
-            Some(check) => out.push_str(&check.render()),
-            None => out.push_str("consistency check: skipped\n"),
-        }
-        out
     }
 }
 

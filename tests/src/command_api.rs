@@ -1,5 +1,6 @@
 //! The command service in tests: start it on a free port against a [`TestDb`] and [`TestNats`],
-//! create API keys, and call its JSON API.
+//! create API keys, and call its JSON API through the typed client (`loyalty-client`): its raw
+//! layer for requests and answers checked byte for byte, its typed calls for set-ups.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use common::keys::Role;
-use reqwest::header::HeaderMap;
+pub use loyalty_client::RawResponse as ApiResponse;
 use reqwest::Method;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -31,7 +32,8 @@ use crate::{TestDb, TestNats};
 /// A command service running inside the test process.
 pub struct TestCommandService {
     addr: SocketAddr,
-    http: reqwest::Client,
+    /// Without a key; [`TestCommandService::client`] adds one on the same connection pool.
+    client: loyalty_client::Client,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -64,12 +66,13 @@ pub async fn spawn_command_service_with(config: command_service::Config) -> Test
     let task = tokio::spawn(command_service::run(config, listener, async move {
         stop.cancelled().await
     }));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("HTTP client");
     let service = TestCommandService {
         addr,
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("HTTP client"),
+        client: loyalty_client::Client::with_http(http, &format!("http://{addr}")),
         shutdown,
         task,
     };
@@ -79,8 +82,8 @@ pub async fn spawn_command_service_with(config: command_service::Config) -> Test
             let outcome = service.task.await;
             panic!("the command service stopped during startup: {outcome:?}");
         }
-        if let Ok(response) = service.http.get(service.url("/healthz")).send().await {
-            if response.status().is_success() {
+        if let Ok(response) = service.client.send(Method::GET, "/healthz", None, None).await {
+            if response.is_success() {
                 return service;
             }
         }
@@ -145,20 +148,12 @@ impl TestCommandService {
 
     /// A client that sends `Authorization: Bearer <key>`.
     pub fn client(&self, key: &str) -> ApiClient {
-        ApiClient {
-            base_url: self.base_url(),
-            http: self.http.clone(),
-            key: Some(key.to_owned()),
-        }
+        ApiClient(self.client.with_key(key))
     }
 
     /// A client without credentials.
     pub fn anonymous(&self) -> ApiClient {
-        ApiClient {
-            base_url: self.base_url(),
-            http: self.http.clone(),
-            key: None,
-        }
+        ApiClient(self.client.anonymous())
     }
 
     /// Graceful stop: stops accepting, finishes running commands, stops the relay.
@@ -168,51 +163,18 @@ impl TestCommandService {
     }
 }
 
-/// A response of the command API.
-#[derive(Debug, Clone)]
-pub struct ApiResponse {
-    pub status: u16,
-    pub headers: HeaderMap,
-    /// The body exactly as received.
-    pub text: String,
-    /// The body as JSON (`Null` when it is not JSON).
-    pub body: Value,
-}
-
-impl ApiResponse {
-    /// `error.code` of an error response.
-    pub fn error_code(&self) -> Option<&str> {
-        self.body["error"]["code"].as_str()
-    }
-
-    /// `error.field` of an error response.
-    pub fn error_field(&self) -> Option<&str> {
-        self.body["error"]["field"].as_str()
-    }
-
-    /// The `type`s of the events of a write response.
-    pub fn event_types(&self) -> Vec<String> {
-        self.body["events"]
-            .as_array()
-            .map(|events| {
-                events
-                    .iter()
-                    .filter_map(|event| event["type"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-/// A JSON client of the command API.
+/// A client of the command API for tests: the raw calls of [`loyalty_client::Client`] that
+/// panic when no answer comes (a test only ever looks at answers), and [`ApiClient::typed`] for
+/// the typed calls.
 #[derive(Clone)]
-pub struct ApiClient {
-    base_url: String,
-    http: reqwest::Client,
-    key: Option<String>,
-}
+pub struct ApiClient(loyalty_client::Client);
 
 impl ApiClient {
+    /// The typed client, with this client's key.
+    pub fn typed(&self) -> &loyalty_client::Client {
+        &self.0
+    }
+
     /// Sends a request; `idempotency_key` and `body` only when given.
     pub async fn send(
         &self,
@@ -221,23 +183,10 @@ impl ApiClient {
         idempotency_key: Option<&str>,
         body: Option<&Value>,
     ) -> ApiResponse {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base_url));
-        if let Some(key) = &self.key {
-            request = request.bearer_auth(key);
-        }
-        if let Some(idempotency_key) = idempotency_key {
-            request = request.header("Idempotency-Key", idempotency_key);
-        }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request
-            .send()
+        self.0
+            .send(method.clone(), path, idempotency_key, body)
             .await
-            .unwrap_or_else(|error| panic!("{method} {path}: {error}"));
-        ApiResponse::read(response).await
+            .unwrap_or_else(|error| panic!("{method} {path}: {error}"))
     }
 
     /// Sends `body` as raw bytes with `content_type`.
@@ -249,24 +198,10 @@ impl ApiClient {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> ApiResponse {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base_url))
-            .body(body);
-        if let Some(key) = &self.key {
-            request = request.bearer_auth(key);
-        }
-        if let Some(idempotency_key) = idempotency_key {
-            request = request.header("Idempotency-Key", idempotency_key);
-        }
-        if let Some(content_type) = content_type {
-            request = request.header("Content-Type", content_type);
-        }
-        let response = request
-            .send()
+        self.0
+            .send_bytes(method.clone(), path, idempotency_key, content_type, body)
             .await
-            .unwrap_or_else(|error| panic!("{method} {path}: {error}"));
-        ApiResponse::read(response).await
+            .unwrap_or_else(|error| panic!("{method} {path}: {error}"))
     }
 
     pub async fn get(&self, path: &str) -> ApiResponse {
@@ -281,20 +216,5 @@ impl ApiClient {
     pub async fn put(&self, path: &str, idempotency_key: &str, body: &Value) -> ApiResponse {
         self.send(Method::PUT, path, Some(idempotency_key), Some(body))
             .await
-    }
-}
-
-impl ApiResponse {
-    async fn read(response: reqwest::Response) -> Self {
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let text = response.text().await.expect("reading a response body");
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Self {
-            status,
-            headers,
-            text,
-            body,
-        }
     }
 }

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use loyalty_client::{Enrolment, Location, Program, Reward, StampCard};
 use loyalty_tests::{
     spawn_command_service, spawn_projector, spawn_query_service, OrgKeys, TestCommandService, TestDb,
     TestNats, TestProjector, TestQueryService,
@@ -54,33 +55,40 @@ impl Stack {
             query,
             keys,
         };
-        stack
-            .command(
-                reqwest::Method::PUT,
-                &format!("/v1/orgs/{ORG}/program"),
-                &stack.keys.admin,
-                json!({
-                    "currency": "EUR",
-                    "earn_rate": 1,
-                    "stamp_cards": [{"card_id": "coffee", "name": "Coffee card", "stamps_required": 3,
-                                     "reward_id": "free-coffee"}],
-                    "rewards": [{"reward_id": "free-coffee", "name": "Free coffee", "points_cost": 10},
-                                {"reward_id": "tote-bag", "name": "Tote bag", "points_cost": 500}],
-                }),
-            )
-            .await;
-        stack
-            .command(
-                reqwest::Method::POST,
-                &format!("/v1/orgs/{ORG}/locations"),
-                &stack.keys.admin,
-                json!({"location_id": LOCATION, "name": "Main Street"}),
-            )
-            .await;
+        let admin = stack.commands.client(&stack.keys.admin);
+        let program = Program {
+            earn_rate: Some(1),
+            stamp_cards: vec![StampCard {
+                card_id: "coffee".into(),
+                name: "Coffee card".into(),
+                stamps_required: 3,
+                reward_id: "free-coffee".into(),
+                min_amount_minor: None,
+            }],
+            rewards: vec![
+                reward("free-coffee", "Free coffee", 10),
+                reward("tote-bag", "Tote bag", 500),
+            ],
+            ..Program::new("EUR")
+        };
+        admin
+            .typed()
+            .configure_program(ORG, &Uuid::new_v4().to_string(), &program)
+            .await
+            .expect("configuring the program");
+        let location = Location {
+            location_id: LOCATION.into(),
+            name: "Main Street".into(),
+        };
+        admin
+            .typed()
+            .register_location(ORG, &Uuid::new_v4().to_string(), &location)
+            .await
+            .expect("registering the location");
         stack
     }
 
-    /// Sends a command; panics unless it succeeds.
+    /// Sends a command as JSON; panics unless it succeeds.
     pub async fn command(&self, method: reqwest::Method, path: &str, key: &str, body: Value) -> Value {
         let answer = self
             .commands
@@ -98,15 +106,18 @@ impl Stack {
 
     /// Enrols a member through the command API.
     pub async fn enroll(&self, external_id: &str, display_name: Option<&str>) -> Uuid {
-        let body = self
-            .command(
-                reqwest::Method::POST,
-                &format!("/v1/orgs/{ORG}/members"),
-                &self.keys.pos,
-                json!({"external_id": external_id, "display_name": display_name}),
-            )
-            .await;
-        body["member_id"].as_str().unwrap().parse().unwrap()
+        let enrolment = Enrolment {
+            member_id: None,
+            external_id: Some(external_id.to_owned()),
+            display_name: display_name.map(str::to_owned),
+        };
+        self.commands
+            .client(&self.keys.pos)
+            .typed()
+            .enroll(ORG, &Uuid::new_v4().to_string(), &enrolment)
+            .await
+            .unwrap_or_else(|error| panic!("enrolling {external_id}: {error}"))
+            .member_id
     }
 
     /// Records a purchase at [`LOCATION`] now; returns the command's answer.
@@ -146,5 +157,14 @@ impl Stack {
         self.commands.stop().await.unwrap();
         self.nats.cleanup().await;
         self.db.cleanup().await;
+    }
+}
+
+fn reward(reward_id: &str, name: &str, points_cost: i64) -> Reward {
+    Reward {
+        reward_id: reward_id.into(),
+        name: name.into(),
+        points_cost,
+        active: None,
     }
 }
