@@ -119,11 +119,11 @@ pub async fn run_seed(args: SeedArgs) -> anyhow::Result<SeedReport> {
     let pool = common::config::connect_db(&db_args).await?;
     let mut programs = Vec::with_capacity(orgs.len());
     for org in &orgs {
-        programs.push((
-            org.clone(),
-            program_snapshot(&pool, &org.id).await?,
-            pos_key_id(&pool, &org.id).await?,
-        ));
+        programs.push(SeededOrg {
+            org: org.clone(),
+            program: program_snapshot(&pool, &org.id).await?,
+            key_id: pos_key_id(&pool, &org.id).await?,
+        });
     }
 
     let total_members = args.orgs * args.members;
@@ -142,18 +142,8 @@ pub async fn run_seed(args: SeedArgs) -> anyhow::Result<SeedReport> {
             let mut rows = Vec::with_capacity(args.batch as usize + 64);
             let mut n = worker;
             while n < total_members {
-                let (org, program, key_id) = &programs[(n % args.orgs) as usize];
-                member_history(
-                    &mut rng,
-                    org,
-                    program,
-                    *key_id,
-                    n,
-                    per_member,
-                    &mut rows,
-                    &mut totals,
-                )
-                .await?;
+                let org = &programs[(n % args.orgs) as usize];
+                member_history(&mut rng, org, n, per_member, &mut rows, &mut totals).await?;
                 if rows.len() as u64 >= args.batch {
                     bar.inc(rows.len() as u64);
                     append(&pool, std::mem::take(&mut rows)).await?;
@@ -190,6 +180,15 @@ pub async fn run_seed(args: SeedArgs) -> anyhow::Result<SeedReport> {
     Ok(report)
 }
 
+/// An org of the seed with what its members' commands need: the program in force and the
+/// `pos` key recorded in the events' metadata.
+#[derive(Clone)]
+struct SeededOrg {
+    org: Org,
+    program: ProgramSnapshot,
+    key_id: Uuid,
+}
+
 /// The org's program as the command service decides on it: its events folded by the domain.
 async fn program_snapshot(pool: &PgPool, org_id: &str) -> anyhow::Result<ProgramSnapshot> {
     let rows: Vec<(String, String, Value)> = sqlx::query_as(
@@ -223,17 +222,15 @@ async fn pos_key_id(pool: &PgPool, org_id: &str) -> anyhow::Result<Uuid> {
 
 /// Decides `events` events for member number `n` (enrolment first, then mostly purchases, some
 /// refunds and redemptions), one command at a time on the state the previous ones left.
-#[allow(clippy::too_many_arguments)]
 async fn member_history(
     rng: &mut SmallRng,
-    org: &Org,
-    program: &ProgramSnapshot,
-    key_id: Uuid,
+    seeded: &SeededOrg,
     n: u64,
     events: u64,
     rows: &mut Vec<Row>,
     totals: &mut Totals,
 ) -> anyhow::Result<()> {
+    let SeededOrg { org, program, key_id } = seeded;
     let member_id = Uuid::new_v4();
     let aggregate_id = member_aggregate_id(&org.id, member_id);
     let mut member = Member::default();
@@ -412,18 +409,14 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(7);
         let mut rows = Vec::new();
         let mut totals = Totals::default();
-        member_history(
-            &mut rng,
-            &org(),
-            &program(),
-            Uuid::nil(),
-            1,
-            500,
-            &mut rows,
-            &mut totals,
-        )
-        .await
-        .expect("every generated command is accepted");
+        let seeded = SeededOrg {
+            org: org(),
+            program: program(),
+            key_id: Uuid::nil(),
+        };
+        member_history(&mut rng, &seeded, 1, 500, &mut rows, &mut totals)
+            .await
+            .expect("every generated command is accepted");
 
         assert!(rows.len() >= 500);
         assert_eq!(rows[0].event_type, "MemberEnrolled");
