@@ -27,6 +27,7 @@ use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
 use cqrs_es::{Aggregate, DomainEvent, EventEnvelope};
+use domain::codec::{Codec, Decodable};
 use lru::LruCache;
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
@@ -149,6 +150,7 @@ pub struct AggregateStore<A: Aggregate> {
 impl<A> AggregateStore<A>
 where
     A: Aggregate<Services = ()>,
+    A::Event: Decodable,
     A::Command: Clone,
 {
     /// A store on `pool` caching at most `capacity` aggregates (least recently used evicted).
@@ -189,15 +191,18 @@ where
             .with_context(|| format!("loading events of {} {id} after {}", A::TYPE, slot.sequence))?;
         let count = events.len();
         for event in events {
-            let payload: A::Event = serde_json::from_value(event.payload).with_context(|| {
-                format!(
-                    "decoding {} {} event {} #{}",
-                    A::TYPE,
-                    id,
-                    event.event_type,
-                    event.sequence
-                )
-            })?;
+            // Through the one codec, so an old event version is upcast here as everywhere else.
+            let payload: A::Event = Codec::default()
+                .decode_payload(&event.event_type, &event.event_version, event.payload)
+                .with_context(|| {
+                    format!(
+                        "decoding {} {} event {} #{}",
+                        A::TYPE,
+                        id,
+                        event.event_type,
+                        event.sequence
+                    )
+                })?;
             slot.aggregate.apply(payload);
             slot.sequence = event.sequence;
         }
