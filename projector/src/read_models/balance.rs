@@ -14,7 +14,9 @@ use domain::{MemberEvent, MemberKey, PointCounters};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{add, key_arrays, EventMeta, MemberState, Mode, ReadModel, Touched, Writes};
+use super::{
+    add, add_per_org, key_arrays, rows_of, EventMeta, MemberState, Mode, ReadModel, Touched, Writes,
+};
 use crate::event::ApplyError;
 
 pub const BALANCE_TABLES: &[&str] = &["member_balances", "member_lots"];
@@ -255,10 +257,7 @@ pub(super) async fn load(
 
 /// Writes the balances and lots of the touched members.
 pub(super) async fn flush(conn: &mut PgConnection, touched: &Touched<'_>, mode: Mode) -> anyhow::Result<()> {
-    let rows: Vec<(&MemberKey, &BalanceRow)> = touched
-        .iter()
-        .filter_map(|(k, s)| Some((*k, s.balance.as_ref()?)))
-        .collect();
+    let rows = rows_of(touched, |s| s.balance.as_ref());
     if rows.is_empty() {
         return Ok(());
     }
@@ -409,18 +408,5 @@ pub(super) async fn flush_ledger(conn: &mut PgConnection, ledger: &LedgerWrites)
         .await
         .context("writing postings")?;
     }
-    if !ledger.liability.is_empty() {
-        let (orgs, deltas): (Vec<String>, Vec<i64>) =
-            ledger.liability.iter().map(|(o, d)| (o.clone(), *d)).unzip();
-        sqlx::query(
-            "INSERT INTO org_liability AS l (org_id, points) SELECT * FROM unnest($1::text[], $2::bigint[]) \
-             ON CONFLICT (org_id) DO UPDATE SET points = l.points + excluded.points",
-        )
-        .bind(&orgs)
-        .bind(&deltas)
-        .execute(&mut *conn)
-        .await
-        .context("writing org_liability")?;
-    }
-    Ok(())
+    add_per_org(conn, "org_liability", "points", ledger.liability.iter()).await
 }

@@ -20,6 +20,7 @@
 //! Table names are unqualified: the caller's transaction sets `search_path` to the read-model
 //! schema (`rm` live, a scratch schema during an audit).
 
+use anyhow::Context as _;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
@@ -298,6 +299,37 @@ pub async fn load_members(
 
 /// The rows of the members some event of the batch was applied to.
 pub(crate) type Touched<'a> = [(&'a MemberKey, &'a MemberState)];
+
+/// The touched members that have a row of one read model (`row` picks it), with their keys.
+pub(crate) fn rows_of<'a, R>(
+    touched: &Touched<'a>,
+    row: impl Fn(&'a MemberState) -> Option<&'a R>,
+) -> Vec<(&'a MemberKey, &'a R)> {
+    touched.iter().filter_map(|(k, s)| Some((*k, row(s)?))).collect()
+}
+
+/// Adds per-org increments to a per-org counter: `table (org_id, column)` gains each delta.
+pub(crate) async fn add_per_org(
+    conn: &mut PgConnection,
+    table: &str,
+    column: &str,
+    increments: impl Iterator<Item = (&String, &i64)>,
+) -> anyhow::Result<()> {
+    let (orgs, deltas): (Vec<String>, Vec<i64>) = increments.map(|(o, d)| (o.clone(), *d)).unzip();
+    if orgs.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(&format!(
+        "INSERT INTO {table} AS t (org_id, {column}) SELECT * FROM unnest($1::text[], $2::bigint[]) \
+         ON CONFLICT (org_id) DO UPDATE SET {column} = t.{column} + excluded.{column}"
+    ))
+    .bind(&orgs)
+    .bind(&deltas)
+    .execute(&mut *conn)
+    .await
+    .with_context(|| format!("writing {table}"))?;
+    Ok(())
+}
 
 /// Writes the batch back: member rows of touched members, then additions and increments,
 /// checkpoints last. Returns how many events were newly parked (a redelivered parked event

@@ -22,7 +22,7 @@ use domain::MemberEvent;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{add, key_arrays, MemberState, Mode, ReadModel, Touched, Writes};
+use super::{add, add_per_org, key_arrays, MemberState, Mode, ReadModel, Touched, Writes};
 use crate::check_schema_name;
 use crate::event::ApplyError;
 use domain::MemberKey;
@@ -259,20 +259,7 @@ pub(super) async fn flush(
         .await
         .context("writing rfm_members")?;
     }
-    if !writes.orgs.is_empty() {
-        let (orgs, deltas): (Vec<String>, Vec<i64>) =
-            writes.orgs.iter().map(|(o, d)| (o.clone(), *d)).unzip();
-        sqlx::query(
-            "INSERT INTO rfm_orgs AS o (org_id, raw_version) SELECT * FROM unnest($1::text[], $2::bigint[]) \
-             ON CONFLICT (org_id) DO UPDATE SET raw_version = o.raw_version + excluded.raw_version",
-        )
-        .bind(&orgs)
-        .bind(&deltas)
-        .execute(&mut *conn)
-        .await
-        .context("writing rfm_orgs")?;
-    }
-    Ok(())
+    add_per_org(conn, "rfm_orgs", "raw_version", writes.orgs.iter()).await
 }
 
 /// What one recomputation did.

@@ -10,7 +10,7 @@ use domain::MemberEvent;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{key_arrays, to_i32, to_i64, EventMeta, MemberState, Mode, ReadModel, Touched, Writes};
+use super::{key_arrays, rows_of, to_i32, to_i64, EventMeta, MemberState, Mode, ReadModel, Touched, Writes};
 use crate::event::ApplyError;
 use domain::MemberKey;
 
@@ -245,10 +245,7 @@ pub(super) async fn load(
 
 /// Writes the tiers of the touched members.
 pub(super) async fn flush(conn: &mut PgConnection, touched: &Touched<'_>, mode: Mode) -> anyhow::Result<()> {
-    let rows: Vec<(&MemberKey, &TierRow)> = touched
-        .iter()
-        .filter_map(|(k, s)| Some((*k, s.tier.as_ref()?)))
-        .collect();
+    let rows = rows_of(touched, |s| s.tier.as_ref());
     if rows.is_empty() {
         return Ok(());
     }
