@@ -2,6 +2,7 @@
 //!
 //! - [`commands`]: what can be asked of a member, with the outside facts its decision needs;
 //! - [`decide()`]: the rules, pure and synchronous — a command's events or the rule it breaks;
+//! - [`earn`]: the points of a purchase (SPEC §9), shared by purchases, quotes and readers;
 //! - [`events`]: what happened (the wire schema);
 //! - [`errors`]: why a command is refused;
 //! - [`state`] and `evolve`: the member as rebuilt from its events;
@@ -10,6 +11,7 @@
 mod aggregate;
 pub mod commands;
 mod decide;
+pub mod earn;
 pub mod errors;
 pub mod events;
 mod evolve;
@@ -22,5 +24,7 @@ pub use commands::{
 pub use decide::decide;
 pub use errors::MemberError;
 pub use events::MemberEvent;
-pub use limits::{MAX_ADJUSTMENT, MAX_AMOUNT_MINOR, MAX_CLOCK_SKEW, MAX_DISPLAY_NAME, MAX_REASON};
+pub use limits::{
+    MAX_ADJUSTMENT, MAX_AMOUNT_MINOR, MAX_CLOCK_SKEW, MAX_DISPLAY_NAME, MAX_ITEMS, MAX_ITEM_NAME, MAX_REASON,
+};
 pub use state::{CardProgress, Enrolment, Grace, Lot, Member, PurchaseRecord, RefundRecord, TierState};
