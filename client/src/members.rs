@@ -254,9 +254,18 @@ impl Client {
 
     /// `POST .../purchase-quotes`: the points `purchase` would earn the member now; records
     /// nothing (a read: no `Idempotency-Key`).
-    pub async fn quote_purchase(&self, org: &str, member: MemberRef<'_>, purchase: &Purchase) -> Result<Quote, Error> {
+    pub async fn quote_purchase(
+        &self,
+        org: &str,
+        member: MemberRef<'_>,
+        purchase: &Purchase,
+    ) -> Result<Quote, Error> {
         let request = self
-            .request(Method::POST, self.url(&member.path(org, Some("purchase-quotes")))?, None)
+            .request(
+                Method::POST,
+                self.url(&member.path(org, Some("purchase-quotes")))?,
+                None,
+            )
             .json(purchase);
         RawResponse::read(request.send().await?).await?.into_typed()
     }

@@ -188,7 +188,12 @@ mod tests {
             "budget_points": 1000000
         });
         let promotion: Promotion = serde_json::from_value(json.clone()).unwrap();
-        assert_eq!(promotion.effect, Effect::Multiplier { multiplier_bps: 20_000 });
+        assert_eq!(
+            promotion.effect,
+            Effect::Multiplier {
+                multiplier_bps: 20_000
+            }
+        );
         assert_eq!(promotion.conditions.inactive_days, Some(60));
         assert_eq!(serde_json::to_value(&promotion).unwrap(), json);
 

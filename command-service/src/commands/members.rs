@@ -109,6 +109,10 @@ impl Commands {
                 record_outcome(name, 0);
                 return Err(CommandError::TransactionClaimed(String::new()));
             }
+            // Decided again by the caller (`record_purchase`), which counts the outcome.
+            Err(ExecuteError::Constraint(Constraint::BudgetChanged)) => {
+                return Err(CommandError::BudgetContention);
+            }
             Err(ExecuteError::Constraint(Constraint::ExternalIdTaken)) => {
                 record_outcome(name, 0);
                 return Err(CommandError::ExternalIdTaken(String::new()));

@@ -26,6 +26,10 @@ pub enum CommandError {
     AsOfInFuture(DateTime<Utc>),
     #[error("too many concurrent changes to this {0}; retry")]
     Contention(&'static str),
+    /// A promotion budget the purchase drew on kept changing under it (other purchases drew
+    /// first); nothing was recorded. Inside the service, the signal to decide again.
+    #[error("too many concurrent purchases drew on the same promotion budget; retry")]
+    BudgetContention,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -74,6 +78,13 @@ pub struct ProgramOutcome {
     pub events: Vec<EventEnvelope<Program>>,
     /// The program version in force after the command.
     pub program_version: u64,
+}
+
+/// The result of a change to one promotion: the events appended and the program after it.
+#[derive(Debug)]
+pub struct PromotionOutcome {
+    pub events: Vec<EventEnvelope<Program>>,
+    pub program: Program,
 }
 
 /// Counts every command by outcome, and the events it appended.

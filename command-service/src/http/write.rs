@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::commands::{CommandContext, MemberOutcome};
 use crate::http::error::ApiError;
+use crate::http::promotion_docs::BreakdownDoc;
 use crate::http::state::AppState;
 use crate::idempotency::{Idempotency, Lease, Reservation};
 
@@ -73,14 +74,25 @@ pub struct MemberWriteResponse {
     pub events: Vec<EventView>,
     /// The member's points balance after the command.
     pub balance: i64,
+    /// Why the purchase earned what it earned (purchases only): the breakdown its
+    /// `PurchaseRecorded` event records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<BreakdownDoc>)]
+    pub breakdown: Option<Value>,
 }
 
 impl MemberWriteResponse {
     pub fn from_outcome(outcome: &MemberOutcome) -> anyhow::Result<Value> {
+        let events = EventView::list(&outcome.events)?;
+        let breakdown = events
+            .iter()
+            .find(|event| event.event_type == "PurchaseRecorded")
+            .and_then(|event| event.payload.get("breakdown").cloned());
         let response = Self {
             member_id: outcome.member_id,
-            events: EventView::list(&outcome.events)?,
+            events,
             balance: outcome.balance,
+            breakdown,
         };
         serde_json::to_value(response).context("serializing a response")
     }
