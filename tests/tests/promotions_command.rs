@@ -197,6 +197,11 @@ async fn a_promotion_added_changed_and_ended_through_the_api_shows_in_the_next_p
     // The purchase retried answers the same, breakdown included.
     let retried = f.pos.post(&purchases, "buy-1", &body).await;
     assert_eq!((retried.status, &retried.text), (200, &with_bonus.text));
+    // Sent again under another key: nothing new, and the breakdown it was awarded.
+    let resent = f.pos.post(&purchases, "buy-1-again", &body).await;
+    assert_eq!(resent.status, 200, "{}", resent.text);
+    assert_eq!(resent.body["events"], json!([]));
+    assert_eq!(resent.body["breakdown"], with_bonus.body["breakdown"]);
 
     // Change: the body replaces the promotion; its id must be the path's.
     let changed = promotion("welcome", json!({"bonus": {"points": 35}}));

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use cqrs_es::EventEnvelope;
+use domain::member::earn::Breakdown;
 use domain::{Member, MemberError, MemberEvent, Program, ProgramError};
 use uuid::Uuid;
 
@@ -56,6 +57,17 @@ pub struct MemberOutcome {
     pub events: Vec<EventEnvelope<Member>>,
     /// The balance right after `events` (the current balance when there are none).
     pub balance: i64,
+    /// Purchases: the breakdown of the purchase's points, from its `PurchaseRecorded` event
+    /// (this request's, or the one recorded earlier for the same `transaction_id`).
+    pub breakdown: Option<Breakdown>,
+}
+
+/// The breakdown of the purchase among `events`, if any.
+pub(super) fn breakdown_of(events: &[EventEnvelope<Member>]) -> Option<Breakdown> {
+    events.iter().find_map(|event| match &event.payload {
+        MemberEvent::PurchaseRecorded { breakdown, .. } => Some(breakdown.clone()),
+        _ => None,
+    })
 }
 
 /// The balance right after `events`, as recorded in them: what the original answer to the

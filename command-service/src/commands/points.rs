@@ -55,7 +55,16 @@ impl Commands {
                         Some(_) => tokio::time::sleep(pause).await,
                     }
                 }
-                other => return other,
+                Ok(mut outcome) => {
+                    if outcome.breakdown.is_none() {
+                        // The same receipt, recorded earlier under another key: its breakdown.
+                        outcome.breakdown = self
+                            .recorded_breakdown(&ctx.org_id, member_id, &transaction_id)
+                            .await?;
+                    }
+                    return Ok(outcome);
+                }
+                Err(error) => return Err(error),
             }
         }
     }

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cqrs_es::{Aggregate, DomainEvent, EventEnvelope};
+use domain::member::earn::Breakdown;
 use serde::Serialize;
 use serde_json::Value;
 use tracing::{Instrument as _, Span};
@@ -75,24 +76,19 @@ pub struct MemberWriteResponse {
     /// The member's points balance after the command.
     pub balance: i64,
     /// Why the purchase earned what it earned (purchases only): the breakdown its
-    /// `PurchaseRecorded` event records.
+    /// `PurchaseRecorded` event records (also when the purchase was recorded earlier).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<BreakdownDoc>)]
-    pub breakdown: Option<Value>,
+    pub breakdown: Option<Breakdown>,
 }
 
 impl MemberWriteResponse {
     pub fn from_outcome(outcome: &MemberOutcome) -> anyhow::Result<Value> {
-        let events = EventView::list(&outcome.events)?;
-        let breakdown = events
-            .iter()
-            .find(|event| event.event_type == "PurchaseRecorded")
-            .and_then(|event| event.payload.get("breakdown").cloned());
         let response = Self {
             member_id: outcome.member_id,
-            events,
+            events: EventView::list(&outcome.events)?,
             balance: outcome.balance,
-            breakdown,
+            breakdown: outcome.breakdown.clone(),
         };
         serde_json::to_value(response).context("serializing a response")
     }
