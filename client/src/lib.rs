@@ -22,6 +22,7 @@ mod error;
 mod jobs;
 mod members;
 mod program;
+mod promotions;
 mod raw;
 
 use std::time::Duration;
@@ -34,10 +35,11 @@ use url::Url;
 pub use error::{transport_kind, Error, ErrorBody, ErrorDetail};
 pub use jobs::{JobReport, JobRequest};
 pub use members::{
-    Adjustment, Enrolment, Event, ExpiryView, MemberRef, MemberView, MemberWrite, Purchase, Redemption,
-    Refund, StampCardView, TierView,
+    Adjustment, Breakdown, Enrolment, Event, ExpiryView, Item, MemberRef, MemberView, MemberWrite,
+    PromotionPoints, Purchase, Quote, Redemption, Refund, StampCardView, TierView,
 };
 pub use program::{Location, Program, ProgramView, ProgramWrite, Reward, StampCard, Tier};
+pub use promotions::{Conditions, EarnCap, Effect, Limit, Promotion, PromotionEnd, Schedule};
 pub use raw::RawResponse;
 pub use reqwest;
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::{Client, Error};
+use crate::{Client, Error, RawResponse};
 
 /// Which member: `/members/{member_id}/...` or `/members/by-external-id/{external_id}/...`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,61 @@ pub struct Purchase {
     pub currency: String,
     /// When the purchase happened (the receipt's time).
     pub occurred_at: DateTime<Utc>,
+    /// The basket: lines whose `amount_minor` sum to the purchase's (`None`: one line without
+    /// sku or category).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<Item>>,
+}
+
+/// A basket line of a purchase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    pub quantity: u32,
+    pub amount_minor: i64,
+}
+
+/// Why a purchase earns what it earns (SPEC §9): every value is what is awarded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Breakdown {
+    pub base: i64,
+    /// The base at the member's tier multiplier, after the cap's cut.
+    pub tier_points: i64,
+    /// Each applied promotion's points, after the cap's cut.
+    pub promotions: Vec<PromotionPoints>,
+    /// How many points the earn cap cut.
+    pub cap_cut: i64,
+    pub total: i64,
+}
+
+impl Breakdown {
+    /// The points promotion `promotion_id` added (0 when it did not apply).
+    pub fn promotion_points(&self, promotion_id: &str) -> i64 {
+        self.promotions
+            .iter()
+            .filter(|applied| applied.promotion_id == promotion_id)
+            .map(|applied| applied.points)
+            .sum()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PromotionPoints {
+    pub promotion_id: String,
+    pub points: i64,
+    /// What is left of the promotion's budget after the purchase (budgeted promotions only).
+    #[serde(default)]
+    pub budget_left: Option<i64>,
+}
+
+/// The answer to a quote: the points a purchase would earn now, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Quote {
+    pub points: i64,
+    pub breakdown: Breakdown,
 }
 
 /// The body of `POST .../refunds`.
@@ -108,6 +163,9 @@ pub struct MemberWrite {
     pub events: Vec<Event>,
     /// The member's points balance after the command.
     pub balance: i64,
+    /// Purchases: why the purchase earned what it earned.
+    #[serde(default)]
+    pub breakdown: Option<Breakdown>,
 }
 
 impl MemberWrite {
@@ -194,6 +252,24 @@ impl Client {
             .await
     }
 
+    /// `POST .../purchase-quotes`: the points `purchase` would earn the member now; records
+    /// nothing (a read: no `Idempotency-Key`).
+    pub async fn quote_purchase(
+        &self,
+        org: &str,
+        member: MemberRef<'_>,
+        purchase: &Purchase,
+    ) -> Result<Quote, Error> {
+        let request = self
+            .request(
+                Method::POST,
+                self.url(&member.path(org, Some("purchase-quotes")))?,
+                None,
+            )
+            .json(purchase);
+        RawResponse::read(request.send().await?).await?.into_typed()
+    }
+
     /// `POST .../refunds`.
     pub async fn refund_purchase(
         &self,
@@ -276,11 +352,51 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(answer.last_sequence(), Some(8));
+        assert_eq!(answer.breakdown, None);
         assert_eq!(answer.events[0].event_type, "PurchaseRecorded");
         let nothing_new = MemberWrite {
             events: Vec::new(),
             ..answer
         };
         assert_eq!(nothing_new.last_sequence(), None);
+    }
+
+    #[test]
+    fn a_purchase_answer_carries_its_breakdown() {
+        let answer: MemberWrite = serde_json::from_value(serde_json::json!({
+            "member_id": Uuid::nil(), "balance": 27, "events": [],
+            "breakdown": {"base": 10, "tier_points": 10, "cap_cut": 0, "total": 27,
+                          "promotions": [{"promotion_id": "b", "points": 7, "budget_left": 3},
+                                         {"promotion_id": "x2", "points": 10}]}
+        }))
+        .unwrap();
+        let breakdown = answer.breakdown.unwrap();
+        assert_eq!(breakdown.promotion_points("b"), 7);
+        assert_eq!(breakdown.promotion_points("x2"), 10);
+        assert_eq!(breakdown.promotion_points("other"), 0);
+        assert_eq!(breakdown.promotions[0].budget_left, Some(3));
+    }
+
+    #[test]
+    fn items_stay_off_the_wire_unless_given() {
+        let mut purchase = Purchase {
+            transaction_id: "T".into(),
+            location_id: "s".into(),
+            amount_minor: 100,
+            currency: "EUR".into(),
+            occurred_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+            items: None,
+        };
+        assert!(serde_json::to_value(&purchase).unwrap().get("items").is_none());
+        purchase.items = Some(vec![Item {
+            sku: Some("COF-1".into()),
+            category: None,
+            quantity: 2,
+            amount_minor: 100,
+        }]);
+        assert_eq!(
+            serde_json::to_value(&purchase).unwrap()["items"],
+            serde_json::json!([{"sku": "COF-1", "quantity": 2, "amount_minor": 100}])
+        );
     }
 }

@@ -5,6 +5,7 @@ use reqwest::Method;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::members::Event;
+use crate::promotions::{EarnCap, Promotion};
 use crate::{Client, Error};
 
 /// An org's program, as sent to `PUT /v1/orgs/{org}/program` and read back. Settings left
@@ -37,6 +38,14 @@ pub struct Program {
     /// Days below threshold before a re-evaluation may downgrade (default 30).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downgrade_grace_days: Option<u32>,
+    /// IANA time zone of schedules, limit and cap periods (default `UTC`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// The most points a member earns from purchases per local period (default none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earn_cap: Option<EarnCap>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promotions: Vec<Promotion>,
 }
 
 /// A field that is present (even as `null`) is `Some`; serde's default makes an absent one `None`.
@@ -56,6 +65,9 @@ impl Program {
             expiry_days: None,
             qualification_window_days: None,
             downgrade_grace_days: None,
+            time_zone: None,
+            earn_cap: None,
+            promotions: Vec::new(),
         }
     }
 }

@@ -69,6 +69,7 @@ pub async fn run(
                 max_attempts: config.command_max_attempts.max(1),
                 ..RetryPolicy::default()
             },
+            budget_retry: RetryPolicy::BUDGET,
             job_concurrency: config.job_concurrency,
         },
     );

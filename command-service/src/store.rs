@@ -42,12 +42,18 @@ pub const SQLSTATE_EXTERNAL_ID_TAKEN: &str = "LY001";
 /// SQLSTATE raised by the `events` insert trigger when a purchase's `transaction_id` was
 /// already credited to another member of the org.
 pub const SQLSTATE_TRANSACTION_CLAIMED: &str = "LY002";
+/// SQLSTATE raised by the `events` insert trigger when a purchase drew on a promotion budget
+/// whose remainder changed since it was read (migration 0006): decide again on a fresh read.
+pub const SQLSTATE_BUDGET_CHANGED: &str = "LY003";
 
-/// A rule spanning aggregates that the store refused to break (see migration 0003).
+/// A rule spanning aggregates that the store refused to break (see migrations 0003 and 0006).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Constraint {
     ExternalIdTaken,
     TransactionClaimed,
+    /// A promotion budget the decision drew on changed before the append: the command must be
+    /// decided again with the budgets read afresh (not an error of the request).
+    BudgetChanged,
 }
 
 /// Why a command was not executed.
@@ -102,11 +108,19 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// Deciding a purchase again after a promotion budget it drew on changed (LY003): up to 20
+    /// attempts, short waits (the draws on one budget are serialized by its row lock anyway).
+    pub const BUDGET: RetryPolicy = RetryPolicy {
+        max_attempts: 20,
+        base_backoff: Duration::from_millis(2),
+        max_backoff: Duration::from_millis(50),
+    };
+
     /// The waits between attempts, at most `max_attempts - 1`: exponential from about
     /// `base_backoff`, below `max_backoff`, each with a random part so that processes that
     /// collided do not collide again in lockstep. (The jitter adds up to the wait itself, hence
     /// the halved bounds.)
-    fn backoff(&self) -> ExponentialBackoff {
+    pub(crate) fn backoff(&self) -> ExponentialBackoff {
         ExponentialBuilder::default()
             .with_min_delay(self.base_backoff / 2)
             .with_max_delay(self.max_backoff / 2)
@@ -375,6 +389,7 @@ impl From<PersistenceError> for PersistFailure {
                     Some(SQLSTATE_TRANSACTION_CLAIMED) => {
                         PersistFailure::Constraint(Constraint::TransactionClaimed)
                     }
+                    Some(SQLSTATE_BUDGET_CHANGED) => PersistFailure::Constraint(Constraint::BudgetChanged),
                     _ => PersistFailure::Other(anyhow::Error::from_boxed(error).context("appending events")),
                 }
             }

@@ -98,6 +98,7 @@ async fn a_purchase_reaches_graphql_and_shutdown_stops_all_three_services() {
         amount_minor: 1250,
         currency: "EUR".into(),
         occurred_at: chrono::Utc::now(),
+        items: None,
     };
     let purchased = pos
         .record_purchase(org, loyalty_client::MemberRef::Id(member), &key(), &purchase)

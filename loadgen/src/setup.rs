@@ -174,6 +174,7 @@ pub async fn purchase(api: &Api, org: &Org, member: Uuid, amount_minor: i64) -> 
         amount_minor,
         currency: CURRENCY.to_owned(),
         occurred_at: Utc::now().trunc_subsecs(3),
+        items: None,
     };
     api.commands(&org.pos_key)
         .record_purchase(

@@ -208,6 +208,7 @@ impl Workload {
             amount_minor,
             currency: CURRENCY.to_owned(),
             occurred_at: occurred_at(rng),
+            items: None,
         };
         let outcome = self
             .write(org, member, Write::Purchase(purchase), scheduled)

@@ -40,6 +40,7 @@ fn purchase(transaction_id: &str, amount_minor: i64) -> Purchase {
         amount_minor,
         currency: "EUR".into(),
         occurred_at: Utc::now() - Duration::seconds(1),
+        items: None,
     }
 }
 

@@ -73,6 +73,7 @@ impl Commands {
                     member_id,
                     balance: balance_after(&earlier).unwrap_or(balance),
                     events: earlier,
+                    breakdown: None,
                 })
             }
             Err(CommandError::ExternalIdTaken(_)) => {

@@ -5,10 +5,11 @@ use anyhow::Context as _;
 use cqrs_es::EventEnvelope;
 use domain::codec;
 use domain::ids::member_aggregate_id;
-use domain::{Member, MemberCommand};
+use domain::member::earn::Breakdown;
+use domain::{Member, MemberCommand, MemberEvent};
 use uuid::Uuid;
 
-use super::outcome::{balance_after, record_outcome, rejected};
+use super::outcome::{balance_after, breakdown_of, record_outcome, rejected};
 use super::{CommandContext, CommandError, Commands, MemberOutcome, MemberRef};
 use crate::store::{Constraint, ExecuteError};
 
@@ -86,6 +87,37 @@ impl Commands {
             .collect()
     }
 
+    /// The breakdown recorded for purchase `transaction_id` of `member_id`, if it was recorded:
+    /// the answer to a purchase sent again under another key (rare, hence no index: the
+    /// member's own events are scanned).
+    pub(super) async fn recorded_breakdown(
+        &self,
+        org_id: &str,
+        member_id: Uuid,
+        transaction_id: &str,
+    ) -> anyhow::Result<Option<Breakdown>> {
+        let row: Option<(String, String, serde_json::Value)> = sqlx::query_as(
+            "SELECT event_type, event_version, payload FROM events \
+             WHERE aggregate_type = 'member' AND aggregate_id = $1 AND event_type = 'PurchaseRecorded' \
+               AND payload -> 'PurchaseRecorded' ->> 'transaction_id' = $2 \
+             ORDER BY sequence LIMIT 1",
+        )
+        .bind(member_aggregate_id(org_id, member_id))
+        .bind(transaction_id)
+        .fetch_optional(&self.pool)
+        .await
+        .context("looking up a recorded purchase")?;
+        let Some((event_type, event_version, payload)) = row else {
+            return Ok(None);
+        };
+        let event =
+            codec::decode_member(&event_type, &event_version, payload).context("decoding a member event")?;
+        Ok(match event {
+            MemberEvent::PurchaseRecorded { breakdown, .. } => Some(breakdown),
+            _ => None,
+        })
+    }
+
     /// Runs a member command built from the program in force.
     pub(super) async fn execute_member(
         &self,
@@ -109,6 +141,10 @@ impl Commands {
                 record_outcome(name, 0);
                 return Err(CommandError::TransactionClaimed(String::new()));
             }
+            // Decided again by the caller (`record_purchase`), which counts the outcome.
+            Err(ExecuteError::Constraint(Constraint::BudgetChanged)) => {
+                return Err(CommandError::BudgetContention);
+            }
             Err(ExecuteError::Constraint(Constraint::ExternalIdTaken)) => {
                 record_outcome(name, 0);
                 return Err(CommandError::ExternalIdTaken(String::new()));
@@ -122,6 +158,7 @@ impl Commands {
         if !committed.events.is_empty() {
             return Ok(MemberOutcome {
                 member_id,
+                breakdown: breakdown_of(&committed.events),
                 events: committed.events,
                 balance: committed.summary,
             });
@@ -132,6 +169,7 @@ impl Commands {
         Ok(MemberOutcome {
             member_id,
             balance: balance_after(&events).unwrap_or(committed.summary),
+            breakdown: breakdown_of(&events),
             events,
         })
     }

@@ -3,10 +3,13 @@
 //! through the [`AggregateStore`], and returns what was appended.
 //!
 //! - `context`: who asks and which member; `outcome`: answers and errors;
-//! - `program`: configuring the program and its locations;
+//! - `program`: configuring the program and its locations; `promotions`: adding, changing and
+//!   ending one promotion;
 //! - `members`: finding a member and running a member command idempotently;
-//! - `enrol`, `points`: the member use cases; `jobs`: the system jobs over an org.
+//! - `enrol`, `points`: the member use cases (`points` also quotes a purchase); `budgets`: the
+//!   promotion budgets a purchase is decided with; `jobs`: the system jobs over an org.
 
+mod budgets;
 mod context;
 mod enrol;
 mod jobs;
@@ -14,6 +17,7 @@ mod members;
 mod outcome;
 mod points;
 mod program;
+mod promotions;
 
 use std::num::NonZeroUsize;
 
@@ -24,13 +28,15 @@ use crate::store::{AggregateStore, RetryPolicy};
 
 pub use context::{CommandContext, MemberRef};
 pub use jobs::{Job, JobReport};
-pub use outcome::{CommandError, MemberOutcome, ProgramOutcome};
+pub use outcome::{CommandError, MemberOutcome, ProgramOutcome, PromotionOutcome};
 
 /// Tunables of [`Commands`].
 #[derive(Debug, Clone, Copy)]
 pub struct CommandsConfig {
     pub cache_capacity: NonZeroUsize,
     pub retry: RetryPolicy,
+    /// Deciding a purchase again when a promotion budget changed under it.
+    pub budget_retry: RetryPolicy,
     pub job_concurrency: usize,
 }
 
@@ -39,6 +45,8 @@ pub struct Commands {
     pool: PgPool,
     members: AggregateStore<Member>,
     programs: AggregateStore<Program>,
+    budget_retry: RetryPolicy,
+    budget_gates: budgets::BudgetGates,
     job_concurrency: usize,
 }
 
@@ -51,6 +59,8 @@ impl Commands {
             members: AggregateStore::new(pool.clone(), config.cache_capacity, config.retry),
             programs: AggregateStore::new(pool.clone(), program_capacity, config.retry),
             pool,
+            budget_retry: config.budget_retry,
+            budget_gates: budgets::BudgetGates::default(),
             job_concurrency: config.job_concurrency.max(1),
         }
     }

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use cqrs_es::EventEnvelope;
+use domain::member::earn::Breakdown;
 use domain::{Member, MemberError, MemberEvent, Program, ProgramError};
 use uuid::Uuid;
 
@@ -26,6 +27,10 @@ pub enum CommandError {
     AsOfInFuture(DateTime<Utc>),
     #[error("too many concurrent changes to this {0}; retry")]
     Contention(&'static str),
+    /// A promotion budget the purchase drew on kept changing under it (other purchases drew
+    /// first); nothing was recorded. Inside the service, the signal to decide again.
+    #[error("too many concurrent purchases drew on the same promotion budget; retry")]
+    BudgetContention,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -52,6 +57,17 @@ pub struct MemberOutcome {
     pub events: Vec<EventEnvelope<Member>>,
     /// The balance right after `events` (the current balance when there are none).
     pub balance: i64,
+    /// Purchases: the breakdown of the purchase's points, from its `PurchaseRecorded` event
+    /// (this request's, or the one recorded earlier for the same `transaction_id`).
+    pub breakdown: Option<Breakdown>,
+}
+
+/// The breakdown of the purchase among `events`, if any.
+pub(super) fn breakdown_of(events: &[EventEnvelope<Member>]) -> Option<Breakdown> {
+    events.iter().find_map(|event| match &event.payload {
+        MemberEvent::PurchaseRecorded { breakdown, .. } => Some(breakdown.clone()),
+        _ => None,
+    })
 }
 
 /// The balance right after `events`, as recorded in them: what the original answer to the
@@ -74,6 +90,13 @@ pub struct ProgramOutcome {
     pub events: Vec<EventEnvelope<Program>>,
     /// The program version in force after the command.
     pub program_version: u64,
+}
+
+/// The result of a change to one promotion: the events appended and the program after it.
+#[derive(Debug)]
+pub struct PromotionOutcome {
+    pub events: Vec<EventEnvelope<Program>>,
+    pub program: Program,
 }
 
 /// Counts every command by outcome, and the events it appended.

@@ -1,13 +1,21 @@
-//! The member use cases that move points: purchases, refunds, redemptions and adjustments.
+//! The member use cases that move points: purchases (and their quotes), refunds, redemptions and
+//! adjustments.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use domain::ids::member_aggregate_id;
+use domain::member::earn::Breakdown;
 use domain::member::{Adjustment, Purchase, Receipt, Redemption, Refund};
 use domain::MemberCommand;
 
+use super::outcome::record_outcome;
 use super::{CommandContext, CommandError, Commands, MemberOutcome, MemberRef};
 
 impl Commands {
     /// Records a purchase (idempotent on `transaction_id`, which is unique per org).
+    ///
+    /// When a promotion budget the decision drew on changed before the append (another purchase
+    /// drew first), the purchase is decided again on the budgets read afresh (`budgets`), up to
+    /// the attempts of the budget retry policy.
     pub async fn record_purchase(
         &self,
         ctx: &CommandContext,
@@ -15,7 +23,6 @@ impl Commands {
         receipt: Receipt,
     ) -> Result<MemberOutcome, CommandError> {
         let member_id = self.resolve(&ctx.org_id, member).await?;
-        let program = self.program_snapshot(&ctx.org_id).await?;
         // A transaction id credited to another member is refused by the trigger on the events
         // insert (migration 0003), which writes the claim in the same transaction as the
         // PurchaseRecorded event: no state with a claim and no event or the reverse, no crash
@@ -23,16 +30,79 @@ impl Commands {
         // look-up first: it would cost every purchase a round trip to answer a rare mistake
         // that the insert answers anyway (the refused append also discards the cached member).
         let transaction_id = receipt.transaction_id.clone();
-        let command = MemberCommand::RecordPurchase(Purchase {
+        let recorded_at = Utc::now();
+        let mut backoff = self.budget_retry.backoff();
+        let mut turn = None;
+        loop {
+            let purchase = self.purchase(&ctx.org_id, receipt.clone(), recorded_at).await?;
+            let command = MemberCommand::RecordPurchase(purchase);
+            match self.execute_member(ctx, member_id, command).await {
+                Err(CommandError::TransactionClaimed(_)) => {
+                    return Err(CommandError::TransactionClaimed(transaction_id));
+                }
+                Err(CommandError::BudgetContention) => {
+                    metrics::counter!("command_budget_conflicts_total").increment(1);
+                    let Some(pause) = backoff.next() else {
+                        metrics::counter!("command_budget_conflicts_exhausted_total").increment(1);
+                        record_outcome("RecordPurchase", 0);
+                        return Err(CommandError::BudgetContention);
+                    };
+                    tracing::debug!(%member_id, "a promotion budget changed, deciding again");
+                    match turn {
+                        // The first time: wait for this org's turn among the purchases of
+                        // this process that lost too (that wait is the back-off).
+                        None => turn = Some(self.budget_gates.enter(&ctx.org_id).await),
+                        Some(_) => tokio::time::sleep(pause).await,
+                    }
+                }
+                Ok(mut outcome) => {
+                    if outcome.breakdown.is_none() {
+                        // The same receipt, recorded earlier under another key: its breakdown.
+                        outcome.breakdown = self
+                            .recorded_breakdown(&ctx.org_id, member_id, &transaction_id)
+                            .await?;
+                    }
+                    return Ok(outcome);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// The purchase command for `receipt`: the program in force and the budgets left, read now.
+    async fn purchase(
+        &self,
+        org_id: &str,
+        receipt: Receipt,
+        recorded_at: DateTime<Utc>,
+    ) -> Result<Purchase, CommandError> {
+        let program = self.program_snapshot(org_id).await?;
+        let budgets_left = self.budgets_left(org_id, &program.config).await?;
+        Ok(Purchase {
             receipt,
             program,
-            recorded_at: Utc::now(),
-            budgets_left: Default::default(),
-        });
-        match self.execute_member(ctx, member_id, command).await {
-            Err(CommandError::TransactionClaimed(_)) => Err(CommandError::TransactionClaimed(transaction_id)),
-            other => other,
-        }
+            recorded_at,
+            budgets_left,
+        })
+    }
+
+    /// The points `receipt` would earn the member now, and why: the decision of a purchase on
+    /// the member's current state, without recording anything.
+    pub async fn quote_purchase(
+        &self,
+        org_id: &str,
+        member: &MemberRef,
+        receipt: Receipt,
+    ) -> Result<Breakdown, CommandError> {
+        let member_id = self.resolve(org_id, member).await?;
+        let purchase = self.purchase(org_id, receipt, Utc::now()).await?;
+        let quote = self
+            .members
+            .load(&member_aggregate_id(org_id, member_id), |state, _| {
+                state.quote(&purchase)
+            })
+            .await?;
+        Ok(quote?)
     }
 
     /// Refunds (part of) a purchase of the member.

@@ -1,6 +1,7 @@
 //! Configuring an org's program and registering its locations.
 
 use chrono::Utc;
+use cqrs_es::EventEnvelope;
 use domain::ids::program_aggregate_id;
 use domain::program::{Configuration, NewLocation, ProgramConfig};
 use domain::{Program, ProgramCommand, ProgramSnapshot};
@@ -30,6 +31,22 @@ impl Commands {
         ctx: &CommandContext,
         command: ProgramCommand,
     ) -> Result<ProgramOutcome, CommandError> {
+        let (events, program_version) = self
+            .execute_program_with(ctx, command, |program| program.version)
+            .await?;
+        Ok(ProgramOutcome {
+            events,
+            program_version,
+        })
+    }
+
+    /// Runs a program command; returns its events and `summarize(program after the command)`.
+    pub(super) async fn execute_program_with<R>(
+        &self,
+        ctx: &CommandContext,
+        command: ProgramCommand,
+        summarize: impl FnOnce(&Program) -> R,
+    ) -> Result<(Vec<EventEnvelope<Program>>, R), CommandError> {
         let name = command.name();
         let committed = self
             .programs
@@ -37,15 +54,12 @@ impl Commands {
                 &program_aggregate_id(&ctx.org_id),
                 command,
                 &ctx.metadata(name),
-                |program| program.version,
+                summarize,
             )
             .await
             .map_err(|error| rejected(error, "program"))?;
         record_outcome(name, committed.events.len());
-        Ok(ProgramOutcome {
-            events: committed.events,
-            program_version: committed.summary,
-        })
+        Ok((committed.events, committed.summary))
     }
 
     /// Replaces the org's program (a new version unless it is unchanged).

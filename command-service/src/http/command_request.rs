@@ -30,9 +30,17 @@ pub trait CommandRequest: DeserializeOwned + Send + 'static {
     /// The command's name, for the span.
     fn command() -> &'static str;
 
+    /// Whether an empty body stands for `{}` (a command whose every field is optional).
+    const BODY_OPTIONAL: bool = false;
+
     /// The member the span names when the path names none (an enrolment names its own).
     fn span_member(&self) -> Option<String> {
         None
+    }
+
+    /// How a body that does not parse is answered (as parsed by default: 400 naming the field).
+    fn body_error(error: ApiError) -> ApiError {
+        error
     }
 }
 
@@ -120,7 +128,12 @@ impl<P: Target, T: CommandRequest> FromRequest<AppState> for Write<P, T> {
         let org = path.org().to_owned();
         let path_member = path.span_member();
         let target = path.resolve()?;
-        let (request, raw): (T, Value) = body.parse()?;
+        let parsed = if T::BODY_OPTIONAL {
+            body.parse_optional()
+        } else {
+            body.parse()
+        };
+        let (request, raw): (T, Value) = parsed.map_err(T::body_error)?;
 
         let span = tracing::info_span!(
             "command",
@@ -157,8 +170,23 @@ impl<T: CommandRequest> Write<OrgPath, T> {
         F: FnOnce(AppState, CommandContext, T) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(StatusCode, Value), ApiError>> + Send + 'static,
     {
-        let request = self.request;
-        self.idempotent.run(move |app, ctx| work(app, ctx, request)).await
+        self.run_on(move |app, ctx, (), request| work(app, ctx, request))
+            .await
+    }
+}
+
+impl<P: Target, T: CommandRequest> Write<P, T> {
+    /// Runs `work` on what the path names under the request's `Idempotency-Key`; it answers a
+    /// status and a JSON body.
+    pub async fn run_on<F, Fut>(self, work: F) -> Result<Response, ApiError>
+    where
+        F: FnOnce(AppState, CommandContext, P::Resolved, T) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(StatusCode, Value), ApiError>> + Send + 'static,
+    {
+        let (request, target) = (self.request, self.target);
+        self.idempotent
+            .run(move |app, ctx| work(app, ctx, target, request))
+            .await
     }
 }
 

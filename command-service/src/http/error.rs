@@ -45,6 +45,14 @@ pub enum ApiError {
         message: String,
         field: Option<String>,
     },
+    /// A well-formed request that breaks a rule of its field (the §9 settings of a program, a
+    /// promotion body): 422.
+    #[error("{message}")]
+    Unprocessable {
+        code: &'static str,
+        message: String,
+        field: Option<String>,
+    },
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("expected Content-Type: application/json")]
@@ -95,12 +103,30 @@ impl ApiError {
         }
     }
 
+    /// The same error answered 422 when it is a 400 about a field `rule` picks (a well-formed
+    /// body that breaks the rules of that field).
+    pub fn unprocessable_when(self, rule: impl Fn(&str) -> bool) -> Self {
+        match self {
+            ApiError::BadRequest {
+                code,
+                message,
+                field: Some(field),
+            } if rule(&field) => ApiError::Unprocessable {
+                code,
+                message,
+                field: Some(field),
+            },
+            other => other,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         use CommandError as C;
         match self {
             ApiError::MissingCredentials | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
             ApiError::WrongOrg | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest { .. } | ApiError::IdempotencyKey(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::IdempotencyKeyReused | ApiError::RequestInProgress => StatusCode::CONFLICT,
@@ -115,7 +141,7 @@ impl ApiError {
                 C::MemberNotFound => StatusCode::NOT_FOUND,
                 C::ExternalIdTaken(_) | C::TransactionClaimed(_) => StatusCode::CONFLICT,
                 C::AsOfInFuture(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                C::Contention(_) => StatusCode::SERVICE_UNAVAILABLE,
+                C::Contention(_) | C::BudgetContention => StatusCode::SERVICE_UNAVAILABLE,
                 C::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
         }
@@ -128,7 +154,7 @@ impl ApiError {
             ApiError::InvalidCredentials => "invalid_credentials",
             ApiError::WrongOrg => "wrong_org",
             ApiError::Forbidden(_) => "forbidden",
-            ApiError::BadRequest { code, .. } => code,
+            ApiError::BadRequest { code, .. } | ApiError::Unprocessable { code, .. } => code,
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::IdempotencyKey(_) => "invalid_idempotency_key",
@@ -147,6 +173,7 @@ impl ApiError {
                 C::TransactionClaimed(_) => "transaction_claimed",
                 C::AsOfInFuture(_) => "as_of_in_future",
                 C::Contention(_) => "contention",
+                C::BudgetContention => "budget_contention",
                 C::Internal(_) => "internal",
             },
         }
@@ -155,7 +182,7 @@ impl ApiError {
     pub fn field(&self) -> Option<String> {
         use CommandError as C;
         match self {
-            ApiError::BadRequest { field, .. } => field.clone(),
+            ApiError::BadRequest { field, .. } | ApiError::Unprocessable { field, .. } => field.clone(),
             ApiError::IdempotencyKey(_) | ApiError::IdempotencyKeyReused | ApiError::RequestInProgress => {
                 Some("Idempotency-Key".to_owned())
             }
@@ -168,7 +195,7 @@ impl ApiError {
                 C::ExternalIdTaken(_) => Some("external_id".to_owned()),
                 C::TransactionClaimed(_) => Some("transaction_id".to_owned()),
                 C::AsOfInFuture(_) => Some("as_of".to_owned()),
-                C::ProgramNotConfigured(_) | C::Contention(_) | C::Internal(_) => None,
+                C::ProgramNotConfigured(_) | C::Contention(_) | C::BudgetContention | C::Internal(_) => None,
             },
             _ => None,
         }
@@ -201,10 +228,27 @@ fn member_status(error: &MemberError) -> StatusCode {
 
 fn program_status(error: &ProgramError) -> StatusCode {
     match error {
-        ProgramError::LocationAlreadyRegistered(_) => StatusCode::CONFLICT,
+        ProgramError::LocationAlreadyRegistered(_)
+        | ProgramError::PromotionExists(_)
+        | ProgramError::NotConfigured => StatusCode::CONFLICT,
+        ProgramError::PromotionNotFound(_) => StatusCode::NOT_FOUND,
         ProgramError::WrongOrg { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        ProgramError::InvalidConfig { field, .. } if is_promotion_setting(field) => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
         _ => StatusCode::BAD_REQUEST,
     }
+}
+
+/// Whether `field` of a program is one of its marketing settings (SPEC §9: `time_zone`,
+/// `earn_cap`, `promotions`), whose broken rules are answered 422; the settings of §3 keep
+/// their 400.
+pub fn is_promotion_setting(field: &str) -> bool {
+    ["time_zone", "earn_cap", "promotions"].iter().any(|setting| {
+        field
+            .strip_prefix(setting)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+    })
 }
 
 impl IntoResponse for ApiError {
@@ -214,7 +258,8 @@ impl IntoResponse for ApiError {
             || status.is_server_error()
                 && !matches!(
                     self,
-                    ApiError::Timeout | ApiError::Command(CommandError::Contention(_))
+                    ApiError::Timeout
+                        | ApiError::Command(CommandError::Contention(_) | CommandError::BudgetContention)
                 ) {
             // Logged with its cause here; the client only learns that it failed.
             tracing::error!(error = ?anyhow_chain(&self), "request failed");
@@ -236,7 +281,8 @@ impl IntoResponse for ApiError {
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::RequestInProgress | ApiError::Command(CommandError::Contention(_)) => {
+            ApiError::RequestInProgress
+            | ApiError::Command(CommandError::Contention(_) | CommandError::BudgetContention) => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -304,6 +350,32 @@ mod tests {
                 Some("location_id"),
             ),
             (
+                ApiError::Command(CommandError::BudgetContention),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "budget_contention",
+                None,
+            ),
+            (
+                ProgramError::InvalidConfig {
+                    field: "promotions[0].effect.multiplier.multiplier_bps".into(),
+                    message: "too high".into(),
+                }
+                .into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_program",
+                Some("promotions[0].effect.multiplier.multiplier_bps"),
+            ),
+            (
+                ProgramError::InvalidConfig {
+                    field: "earn_rate".into(),
+                    message: "must be positive".into(),
+                }
+                .into(),
+                StatusCode::BAD_REQUEST,
+                "invalid_program",
+                Some("earn_rate"),
+            ),
+            (
                 ApiError::Command(CommandError::ProgramNotConfigured("acme".into())),
                 StatusCode::CONFLICT,
                 "program_not_configured",
@@ -315,6 +387,23 @@ mod tests {
             assert_eq!(error.code(), code, "{error}");
             assert_eq!(error.field().as_deref(), field, "{error}");
         }
+    }
+
+    #[test]
+    fn the_marketing_settings_are_told_apart() {
+        for field in ["time_zone", "earn_cap.points", "promotions", "promotions[3].name"] {
+            assert!(is_promotion_setting(field), "{field}");
+        }
+        for field in ["earn_rate", "tiers[0].name", "time_zones", "promotions_x"] {
+            assert!(!is_promotion_setting(field), "{field}");
+        }
+    }
+
+    #[test]
+    fn budget_contention_asks_to_retry_later() {
+        let response = ApiError::Command(CommandError::BudgetContention).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
     }
 
     #[test]

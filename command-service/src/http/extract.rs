@@ -72,6 +72,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
 /// A JSON request body, checked for content type and size, parsed on demand.
 pub struct JsonBody {
     bytes: Result<Bytes, ApiError>,
+    is_json: bool,
 }
 
 impl FromRequest<AppState> for JsonBody {
@@ -88,11 +89,6 @@ impl FromRequest<AppState> for JsonBody {
                 mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
             })
             .unwrap_or(false);
-        if !is_json {
-            return Ok(Self {
-                bytes: Err(ApiError::UnsupportedMediaType),
-            });
-        }
         let limit = state.max_body_bytes();
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -105,7 +101,7 @@ impl FromRequest<AppState> for JsonBody {
                 }
             }
         });
-        Ok(Self { bytes })
+        Ok(Self { bytes, is_json })
     }
 }
 
@@ -113,22 +109,37 @@ impl JsonBody {
     /// The body as `T` (unknown fields refused by `T`'s serde attributes), and as a JSON value
     /// for the idempotency fingerprint.
     pub fn parse<T: DeserializeOwned>(self) -> Result<(T, Value), ApiError> {
-        let bytes = self.bytes?;
-        let value: Value = serde_json::from_slice(&bytes).map_err(|error| body_error(".", &error))?;
-        // serde would also read a struct from an array of its fields in order: refuse that.
-        if !value.is_object() {
-            return Err(ApiError::BadRequest {
-                code: "invalid_body",
-                message: "the body must be a JSON object".to_owned(),
-                field: None,
-            });
+        if !self.is_json {
+            return Err(ApiError::UnsupportedMediaType);
         }
-        // Parsed from the bytes rather than the value, so that duplicate keys are refused.
-        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-        let parsed: T = serde_path_to_error::deserialize(&mut deserializer)
-            .map_err(|error| body_error(&error.path().to_string(), error.inner()))?;
-        Ok((parsed, value))
+        parse_bytes(&self.bytes?)
     }
+
+    /// Like [`JsonBody::parse`], but an empty body (with or without a content type) reads as
+    /// `{}`: for commands whose every field is optional.
+    pub fn parse_optional<T: DeserializeOwned>(self) -> Result<(T, Value), ApiError> {
+        match &self.bytes {
+            Ok(bytes) if bytes.is_empty() => parse_bytes(b"{}"),
+            _ => self.parse(),
+        }
+    }
+}
+
+fn parse_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, Value), ApiError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|error| body_error(".", &error))?;
+    // serde would also read a struct from an array of its fields in order: refuse that.
+    if !value.is_object() {
+        return Err(ApiError::BadRequest {
+            code: "invalid_body",
+            message: "the body must be a JSON object".to_owned(),
+            field: None,
+        });
+    }
+    // Parsed from the bytes rather than the value, so that duplicate keys are refused.
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let parsed: T = serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|error| body_error(&error.path().to_string(), error.inner()))?;
+    Ok((parsed, value))
 }
 
 fn body_error(path: &str, inner: &serde_json::Error) -> ApiError {
@@ -180,7 +191,7 @@ fn body_error(path: &str, inner: &serde_json::Error) -> ApiError {
     }
 }
 
-async fn path_params(parts: &mut Parts) -> Result<HashMap<String, String>, ApiError> {
+pub(crate) async fn path_params(parts: &mut Parts) -> Result<HashMap<String, String>, ApiError> {
     Path::<HashMap<String, String>>::from_request_parts(parts, &())
         .await
         .map(|Path(params)| params)
@@ -191,7 +202,7 @@ async fn path_params(parts: &mut Parts) -> Result<HashMap<String, String>, ApiEr
         })
 }
 
-fn org_param(params: &HashMap<String, String>) -> Result<String, ApiError> {
+pub(crate) fn org_param(params: &HashMap<String, String>) -> Result<String, ApiError> {
     let org = params
         .get("org")
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("route without an {{org}} parameter")))?;
@@ -284,6 +295,7 @@ mod tests {
     fn parse<T: DeserializeOwned>(text: &str) -> Result<T, ApiError> {
         JsonBody {
             bytes: Ok(Bytes::copy_from_slice(text.as_bytes())),
+            is_json: true,
         }
         .parse::<T>()
         .map(|(parsed, _)| parsed)

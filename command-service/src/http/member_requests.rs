@@ -1,6 +1,7 @@
 //! The bodies of the member commands, and how each becomes a call of [`Commands`].
 
 use chrono::{DateTime, Utc};
+use domain::member::earn::Line;
 use domain::member::Receipt;
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -9,6 +10,7 @@ use uuid::Uuid;
 use crate::commands::{CommandContext, CommandError, Commands, MemberOutcome, MemberRef};
 use crate::http::auth::Action;
 use crate::http::command_request::{CommandRequest, MemberRequest};
+use crate::http::promotion_docs::LineDoc;
 
 /// `POST /v1/orgs/{org}/members`
 #[derive(Debug, Deserialize, ToSchema)]
@@ -62,6 +64,11 @@ pub struct PurchaseRequest {
     pub currency: String,
     /// When the purchase happened (the receipt's time); at most 5 minutes ahead of the server.
     pub occurred_at: DateTime<Utc>,
+    /// The basket (optional): at most 500 lines whose `amount_minor` sum to the purchase's.
+    /// Without it the purchase is one line with no sku and no category.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<LineDoc>>)]
+    pub items: Option<Vec<Line>>,
 }
 
 impl CommandRequest for PurchaseRequest {
@@ -91,7 +98,7 @@ impl From<PurchaseRequest> for Receipt {
             amount_minor: request.amount_minor,
             currency: request.currency,
             occurred_at: request.occurred_at,
-            items: None,
+            items: request.items,
         }
     }
 }

@@ -22,6 +22,9 @@ pub mod member_view;
 pub mod members;
 pub mod openapi;
 pub mod program;
+pub mod promotion_docs;
+pub mod promotions;
+pub mod quotes;
 pub mod state;
 pub mod write;
 
@@ -51,11 +54,24 @@ pub fn router(
             put(program::configure).get(program::get),
         )
         .route("/v1/orgs/{org}/locations", post(program::register_location))
+        .route("/v1/orgs/{org}/promotions", post(promotions::add))
+        .route(
+            "/v1/orgs/{org}/promotions/{promotion_id}",
+            put(promotions::change),
+        )
+        .route(
+            "/v1/orgs/{org}/promotions/{promotion_id}/end",
+            post(promotions::end),
+        )
         .route("/v1/orgs/{org}/members", post(members::enroll))
         .route("/v1/orgs/{org}/members/{member_id}", get(members::get_member))
         .route(
             "/v1/orgs/{org}/members/{member_id}/purchases",
             post(members::record_purchase),
+        )
+        .route(
+            "/v1/orgs/{org}/members/{member_id}/purchase-quotes",
+            post(quotes::quote_purchase),
         )
         .route(
             "/v1/orgs/{org}/members/{member_id}/refunds",
@@ -76,6 +92,10 @@ pub fn router(
         .route(
             "/v1/orgs/{org}/members/by-external-id/{external_id}/purchases",
             post(members::record_purchase_by_external_id),
+        )
+        .route(
+            "/v1/orgs/{org}/members/by-external-id/{external_id}/purchase-quotes",
+            post(quotes::quote_purchase_by_external_id),
         )
         .route(
             "/v1/orgs/{org}/members/by-external-id/{external_id}/refunds",

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{jobs, members, program};
+use crate::http::{jobs, members, program, promotions, quotes};
 
 /// The OpenAPI document of the command API.
 #[derive(OpenApi)]
@@ -19,11 +19,16 @@ use crate::http::{jobs, members, program};
         program::configure,
         program::get,
         program::register_location,
+        promotions::add,
+        promotions::change,
+        promotions::end,
         members::enroll,
         members::get_member,
         members::get_member_by_external_id,
         members::record_purchase,
         members::record_purchase_by_external_id,
+        quotes::quote_purchase,
+        quotes::quote_purchase_by_external_id,
         members::refund_purchase,
         members::refund_purchase_by_external_id,
         members::redeem_reward,
@@ -35,7 +40,7 @@ use crate::http::{jobs, members, program};
     ),
     modifiers(&BearerAuth),
     tags(
-        (name = "program", description = "Program and locations (admin)"),
+        (name = "program", description = "Program, locations and promotions (admin)"),
         (name = "members", description = "Members and their points"),
         (name = "jobs", description = "System jobs over all members of an org (admin)"),
     )
@@ -84,6 +89,11 @@ mod tests {
             "/v1/orgs/{org}/members/by-external-id/{external_id}/purchases",
             "/v1/orgs/{org}/jobs/expire-points",
             "/v1/orgs/{org}/jobs/reevaluate-tiers",
+            "/v1/orgs/{org}/promotions",
+            "/v1/orgs/{org}/promotions/{promotion_id}",
+            "/v1/orgs/{org}/promotions/{promotion_id}/end",
+            "/v1/orgs/{org}/members/{member_id}/purchase-quotes",
+            "/v1/orgs/{org}/members/by-external-id/{external_id}/purchase-quotes",
         ] {
             assert!(
                 paths.contains_key(path),
@@ -97,6 +107,12 @@ mod tests {
             "ErrorBody",
             "ProgramConfig",
             "Tier",
+            "Promotion",
+            "Effect",
+            "EarnCap",
+            "PurchaseItem",
+            "Breakdown",
+            "QuoteResponse",
         ] {
             assert!(schemas.contains_key(schema), "schema {schema} missing");
         }

@@ -13,8 +13,9 @@ use utoipa::ToSchema;
 use crate::commands::{CommandContext, CommandError, Commands, ProgramOutcome};
 use crate::http::auth::{Action, Caller};
 use crate::http::command_request::{CommandRequest, OrgWrite};
-use crate::http::error::{ApiError, ErrorBody};
+use crate::http::error::{is_promotion_setting, ApiError, ErrorBody};
 use crate::http::extract::OrgPath;
+use crate::http::promotion_docs::{EarnCapDoc, PromotionDoc};
 use crate::http::state::AppState;
 use crate::http::write::EventView;
 
@@ -38,6 +39,12 @@ pub struct ProgramConfigDoc {
     qualification_window_days: Option<u32>,
     /// Days below threshold before a re-evaluation may downgrade (default 30).
     downgrade_grace_days: Option<u32>,
+    /// IANA time zone of schedules, limit and cap periods (default `UTC`).
+    time_zone: Option<String>,
+    /// The most points a member earns from purchases per local period (default none).
+    earn_cap: Option<EarnCapDoc>,
+    /// The org's promotions (default none).
+    promotions: Option<Vec<PromotionDoc>>,
 }
 
 #[derive(Debug, ToSchema)]
@@ -106,6 +113,11 @@ impl CommandRequest for ProgramConfig {
     fn command() -> &'static str {
         "ConfigureProgram"
     }
+
+    /// The marketing settings (§9) answer 422 like their validation does.
+    fn body_error(error: ApiError) -> ApiError {
+        error.unprocessable_when(is_promotion_setting)
+    }
 }
 
 /// The answer to a program change.
@@ -147,7 +159,7 @@ pub struct LocationView {
 }
 
 impl ProgramView {
-    fn new(org: &str, program: Program) -> Self {
+    pub(crate) fn new(org: &str, program: Program) -> Self {
         Self {
             org_id: org.to_owned(),
             version: program.version,
@@ -176,6 +188,7 @@ impl ProgramView {
         (status = 400, description = "Invalid program", body = ErrorBody),
         (status = 403, description = "Not an admin key of this org", body = ErrorBody),
         (status = 409, body = ErrorBody),
+        (status = 422, description = "Invalid time zone, earn cap or promotion", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cqrs_es::{Aggregate, DomainEvent, EventEnvelope};
+use domain::member::earn::Breakdown;
 use serde::Serialize;
 use serde_json::Value;
 use tracing::{Instrument as _, Span};
@@ -19,6 +20,7 @@ use uuid::Uuid;
 
 use crate::commands::{CommandContext, MemberOutcome};
 use crate::http::error::ApiError;
+use crate::http::promotion_docs::BreakdownDoc;
 use crate::http::state::AppState;
 use crate::idempotency::{Idempotency, Lease, Reservation};
 
@@ -73,6 +75,11 @@ pub struct MemberWriteResponse {
     pub events: Vec<EventView>,
     /// The member's points balance after the command.
     pub balance: i64,
+    /// Why the purchase earned what it earned (purchases only): the breakdown its
+    /// `PurchaseRecorded` event records (also when the purchase was recorded earlier).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<BreakdownDoc>)]
+    pub breakdown: Option<Breakdown>,
 }
 
 impl MemberWriteResponse {
@@ -81,6 +88,7 @@ impl MemberWriteResponse {
             member_id: outcome.member_id,
             events: EventView::list(&outcome.events)?,
             balance: outcome.balance,
+            breakdown: outcome.breakdown.clone(),
         };
         serde_json::to_value(response).context("serializing a response")
     }

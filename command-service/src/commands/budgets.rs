@@ -1,0 +1,109 @@
+//! Promotion budgets on the command side (SPEC §9, migration 0006).
+//!
+//! A purchase is decided with what is left of each budgeted promotion's budget, read with one
+//! statement from `command_promotion_budgets` (only when the program has budgeted promotions).
+//! The trigger on the events insert draws the points in the same transaction as the purchase
+//! event and refuses the append (LY003) when the budget left it was decided with is stale; the
+//! purchase is then decided again on a fresh read ([`RetryPolicy::BUDGET`]).
+//!
+//! Draws on one budget are serialized by its row lock, so concurrent purchases on it conflict
+//! and retry. To keep the retries few, a purchase that lost once queues behind the org's *budget
+//! gate* of this process before it tries again: within a process the losers then take turns,
+//! and only the first attempts and the other processes still race.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex as SyncMutex};
+
+use anyhow::Context as _;
+use domain::program::Promotion;
+use domain::ProgramConfig;
+use lru::LruCache;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use super::{CommandError, Commands};
+
+/// How many orgs keep a budget gate in memory (least recently used evicted; an evicted gate
+/// still held by a purchase only means that two queues race, which is correct, only slower).
+const GATES: NonZeroUsize = NonZeroUsize::new(1024).unwrap();
+
+/// The per-org queues of purchases that found a budget changed under them.
+pub(super) struct BudgetGates(SyncMutex<LruCache<String, Arc<Mutex<()>>>>);
+
+impl Default for BudgetGates {
+    fn default() -> Self {
+        Self(SyncMutex::new(LruCache::new(GATES)))
+    }
+}
+
+impl BudgetGates {
+    /// Waits for the org's turn; the guard is the turn.
+    pub(super) async fn enter(&self, org_id: &str) -> OwnedMutexGuard<()> {
+        let gate = {
+            let mut gates = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            gates.get_or_insert(org_id.to_owned(), Arc::default).clone()
+        };
+        gate.lock_owned().await
+    }
+}
+
+impl Commands {
+    /// What is left of the budget of each budgeted promotion of `config` (none when it has no
+    /// budgeted promotion, without asking the database).
+    pub(super) async fn budgets_left(
+        &self,
+        org_id: &str,
+        config: &ProgramConfig,
+    ) -> Result<BTreeMap<String, i64>, CommandError> {
+        let budgeted: Vec<&Promotion> = config.budgeted_promotions().collect();
+        if budgeted.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let ids: Vec<String> = budgeted.iter().map(|p| p.promotion_id.clone()).collect();
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT promotion_id, greatest(budget_points - spent, 0) FROM command_promotion_budgets \
+             WHERE org_id = $1 AND promotion_id = ANY($2)",
+        )
+        .bind(org_id)
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await
+        .context("reading promotion budgets")?;
+        let mut left: BTreeMap<String, i64> = rows.into_iter().collect();
+        let missing: Vec<&Promotion> = budgeted
+            .into_iter()
+            .filter(|promotion| !left.contains_key(&promotion.promotion_id))
+            .collect();
+        if !missing.is_empty() {
+            // Not normally reached: the ProgramConfigured trigger creates the rows. A budgeted
+            // promotion without one has its whole budget left; its row is created here, or the
+            // draw trigger would refuse every purchase that draws on it.
+            self.create_budget_rows(org_id, &missing).await?;
+            for promotion in missing {
+                left.insert(
+                    promotion.promotion_id.clone(),
+                    promotion.budget_points.unwrap_or(0).max(0),
+                );
+            }
+        }
+        Ok(left)
+    }
+
+    async fn create_budget_rows(&self, org_id: &str, promotions: &[&Promotion]) -> anyhow::Result<()> {
+        let ids: Vec<String> = promotions.iter().map(|p| p.promotion_id.clone()).collect();
+        let budgets: Vec<i64> = promotions.iter().map(|p| p.budget_points.unwrap_or(0)).collect();
+        tracing::warn!(org_id, promotions = ?ids, "creating missing promotion budget rows");
+        sqlx::query(
+            "INSERT INTO command_promotion_budgets (org_id, promotion_id, budget_points) \
+             SELECT $1, id, budget FROM unnest($2::text[], $3::bigint[]) AS t(id, budget) \
+             ON CONFLICT (org_id, promotion_id) DO NOTHING",
+        )
+        .bind(org_id)
+        .bind(&ids)
+        .bind(&budgets)
+        .execute(&self.pool)
+        .await
+        .context("creating promotion budget rows")?;
+        Ok(())
+    }
+}
