@@ -9,7 +9,7 @@ use common::promotions::{promo, utc};
 use common::*;
 use cqrs_es::test::TestFramework;
 use domain::calendar::TimeZone;
-use domain::program::{Configuration, NewLocation, PromotionEnd};
+use domain::program::{Configuration, NewLocation, PromotionEdit, PromotionEnd};
 use domain::program::{Program, ProgramCommand, ProgramConfig, ProgramError, ProgramEvent, Promotion};
 use serde_json::{json, Value};
 
@@ -337,11 +337,11 @@ fn next_version(program: &mut Program, command: ProgramCommand) -> ProgramConfig
 fn adding_a_promotion_appends_it_in_a_new_version() {
     let mut program = in_force();
     let added = promo(json!({"promotion_id": "q", "conditions": {"location_ids": [STORE]}}));
-    let config = next_version(&mut program, ProgramCommand::AddPromotion(added.clone()));
+    let config = next_version(&mut program, add(added.clone()));
     assert_eq!(config, with_promotions(vec![promo(json!({})), added.clone()]));
     assert_eq!(program.config, Some(config));
     assert_eq!(
-        program.execute(ProgramCommand::AddPromotion(added)),
+        program.execute(add(added)),
         Err(ProgramError::PromotionExists("q".into()))
     );
     assert_eq!(
@@ -355,7 +355,7 @@ fn an_added_promotion_is_validated_at_its_place_in_the_program() {
     let mut program = in_force();
     let bad = promo(json!({"promotion_id": "q", "effect": {"multiplier": {"multiplier_bps": 9000}}}));
     assert!(matches!(
-        program.execute(ProgramCommand::AddPromotion(bad)),
+        program.execute(add(bad)),
         Err(ProgramError::InvalidConfig { field, .. }) if field == "promotions[1].effect.multiplier.multiplier_bps"
     ));
     assert_eq!(program.version, 1);
@@ -365,9 +365,7 @@ fn an_added_promotion_is_validated_at_its_place_in_the_program() {
 fn a_promotion_cannot_be_added_to_a_program_not_configured_yet() {
     let mut program = Program::default();
     program.evolve(store_registered());
-    let error = program
-        .execute(ProgramCommand::AddPromotion(promo(json!({}))))
-        .unwrap_err();
+    let error = program.execute(add(promo(json!({})))).unwrap_err();
     assert_eq!((error, program.version), (ProgramError::NotConfigured, 0));
 }
 
@@ -375,16 +373,11 @@ fn a_promotion_cannot_be_added_to_a_program_not_configured_yet() {
 fn changing_a_promotion_replaces_it_and_an_unchanged_one_is_no_new_version() {
     let mut program = in_force();
     let changed = promo(json!({"effect": {"bonus": {"points": 25}}, "stackable": true}));
-    assert_eq!(
-        program.execute(ProgramCommand::ChangePromotion(promo(json!({})))),
-        Ok(vec![])
-    );
-    let config = next_version(&mut program, ProgramCommand::ChangePromotion(changed.clone()));
+    assert_eq!(program.execute(change(promo(json!({})))), Ok(vec![]));
+    let config = next_version(&mut program, change(changed.clone()));
     assert_eq!(config.promotions, [changed]);
     let error = program
-        .execute(ProgramCommand::ChangePromotion(promo(
-            json!({"promotion_id": "nope"}),
-        )))
+        .execute(change(promo(json!({"promotion_id": "nope"}))))
         .unwrap_err();
     assert_eq!(error, ProgramError::PromotionNotFound("nope".into()));
     assert_eq!(
@@ -393,7 +386,7 @@ fn changing_a_promotion_replaces_it_and_an_unchanged_one_is_no_new_version() {
     );
     let invalid = promo(json!({"conditions": {"tiers": ["Diamond"]}}));
     assert!(matches!(
-        program.execute(ProgramCommand::ChangePromotion(invalid)),
+        program.execute(change(invalid)),
         Err(ProgramError::InvalidConfig { field, .. }) if field == "promotions[0].conditions.tiers[0]"
     ));
 }
@@ -401,7 +394,22 @@ fn changing_a_promotion_replaces_it_and_an_unchanged_one_is_no_new_version() {
 fn end(promotion_id: &str, at: &str) -> ProgramCommand {
     ProgramCommand::EndPromotion(PromotionEnd {
         promotion_id: promotion_id.into(),
-        at: utc(at),
+        ends_at: utc(at),
+        at: Utc::now(),
+    })
+}
+
+fn add(promotion: Promotion) -> ProgramCommand {
+    ProgramCommand::AddPromotion(PromotionEdit {
+        promotion,
+        at: Utc::now(),
+    })
+}
+
+fn change(promotion: Promotion) -> ProgramCommand {
+    ProgramCommand::ChangePromotion(PromotionEdit {
+        promotion,
+        at: Utc::now(),
     })
 }
 
@@ -440,13 +448,9 @@ fn ending_a_promotion_before_it_starts_ends_it_at_its_start() {
 fn two_admins_changing_different_promotions_both_keep_their_change() {
     // Each change is decided against the program in force, not a copy the admin read earlier.
     let mut program = in_force();
+    program.execute(add(promo(json!({"promotion_id": "q"})))).unwrap();
     program
-        .execute(ProgramCommand::AddPromotion(promo(json!({"promotion_id": "q"}))))
-        .unwrap();
-    program
-        .execute(ProgramCommand::ChangePromotion(promo(
-            json!({"effect": {"bonus": {"points": 99}}}),
-        )))
+        .execute(change(promo(json!({"effect": {"bonus": {"points": 99}}}))))
         .unwrap();
     let ids_and_effects: Vec<_> = program
         .config
@@ -471,7 +475,7 @@ fn two_admins_changing_different_promotions_both_keep_their_change() {
 #[test]
 fn a_location_registered_later_may_be_named_by_a_later_promotion() {
     let mut program = in_force();
-    let command = ProgramCommand::AddPromotion(promo(
+    let command = add(promo(
         json!({"promotion_id": "q", "conditions": {"location_ids": ["store-2"]}}),
     ));
     assert!(matches!(

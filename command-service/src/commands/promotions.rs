@@ -3,7 +3,7 @@
 //! never lose one another, and each makes a new program version.
 
 use chrono::{DateTime, Utc};
-use domain::program::{Promotion, PromotionEnd};
+use domain::program::{Promotion, PromotionEdit, PromotionEnd};
 use domain::ProgramCommand;
 
 use super::{CommandContext, CommandError, Commands, PromotionOutcome};
@@ -15,8 +15,14 @@ impl Commands {
         ctx: &CommandContext,
         promotion: Promotion,
     ) -> Result<PromotionOutcome, CommandError> {
-        self.execute_promotion(ctx, ProgramCommand::AddPromotion(promotion))
-            .await
+        self.execute_promotion(
+            ctx,
+            ProgramCommand::AddPromotion(PromotionEdit {
+                promotion,
+                at: Utc::now(),
+            }),
+        )
+        .await
     }
 
     /// Replaces the promotion with the same id.
@@ -25,8 +31,14 @@ impl Commands {
         ctx: &CommandContext,
         promotion: Promotion,
     ) -> Result<PromotionOutcome, CommandError> {
-        self.execute_promotion(ctx, ProgramCommand::ChangePromotion(promotion))
-            .await
+        self.execute_promotion(
+            ctx,
+            ProgramCommand::ChangePromotion(PromotionEdit {
+                promotion,
+                at: Utc::now(),
+            }),
+        )
+        .await
     }
 
     /// Ends a promotion at `ends_at` (now by default), unless it already ends earlier.
@@ -36,9 +48,11 @@ impl Commands {
         promotion_id: String,
         ends_at: Option<DateTime<Utc>>,
     ) -> Result<PromotionOutcome, CommandError> {
+        let now = Utc::now();
         let end = PromotionEnd {
             promotion_id,
-            at: ends_at.unwrap_or_else(Utc::now),
+            ends_at: ends_at.unwrap_or(now),
+            at: now,
         };
         self.execute_promotion(ctx, ProgramCommand::EndPromotion(end))
             .await

@@ -10,9 +10,9 @@ pub enum ProgramCommand {
     Configure(Configuration),
     RegisterLocation(NewLocation),
     /// Adds one promotion to the program in force (a new version).
-    AddPromotion(Promotion),
+    AddPromotion(PromotionEdit),
     /// Replaces the promotion with the same `promotion_id` (a new version unless unchanged).
-    ChangePromotion(Promotion),
+    ChangePromotion(PromotionEdit),
     /// Ends a promotion at a given instant (idempotent).
     EndPromotion(PromotionEnd),
 }
@@ -47,10 +47,18 @@ pub struct NewLocation {
     pub at: DateTime<Utc>,
 }
 
-/// Ends promotion `promotion_id` at `at`: its `ends_at` becomes `at`, unless it already ends
-/// earlier.
+/// One promotion added or changed at `at` (when the new program version is dated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromotionEdit {
+    pub promotion: Promotion,
+    pub at: DateTime<Utc>,
+}
+
+/// Ends promotion `promotion_id` at `ends_at` (which may lie ahead): its `ends_at` becomes that,
+/// unless it already ends earlier. `at` is when the end is decided (the new version's date).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PromotionEnd {
     pub promotion_id: String,
+    pub ends_at: DateTime<Utc>,
     pub at: DateTime<Utc>,
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 
-use super::commands::{Configuration, NewLocation, ProgramCommand, PromotionEnd};
+use super::commands::{Configuration, NewLocation, ProgramCommand, PromotionEdit, PromotionEnd};
 use super::config::ProgramConfig;
 use super::errors::ProgramError;
 use super::events::ProgramEvent;
@@ -56,34 +56,35 @@ pub fn decide(program: &Program, command: ProgramCommand) -> Result<Vec<ProgramE
             }])
         }
         // Changes of one promotion are decided here, against the program in force, so that
-        // two admins editing different promotions at once never lose one of the edits. The
-        // commands carry no clock (an end's `at` is when the promotion stops, which may be
-        // ahead): the new version is dated when it is decided, the one read of the clock in
-        // the domain.
-        ProgramCommand::AddPromotion(promotion) => {
+        // two admins editing different promotions at once never lose one of the edits.
+        ProgramCommand::AddPromotion(PromotionEdit { promotion, at }) => {
             let mut config = in_force(program)?.clone();
             if config.promotion(&promotion.promotion_id).is_some() {
                 return Err(ProgramError::PromotionExists(promotion.promotion_id));
             }
             config.promotions.push(promotion);
-            reconfigure(program, config, Utc::now())
+            reconfigure(program, config, at)
         }
-        ProgramCommand::ChangePromotion(promotion) => {
+        ProgramCommand::ChangePromotion(PromotionEdit { promotion, at }) => {
             let mut config = in_force(program)?.clone();
             let id = promotion.promotion_id.clone();
             *promotion_mut(&mut config, &id)? = promotion;
-            reconfigure(program, config, Utc::now())
+            reconfigure(program, config, at)
         }
-        ProgramCommand::EndPromotion(PromotionEnd { promotion_id, at }) => {
+        ProgramCommand::EndPromotion(PromotionEnd {
+            promotion_id,
+            ends_at,
+            at,
+        }) => {
             let mut config = in_force(program)?.clone();
             let promotion = promotion_mut(&mut config, &promotion_id)?;
             // A promotion that has not started yet ends before it ever runs.
-            let end = at.max(promotion.starts_at);
+            let end = ends_at.max(promotion.starts_at);
             if promotion.ends_at.is_some_and(|ends_at| ends_at <= end) {
                 return Ok(Vec::new());
             }
             promotion.ends_at = Some(end);
-            reconfigure(program, config, Utc::now())
+            reconfigure(program, config, at)
         }
     }
 }

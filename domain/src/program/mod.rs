@@ -15,7 +15,7 @@ pub mod events;
 pub mod promotion;
 pub mod state;
 
-pub use commands::{Configuration, NewLocation, ProgramCommand, PromotionEnd};
+pub use commands::{Configuration, NewLocation, ProgramCommand, PromotionEdit, PromotionEnd};
 pub use config::{
     default_tiers, ProgramConfig, ProgramSnapshot, RewardDef, StampCardDef, Tier, MAX_POLICY_DAYS,
 };
