@@ -316,7 +316,6 @@ fn in_force() -> Program {
 /// The one event of `command`, checked to be the next version dated when it was decided; its
 /// config.
 fn next_version(program: &mut Program, command: ProgramCommand) -> ProgramConfig {
-    let from = Utc::now();
     let next = program.version + 1;
     let events = program.execute(command).unwrap();
     let [ProgramEvent::ProgramConfigured {
@@ -329,7 +328,7 @@ fn next_version(program: &mut Program, command: ProgramCommand) -> ProgramConfig
         panic!("{events:?}");
     };
     assert_eq!((org_id.as_str(), *version), (ORG, next));
-    assert!(*configured_at >= from && *configured_at <= Utc::now());
+    assert_eq!(*configured_at, decided());
     config.clone()
 }
 
@@ -395,21 +394,26 @@ fn end(promotion_id: &str, at: &str) -> ProgramCommand {
     ProgramCommand::EndPromotion(PromotionEnd {
         promotion_id: promotion_id.into(),
         ends_at: utc(at),
-        at: Utc::now(),
+        at: decided(),
     })
+}
+
+/// When the admin commands of these tests are decided.
+fn decided() -> DateTime<Utc> {
+    utc("2026-06-01T12:00:00Z")
 }
 
 fn add(promotion: Promotion) -> ProgramCommand {
     ProgramCommand::AddPromotion(PromotionEdit {
         promotion,
-        at: Utc::now(),
+        at: decided(),
     })
 }
 
 fn change(promotion: Promotion) -> ProgramCommand {
     ProgramCommand::ChangePromotion(PromotionEdit {
         promotion,
-        at: Utc::now(),
+        at: decided(),
     })
 }
 
