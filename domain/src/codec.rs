@@ -3,9 +3,12 @@
 //! `event_version` and the upcasters that bring an old payload to today's shape live in this one
 //! place.
 //!
-//! Today every event type is at version [`CURRENT_VERSION`] and no upcaster exists. A change of
-//! an event's shape bumps its version (the `DomainEvent::event_version` of the event type) and
-//! registers an upcaster from the old version in [`upcasters`].
+//! Every event type is at version [`CURRENT_VERSION`] except `PurchaseRecorded`, at version 2
+//! since it records the basket lines and the breakdown of its points (SPEC §9); its upcaster
+//! from version 1 derives the breakdown a version-1 purchase had (no promotion, no cap). A
+//! change of an event's shape bumps its version (the `DomainEvent::event_version` of the
+//! event type, and [`current_version`]) and registers an upcaster from the old version in
+//! [`upcasters`].
 
 use std::str::FromStr as _;
 use std::sync::OnceLock;
@@ -15,19 +18,37 @@ use cqrs_es::DomainEvent;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use cqrs_es::persist::SemanticVersionEventUpcaster;
+
 use crate::ids::{BadMemberAggregateId, MemberKey};
+use crate::member::events::PURCHASE_RECORDED_VERSION;
 use crate::member::{Member, MemberEvent};
 use crate::program::{Program, ProgramEvent};
 use crate::wire::StoredEvent;
 
-/// The version every event type is written at today.
+/// The version every event type is written at today, unless [`current_version`] names
+/// another.
 pub const CURRENT_VERSION: &str = "1";
+
+/// The version `event_type` is written at today.
+pub fn current_version(event_type: &str) -> &'static str {
+    match event_type {
+        "PurchaseRecorded" => PURCHASE_RECORDED_VERSION,
+        _ => CURRENT_VERSION,
+    }
+}
 
 /// Why a stored event cannot be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
-    #[error("unsupported event version '{version}' of {event_type} (this projector reads version 1)")]
-    UnsupportedVersion { event_type: String, version: String },
+    #[error(
+        "unsupported event version '{version}' of {event_type} (this projector reads version {current})"
+    )]
+    UnsupportedVersion {
+        event_type: String,
+        version: String,
+        current: &'static str,
+    },
     #[error("payload is not a {aggregate_type} event: {error}")]
     BadPayload { aggregate_type: String, error: String },
     #[error("event_type '{declared}' does not match the payload ({actual})")]
@@ -81,12 +102,41 @@ pub enum Decoded {
 /// `can_upcast(event_type, event_version)` holds rewrites the payload and sets the version).
 pub type Upcasters = Vec<Box<dyn EventUpcaster>>;
 
-/// The registry of upcasters: empty while every event type is at its first version. Add an
-/// upcaster here, e.g. `SemanticVersionEventUpcaster::new("PointsAdjusted", "2", Box::new(f))`
-/// together with the bump of that event's version.
+/// The registry of upcasters. Add one here, e.g.
+/// `SemanticVersionEventUpcaster::new("PointsAdjusted", "2", Box::new(f))`, together with the
+/// bump of that event's version.
 pub fn upcasters() -> &'static [Box<dyn EventUpcaster>] {
     static REGISTRY: OnceLock<Upcasters> = OnceLock::new();
-    REGISTRY.get_or_init(Vec::new)
+    REGISTRY.get_or_init(|| {
+        vec![Box::new(SemanticVersionEventUpcaster::new(
+            "PurchaseRecorded",
+            PURCHASE_RECORDED_VERSION,
+            Box::new(purchase_recorded_v1_to_v2),
+        ))]
+    })
+}
+
+/// `PurchaseRecorded` 1 → 2: a version-1 purchase earned its tier points and nothing else, so
+/// its breakdown is `{base: base_points, tier_points: points_earned, promotions: [],
+/// cap_cut: 0, total: points_earned}`; it had no basket lines.
+fn purchase_recorded_v1_to_v2(mut payload: Value) -> Value {
+    if let Some(body) = payload.get_mut("PurchaseRecorded").and_then(Value::as_object_mut) {
+        if !body.contains_key("breakdown") {
+            let base = body.get("base_points").cloned().unwrap_or(Value::Null);
+            let points = body.get("points_earned").cloned().unwrap_or(Value::Null);
+            body.insert(
+                "breakdown".into(),
+                serde_json::json!({
+                    "base": base,
+                    "tier_points": points,
+                    "promotions": [],
+                    "cap_cut": 0,
+                    "total": points,
+                }),
+            );
+        }
+    }
+    payload
 }
 
 /// Decodes with a given set of upcasters; the free functions of this module use
@@ -128,15 +178,17 @@ impl<'a> Codec<'a> {
         }
         // A stored version must be exactly the current one; an upcaster states its target as a
         // semantic version ("1.0.0"), which only has to mean the same.
-        let current = if upcast {
-            SemanticVersion::from_str(&event.event_version) == SemanticVersion::from_str(CURRENT_VERSION)
+        let current = current_version(event_type);
+        let is_current = if upcast {
+            SemanticVersion::from_str(&event.event_version) == SemanticVersion::from_str(current)
         } else {
-            event.event_version == CURRENT_VERSION
+            event.event_version == current
         };
-        if !current {
+        if !is_current {
             return Err(CodecError::UnsupportedVersion {
                 event_type: event_type.to_owned(),
                 version: event_version.to_owned(),
+                current,
             });
         }
         Ok(event.payload)
@@ -322,6 +374,60 @@ mod tests {
         assert!(matches!(
             decode_member("PointsExpired", "0", old),
             Err(CodecError::UnsupportedVersion { .. })
+        ));
+    }
+
+    /// A purchase as version 1 stored it: no basket lines, no breakdown.
+    fn purchase_v1() -> Value {
+        json!({"PurchaseRecorded": {
+            "transaction_id": "t1", "location_id": "store-1", "amount_minor": 1999,
+            "currency": "EUR", "occurred_at": "2024-01-01T10:00:00Z", "program_version": 3,
+            "base_points": 19, "tier": "Silver", "multiplier_bps": 12500, "points_earned": 23,
+            "expires_at": null, "balance_after": 123, "qualifying_points": 523
+        }})
+    }
+
+    #[test]
+    fn a_version_1_purchase_decodes_with_the_breakdown_it_earned() {
+        let event = stored("member", &member_id(), "PurchaseRecorded", "1", purchase_v1());
+        let Decoded::Member(
+            _,
+            MemberEvent::PurchaseRecorded {
+                points_earned,
+                base_points,
+                items,
+                breakdown,
+                ..
+            },
+        ) = decode(&event).unwrap()
+        else {
+            panic!("not a PurchaseRecorded member event");
+        };
+        assert_eq!((base_points, points_earned, items), (19, 23, None));
+        assert_eq!(
+            breakdown,
+            crate::member::earn::Breakdown {
+                base: 19,
+                tier_points: 23,
+                promotions: vec![],
+                cap_cut: 0,
+                total: 23
+            }
+        );
+        // Re-encoded, it is a version-2 event that decodes to itself.
+        let decoded = decode_member("PurchaseRecorded", "1", purchase_v1()).unwrap();
+        assert_eq!(cqrs_es::DomainEvent::event_version(&decoded), "2");
+        let again = decode_member("PurchaseRecorded", "2", serde_json::to_value(&decoded).unwrap()).unwrap();
+        assert_eq!(again, decoded);
+        // Version 2 without a breakdown is a bad payload, not silently a zero breakdown.
+        assert!(matches!(
+            decode_member("PurchaseRecorded", "2", purchase_v1()),
+            Err(CodecError::BadPayload { .. })
+        ));
+        // Other events stay at version 1.
+        assert!(matches!(
+            decode_member("PointsExpired", "2", expired_payload()),
+            Err(CodecError::UnsupportedVersion { current: "1", .. })
         ));
     }
 

@@ -20,6 +20,7 @@
 //! Shared by every reader: [`codec`] decodes stored events (version check and upcasters),
 //! [`ids::MemberKey`] names a member, [`rfm::segment`] is the RFM segment grid.
 
+pub mod calendar;
 pub mod codec;
 pub mod ids;
 pub mod ledger;

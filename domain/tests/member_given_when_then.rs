@@ -55,6 +55,7 @@ fn received_at(command: MemberCommand, recorded: chrono::DateTime<chrono::Utc>) 
                     amount_minor,
                     currency,
                     occurred_at,
+                    ..
                 },
             program,
             ..
@@ -65,9 +66,11 @@ fn received_at(command: MemberCommand, recorded: chrono::DateTime<chrono::Utc>) 
                 amount_minor,
                 currency,
                 occurred_at,
+                items: None,
             },
             program,
             recorded_at: recorded,
+            budgets_left: Default::default(),
         }),
         other => panic!("not a purchase: {other:?}"),
     }
@@ -268,6 +271,8 @@ fn zero_decimal_currency_earns_per_minor_unit() {
             expires_at: Some(at(366, 10)),
             balance_after: 480,
             qualifying_points: 480,
+            items: None,
+            breakdown: without_promotions(480, 480),
         }]);
 }
 
@@ -295,6 +300,8 @@ fn three_decimal_currency_divides_by_a_thousand() {
             expires_at: Some(at(366, 10)),
             balance_after: 1,
             qualifying_points: 1,
+            items: None,
+            breakdown: without_promotions(1, 1),
         }]);
 }
 
@@ -422,9 +429,11 @@ fn purchase_in_an_unknown_currency_is_refused() {
             amount_minor: 1_000,
             currency: "EUX".into(),
             occurred_at: at(1, 10),
+            items: None,
         },
         program: program(),
         recorded_at: at(1, 10),
+        budgets_left: Default::default(),
     });
     member()
         .given(given(vec![]))
@@ -441,9 +450,11 @@ fn purchase_in_another_currency_than_the_programs_is_refused() {
             amount_minor: 1_000,
             currency: "USD".into(),
             occurred_at: at(1, 10),
+            items: None,
         },
         program: program(),
         recorded_at: at(1, 10),
+        budgets_left: Default::default(),
     });
     member()
         .given(given(vec![]))
@@ -463,9 +474,11 @@ fn purchase_at_an_unregistered_location_is_refused() {
             amount_minor: 1_000,
             currency: EUR.into(),
             occurred_at: at(1, 10),
+            items: None,
         },
         program: program(),
         recorded_at: at(1, 10),
+        budgets_left: Default::default(),
     });
     member()
         .given(given(vec![]))
@@ -1234,6 +1247,8 @@ fn purchase_never_moves_a_member_of_a_retired_tier_down_the_ladder() {
             expires_at: Some(at(765, 10)),
             balance_after: 2_515,
             qualifying_points: 15,
+            items: None,
+            breakdown: without_promotions(10, 15),
         }]);
 }
 
@@ -1257,6 +1272,8 @@ fn purchase_moves_a_member_of_a_retired_tier_to_its_successor_at_least_as_reward
                 expires_at: Some(at(367, 10)),
                 balance_after: 2_515,
                 qualifying_points: 2_515,
+                items: None,
+                breakdown: without_promotions(10, 15),
             },
             MemberEvent::TierUpgraded {
                 from: "Gold".into(),

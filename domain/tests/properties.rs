@@ -112,9 +112,11 @@ fn command(
                         amount_minor: p.amount_minor,
                         currency: p.currency.clone(),
                         occurred_at: p.occurred_at,
+                        items: None,
                     },
                     program: program.clone(),
                     recorded_at: now,
+                    budgets_left: Default::default(),
                 });
             }
             MemberCommand::RecordPurchase(Purchase {
@@ -124,9 +126,11 @@ fn command(
                     amount_minor: *amount_minor,
                     currency: EUR.into(),
                     occurred_at: now - Duration::hours(*late_hours),
+                    items: None,
                 },
                 program: program.clone(),
                 recorded_at: now,
+                budgets_left: Default::default(),
             })
         }
         Op::Refund {
@@ -195,9 +199,11 @@ fn command(
                 },
                 currency: if *kind == 2 { "USD".into() } else { EUR.into() },
                 occurred_at: now,
+                items: None,
             },
             program: program.clone(),
             recorded_at: now,
+            budgets_left: Default::default(),
         }),
     }
 }

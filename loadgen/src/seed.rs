@@ -335,9 +335,11 @@ fn next_command(
             amount_minor,
             currency: CURRENCY.to_owned(),
             occurred_at: at,
+            items: None,
         },
         program: program.clone(),
         recorded_at: at,
+        budgets_left: Default::default(),
     })
 }
 

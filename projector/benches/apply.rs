@@ -129,9 +129,11 @@ async fn generate(pool: &PgPool, members_per_org: usize) -> anyhow::Result<usize
                         amount_minor: 1_000 + 731 * ((m as i64 + p) % 40),
                         currency: "EUR".into(),
                         occurred_at: at,
+                        items: None,
                     },
                     program: snapshot.clone(),
                     recorded_at: at,
+                    budgets_left: Default::default(),
                 }));
                 if p % 4 == 3 {
                     commands.push(MemberCommand::RefundPurchase(Refund {

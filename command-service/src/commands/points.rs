@@ -27,6 +27,7 @@ impl Commands {
             receipt,
             program,
             recorded_at: Utc::now(),
+            budgets_left: Default::default(),
         });
         match self.execute_member(ctx, member_id, command).await {
             Err(CommandError::TransactionClaimed(_)) => Err(CommandError::TransactionClaimed(transaction_id)),

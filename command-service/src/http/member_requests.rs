@@ -91,6 +91,7 @@ impl From<PurchaseRequest> for Receipt {
             amount_minor: request.amount_minor,
             currency: request.currency,
             occurred_at: request.occurred_at,
+            items: None,
         }
     }
 }

@@ -3,8 +3,9 @@
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 
-use super::commands::MemberCommand;
-use super::decide::decide;
+use super::commands::{MemberCommand, Purchase};
+use super::decide::{decide, quote};
+use super::earn::Breakdown;
 use super::errors::MemberError;
 use super::events::MemberEvent;
 use super::state::Member;
@@ -18,6 +19,13 @@ impl Member {
             self.evolve(event.clone());
         }
         Ok(events)
+    }
+
+    /// The points `purchase` would earn now and why (SPEC §9 "Points quote"): the same checks
+    /// and the same decision as recording it, with no event. A quote does not ask whether the
+    /// transaction was already recorded.
+    pub fn quote(&self, purchase: &Purchase) -> Result<Breakdown, MemberError> {
+        quote(self, purchase)
     }
 }
 

@@ -2,9 +2,13 @@
 //! facts from the outside world its decision needs (the program in force, the server clock, the
 //! reward's catalogue entry), so that deciding is a pure function of the member and the command.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use super::earn::Line;
 
 use crate::program::{ProgramSnapshot, RewardDef};
 
@@ -54,6 +58,10 @@ pub struct Receipt {
     pub currency: String,
     /// Business time on the receipt (may be hours old for an offline terminal).
     pub occurred_at: DateTime<Utc>,
+    /// The basket lines (SPEC §9); without them the purchase is one line with no sku and no
+    /// category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<Line>>,
 }
 
 /// Records a purchase: earns points, collects stamps, may upgrade the tier.
@@ -63,6 +71,9 @@ pub struct Purchase {
     pub program: ProgramSnapshot,
     /// The server clock when the command was received.
     pub recorded_at: DateTime<Utc>,
+    /// What is left of each budgeted promotion's budget (promotion_id → points), as read by
+    /// the command service; a budgeted promotion missing here has nothing left.
+    pub budgets_left: BTreeMap<String, i64>,
 }
 
 /// Refunds (part of) a purchase: claws back its points in proportion.

@@ -57,6 +57,8 @@ pub enum MemberError {
     InvalidDelta,
     #[error("adjustment_id: adjustment '{0}' was already used with different details")]
     AdjustmentIdReused(String),
+    #[error("items: {0}")]
+    InvalidItems(String),
 }
 
 impl MemberError {
@@ -88,6 +90,7 @@ impl MemberError {
             ReasonRequired => "reason_required",
             InvalidDelta => "invalid_delta",
             AdjustmentIdReused(_) => "adjustment_id_reused",
+            InvalidItems(_) => "invalid_items",
         }
     }
 
@@ -111,6 +114,7 @@ impl MemberError {
             ReasonRequired => "reason",
             InvalidDelta => "delta",
             AdjustmentIdReused(_) => "adjustment_id",
+            InvalidItems(_) => "items",
         }
     }
 

@@ -7,6 +7,13 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::earn::{Breakdown, Line};
+
+/// The version `PurchaseRecorded` is written at: 2 added `items` and `breakdown` (SPEC §9).
+pub const PURCHASE_RECORDED_VERSION: &str = "2";
+/// The version of every other member event.
+pub const MEMBER_EVENT_VERSION: &str = "1";
+
 /// What happened to a member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MemberEvent {
@@ -32,6 +39,7 @@ pub enum MemberEvent {
         /// The tier the member held before this purchase, whose multiplier was used.
         tier: String,
         multiplier_bps: u32,
+        /// What the purchase earned: `breakdown.total`.
         points_earned: i64,
         /// When this purchase's points expire (`None`: never).
         expires_at: Option<DateTime<Utc>>,
@@ -39,6 +47,13 @@ pub enum MemberEvent {
         /// Qualifying points in the window ending when the purchase was recorded (or at
         /// `occurred_at` if that is later), this purchase included if it lies in the window.
         qualifying_points: i64,
+        /// The basket lines, when the receipt carried them (version 2).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        items: Option<Vec<Line>>,
+        /// Why the purchase earned `points_earned`: base, tier points, each applied
+        /// promotion, the cap cut and the total (version 2; version 1 is upcast in
+        /// [`crate::codec`]).
+        breakdown: Breakdown,
     },
     StampCollected {
         card_id: String,
@@ -130,7 +145,11 @@ impl DomainEvent for MemberEvent {
     }
 
     fn event_version(&self) -> String {
-        "1".to_owned()
+        match self {
+            MemberEvent::PurchaseRecorded { .. } => PURCHASE_RECORDED_VERSION,
+            _ => MEMBER_EVENT_VERSION,
+        }
+        .to_owned()
     }
 }
 

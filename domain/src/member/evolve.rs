@@ -42,9 +42,12 @@ impl Member {
                 occurred_at,
                 points_earned,
                 expires_at,
+                items,
+                breakdown,
                 ..
             } => {
                 self.credit(points_earned, occurred_at, expires_at);
+                self.earn_history.record(occurred_at, &breakdown);
                 self.purchases.insert(
                     transaction_id,
                     PurchaseRecord {
@@ -55,6 +58,7 @@ impl Member {
                         points_earned,
                         refunded_minor: 0,
                         clawed_back: 0,
+                        items,
                     },
                 );
             }

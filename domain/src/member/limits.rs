@@ -11,3 +11,7 @@ pub const MAX_CLOCK_SKEW: Duration = Duration::minutes(5);
 /// Longest display name and adjustment reason.
 pub const MAX_DISPLAY_NAME: usize = 64;
 pub const MAX_REASON: usize = 500;
+/// Most basket lines one purchase may carry.
+pub const MAX_ITEMS: usize = 500;
+/// Longest sku or category of a basket line.
+pub const MAX_ITEM_NAME: usize = 128;

@@ -10,6 +10,7 @@
 mod aggregate;
 pub mod commands;
 mod decide;
+pub mod earn;
 pub mod errors;
 pub mod events;
 mod evolve;
@@ -22,5 +23,7 @@ pub use commands::{
 pub use decide::decide;
 pub use errors::MemberError;
 pub use events::MemberEvent;
-pub use limits::{MAX_ADJUSTMENT, MAX_AMOUNT_MINOR, MAX_CLOCK_SKEW, MAX_DISPLAY_NAME, MAX_REASON};
+pub use limits::{
+    MAX_ADJUSTMENT, MAX_AMOUNT_MINOR, MAX_CLOCK_SKEW, MAX_DISPLAY_NAME, MAX_ITEMS, MAX_ITEM_NAME, MAX_REASON,
+};
 pub use state::{CardProgress, Enrolment, Grace, Lot, Member, PurchaseRecord, RefundRecord, TierState};

@@ -6,6 +6,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::earn::{EarnHistory, Line};
 use crate::points::PointCounters;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +35,9 @@ pub struct PurchaseRecord {
     pub points_earned: i64,
     pub refunded_minor: i64,
     pub clawed_back: i64,
+    /// The basket lines the receipt carried (a re-sent receipt must carry the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<Line>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +86,9 @@ pub struct Member {
     pub adjustments: BTreeMap<String, (i64, String)>,
     pub tier: TierState,
     pub stamp_cards: BTreeMap<String, CardProgress>,
+    /// What promotions and the earn cap need of the member's purchases (SPEC §9).
+    #[serde(default)]
+    pub earn_history: EarnHistory,
 }
 
 /// `true` when `occurred_at` lies in the qualification window `(as_of − window_days, as_of]`.

@@ -3,11 +3,18 @@
 use chrono::{DateTime, Utc};
 
 use super::config::ProgramConfig;
+use super::promotion::Promotion;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProgramCommand {
     Configure(Configuration),
     RegisterLocation(NewLocation),
+    /// Adds one promotion to the program in force (a new version).
+    AddPromotion(Promotion),
+    /// Replaces the promotion with the same `promotion_id` (a new version unless unchanged).
+    ChangePromotion(Promotion),
+    /// Ends a promotion at a given instant (idempotent).
+    EndPromotion(PromotionEnd),
 }
 
 impl ProgramCommand {
@@ -16,6 +23,9 @@ impl ProgramCommand {
         match self {
             ProgramCommand::Configure(_) => "ConfigureProgram",
             ProgramCommand::RegisterLocation(_) => "RegisterLocation",
+            ProgramCommand::AddPromotion(_) => "AddPromotion",
+            ProgramCommand::ChangePromotion(_) => "ChangePromotion",
+            ProgramCommand::EndPromotion(_) => "EndPromotion",
         }
     }
 }
@@ -34,5 +44,13 @@ pub struct NewLocation {
     pub org_id: String,
     pub location_id: String,
     pub name: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Ends promotion `promotion_id` at `at`: its `ends_at` becomes `at`, unless it already ends
+/// earlier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromotionEnd {
+    pub promotion_id: String,
     pub at: DateTime<Utc>,
 }

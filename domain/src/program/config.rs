@@ -7,6 +7,8 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::errors::ProgramError;
+use super::promotion::{self, EarnCap, Known, Promotion};
+use crate::calendar::TimeZone;
 use crate::ids::check_business_id;
 use crate::money::currency_digits;
 
@@ -107,6 +109,14 @@ pub struct ProgramConfig {
     /// Days below threshold before a re-evaluation may downgrade.
     #[serde(default = "default_grace_days")]
     pub downgrade_grace_days: u32,
+    /// The IANA time zone of schedules, per-member limit periods and earn-cap periods.
+    #[serde(default)]
+    pub time_zone: TimeZone,
+    /// The most points a member may earn from purchases in one local period.
+    #[serde(default)]
+    pub earn_cap: Option<EarnCap>,
+    #[serde(default)]
+    pub promotions: Vec<Promotion>,
 }
 
 impl ProgramConfig {
@@ -121,11 +131,15 @@ impl ProgramConfig {
             expiry_days: default_expiry_days(),
             qualification_window_days: default_window_days(),
             downgrade_grace_days: default_grace_days(),
+            time_zone: TimeZone::UTC,
+            earn_cap: None,
+            promotions: Vec::new(),
         }
     }
 
-    /// Checks the whole configuration; the error names the offending field.
-    pub fn validate(&self) -> Result<(), ProgramError> {
+    /// Checks the whole configuration against the org's registered `locations` (which
+    /// promotions may name); the error names the offending field.
+    pub fn validate(&self, locations: &BTreeSet<String>) -> Result<(), ProgramError> {
         let invalid = |field: String, message: &str| ProgramError::InvalidConfig {
             field,
             message: message.to_owned(),
@@ -225,7 +239,26 @@ impl ProgramConfig {
         if self.downgrade_grace_days > MAX_POLICY_DAYS {
             return Err(invalid("downgrade_grace_days".into(), "must be at most 36500"));
         }
-        Ok(())
+        let tiers: BTreeSet<&str> = self.tiers.iter().map(|t| t.name.as_str()).collect();
+        let known = Known {
+            tiers: &tiers,
+            locations,
+        };
+        promotion::validate(&self.promotions, self.earn_cap.as_ref(), &known).map_err(|problem| {
+            ProgramError::InvalidConfig {
+                field: problem.field,
+                message: problem.message,
+            }
+        })
+    }
+
+    /// The promotions with a budget for the whole org.
+    pub fn budgeted_promotions(&self) -> impl Iterator<Item = &Promotion> {
+        self.promotions.iter().filter(|p| p.budget_points.is_some())
+    }
+
+    pub fn promotion(&self, promotion_id: &str) -> Option<&Promotion> {
+        self.promotions.iter().find(|p| p.promotion_id == promotion_id)
     }
 
     /// Minor-unit digits of the program currency (validated on configuration).

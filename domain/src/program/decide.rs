@@ -1,8 +1,14 @@
 //! The program's rules: `decide(program, command)` is pure and synchronous.
 
-use super::commands::{Configuration, NewLocation, ProgramCommand};
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+
+use super::commands::{Configuration, NewLocation, ProgramCommand, PromotionEnd};
+use super::config::ProgramConfig;
 use super::errors::ProgramError;
 use super::events::ProgramEvent;
+use super::promotion::Promotion;
 use super::state::Program;
 use crate::ids::is_slug;
 
@@ -11,7 +17,7 @@ pub fn decide(program: &Program, command: ProgramCommand) -> Result<Vec<ProgramE
     match command {
         ProgramCommand::Configure(Configuration { org_id, config, at }) => {
             check_org(program, &org_id)?;
-            config.validate()?;
+            config.validate(&registered(program))?;
             // Re-sending the program in force is not a change: no new version.
             if program.config.as_ref() == Some(&config) {
                 return Ok(Vec::new());
@@ -49,7 +55,74 @@ pub fn decide(program: &Program, command: ProgramCommand) -> Result<Vec<ProgramE
                 registered_at: at,
             }])
         }
+        // Changes of one promotion are decided here, against the program in force, so that
+        // two admins editing different promotions at once never lose one of the edits. They
+        // carry no clock of their own (except an end): the change is dated when decided.
+        ProgramCommand::AddPromotion(promotion) => {
+            let mut config = in_force(program)?.clone();
+            if config.promotion(&promotion.promotion_id).is_some() {
+                return Err(ProgramError::PromotionExists(promotion.promotion_id));
+            }
+            config.promotions.push(promotion);
+            reconfigure(program, config, Utc::now())
+        }
+        ProgramCommand::ChangePromotion(promotion) => {
+            let mut config = in_force(program)?.clone();
+            let id = promotion.promotion_id.clone();
+            *promotion_mut(&mut config, &id)? = promotion;
+            reconfigure(program, config, Utc::now())
+        }
+        ProgramCommand::EndPromotion(PromotionEnd { promotion_id, at }) => {
+            let mut config = in_force(program)?.clone();
+            let promotion = promotion_mut(&mut config, &promotion_id)?;
+            // A promotion that has not started yet ends before it ever runs.
+            let end = at.max(promotion.starts_at);
+            if promotion.ends_at.is_some_and(|ends_at| ends_at <= end) {
+                return Ok(Vec::new());
+            }
+            promotion.ends_at = Some(end);
+            reconfigure(program, config, at)
+        }
     }
+}
+
+/// The org's registered locations, which promotions may name.
+fn registered(program: &Program) -> BTreeSet<String> {
+    program.locations.keys().cloned().collect()
+}
+
+fn in_force(program: &Program) -> Result<&ProgramConfig, ProgramError> {
+    program.config.as_ref().ok_or(ProgramError::NotConfigured)
+}
+
+fn promotion_mut<'c>(
+    config: &'c mut ProgramConfig,
+    promotion_id: &str,
+) -> Result<&'c mut Promotion, ProgramError> {
+    config
+        .promotions
+        .iter_mut()
+        .find(|p| p.promotion_id == promotion_id)
+        .ok_or_else(|| ProgramError::PromotionNotFound(promotion_id.to_owned()))
+}
+
+/// The next version with `config`, validated; nothing when it is the program in force.
+fn reconfigure(
+    program: &Program,
+    config: ProgramConfig,
+    at: DateTime<Utc>,
+) -> Result<Vec<ProgramEvent>, ProgramError> {
+    let org_id = program.org_id.clone().ok_or(ProgramError::NotConfigured)?;
+    config.validate(&registered(program))?;
+    if program.config.as_ref() == Some(&config) {
+        return Ok(Vec::new());
+    }
+    Ok(vec![ProgramEvent::ProgramConfigured {
+        org_id,
+        version: program.version + 1,
+        config,
+        configured_at: at,
+    }])
 }
 
 fn check_org(program: &Program, org_id: &str) -> Result<(), ProgramError> {

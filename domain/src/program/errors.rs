@@ -16,6 +16,12 @@ pub enum ProgramError {
     LocationAlreadyRegistered(String),
     #[error("org_id: this program belongs to org '{expected}', not '{got}'")]
     WrongOrg { expected: String, got: String },
+    #[error("org_id: the org has no program yet; configure it first")]
+    NotConfigured,
+    #[error("promotion_id: no promotion '{0}' in the program")]
+    PromotionNotFound(String),
+    #[error("promotion_id: promotion '{0}' already exists; change it instead")]
+    PromotionExists(String),
 }
 
 impl ProgramError {
@@ -29,6 +35,9 @@ impl ProgramError {
             ProgramError::InvalidLocationName => "invalid_location_name",
             ProgramError::LocationAlreadyRegistered(_) => "location_exists",
             ProgramError::WrongOrg { .. } => "wrong_org",
+            ProgramError::NotConfigured => "program_not_configured",
+            ProgramError::PromotionNotFound(_) => "promotion_not_found",
+            ProgramError::PromotionExists(_) => "promotion_exists",
         }
     }
 
@@ -36,6 +45,10 @@ impl ProgramError {
     pub fn field(&self) -> Option<String> {
         match self {
             ProgramError::InvalidConfig { field, .. } => Some(field.clone()),
+            ProgramError::NotConfigured => Some("org_id".into()),
+            ProgramError::PromotionNotFound(_) | ProgramError::PromotionExists(_) => {
+                Some("promotion_id".into())
+            }
             ProgramError::UnknownCurrency(_) => Some("currency".into()),
             ProgramError::InvalidOrgId(_) | ProgramError::WrongOrg { .. } => Some("org_id".into()),
             ProgramError::InvalidLocationId(_) | ProgramError::LocationAlreadyRegistered(_) => {

@@ -10,13 +10,15 @@ pub mod config;
 mod decide;
 pub mod errors;
 pub mod events;
+pub mod promotion;
 pub mod state;
 
-pub use commands::{Configuration, NewLocation, ProgramCommand};
+pub use commands::{Configuration, NewLocation, ProgramCommand, PromotionEnd};
 pub use config::{
     default_tiers, ProgramConfig, ProgramSnapshot, RewardDef, StampCardDef, Tier, MAX_POLICY_DAYS,
 };
 pub use decide::decide;
 pub use errors::ProgramError;
 pub use events::ProgramEvent;
+pub use promotion::{Conditions, EarnCap, Effect, Limit, LimitPeriod, Promotion, Schedule};
 pub use state::Program;

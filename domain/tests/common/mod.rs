@@ -11,6 +11,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::test::TestFramework;
 use cqrs_es::Aggregate;
+use domain::member::earn::Breakdown;
 use domain::member::{Adjustment, Expiry, NewMember, Purchase, Receipt, Redemption, Refund, TierReview};
 use domain::member::{Member, MemberCommand, MemberError, MemberEvent};
 use domain::program::{ProgramConfig, ProgramSnapshot, RewardDef, StampCardDef};
@@ -124,9 +125,11 @@ pub fn purchase_in(
             amount_minor,
             currency: program.config.currency.clone(),
             occurred_at,
+            items: None,
         },
         program,
         recorded_at: occurred_at,
+        budgets_left: Default::default(),
     })
 }
 
@@ -244,5 +247,18 @@ pub fn purchased(
         expires_at: Some(occurred_at + Duration::days(365)),
         balance_after,
         qualifying_points,
+        items: None,
+        breakdown: without_promotions(base_points, points_earned),
+    }
+}
+
+/// The breakdown of a purchase no promotion and no cap touched: its tier points are its total.
+pub fn without_promotions(base: i64, points: i64) -> Breakdown {
+    Breakdown {
+        base,
+        tier_points: points,
+        promotions: Vec::new(),
+        cap_cut: 0,
+        total: points,
     }
 }

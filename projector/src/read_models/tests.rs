@@ -45,6 +45,14 @@ fn purchase(txn: &str, points: i64, balance_after: i64) -> MemberEvent {
         expires_at: Some(at + chrono::Duration::days(365)),
         balance_after,
         qualifying_points: points,
+        items: None,
+        breakdown: domain::member::earn::Breakdown {
+            base: points,
+            tier_points: points,
+            promotions: Vec::new(),
+            cap_cut: 0,
+            total: points,
+        },
     }
 }
 

@@ -204,9 +204,11 @@ impl Log {
                 amount_minor,
                 currency: program.config.currency.clone(),
                 occurred_at: at,
+                items: None,
             },
             program,
             recorded_at: at,
+            budgets_left: Default::default(),
         });
         self.member(org, member, command).await.expect("purchase")
     }
@@ -482,9 +484,11 @@ pub async fn random_workload(
                         amount_minor: amount,
                         currency: program.config.currency.clone(),
                         occurred_at,
+                        items: None,
                     },
                     program,
                     recorded_at: clock,
+                    budgets_left: Default::default(),
                 });
                 log.member(org, member, command).await.expect("purchase");
             }

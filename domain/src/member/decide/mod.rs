@@ -5,10 +5,13 @@
 
 mod checks;
 mod enrol;
+mod items;
 mod points;
 mod purchase;
 mod refund;
 mod tier;
+
+pub(crate) use purchase::quote;
 
 use super::commands::MemberCommand;
 use super::errors::MemberError;

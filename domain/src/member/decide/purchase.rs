@@ -1,19 +1,119 @@
-//! Recording a purchase: points at the member's tier multiplier, stamps, and a tier upgrade
-//! when the purchase crosses a threshold.
+//! Recording a purchase: points as SPEC §3 and §9 define them (the tier multiplier of the
+//! tier before the purchase, the promotions that apply, the earn cap), stamps, and a tier
+//! upgrade when the purchase crosses a threshold. A quote runs the same checks and the same
+//! earn decision, and records nothing.
 
-use chrono::SubsecRound as _;
+use chrono::{DateTime, SubsecRound as _, Utc};
 
 use super::checks::{add_days, check_amount, check_id, enrolled};
+use super::items::check_items;
 use crate::ids::is_slug;
 use crate::member::commands::{Purchase, Receipt};
+use crate::member::earn::{earn, Breakdown, EarnRules, Line, PurchaseFacts};
 use crate::member::errors::MemberError;
 use crate::member::events::MemberEvent;
 use crate::member::limits::MAX_CLOCK_SKEW;
 use crate::member::state::{in_window, Member};
-use crate::money::{apply_multiplier, base_points, currency_digits};
+use crate::money::currency_digits;
 use crate::program::ProgramSnapshot;
 
+/// Every check a purchase must pass before anything is earned; the receipt's `occurred_at` as
+/// recorded (to the microsecond).
+fn check_purchase(member: &Member, purchase: &Purchase) -> Result<DateTime<Utc>, MemberError> {
+    let Purchase {
+        receipt,
+        program,
+        recorded_at,
+        ..
+    } = purchase;
+    // Postgres keeps microseconds: a receipt time finer than that would come back from the
+    // read models different from the event, and its refund would no longer match it.
+    let occurred_at = receipt.occurred_at.trunc_subsecs(6);
+    enrolled(member)?;
+    check_id("transaction_id", &receipt.transaction_id)?;
+    if !is_slug(&receipt.location_id) {
+        return Err(MemberError::InvalidLocationId(receipt.location_id.clone()));
+    }
+    if !program.locations.contains(&receipt.location_id) {
+        return Err(MemberError::UnknownLocation(receipt.location_id.clone()));
+    }
+    check_amount("amount_minor", receipt.amount_minor)?;
+    if currency_digits(&receipt.currency).is_none() {
+        return Err(MemberError::UnknownCurrency(receipt.currency.clone()));
+    }
+    if receipt.currency != program.config.currency {
+        return Err(MemberError::CurrencyMismatch {
+            expected: program.config.currency.clone(),
+            got: receipt.currency.clone(),
+        });
+    }
+    if occurred_at > *recorded_at + MAX_CLOCK_SKEW {
+        return Err(MemberError::OccurredInFuture(occurred_at));
+    }
+    check_items(receipt.items.as_deref(), receipt.amount_minor)?;
+    Ok(occurred_at)
+}
+
+/// The points of a checked purchase (SPEC §9 "Points of a purchase"), for the member's tier
+/// before the purchase, their own history and the budgets the command carries.
+fn decide_points(
+    member: &Member,
+    purchase: &Purchase,
+    occurred_at: DateTime<Utc>,
+) -> Result<Breakdown, MemberError> {
+    let Purchase {
+        receipt,
+        program,
+        budgets_left,
+        ..
+    } = purchase;
+    let config = &program.config;
+    let (_, multiplier_bps) = current_tier(member, program);
+    let whole = [Line::whole_purchase(receipt.amount_minor)];
+    let rules = EarnRules {
+        earn_rate: config.earn_rate,
+        digits: config.currency_digits(),
+        time_zone: config.time_zone,
+        promotions: &config.promotions,
+        earn_cap: config.earn_cap,
+    };
+    let facts = PurchaseFacts {
+        amount_minor: receipt.amount_minor,
+        location_id: &receipt.location_id,
+        occurred_at,
+        lines: receipt.items.as_deref().unwrap_or(&whole),
+        tier: &member.tier.name,
+        tier_multiplier_bps: multiplier_bps,
+    };
+    earn(&rules, &facts, &member.earn_history, budgets_left).map_err(|overflow| MemberError::Overflow {
+        field: overflow.field,
+    })
+}
+
+/// The breakdown `purchase` would earn now, recording nothing: the checks and the decision of
+/// [`record_purchase`], without its duplicate check (a quote is asked before the purchase).
+pub(crate) fn quote(member: &Member, purchase: &Purchase) -> Result<Breakdown, MemberError> {
+    let occurred_at = check_purchase(member, purchase)?;
+    decide_points(member, purchase, occurred_at)
+}
+
 pub(super) fn record_purchase(member: &Member, command: Purchase) -> Result<Vec<MemberEvent>, MemberError> {
+    let occurred_at = check_purchase(member, &command)?;
+    if let Some(existing) = member.purchases.get(&command.receipt.transaction_id) {
+        // The same receipt sent twice is the same purchase: never a second earn.
+        let receipt = &command.receipt;
+        let same = existing.amount_minor == receipt.amount_minor
+            && existing.currency == receipt.currency
+            && existing.location_id == receipt.location_id
+            && existing.occurred_at == occurred_at
+            && existing.items == receipt.items;
+        return if same {
+            Ok(Vec::new())
+        } else {
+            Err(MemberError::TransactionConflict(receipt.transaction_id.clone()))
+        };
+    }
+    let breakdown = decide_points(member, &command, occurred_at)?;
     let Purchase {
         receipt:
             Receipt {
@@ -21,53 +121,19 @@ pub(super) fn record_purchase(member: &Member, command: Purchase) -> Result<Vec<
                 location_id,
                 amount_minor,
                 currency,
-                occurred_at,
+                items,
+                ..
             },
         program,
         recorded_at,
+        ..
     } = command;
-    // Postgres keeps microseconds: a receipt time finer than that would come back from the
-    // read models different from the event, and its refund would no longer match it.
-    let occurred_at = occurred_at.trunc_subsecs(6);
-    enrolled(member)?;
-    check_id("transaction_id", &transaction_id)?;
-    if !is_slug(&location_id) {
-        return Err(MemberError::InvalidLocationId(location_id));
-    }
-    if !program.locations.contains(&location_id) {
-        return Err(MemberError::UnknownLocation(location_id));
-    }
-    check_amount("amount_minor", amount_minor)?;
-    let digits = currency_digits(&currency).ok_or_else(|| MemberError::UnknownCurrency(currency.clone()))?;
     let config = &program.config;
-    if currency != config.currency {
-        return Err(MemberError::CurrencyMismatch {
-            expected: config.currency.clone(),
-            got: currency,
-        });
-    }
-    if occurred_at > recorded_at + MAX_CLOCK_SKEW {
-        return Err(MemberError::OccurredInFuture(occurred_at));
-    }
-    if let Some(existing) = member.purchases.get(&transaction_id) {
-        // The same receipt sent twice is the same purchase: never a second earn.
-        let same = existing.amount_minor == amount_minor
-            && existing.currency == currency
-            && existing.location_id == location_id
-            && existing.occurred_at == occurred_at;
-        return if same {
-            Ok(Vec::new())
-        } else {
-            Err(MemberError::TransactionConflict(transaction_id))
-        };
-    }
-
     let (tier_index, multiplier_bps) = current_tier(member, &program);
     let overflow = MemberError::Overflow {
         field: "amount_minor",
     };
-    let base = base_points(amount_minor, config.earn_rate, digits).ok_or(overflow.clone())?;
-    let points = apply_multiplier(base, multiplier_bps).ok_or(overflow.clone())?;
+    let points = breakdown.total;
     let balance_after = member
         .points
         .balance
@@ -81,7 +147,8 @@ pub(super) fn record_purchase(member: &Member, command: Purchase) -> Result<Vec<
     let expires_at = add_days(occurred_at, config.expiry_days, "occurred_at")?;
     // Qualification is judged now, when the purchase is recorded, not at the receipt's time:
     // a receipt that an offline terminal sends late must still see the purchases recorded
-    // after it was printed, and a receipt older than the window no longer qualifies.
+    // after it was printed, and a receipt older than the window no longer qualifies. A
+    // purchase qualifies with its whole total (promotion points included, after the cap).
     let as_of = recorded_at.max(occurred_at);
     let window = config.qualification_window_days;
     let own_points = if in_window(occurred_at, as_of, window) {
@@ -104,13 +171,15 @@ pub(super) fn record_purchase(member: &Member, command: Purchase) -> Result<Vec<
         currency,
         occurred_at,
         program_version: program.version,
-        base_points: base,
+        base_points: breakdown.base,
         tier: member.tier.name.clone(),
         multiplier_bps,
         points_earned: points,
         expires_at,
         balance_after,
         qualifying_points,
+        items,
+        breakdown,
     }];
 
     for card in &config.stamp_cards {
