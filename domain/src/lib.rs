@@ -5,7 +5,8 @@
 //!
 //! Two aggregates:
 //! - [`program::Program`] — one per org: currency, earn rate, tier ladder, stamp cards, rewards
-//!   catalogue, expiry policy and registered locations. Every change bumps `program_version`.
+//!   catalogue, expiry policy, time zone, promotions, earn cap and registered locations. Every
+//!   change bumps `program_version`.
 //! - [`member::Member`] — one per member of an org: balance by expiry lots, purchases and their
 //!   refunds, tier, stamp cards, redemptions and adjustments.
 //!
@@ -13,6 +14,11 @@
 //! `decide` (the rules, a pure `decide(&state, command) -> Result<Vec<Event>, Error>`),
 //! `events`, `errors`, `state` (with how events fold into it), and `aggregate`, the cqrs-es
 //! adapter plus `execute` (decide, then apply) for code that builds histories in memory.
+//!
+//! The points of a purchase (SPEC §9: tier points, promotions, the earn cap) are decided by
+//! [`member::earn`], a pure function of the program, the purchase, the member's own history and
+//! the budgets left; [`calendar`] is the program's local time (days, ISO weeks, months and
+//! schedule clock times in its time zone).
 //!
 //! [`ledger::postings`] turns each member event into its balanced double-entry journal entry;
 //! [`points::PointCounters`] are the balance and its running totals.

@@ -2,6 +2,7 @@
 //!
 //! - [`commands`]: what can be asked of a member, with the outside facts its decision needs;
 //! - [`decide()`]: the rules, pure and synchronous — a command's events or the rule it breaks;
+//! - [`earn`]: the points of a purchase (SPEC §9), shared by purchases, quotes and readers;
 //! - [`events`]: what happened (the wire schema);
 //! - [`errors`]: why a command is refused;
 //! - [`state`] and `evolve`: the member as rebuilt from its events;

@@ -2,6 +2,8 @@
 //! and bumps `program_version`; member events record the version they were computed with.
 //!
 //! [`config`] is the program an admin configures (and the snapshot member commands carry);
+//! [`promotion`] its promotions and earn cap (SPEC §9) with their validation; one promotion is
+//! added, changed or ended by a command of its own, decided against the program in force;
 //! [`commands`], [`decide()`], [`events`], [`errors`] and [`state`] as for the member.
 
 mod aggregate;

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod promotions;
+
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
