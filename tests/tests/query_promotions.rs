@@ -277,3 +277,77 @@ async fn active_promotions_respect_dates_schedule_tier_conditions_and_limits() {
 
     stack.cleanup().await;
 }
+
+#[tokio::test]
+async fn active_promotions_of_a_page_of_members_cost_a_constant_number_of_statements() {
+    use std::sync::Arc;
+
+    use query_service::auth::Caller;
+    use query_service::db::Db;
+    use query_service::graphql::Schemas;
+    use query_service::live::LiveFeed;
+
+    let stack = Stack::start().await;
+    configure(
+        &stack,
+        json!({"promotions": [
+            promotion("always", json!({"bonus": {"points": 5}}), json!({})),
+            promotion("once", json!({"bonus": {"points": 5}}),
+                      json!({"stackable": true, "limit": {"count": 1, "period": "promotion"}})),
+        ]}),
+    )
+    .await;
+    let mut members = Vec::new();
+    for i in 0..12 {
+        members.push(stack.enroll(&format!("card-{i}"), None).await);
+    }
+    // Every other member purchased: `once` is used up for them.
+    for (i, member) in members.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+        stack.purchase(*member, &format!("rcpt-{i}"), 1_000).await;
+    }
+    stack.wait_for_balance(members[10], 20).await;
+    stack.wait_for_balance(members[11], 0).await;
+
+    let db = Db::new(stack.db.pool().clone());
+    let schemas = Schemas::new(
+        db.clone(),
+        Arc::new(LiveFeed::default()),
+        query_service::Limits::default(),
+    );
+    let analyst = common::keys::authenticate(stack.db.pool(), &stack.keys.analyst)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut statements = Vec::new();
+    for first in [2, 12] {
+        let before = db.statements();
+        let response = schemas
+            .execute_json(
+                Caller::Key(analyst.clone()),
+                "query($org: ID!, $first: Int) { members(orgId: $org, first: $first) {
+                   edges { node { memberId balance { points } activePromotions { promotionId } } } } }",
+                json!({"org": ORG, "first": first}),
+            )
+            .await;
+        assert!(response.get("errors").is_none(), "{response:#}");
+        let edges = response["data"]["members"]["edges"].as_array().unwrap();
+        assert_eq!(edges.len(), first);
+        for edge in edges {
+            let node = &edge["node"];
+            let purchased = node["balance"]["points"] != 0;
+            let expected = if purchased {
+                json!([{"promotionId": "always"}])
+            } else {
+                json!([{"promotionId": "always"}, {"promotionId": "once"}])
+            };
+            assert_eq!(node["activePromotions"], expected, "{node}");
+        }
+        statements.push(db.statements() - before);
+    }
+    assert_eq!(
+        statements[0], statements[1],
+        "statements for 2 and for 12 members: {statements:?}"
+    );
+
+    stack.cleanup().await;
+}
