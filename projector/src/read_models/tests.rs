@@ -280,3 +280,24 @@ fn promotion_uses_count_points_and_first_uses_and_refunds_change_nothing() {
         ["double", "hello"]
     );
 }
+
+#[test]
+fn a_version_1_purchase_applies_no_promotion() {
+    let key = MemberKey {
+        org_id: "o".into(),
+        member_id: Uuid::new_v4(),
+    };
+    let (mut state, _) = enrolled(&key);
+    // A purchase as stored before promotions existed: no items, no breakdown.
+    let payload = serde_json::json!({"PurchaseRecorded": {
+        "transaction_id": "old", "location_id": "shop", "amount_minor": 1_250, "currency": "EUR",
+        "occurred_at": "2024-01-03T10:00:00Z", "program_version": 1, "base_points": 12, "tier": "Bronze",
+        "multiplier_bps": 10_000, "points_earned": 12, "expires_at": null, "balance_after": 12,
+        "qualifying_points": 12}});
+    let event = domain::codec::decode_member("PurchaseRecorded", "1", payload).unwrap();
+    let mut writes = Writes::default();
+    state.apply(&key, &meta(2), &event, &mut writes).unwrap();
+    assert_eq!(state.balance.as_ref().unwrap().points.balance, 12);
+    assert!(writes.promotions.uses.is_empty() && writes.promotions.stats.is_empty());
+    assert!(!writes.applied.contains_key(&ReadModel::Promotions));
+}

@@ -280,3 +280,25 @@ impl From<PromotionStatsRow> for PromotionStats {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn effects_read_as_a_storefront_would_show_them() {
+        let multiplier = |bps| PromotionEffect::from(Effect::Multiplier { multiplier_bps: bps }).description;
+        assert_eq!(multiplier(20_000), "2× points");
+        assert_eq!(multiplier(15_000), "1.5× points");
+        assert_eq!(multiplier(10_001), "1.0001× points");
+        assert_eq!(multiplier(100_000), "10× points");
+        assert_eq!(
+            PromotionEffect::from(Effect::Bonus { points: 500 }).description,
+            "+500 points"
+        );
+        assert_eq!(
+            PromotionEffect::from(Effect::PerUnit { points: 5 }).description,
+            "5 points per unit"
+        );
+    }
+}
