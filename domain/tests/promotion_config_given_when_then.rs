@@ -313,10 +313,11 @@ fn in_force() -> Program {
     program
 }
 
-/// The one event of `command`, checked to be the next version dated between `from` and now;
-/// its config.
+/// The one event of `command`, checked to be the next version dated when it was decided; its
+/// config.
 fn next_version(program: &mut Program, command: ProgramCommand) -> ProgramConfig {
     let from = Utc::now();
+    let next = program.version + 1;
     let events = program.execute(command).unwrap();
     let [ProgramEvent::ProgramConfigured {
         org_id,
@@ -327,7 +328,7 @@ fn next_version(program: &mut Program, command: ProgramCommand) -> ProgramConfig
     else {
         panic!("{events:?}");
     };
-    assert_eq!((org_id.as_str(), *version), (ORG, 2));
+    assert_eq!((org_id.as_str(), *version), (ORG, next));
     assert!(*configured_at >= from && *configured_at <= Utc::now());
     config.clone()
 }
@@ -406,60 +407,33 @@ fn end(promotion_id: &str, at: &str) -> ProgramCommand {
 
 #[test]
 fn ending_a_promotion_sets_its_end_once() {
-    let mut ended = with_promotions(vec![promo(json!({"ends_at": "2026-03-03T10:00:00Z"}))]);
-    program_aggregate()
-        .given(vec![
-            store_registered(),
-            configured(1, with_promotions(vec![promo(json!({}))]), at(0, 9)),
-        ])
-        .when(end("p", "2026-03-03T10:00:00Z"))
-        .then_expect_events(vec![configured(2, ended.clone(), utc("2026-03-03T10:00:00Z"))]);
-    let given = vec![
-        store_registered(),
-        configured(1, with_promotions(vec![promo(json!({}))]), at(0, 9)),
-        configured(2, ended.clone(), utc("2026-03-03T10:00:00Z")),
-    ];
+    let mut program = in_force();
+    let config = next_version(&mut program, end("p", "2026-03-03T10:00:00Z"));
+    assert_eq!(
+        config,
+        with_promotions(vec![promo(json!({"ends_at": "2026-03-03T10:00:00Z"}))])
+    );
     // Again, or later: it has already ended.
-    program_aggregate()
-        .given(given.clone())
-        .when(end("p", "2026-03-03T10:00:00Z"))
-        .then_expect_events(vec![]);
-    program_aggregate()
-        .given(given.clone())
-        .when(end("p", "2026-04-01T00:00:00Z"))
-        .then_expect_events(vec![]);
+    assert_eq!(program.execute(end("p", "2026-03-03T10:00:00Z")), Ok(vec![]));
+    assert_eq!(program.execute(end("p", "2026-04-01T00:00:00Z")), Ok(vec![]));
     // Earlier: the earlier end holds.
-    ended.promotions[0].ends_at = Some(utc("2026-03-02T00:00:00Z"));
-    program_aggregate()
-        .given(given)
-        .when(end("p", "2026-03-02T00:00:00Z"))
-        .then_expect_events(vec![configured(3, ended, utc("2026-03-02T00:00:00Z"))]);
+    let config = next_version(&mut program, end("p", "2026-03-02T00:00:00Z"));
+    assert_eq!(config.promotions[0].ends_at, Some(utc("2026-03-02T00:00:00Z")));
 }
 
 #[test]
 fn ending_a_promotion_before_it_starts_ends_it_at_its_start() {
-    let given = vec![
-        store_registered(),
-        configured(
-            1,
-            with_promotions(vec![promo(json!({"starts_at": "2026-06-01T00:00:00Z"}))]),
-            at(0, 9),
-        ),
-    ];
-    let ended = with_promotions(vec![promo(
-        json!({"starts_at": "2026-06-01T00:00:00Z", "ends_at": "2026-06-01T00:00:00Z"}),
-    )]);
-    program_aggregate()
-        .given(given)
-        .when(end("p", "2026-03-03T10:00:00Z"))
-        .then_expect_events(vec![configured(2, ended, utc("2026-03-03T10:00:00Z"))]);
-    program_aggregate()
-        .given(vec![
-            store_registered(),
-            configured(1, with_promotions(vec![promo(json!({}))]), at(0, 9)),
-        ])
-        .when(end("q", "2026-03-03T10:00:00Z"))
-        .then_expect_error(ProgramError::PromotionNotFound("q".into()));
+    let mut program = Program::default();
+    program.evolve(store_registered());
+    let starting_in_june = promo(json!({"starts_at": "2026-06-01T00:00:00Z"}));
+    program.evolve(configured(1, with_promotions(vec![starting_in_june]), at(0, 9)));
+    let config = next_version(&mut program, end("p", "2026-03-03T10:00:00Z"));
+    let never_ran = promo(json!({"starts_at": "2026-06-01T00:00:00Z", "ends_at": "2026-06-01T00:00:00Z"}));
+    assert_eq!(config.promotions, [never_ran]);
+    assert_eq!(
+        program.execute(end("q", "2026-03-03T10:00:00Z")),
+        Err(ProgramError::PromotionNotFound("q".into()))
+    );
 }
 
 #[test]

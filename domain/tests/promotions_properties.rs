@@ -2,14 +2,21 @@
 //! multiplier, per-unit, line-scoped or not, stackable or not, budgeted or not), a random cap
 //! and random baskets, the breakdown always adds up to the total the member is credited, the
 //! cap is never passed, and a promoted purchase refunded in any number of parts claws back
-//! exactly what it earned.
+//! exactly what it earned; over random histories of purchases (some late, some re-sent) and
+//! refunds, the books balance, each local day stays under the cap, and the member (promotion
+//! uses and earned totals included) is exactly what its events say.
 
 mod common;
 
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
 use common::promotions::*;
 use common::STORE;
+use domain::calendar::Period;
+use domain::ledger::{postings, Account};
 use domain::member::earn::{Breakdown, Line};
-use domain::member::{MemberCommand, MemberEvent, Refund};
+use domain::member::{Member, MemberCommand, MemberEvent, Refund};
 use domain::money::cumulative_clawback;
 use domain::program::Promotion;
 use proptest::prelude::*;
@@ -106,8 +113,141 @@ fn split(total: i64, cuts: &[Index]) -> Vec<i64> {
     points.windows(2).map(|w| w[1] - w[0]).collect()
 }
 
+#[derive(Debug, Clone)]
+enum Step {
+    Advance {
+        hours: i64,
+    },
+    /// A purchase printed `late_minutes` ago, or a re-sent earlier receipt.
+    Buy {
+        amount: i64,
+        basket: Option<Vec<(usize, u32, i64)>>,
+        late_minutes: i64,
+        resend: Option<Index>,
+    },
+    /// A refund of `permille`/1000 of what is left of a purchase.
+    Refund {
+        purchase: Index,
+        permille: i64,
+    },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        2 => (0_i64..60).prop_map(|hours| Step::Advance { hours }),
+        5 => (1_i64..60_000, basket(), prop_oneof![3 => Just(0_i64), 1 => 0_i64..3_000], proptest::option::weighted(0.15, any::<Index>()))
+            .prop_map(|(amount, basket, late_minutes, resend)| Step::Buy { amount, basket, late_minutes, resend }),
+        2 => (any::<Index>(), 1_i64..=1000).prop_map(|(purchase, permille)| Step::Refund { purchase, permille }),
+    ]
+}
+
+/// The receipts recorded so far: transaction id → (amount, occurred_at, lines).
+type Receipts = BTreeMap<String, (i64, DateTime<Utc>, Option<Vec<Line>>)>;
+
+/// Checks one appended event: it reads back as written and its journal entry balances.
+fn check_event(event: &MemberEvent, member_account: &mut i64) -> Result<(), TestCaseError> {
+    let json = serde_json::to_string(event).unwrap();
+    prop_assert_eq!(&serde_json::from_str::<MemberEvent>(&json).unwrap(), event);
+    let entry = postings(event);
+    prop_assert_eq!(
+        entry.iter().map(|p| p.delta).sum::<i64>(),
+        0,
+        "unbalanced {:?}",
+        event
+    );
+    *member_account += entry
+        .iter()
+        .filter(|p| p.account == Account::MemberPoints)
+        .map(|p| p.delta)
+        .sum::<i64>();
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn books_balance_caps_hold_and_the_member_is_its_events_under_promotions(
+        promotions in promotions(),
+        budget_left in prop::collection::vec(0_i64..3_000, 1..4),
+        cap in proptest::option::of(1_i64..3_000),
+        steps in prop::collection::vec(step(), 1..30),
+    ) {
+        let mut shop = shop(promotions, &budget_left, cap).in_zone("Europe/Paris");
+        let zone = shop.program.config.time_zone;
+        let mut log: Vec<MemberEvent> = Vec::new();
+        let mut member_account = 0;
+        let mut receipts = Receipts::new();
+        let mut per_day: BTreeMap<chrono::NaiveDate, i64> = BTreeMap::new();
+        let mut now = utc("2026-03-28T20:00:00Z");
+        for (i, step) in steps.into_iter().enumerate() {
+            let command = match step {
+                Step::Advance { hours } => {
+                    now += Duration::hours(hours);
+                    continue;
+                }
+                Step::Buy { resend: Some(which), .. } if !receipts.is_empty() => {
+                    let (txn, (amount, at, items)) = receipts.iter().nth(which.index(receipts.len())).unwrap();
+                    let mut body = shop.purchase_body(txn, *amount, &at.to_rfc3339(), STORE, items.clone());
+                    body.recorded_at = now;
+                    MemberCommand::RecordPurchase(body)
+                }
+                Step::Buy { amount, basket, late_minutes, .. } => {
+                    let items = basket.map(|b| lines(&b));
+                    let amount = items.as_ref().map_or(amount, |l| l.iter().map(|l| l.amount_minor).sum());
+                    if amount == 0 {
+                        continue;
+                    }
+                    let at = now - Duration::minutes(late_minutes);
+                    let mut body = shop.purchase_body(&format!("t{i}"), amount, &at.to_rfc3339(), STORE, items);
+                    body.recorded_at = now;
+                    MemberCommand::RecordPurchase(body)
+                }
+                Step::Refund { purchase, permille } => {
+                    if shop.member.purchases.is_empty() {
+                        continue;
+                    }
+                    let (txn, p) = shop.member.purchases.iter().nth(purchase.index(shop.member.purchases.len())).unwrap();
+                    let part = (p.amount_minor - p.refunded_minor) * permille / 1000;
+                    if part == 0 {
+                        continue;
+                    }
+                    MemberCommand::RefundPurchase(Refund {
+                        refund_id: format!("r{i}"),
+                        transaction_id: txn.clone(),
+                        amount_minor: part,
+                        program: shop.program.clone(),
+                        at: now,
+                    })
+                }
+            };
+            let events = shop.record(command).unwrap();
+            for event in &events {
+                check_event(event, &mut member_account)?;
+                if let MemberEvent::PurchaseRecorded { transaction_id, amount_minor, occurred_at, items, points_earned, breakdown, balance_after, .. } = event {
+                    check_sums(breakdown)?;
+                    prop_assert_eq!(*points_earned, breakdown.total);
+                    prop_assert_eq!(*balance_after, member_account);
+                    receipts.insert(transaction_id.clone(), (*amount_minor, *occurred_at, items.clone()));
+                    *per_day.entry(zone.period_start(Period::Day, *occurred_at)).or_default() += breakdown.total;
+                }
+            }
+            log.extend(events);
+            prop_assert_eq!(member_account, shop.member.points.balance);
+        }
+        if let Some(cap) = cap {
+            prop_assert!(per_day.values().all(|total| *total <= cap), "{:?} over the cap {}", per_day, cap);
+        }
+        // The member is exactly what its events say (after the same enrolment), and reads back
+        // as written.
+        let mut rebuilt = Shop::new(vec![]).member;
+        for event in &log {
+            rebuilt.evolve(event.clone());
+        }
+        prop_assert_eq!(&rebuilt, &shop.member);
+        let json = serde_json::to_value(&shop.member).unwrap();
+        prop_assert_eq!(&serde_json::from_value::<Member>(json).unwrap(), &shop.member);
+    }
 
     /// Every breakdown adds up to its total, which is what the event credits; a day's totals
     /// never pass the cap; a budget never goes below zero.

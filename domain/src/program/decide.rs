@@ -56,8 +56,10 @@ pub fn decide(program: &Program, command: ProgramCommand) -> Result<Vec<ProgramE
             }])
         }
         // Changes of one promotion are decided here, against the program in force, so that
-        // two admins editing different promotions at once never lose one of the edits. They
-        // carry no clock of their own (except an end): the change is dated when decided.
+        // two admins editing different promotions at once never lose one of the edits. The
+        // commands carry no clock (an end's `at` is when the promotion stops, which may be
+        // ahead): the new version is dated when it is decided, the one read of the clock in
+        // the domain.
         ProgramCommand::AddPromotion(promotion) => {
             let mut config = in_force(program)?.clone();
             if config.promotion(&promotion.promotion_id).is_some() {
@@ -81,7 +83,7 @@ pub fn decide(program: &Program, command: ProgramCommand) -> Result<Vec<ProgramE
                 return Ok(Vec::new());
             }
             promotion.ends_at = Some(end);
-            reconfigure(program, config, at)
+            reconfigure(program, config, Utc::now())
         }
     }
 }
