@@ -193,6 +193,31 @@ async fn promotion_statistics_equal_the_sums_of_the_purchase_breakdowns() {
         json!({"count": 1, "period": "promotion"})
     );
 
+    // A promotion removed from the program keeps its statistics, listed after the program's.
+    configure(
+        &stack,
+        json!({"promotions": [
+            promotion("double", json!({"multiplier": {"multiplier_bps": 20000}}), json!({})),
+        ]}),
+    )
+    .await;
+    let data = stack
+        .query
+        .graphql_until(
+            &stack.keys.analyst,
+            STATS,
+            json!({"org": ORG}),
+            std::time::Duration::from_secs(20),
+            |data| data["promotionStats"][1]["name"].is_null(),
+        )
+        .await;
+    assert_eq!(
+        data["promotionStats"][1],
+        json!({"promotionId": "hello", "name": null, "uses": 2, "points": 10, "members": 2, "budgetLeft": null,
+               "daily": [{"day": today, "uses": 2, "points": 10}]})
+    );
+    assert_eq!(data["promotionStats"][0]["points"], 75);
+
     // The audit replays the promotion read models exactly.
     let audit = projector::audit::audit(stack.db.pool(), "rm").await.unwrap();
     assert!(audit.is_clean(), "{audit}");

@@ -97,12 +97,24 @@ pub(super) fn apply(
     let MemberEvent::PurchaseRecorded {
         transaction_id,
         occurred_at,
+        points_earned,
         breakdown,
         ..
     } = event
     else {
         return Ok(());
     };
+    let promoted = breakdown
+        .promotions
+        .iter()
+        .try_fold(breakdown.tier_points, |sum, p| sum.checked_add(p.points));
+    if breakdown.total != *points_earned || promoted != Some(breakdown.total) {
+        return Err(ApplyError::Invalid(format!(
+            "purchase '{transaction_id}' earned {points_earned} points but its breakdown adds up to {promoted:?} \
+             with a total of {}",
+            breakdown.total
+        )));
+    }
     if breakdown.promotions.is_empty() {
         return Ok(());
     }

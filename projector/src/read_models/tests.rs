@@ -301,3 +301,21 @@ fn a_version_1_purchase_applies_no_promotion() {
     assert!(writes.promotions.uses.is_empty() && writes.promotions.stats.is_empty());
     assert!(!writes.applied.contains_key(&ReadModel::Promotions));
 }
+
+#[test]
+fn a_breakdown_that_does_not_add_up_to_the_points_earned_is_refused() {
+    let key = MemberKey {
+        org_id: "o".into(),
+        member_id: Uuid::new_v4(),
+    };
+    let (mut state, _) = enrolled(&key);
+    let mut event = promoted("a", 15, &[("hello", 5, None)]);
+    if let MemberEvent::PurchaseRecorded { breakdown, .. } = &mut event {
+        breakdown.promotions[0].points = 6;
+    }
+    let error = state
+        .apply(&key, &meta(2), &event, &mut Writes::default())
+        .unwrap_err();
+    assert!(error.to_string().contains("adds up to Some(16)"), "{error}");
+    assert!(state.promotions.is_empty());
+}

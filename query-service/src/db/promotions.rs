@@ -55,13 +55,19 @@ impl Db {
     /// program's order (others last, by id), with its days oldest first.
     pub async fn promotion_stats(&self, org_id: &str) -> QueryResult<Vec<PromotionStatsRow>> {
         let rows = sqlx::query_as(
-            "SELECT s.promotion_id, s.name, s.uses, s.points, s.members, s.budget_points, s.budget_left, \
+            // As the view `rm.promotion_statistics` reads, with the org filtered on both sides
+            // of the join (so each side is read through its primary key).
+            "SELECT promotion_id, p.name, coalesce(s.uses, 0) AS uses, coalesce(s.points, 0) AS points, \
+                    coalesce(s.members, 0) AS members, p.budget_points, \
+                    CASE WHEN p.budget_points IS NOT NULL \
+                         THEN greatest(p.budget_points - coalesce(s.budget_drawn, 0), 0) END AS budget_left, \
                     (SELECT coalesce(json_agg(json_build_object('day', to_char(d.day, 'YYYY-MM-DD'), \
                               'uses', d.uses, 'points', d.points) ORDER BY d.day), '[]') \
-                     FROM rm.promotion_daily d WHERE d.org_id = s.org_id AND d.promotion_id = s.promotion_id) \
-                    AS daily \
-             FROM rm.promotion_statistics s WHERE s.org_id = $1 \
-             ORDER BY s.position NULLS LAST, s.promotion_id",
+                     FROM rm.promotion_daily d WHERE d.org_id = $1 \
+                       AND d.promotion_id = coalesce(p.promotion_id, s.promotion_id)) AS daily \
+             FROM (SELECT * FROM rm.program_promotions WHERE org_id = $1) p \
+             FULL JOIN (SELECT * FROM rm.promotion_stats WHERE org_id = $1) s USING (promotion_id) \
+             ORDER BY p.position NULLS LAST, promotion_id",
         )
         .bind(org_id)
         .fetch_all(self.pool())
