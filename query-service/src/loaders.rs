@@ -11,7 +11,7 @@
 //! request, so no answer shows data older than its request. Subscriptions use a schema-wide
 //! instance with the cache off ([`uncached`]), since a connection lives long.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
@@ -19,8 +19,8 @@ use async_graphql::{Lookahead, Value};
 use domain::ids::MemberKey;
 
 use crate::db::{
-    BalanceRow, Db, FullProgram, LeaderboardRow, MemberRow, PeriodKeys, RfmRow, StampCardRow, TierChangeRow,
-    TierRow, TransitionRow,
+    BalanceRow, Db, FullProgram, LeaderboardRow, MemberRow, PeriodKeys, PromotionHistoryRow, RfmRow,
+    StampCardRow, TierChangeRow, TierRow, TransitionRow,
 };
 use crate::error::{QueryError, QueryResult};
 
@@ -65,6 +65,12 @@ pub struct RanksOf(pub MemberKey, pub String);
 /// An org's program.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ProgramOf(pub String);
+/// A member's last purchase and promotion uses.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PromotionHistoryOf(pub MemberKey);
+/// What is left of each budgeted promotion's budget of an org.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BudgetsOf(pub String);
 
 fn rekey<K: Eq + Hash, V>(values: HashMap<MemberKey, V>, wrap: impl Fn(MemberKey) -> K) -> HashMap<K, V> {
     values
@@ -98,6 +104,7 @@ member_loader!(RfmOf, RfmRow, rfm);
 member_loader!(StampCardsOf, Vec<StampCardRow>, stamp_cards);
 member_loader!(TierHistoryOf, Vec<TierChangeRow>, tier_history);
 member_loader!(TransitionsOf, Vec<TransitionRow>, member_transitions);
+member_loader!(PromotionHistoryOf, PromotionHistoryRow, promotion_histories);
 
 impl Loader<RanksOf> for ReadModels {
     type Value = Vec<LeaderboardRow>;
@@ -129,6 +136,23 @@ impl Loader<ProgramOf> for ReadModels {
         Ok(programs
             .into_iter()
             .map(|(org, program)| (ProgramOf(org), program))
+            .collect())
+    }
+}
+
+impl Loader<BudgetsOf> for ReadModels {
+    type Value = BTreeMap<String, i64>;
+    type Error = QueryError;
+
+    async fn load(
+        &self,
+        keys: &[BudgetsOf],
+    ) -> Result<HashMap<BudgetsOf, BTreeMap<String, i64>>, QueryError> {
+        let orgs: Vec<String> = keys.iter().map(|key| key.0.clone()).collect();
+        let budgets = self.db.budgets_left(&orgs).await?;
+        Ok(budgets
+            .into_iter()
+            .map(|(org, left)| (BudgetsOf(org), left))
             .collect())
     }
 }
@@ -214,8 +238,18 @@ async fn prefetch_level(loaders: &Loaders, member: &Lookahead<'_>, keys: &[Membe
     };
     let program = async {
         // The entry tier of members without a tier row comes from the program, too.
-        if wants("affordableRewards") || wants("tier") {
+        if wants("affordableRewards") || wants("tier") || wants("activePromotions") {
             loaders.load_many(orgs.iter().cloned().map(ProgramOf)).await?;
+        }
+        Ok(())
+    };
+    let promotions = async {
+        if wants("activePromotions") {
+            futures::try_join!(
+                loaders.load_many(each(keys, TierOf)),
+                loaders.load_many(each(keys, PromotionHistoryOf)),
+                loaders.load_many(orgs.iter().cloned().map(BudgetsOf)),
+            )?;
         }
         Ok(())
     };
@@ -234,6 +268,7 @@ async fn prefetch_level(loaders: &Loaders, member: &Lookahead<'_>, keys: &[Membe
         tier_history,
         transitions,
         program,
+        promotions,
         ranks
     )?;
     Ok(())

@@ -45,6 +45,11 @@ const FIELDS: &[(&str, Access, &str)] = &[
     ),
     ("liability", Access::Analyst, "liability(orgId: $org) { points }"),
     (
+        "promotionStats",
+        Access::Analyst,
+        "promotionStats(orgId: $org) { promotionId uses }",
+    ),
+    (
         "members",
         Access::Analyst,
         "members(orgId: $org) { edges { node { memberId } } }",

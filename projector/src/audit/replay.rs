@@ -126,6 +126,9 @@ const KEEP_INDEXES: &[&str] = &[
     "program_rewards",
     "program_stamp_cards",
     "program_locations",
+    "program_promotions",
+    "promotion_stats",
+    "promotion_daily",
 ];
 
 /// Creates the scratch tables of the replay, like the live ones. Unlogged: they are thrown

@@ -8,7 +8,8 @@
 //! - [`rfm`]: purchases (the raw data), per-member and per-org aggregates, scores and segments;
 //! - [`leaderboard`]: points per org, location and period;
 //! - [`directory`]: who is enrolled;
-//! - [`program`]: each org's current program and locations.
+//! - [`program`]: each org's current program (its promotions, time zone and cap) and locations;
+//! - [`promotions`]: what each promotion awarded, per use, in total and per day.
 //!
 //! This module ties them together for one batch: [`MemberState`] (the rows of one member that
 //! events modify in place, loaded before and written back after), [`Writes`] (the rows a batch
@@ -20,8 +21,9 @@
 //! Table names are unqualified: the caller's transaction sets `search_path` to the read-model
 //! schema (`rm` live, a scratch schema during an audit).
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
 use anyhow::Context as _;
-use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use domain::{MemberEvent, ProgramEvent};
@@ -36,6 +38,7 @@ pub mod balance;
 pub mod directory;
 pub mod leaderboard;
 pub mod program;
+pub mod promotions;
 pub mod rfm;
 pub mod stamps;
 pub mod tier;
@@ -54,10 +57,11 @@ pub enum ReadModel {
     Leaderboard,
     Directory,
     Program,
+    Promotions,
 }
 
 impl ReadModel {
-    pub const ALL: [ReadModel; 8] = [
+    pub const ALL: [ReadModel; 9] = [
         ReadModel::Balance,
         ReadModel::Ledger,
         ReadModel::Tier,
@@ -66,6 +70,7 @@ impl ReadModel {
         ReadModel::Leaderboard,
         ReadModel::Directory,
         ReadModel::Program,
+        ReadModel::Promotions,
     ];
 
     /// The name in metrics and logs.
@@ -79,6 +84,7 @@ impl ReadModel {
             ReadModel::Leaderboard => "leaderboard",
             ReadModel::Directory => "directory",
             ReadModel::Program => "program",
+            ReadModel::Promotions => "promotions",
         }
     }
 
@@ -93,6 +99,7 @@ impl ReadModel {
             ReadModel::Leaderboard => leaderboard::TABLES,
             ReadModel::Directory => directory::TABLES,
             ReadModel::Program => program::TABLES,
+            ReadModel::Promotions => promotions::TABLES,
         }
     }
 }
@@ -119,6 +126,8 @@ pub struct MemberState {
     pub tier: Option<tier::TierRow>,
     pub stamps: BTreeMap<String, stamps::StampRow>,
     pub purchases: BTreeMap<String, rfm::PurchaseRow>,
+    /// The promotions the member has used (a first use counts a new member of the promotion).
+    pub promotions: BTreeSet<String>,
     /// Some event of this batch was applied to the member: its rows are written back.
     pub touched: bool,
 }
@@ -133,6 +142,7 @@ pub struct Writes {
     pub rfm: rfm::RfmWrites,
     pub leaderboard: leaderboard::LeaderboardWrites,
     pub program: program::ProgramWrites,
+    pub promotions: promotions::PromotionWrites,
     pub progress: Progress,
     /// Events applied per read model, for the metrics.
     pub applied: BTreeMap<ReadModel, u64>,
@@ -148,6 +158,7 @@ impl Writes {
         self.rfm.merge(other.rfm);
         self.leaderboard.merge(other.leaderboard);
         self.program.merge(other.program);
+        self.promotions.merge(other.promotions);
         self.progress.merge(other.progress);
         for (model, n) in other.applied {
             *self.applied.entry(model).or_default() += n;
@@ -209,6 +220,7 @@ fn apply_member(
     tier::apply(&mut state.tier, key, meta, event, writes)?;
     stamps::apply(&mut state.stamps, key, event, writes)?;
     leaderboard::apply(key, meta, event, writes);
+    promotions::apply(&mut state.promotions, key, event, writes)?;
     directory::apply(key, event, writes);
     Ok(())
 }
@@ -294,6 +306,7 @@ pub async fn load_members(
     tier::load(conn, &keys, &mut states).await?;
     stamps::load(conn, &keys, &mut states).await?;
     rfm::load(conn, purchases, &mut states).await?;
+    promotions::load(conn, &keys, &mut states).await?;
     Ok(states)
 }
 
@@ -351,6 +364,7 @@ pub async fn flush(
     stamps::flush_rewards(conn, &writes.stamp_rewards).await?;
     leaderboard::flush(conn, &writes.leaderboard, mode).await?;
     program::flush(conn, &writes.program).await?;
+    promotions::flush(conn, &writes.promotions).await?;
     progress::flush(conn, &writes.progress, mode).await
 }
 

@@ -1,11 +1,11 @@
-//! Each org's current program (`programs` with its tiers, rewards and stamp cards) and its
-//! registered locations (`program_locations`).
+//! Each org's current program (`programs` with its time zone and earn cap, its tiers, rewards,
+//! stamp cards and promotions) and its registered locations (`program_locations`).
 
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use domain::program::ProgramConfig;
+use domain::program::{ProgramConfig, Promotion};
 use domain::ProgramEvent;
 use sqlx::PgConnection;
 
@@ -18,6 +18,7 @@ pub const TABLES: &[&str] = &[
     "program_rewards",
     "program_stamp_cards",
     "program_locations",
+    "program_promotions",
 ];
 
 #[derive(Debug, Clone)]
@@ -124,12 +125,14 @@ async fn write_program(conn: &mut PgConnection, org: &str, program: &ProgramRow)
     let config = &program.config;
     sqlx::query(
         "INSERT INTO programs (org_id, version, currency, earn_rate, expiry_days, qualification_window_days, \
-         downgrade_grace_days, configured_at, config) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         downgrade_grace_days, configured_at, config, time_zone, earn_cap_points, earn_cap_period) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
          ON CONFLICT (org_id) DO UPDATE SET version = excluded.version, currency = excluded.currency, \
          earn_rate = excluded.earn_rate, expiry_days = excluded.expiry_days, \
          qualification_window_days = excluded.qualification_window_days, \
          downgrade_grace_days = excluded.downgrade_grace_days, configured_at = excluded.configured_at, \
-         config = excluded.config",
+         config = excluded.config, time_zone = excluded.time_zone, \
+         earn_cap_points = excluded.earn_cap_points, earn_cap_period = excluded.earn_cap_period",
     )
     .bind(org)
     .bind(program.version)
@@ -140,10 +143,18 @@ async fn write_program(conn: &mut PgConnection, org: &str, program: &ProgramRow)
     .bind(i64::from(config.downgrade_grace_days))
     .bind(program.configured_at)
     .bind(sqlx::types::Json(config))
+    .bind(config.time_zone.name())
+    .bind(config.earn_cap.map(|cap| cap.points))
+    .bind(config.earn_cap.map(|cap| json_name(&cap.period)))
     .execute(&mut *conn)
     .await
     .context("writing programs")?;
-    for table in ["program_tiers", "program_rewards", "program_stamp_cards"] {
+    for table in [
+        "program_tiers",
+        "program_rewards",
+        "program_stamp_cards",
+        "program_promotions",
+    ] {
         sqlx::query(&format!("DELETE FROM {table} WHERE org_id = $1"))
             .bind(org)
             .execute(&mut *conn)
@@ -195,5 +206,65 @@ async fn write_program(conn: &mut PgConnection, org: &str, program: &ProgramRow)
     .execute(&mut *conn)
     .await
     .context("writing program_stamp_cards")?;
+    write_promotions(conn, org, &config.promotions).await
+}
+
+/// The JSON name of a unit enum (`"day"`, `"promotion"`), as the program JSON writes it.
+fn json_name<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        other => format!("{other:?}"),
+    }
+}
+
+fn json_text<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
+    serde_json::to_string(value).context("serializing a promotion")
+}
+
+/// Writes the program's promotions, in its order.
+async fn write_promotions(
+    conn: &mut PgConnection,
+    org: &str,
+    promotions: &[Promotion],
+) -> anyhow::Result<()> {
+    if promotions.is_empty() {
+        return Ok(());
+    }
+    let p = promotions;
+    sqlx::query(
+        "INSERT INTO program_promotions (org_id, promotion_id, position, name, starts_at, ends_at, schedule, \
+         conditions, effect, stackable, priority, limit_count, limit_period, budget_points) \
+         SELECT $1, p.id, p.position, p.name, p.starts_at, p.ends_at, p.schedule::jsonb, p.conditions::jsonb, \
+         p.effect::jsonb, p.stackable, p.priority, p.limit_count, p.limit_period, p.budget_points \
+         FROM unnest($2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::text[], \
+         $8::text[], $9::text[], $10::bool[], $11::int[], $12::int[], $13::text[], $14::bigint[]) \
+         AS p(id, position, name, starts_at, ends_at, schedule, conditions, effect, stackable, priority, \
+         limit_count, limit_period, budget_points)",
+    )
+    .bind(org)
+    .bind(p.iter().map(|p| p.promotion_id.clone()).collect::<Vec<_>>())
+    .bind((0..p.len()).map(|i| i32::try_from(i).unwrap_or(i32::MAX)).collect::<Vec<_>>())
+    .bind(p.iter().map(|p| p.name.clone()).collect::<Vec<_>>())
+    .bind(p.iter().map(|p| p.starts_at).collect::<Vec<_>>())
+    .bind(p.iter().map(|p| p.ends_at).collect::<Vec<_>>())
+    .bind(
+        p.iter()
+            .map(|p| p.schedule.as_ref().map(json_text).transpose())
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    )
+    .bind(p.iter().map(|p| json_text(&p.conditions)).collect::<anyhow::Result<Vec<_>>>()?)
+    .bind(p.iter().map(|p| json_text(&p.effect)).collect::<anyhow::Result<Vec<_>>>()?)
+    .bind(p.iter().map(|p| p.stackable).collect::<Vec<_>>())
+    .bind(p.iter().map(|p| p.priority).collect::<Vec<_>>())
+    .bind(
+        p.iter()
+            .map(|p| p.limit.map(|l| i32::try_from(l.count).unwrap_or(i32::MAX)))
+            .collect::<Vec<_>>(),
+    )
+    .bind(p.iter().map(|p| p.limit.map(|l| json_name(&l.period))).collect::<Vec<_>>())
+    .bind(p.iter().map(|p| p.budget_points).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await
+    .context("writing program_promotions")?;
     Ok(())
 }

@@ -167,9 +167,13 @@ fn a_refund_must_match_the_purchase_it_names() {
 
 #[test]
 fn every_table_of_the_schema_belongs_to_one_read_model_or_to_the_progress() {
-    let migration = include_str!("../../../schema/migrations/0004_read_models.sql");
-    let mut created: Vec<&str> = migration
-        .lines()
+    let migrations = [
+        include_str!("../../../schema/migrations/0004_read_models.sql"),
+        include_str!("../../../schema/migrations/0007_promotion_read_models.sql"),
+    ];
+    let mut created: Vec<&str> = migrations
+        .iter()
+        .flat_map(|migration| migration.lines())
         .filter_map(|line| line.strip_prefix("CREATE TABLE rm."))
         .map(str::trim)
         .collect();
@@ -183,4 +187,135 @@ fn every_table_of_the_schema_belongs_to_one_read_model_or_to_the_progress() {
     assert_eq!(owned, created);
     let names: std::collections::BTreeSet<&str> = ReadModel::ALL.iter().map(|m| m.as_str()).collect();
     assert_eq!(names.len(), ReadModel::ALL.len());
+}
+
+fn promoted(txn: &str, balance_after: i64, promotions: &[(&str, i64, Option<i64>)]) -> MemberEvent {
+    let extra: i64 = promotions.iter().map(|(_, points, _)| points).sum();
+    let mut event = purchase(txn, 10, balance_after);
+    if let MemberEvent::PurchaseRecorded {
+        points_earned,
+        breakdown,
+        ..
+    } = &mut event
+    {
+        *points_earned += extra;
+        breakdown.total += extra;
+        breakdown.promotions = promotions
+            .iter()
+            .map(
+                |(id, points, budget_left)| domain::member::earn::PromotionPoints {
+                    promotion_id: (*id).into(),
+                    points: *points,
+                    budget_left: *budget_left,
+                },
+            )
+            .collect();
+    }
+    event
+}
+
+#[test]
+fn promotion_uses_count_points_and_first_uses_and_refunds_change_nothing() {
+    let key = MemberKey {
+        org_id: "o".into(),
+        member_id: Uuid::new_v4(),
+    };
+    let (mut state, _) = enrolled(&key);
+    let mut writes = Writes::default();
+    let a = promoted("a", 25, &[("double", 10, Some(90)), ("hello", 5, None)]);
+    state.apply(&key, &meta(2), &a, &mut writes).unwrap();
+    // The cap took all of `double`'s extra: still a use.
+    let b = promoted("b", 35, &[("double", 0, Some(90))]);
+    state.apply(&key, &meta(3), &b, &mut writes).unwrap();
+    let stats = |id: &str| writes.promotions.stats[&("o".to_owned(), id.to_owned())];
+    assert_eq!(
+        stats("double"),
+        promotions::StatsDelta {
+            uses: 2,
+            points: 10,
+            members: 1,
+            budget_drawn: 10
+        }
+    );
+    assert_eq!(
+        stats("hello"),
+        promotions::StatsDelta {
+            uses: 1,
+            points: 5,
+            members: 1,
+            budget_drawn: 0
+        }
+    );
+    assert_eq!(writes.promotions.uses.len(), 3);
+    assert_eq!(writes.promotions.daily.len(), 2);
+    assert_eq!(writes.applied[&ReadModel::Promotions], 2);
+
+    let at = Utc.with_ymd_and_hms(2024, 1, 3, 10, 0, 0).unwrap();
+    let refund = MemberEvent::PurchaseRefunded {
+        refund_id: "r".into(),
+        transaction_id: "a".into(),
+        location_id: "shop".into(),
+        purchase_occurred_at: at,
+        purchase_amount_minor: 1_000,
+        purchase_points_earned: 25,
+        amount_minor: 1_000,
+        refunded_total_minor: 1_000,
+        points_clawed_back: 25,
+        balance_after: 10,
+        qualifying_points: 10,
+        occurred_at: at,
+    };
+    let mut after_refund = Writes::default();
+    state.apply(&key, &meta(4), &refund, &mut after_refund).unwrap();
+    assert!(after_refund.promotions.uses.is_empty() && after_refund.promotions.stats.is_empty());
+
+    // A purchase naming a promotion twice is refused, and leaves the member's uses as before.
+    let twice = promoted("c", 30, &[("new", 5, None), ("new", 5, None)]);
+    let error = state
+        .apply(&key, &meta(5), &twice, &mut Writes::default())
+        .unwrap_err();
+    assert!(error.to_string().contains("twice"), "{error}");
+    assert_eq!(
+        state.promotions.iter().map(String::as_str).collect::<Vec<_>>(),
+        ["double", "hello"]
+    );
+}
+
+#[test]
+fn a_version_1_purchase_applies_no_promotion() {
+    let key = MemberKey {
+        org_id: "o".into(),
+        member_id: Uuid::new_v4(),
+    };
+    let (mut state, _) = enrolled(&key);
+    // A purchase as stored before promotions existed: no items, no breakdown.
+    let payload = serde_json::json!({"PurchaseRecorded": {
+        "transaction_id": "old", "location_id": "shop", "amount_minor": 1_250, "currency": "EUR",
+        "occurred_at": "2024-01-03T10:00:00Z", "program_version": 1, "base_points": 12, "tier": "Bronze",
+        "multiplier_bps": 10_000, "points_earned": 12, "expires_at": null, "balance_after": 12,
+        "qualifying_points": 12}});
+    let event = domain::codec::decode_member("PurchaseRecorded", "1", payload).unwrap();
+    let mut writes = Writes::default();
+    state.apply(&key, &meta(2), &event, &mut writes).unwrap();
+    assert_eq!(state.balance.as_ref().unwrap().points.balance, 12);
+    assert!(writes.promotions.uses.is_empty() && writes.promotions.stats.is_empty());
+    assert!(!writes.applied.contains_key(&ReadModel::Promotions));
+}
+
+#[test]
+fn a_breakdown_that_does_not_add_up_to_the_points_earned_is_refused() {
+    let key = MemberKey {
+        org_id: "o".into(),
+        member_id: Uuid::new_v4(),
+    };
+    let (mut state, _) = enrolled(&key);
+    let mut event = promoted("a", 15, &[("hello", 5, None)]);
+    if let MemberEvent::PurchaseRecorded { breakdown, .. } = &mut event {
+        breakdown.promotions[0].points = 6;
+    }
+    let error = state
+        .apply(&key, &meta(2), &event, &mut Writes::default())
+        .unwrap_err();
+    assert!(error.to_string().contains("adds up to Some(16)"), "{error}");
+    assert!(state.promotions.is_empty());
 }

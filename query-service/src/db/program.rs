@@ -1,8 +1,10 @@
-//! Programs (`rm.programs` with their tiers, rewards and stamp cards).
+//! Programs (`rm.programs` with their tiers, rewards and stamp cards, and the whole
+//! configuration: promotions, time zone, earn cap).
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use domain::program::ProgramConfig;
 
 use super::Db;
 use crate::error::QueryResult;
@@ -50,6 +52,7 @@ struct ProgramWithParts {
     tiers: sqlx::types::Json<Vec<ProgramTierRow>>,
     rewards: sqlx::types::Json<Vec<RewardRow>>,
     stamp_cards: sqlx::types::Json<Vec<StampCardDefRow>>,
+    config: sqlx::types::Json<ProgramConfig>,
 }
 
 /// An org's program with its ladder, catalogue and cards.
@@ -59,6 +62,8 @@ pub struct FullProgram {
     pub tiers: Vec<ProgramTierRow>,
     pub rewards: Vec<RewardRow>,
     pub stamp_cards: Vec<StampCardDefRow>,
+    /// The whole configuration (promotions, time zone, earn cap among others).
+    pub config: ProgramConfig,
 }
 
 impl Db {
@@ -80,7 +85,8 @@ impl Db {
                     (SELECT coalesce(json_agg(json_build_object('card_id', c.card_id, 'name', c.name, \
                               'stamps_required', c.stamps_required, 'reward_id', c.reward_id, \
                               'min_amount_minor', c.min_amount_minor) ORDER BY c.card_id), '[]') \
-                     FROM rm.program_stamp_cards c WHERE c.org_id = p.org_id) AS stamp_cards \
+                     FROM rm.program_stamp_cards c WHERE c.org_id = p.org_id) AS stamp_cards, \
+                    p.config \
              FROM rm.programs p WHERE p.org_id = ANY($1)",
         )
         .bind(orgs)
@@ -94,6 +100,7 @@ impl Db {
                     tiers: row.tiers.0,
                     rewards: row.rewards.0,
                     stamp_cards: row.stamp_cards.0,
+                    config: row.config.0,
                 };
                 (full.program.org_id.clone(), full)
             })

@@ -15,8 +15,8 @@ use crate::db::{self, MemberAfter, MemberSort, PeriodKeys};
 use crate::error::{QueryError, QueryResult};
 use crate::loaders::{self, DirectoryOf, ProgramOf};
 use crate::types::{
-    check_segment, LeaderboardEntry, Liability, Member, MemberFilter, MemberOrder, Period, Program, RfmCell,
-    SegmentCount, SegmentTransition, TierCount,
+    check_segment, LeaderboardEntry, Liability, Member, MemberFilter, MemberOrder, Period, Program,
+    PromotionStats, RfmCell, SegmentCount, SegmentTransition, TierCount,
 };
 
 /// Entries of a leaderboard when `first` is not given (SPEC §8: `first: Int = 10`).
@@ -140,6 +140,15 @@ impl QueryRoot {
             .into_iter()
             .map(|(tier, count)| TierCount { tier, count })
             .collect())
+    }
+
+    /// What each promotion awarded: uses, points (after the earn cap, gross of later refunds'
+    /// clawbacks), distinct members, budget left, and per UTC day. Every promotion of the
+    /// program, in its order, then those removed from it that were used. Analyst keys.
+    #[graphql(guard = "OrgGuard::new(Access::Analyst, &org_id)")]
+    async fn promotion_stats(&self, ctx: &Context<'_>, org_id: ID) -> QueryResult<Vec<PromotionStats>> {
+        let rows = crate::types::db(ctx).promotion_stats(&org_id).await?;
+        Ok(rows.into_iter().map(PromotionStats::from).collect())
     }
 
     /// The points the org owes its members. Analyst keys.

@@ -4,6 +4,7 @@ use async_graphql::SimpleObject;
 use chrono::{DateTime, Utc};
 use domain::MemberEvent;
 
+use super::PurchaseBreakdown;
 use crate::db::EventRow;
 
 /// One event of a member's history.
@@ -32,6 +33,8 @@ pub struct HistoryEntry {
     pub reason: Option<String>,
     /// The tier after a tier event.
     pub tier: Option<String>,
+    /// How a purchase's points were made up: base, tier points, promotions, the cap's cut.
+    pub breakdown: Option<PurchaseBreakdown>,
 }
 
 impl From<EventRow> for HistoryEntry {
@@ -49,6 +52,7 @@ impl From<EventRow> for HistoryEntry {
             reward_id: None,
             reason: None,
             tier: None,
+            breakdown: None,
         };
         match row.event {
             MemberEvent::MemberEnrolled { tier, .. } => entry.tier = Some(tier),
@@ -56,9 +60,15 @@ impl From<EventRow> for HistoryEntry {
                 transaction_id,
                 location_id,
                 amount_minor,
+                breakdown,
                 ..
+            } => {
+                entry.transaction_id = Some(transaction_id);
+                entry.location_id = Some(location_id);
+                entry.amount_minor = Some(amount_minor);
+                entry.breakdown = Some(PurchaseBreakdown::from(&breakdown));
             }
-            | MemberEvent::PurchaseRefunded {
+            MemberEvent::PurchaseRefunded {
                 transaction_id,
                 location_id,
                 amount_minor,

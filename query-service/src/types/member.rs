@@ -4,15 +4,19 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Object, ID};
 use chrono::{DateTime, Utc};
 use domain::ids::MemberKey;
+use domain::member::earn::{active_promotions, EarnHistory};
 
 use super::{db, loaders};
-use super::{Balance, HistoryEntry, LeaderboardRank, Period, Reward, Rfm, SegmentTransition, StampCard};
+use super::{
+    Balance, HistoryEntry, LeaderboardRank, Period, Promotion, Reward, Rfm, SegmentTransition, StampCard,
+};
 use super::{TierChange, TierProgress};
 use crate::cursor;
 use crate::db::MemberRow;
 use crate::error::QueryResult;
 use crate::loaders::{
-    BalanceOf, ProgramOf, RanksOf, RfmOf, StampCardsOf, TierHistoryOf, TierOf, TransitionsOf,
+    BalanceOf, BudgetsOf, ProgramOf, PromotionHistoryOf, RanksOf, RfmOf, StampCardsOf, TierHistoryOf, TierOf,
+    TransitionsOf,
 };
 
 /// A loyalty member of an org.
@@ -93,6 +97,46 @@ impl Member {
             .filter(|reward| reward.active && reward.points_cost <= balance)
             .map(Reward)
             .collect())
+    }
+
+    /// The promotions that would apply to a purchase by this member now, at any of the org's
+    /// locations, whatever the amount and the basket: those running now (dates and schedule in
+    /// the program's time zone) whose tier, first-purchase and inactivity conditions the member
+    /// meets, with uses left under the per-member limit and budget left. In the program's order.
+    async fn active_promotions(&self, ctx: &Context<'_>) -> QueryResult<Vec<Promotion>> {
+        let loaders = loaders(ctx);
+        let org = self.row.org_id.clone();
+        let (program, tier, history, budgets) = futures::try_join!(
+            loaders.load_one(ProgramOf(org.clone())),
+            loaders.load_one(TierOf(self.key())),
+            loaders.load_one(PromotionHistoryOf(self.key())),
+            loaders.load_one(BudgetsOf(org)),
+        )?;
+        let Some(program) = program else {
+            return Ok(Vec::new());
+        };
+        // A member not yet in the tier model is in the program's entry tier.
+        let tier = tier
+            .map(|row| row.tier)
+            .or_else(|| program.tiers.first().map(|t| t.name.clone()))
+            .unwrap_or_default();
+        let history = history.unwrap_or_default();
+        let history = EarnHistory::rebuilt(
+            history.last_purchase_at,
+            history
+                .uses
+                .0
+                .into_iter()
+                .map(|u| (u.promotion_id, u.occurred_at)),
+        );
+        let budgets = budgets.unwrap_or_default();
+        Ok(
+            active_promotions(&program.config, &tier, &history, &budgets, Utc::now())
+                .into_iter()
+                .cloned()
+                .map(Promotion)
+                .collect(),
+        )
     }
 
     /// The member's events, newest first, with the points each one moved (from the event

@@ -3,7 +3,8 @@
 use async_graphql::{Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
-use super::StampCardDefinition;
+use super::promotions::json_name;
+use super::{EarnCap, Promotion, StampCardDefinition};
 use crate::db::{FullProgram, RewardRow};
 
 /// An org's program: what members earn and can redeem.
@@ -56,6 +57,21 @@ impl Program {
             .cloned()
             .map(StampCardDefinition)
             .collect()
+    }
+    /// The IANA time zone of schedules, per-member limits and the earn cap (`UTC` by default).
+    async fn time_zone(&self) -> &str {
+        self.0.config.time_zone.name()
+    }
+    /// The most points a member earns from purchases per local period; null: no cap.
+    async fn earn_cap(&self) -> Option<EarnCap> {
+        self.0.config.earn_cap.map(|cap| EarnCap {
+            points: cap.points,
+            period: json_name(&cap.period),
+        })
+    }
+    /// The promotions, in the program's order (ended ones included until removed).
+    async fn promotions(&self) -> Vec<Promotion> {
+        self.0.config.promotions.iter().cloned().map(Promotion).collect()
     }
     /// When the current version was configured.
     async fn configured_at(&self) -> DateTime<Utc> {

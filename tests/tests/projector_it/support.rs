@@ -61,6 +61,9 @@ pub struct Log {
     counts: HashMap<String, usize>,
     pending_programs: Vec<SerializedEvent>,
     pending_members: Vec<SerializedEvent>,
+    /// Points drawn on each budgeted promotion (org, promotion), as the command side's budget
+    /// table counts them.
+    spent: HashMap<(String, String), i64>,
     /// Commands that appended events.
     pub commands: usize,
 }
@@ -74,6 +77,7 @@ impl Log {
             counts: HashMap::new(),
             pending_programs: Vec::new(),
             pending_members: Vec::new(),
+            spent: HashMap::new(),
             commands: 0,
         }
     }
@@ -159,6 +163,16 @@ impl Log {
     ) -> Result<Vec<MemberEvent>, MemberError> {
         let aggregate = self.members.entry((org.to_owned(), member)).or_default();
         let events = aggregate.execute(command)?;
+        for event in &events {
+            if let MemberEvent::PurchaseRecorded { breakdown, .. } = event {
+                for drawn in breakdown.promotions.iter().filter(|p| p.budget_left.is_some()) {
+                    *self
+                        .spent
+                        .entry((org.to_owned(), drawn.promotion_id.clone()))
+                        .or_default() += drawn.points;
+                }
+            }
+        }
         if !events.is_empty() {
             let serialized = self.serialize("member", &format!("{org}/{member}"), &events);
             self.pending_members.extend(serialized);
@@ -197,6 +211,18 @@ impl Log {
         at: DateTime<Utc>,
     ) -> Vec<MemberEvent> {
         let program = self.snapshot(org);
+        let budgets_left = program
+            .config
+            .budgeted_promotions()
+            .map(|p| {
+                let spent = self
+                    .spent
+                    .get(&(org.to_owned(), p.promotion_id.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                (p.promotion_id.clone(), p.budget_points.unwrap_or(0) - spent)
+            })
+            .collect();
         let command = MemberCommand::RecordPurchase(Purchase {
             receipt: Receipt {
                 transaction_id: txn.to_owned(),
@@ -208,7 +234,7 @@ impl Log {
             },
             program,
             recorded_at: at,
-            budgets_left: Default::default(),
+            budgets_left,
         });
         self.member(org, member, command).await.expect("purchase")
     }

@@ -1,0 +1,258 @@
+//! Promotions (SPEC §9): what each promotion awarded, from the breakdown every purchase event
+//! carries — per use (`promotion_uses`: the member, the purchase, the points, the budget left
+//! it recorded), per promotion (`promotion_stats`: uses, points, distinct members, points drawn
+//! on a budget) and per UTC day of the purchase (`promotion_daily`).
+//!
+//! Statistics count awarded points gross of later clawbacks (SPEC §9 exact readings): a refund
+//! changes none of these rows, and a promotion the cap cut to 0 still counts its use. Purchases
+//! recorded before promotions existed (event version 1) are upcast with no promotions.
+//!
+//! The per-promotion and per-day rows are increments, so they are the same whatever order the
+//! members' events are applied in (live batches or the audit's fold); a member counts once in
+//! `members`, on the first use [`MemberState::promotions`] does not list yet.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use anyhow::Context as _;
+use chrono::{DateTime, NaiveDate, Utc};
+use domain::MemberEvent;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{add, key_arrays, MemberState, ReadModel, Writes};
+use crate::event::ApplyError;
+use domain::MemberKey;
+
+pub const TABLES: &[&str] = &["promotion_uses", "promotion_stats", "promotion_daily"];
+
+/// One purchase a promotion applied to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UseRow {
+    pub key: MemberKey,
+    pub promotion_id: String,
+    pub transaction_id: String,
+    pub occurred_at: DateTime<Utc>,
+    pub points: i64,
+    pub budget_left: Option<i64>,
+}
+
+/// Increments of one promotion's totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsDelta {
+    pub uses: i64,
+    pub points: i64,
+    pub members: i64,
+    pub budget_drawn: i64,
+}
+
+impl StatsDelta {
+    fn add(&mut self, other: StatsDelta) {
+        self.uses += other.uses;
+        self.points += other.points;
+        self.members += other.members;
+        self.budget_drawn += other.budget_drawn;
+    }
+}
+
+/// Increments of one promotion's day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DailyDelta {
+    pub uses: i64,
+    pub points: i64,
+}
+
+/// An org's promotion.
+pub type PromotionKey = (String, String);
+
+/// The uses a batch adds and the increments it makes.
+#[derive(Debug, Default)]
+pub struct PromotionWrites {
+    pub uses: Vec<UseRow>,
+    pub stats: BTreeMap<PromotionKey, StatsDelta>,
+    pub daily: BTreeMap<(String, String, NaiveDate), DailyDelta>,
+}
+
+impl PromotionWrites {
+    pub fn merge(&mut self, other: PromotionWrites) {
+        self.uses.extend(other.uses);
+        for (key, delta) in other.stats {
+            self.stats.entry(key).or_default().add(delta);
+        }
+        for (key, delta) in other.daily {
+            let day = self.daily.entry(key).or_default();
+            day.uses += delta.uses;
+            day.points += delta.points;
+        }
+    }
+}
+
+/// A purchase records a use of each promotion its breakdown lists; nothing else changes these
+/// rows. `used` holds the promotions the member had used before this event.
+pub(super) fn apply(
+    used: &mut BTreeSet<String>,
+    key: &MemberKey,
+    event: &MemberEvent,
+    writes: &mut Writes,
+) -> Result<(), ApplyError> {
+    let MemberEvent::PurchaseRecorded {
+        transaction_id,
+        occurred_at,
+        points_earned,
+        breakdown,
+        ..
+    } = event
+    else {
+        return Ok(());
+    };
+    let promoted = breakdown
+        .promotions
+        .iter()
+        .try_fold(breakdown.tier_points, |sum, p| sum.checked_add(p.points));
+    if breakdown.total != *points_earned || promoted != Some(breakdown.total) {
+        return Err(ApplyError::Invalid(format!(
+            "purchase '{transaction_id}' earned {points_earned} points but its breakdown adds up to {promoted:?} \
+             with a total of {}",
+            breakdown.total
+        )));
+    }
+    if breakdown.promotions.is_empty() {
+        return Ok(());
+    }
+    let mut seen = BTreeSet::new();
+    for applied in &breakdown.promotions {
+        let id = &applied.promotion_id;
+        if !seen.insert(id.as_str()) {
+            return Err(ApplyError::Invalid(format!(
+                "purchase '{transaction_id}' lists promotion '{id}' twice"
+            )));
+        }
+        if applied.points < 0 || applied.budget_left.is_some_and(|left| left < 0) {
+            return Err(ApplyError::Invalid(format!(
+                "purchase '{transaction_id}' awards promotion '{id}' {} points with budget left {:?}",
+                applied.points, applied.budget_left
+            )));
+        }
+        let first_use = used.insert(id.clone());
+        let delta = StatsDelta {
+            uses: 1,
+            points: applied.points,
+            members: i64::from(first_use),
+            budget_drawn: if applied.budget_left.is_some() {
+                applied.points
+            } else {
+                0
+            },
+        };
+        let stats = writes
+            .promotions
+            .stats
+            .entry((key.org_id.clone(), id.clone()))
+            .or_default();
+        // Checked here so that the increments written later cannot overflow either.
+        add(stats.points, delta.points, "promotion points")?;
+        stats.add(delta);
+        let day = writes
+            .promotions
+            .daily
+            .entry((key.org_id.clone(), id.clone(), occurred_at.date_naive()))
+            .or_default();
+        day.uses += 1;
+        day.points += applied.points;
+        writes.promotions.uses.push(UseRow {
+            key: key.clone(),
+            promotion_id: id.clone(),
+            transaction_id: transaction_id.clone(),
+            occurred_at: *occurred_at,
+            points: applied.points,
+            budget_left: applied.budget_left,
+        });
+    }
+    writes.touched(&[ReadModel::Promotions]);
+    Ok(())
+}
+
+/// Loads which promotions the members `keys` names have used.
+pub(super) async fn load(
+    conn: &mut PgConnection,
+    (orgs, ids): &(Vec<String>, Vec<Uuid>),
+    states: &mut HashMap<MemberKey, MemberState>,
+) -> anyhow::Result<()> {
+    let rows: Vec<(String, Uuid, String)> = sqlx::query_as(
+        "SELECT DISTINCT u.org_id, u.member_id, u.promotion_id \
+         FROM promotion_uses u JOIN unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+         USING (org_id, member_id)",
+    )
+    .bind(orgs)
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await
+    .context("loading promotion_uses")?;
+    for (org_id, member_id, promotion_id) in rows {
+        if let Some(state) = states.get_mut(&MemberKey { org_id, member_id }) {
+            state.promotions.insert(promotion_id);
+        }
+    }
+    Ok(())
+}
+
+/// Writes the batch's uses and adds its increments (upserts in every mode: the per-promotion
+/// rows gather many members).
+pub(super) async fn flush(conn: &mut PgConnection, writes: &PromotionWrites) -> anyhow::Result<()> {
+    if !writes.uses.is_empty() {
+        let u = &writes.uses;
+        let (orgs, ids) = key_arrays(u.iter().map(|r| &r.key));
+        sqlx::query(
+            "INSERT INTO promotion_uses (org_id, member_id, promotion_id, transaction_id, occurred_at, points, \
+             budget_left) \
+             SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::bigint[], \
+             $7::bigint[])",
+        )
+        .bind(&orgs)
+        .bind(&ids)
+        .bind(u.iter().map(|r| r.promotion_id.clone()).collect::<Vec<_>>())
+        .bind(u.iter().map(|r| r.transaction_id.clone()).collect::<Vec<_>>())
+        .bind(u.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
+        .bind(u.iter().map(|r| r.points).collect::<Vec<_>>())
+        .bind(u.iter().map(|r| r.budget_left).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await
+        .context("writing promotion_uses")?;
+    }
+    if !writes.stats.is_empty() {
+        let s = &writes.stats;
+        sqlx::query(
+            "INSERT INTO promotion_stats AS s (org_id, promotion_id, uses, points, members, budget_drawn) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) \
+             ON CONFLICT (org_id, promotion_id) DO UPDATE SET uses = s.uses + excluded.uses, \
+             points = s.points + excluded.points, members = s.members + excluded.members, \
+             budget_drawn = s.budget_drawn + excluded.budget_drawn",
+        )
+        .bind(s.keys().map(|(org, _)| org.clone()).collect::<Vec<_>>())
+        .bind(s.keys().map(|(_, id)| id.clone()).collect::<Vec<_>>())
+        .bind(s.values().map(|d| d.uses).collect::<Vec<_>>())
+        .bind(s.values().map(|d| d.points).collect::<Vec<_>>())
+        .bind(s.values().map(|d| d.members).collect::<Vec<_>>())
+        .bind(s.values().map(|d| d.budget_drawn).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await
+        .context("writing promotion_stats")?;
+    }
+    if !writes.daily.is_empty() {
+        let d = &writes.daily;
+        sqlx::query(
+            "INSERT INTO promotion_daily AS d (org_id, promotion_id, day, uses, points) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::bigint[], $5::bigint[]) \
+             ON CONFLICT (org_id, promotion_id, day) DO UPDATE SET uses = d.uses + excluded.uses, \
+             points = d.points + excluded.points",
+        )
+        .bind(d.keys().map(|(org, _, _)| org.clone()).collect::<Vec<_>>())
+        .bind(d.keys().map(|(_, id, _)| id.clone()).collect::<Vec<_>>())
+        .bind(d.keys().map(|(_, _, day)| *day).collect::<Vec<_>>())
+        .bind(d.values().map(|v| v.uses).collect::<Vec<_>>())
+        .bind(d.values().map(|v| v.points).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await
+        .context("writing promotion_daily")?;
+    }
+    Ok(())
+}
