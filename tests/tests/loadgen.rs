@@ -138,12 +138,16 @@ async fn a_run_with_promotions_earns_through_them_and_still_checks_the_ledger() 
     .unwrap();
     for id in ["every-day-triple", "sponsored-extra", "daily-visit", "welcome"] {
         assert!(
-            used.iter().any(|(p, uses, points, _)| p == id && *uses > 0 && *points > 0),
+            used.iter()
+                .any(|(p, uses, points, _)| p == id && *uses > 0 && *points > 0),
             "{id} never earned: {used:?}"
         );
     }
     let (_, _, points, drawn) = used.iter().find(|(p, ..)| p == "sponsored-extra").unwrap();
-    assert_eq!(drawn, points, "the budget drawn is what the budgeted promotion awarded");
+    assert_eq!(
+        drawn, points,
+        "the budget drawn is what the budgeted promotion awarded"
+    );
 
     query.stop().await.unwrap();
     projector.stop().await.unwrap();
