@@ -5,7 +5,8 @@
 #
 #  1. the ceiling: pgbench, one event-sized row per transaction (scripts/pgbench_event_insert.sql)
 #     at each concurrency;
-#  2. purchases/s and latency through the command API at the same concurrencies (loadgen);
+#  2. purchases/s and latency through the command API at the same concurrencies (loadgen), and
+#     at 32 terminals a purchase with 10 active promotions and basket lines vs none;
 #  3. projection lag p50/p99 at a sustained 1,000 purchases/s, or at the highest rate of
 #     BENCH_LAG_RATES the platform sustains (loadgen, open loop);
 #  4. the realistic POS mix with its consistency check;
@@ -189,6 +190,16 @@ for c in $CONCURRENCIES; do
         --json "$OUT/purchases_c$c.json"
 done
 
+# --- 2a. purchases with 10 active promotions vs none, back to back --------------------------------
+# The same closed loop at 32 terminals; with --promotions each org's program gets that many
+# active promotions (multipliers, per-unit points, bonuses, an all-day schedule, a daily limit,
+# a budget) and every purchase carries 1-4 basket lines.
+for p in 0 10; do
+    logged "promotions_p$p" "${LOADGEN[@]}" run "${TARGET[@]}" --mix purchase=1 --concurrency 32 \
+        --orgs 4 --members 500 --promotions "$p" --duration "$DURATION" --warmup "$WARMUP" --no-lag \
+        "${WATCH[@]}" --json "$OUT/promotions_p$p.json"
+done
+
 # --- 2b. the write path alone: the projector paused, then its catch-up ----------------------------
 applied_events() {
     psql_bench -d "$BENCH_DB" -Atc "SELECT coalesce(sum(last_sequence), 0) FROM rm.projection_checkpoints"
@@ -304,6 +315,15 @@ echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine
     for c in $CONCURRENCIES; do
         jq -r --arg c "$c" '.resources as $r | "| \($c) | \($r.cpu["command-service"].ms_per_command) | \($r.cpu.projector.ms_per_command) | \($r.cpu["query-service"].ms_per_command) | \($r.cpu.postgres.ms_per_command) | \($r.cpu["nats-server"].ms_per_command) | \($r.cpu.loadgen.ms_per_command) | \($r.db.transactions_per_command) | \($r.db.rows_written_per_command) | \($r.db.wal_bytes_per_command) |"' \
             "$OUT/purchases_c$c.json"
+    done
+    echo
+    echo "## Promotions: a purchase with 10 active promotions vs none (32 terminals, same run)"
+    echo
+    echo "| promotions | purchases/s | p50 ms | p99 ms | errors | CPU ms/purchase: command-service | projector | postgres | nats-server | transactions | rows written | WAL bytes |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    for p in 0 10; do
+        jq -r --arg p "$p" '.resources as $r | "| \($p) | \(.commands_per_second) | \(.latency.p50_ms) | \(.latency.p99_ms) | \(.errors_total) | \($r.cpu["command-service"].ms_per_command) | \($r.cpu.projector.ms_per_command) | \($r.cpu.postgres.ms_per_command) | \($r.cpu["nats-server"].ms_per_command) | \($r.db.transactions_per_command) | \($r.db.rows_written_per_command) | \($r.db.wal_bytes_per_command) |"' \
+            "$OUT/promotions_p$p.json"
     done
     echo
     echo "The write path alone (projector paused):"

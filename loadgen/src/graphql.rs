@@ -114,7 +114,18 @@ pub async fn run_graphql(args: GraphqlArgs) -> anyhow::Result<GraphqlReport> {
         bail!("--warmup must be shorter than --duration");
     }
     let api = args.target.api()?;
-    let org = args.target.orgs(&api, 1, 2).await?.remove(0);
+    let org = args
+        .target
+        .orgs(
+            &api,
+            1,
+            crate::setup::OrgShape {
+                locations: 2,
+                promotions: 0,
+            },
+        )
+        .await?
+        .remove(0);
     let members = setup::enrol_members(&api, &org, 1, args.members, 16).await?;
     if args.query.asks_for_a_member() {
         eprintln!("loadgen: giving {} members some history", members.len());

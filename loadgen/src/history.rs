@@ -125,7 +125,18 @@ async fn purchase_sequence(api: &Api, org: &Org, member: Uuid, amount_minor: i64
 /// enrolled just before.
 pub async fn run_history(args: HistoryArgs) -> anyhow::Result<HistoryReport> {
     let api = args.target.api()?;
-    let org = args.target.orgs(&api, 1, 1).await?.remove(0);
+    let org = args
+        .target
+        .orgs(
+            &api,
+            1,
+            crate::setup::OrgShape {
+                locations: 1,
+                promotions: 0,
+            },
+        )
+        .await?
+        .remove(0);
     let hot = setup::enrol_members(&api, &org, 1, 1, 1).await?[0];
     eprintln!(
         "loadgen: preloading member {hot} of {} with {} events",

@@ -27,7 +27,7 @@
 //! Layout: [`cli`] parses the command line into one subcommand, each in its module with its
 //! arguments and report ([`run`], [`history`], [`graphql`], [`seed`]); [`target`] holds the
 //! options they share. [`setup`] creates orgs, keys and members through the typed command-API
-//! client (`loyalty-client`); [`api`] adds GraphQL and the loopback rule. `run` sends the
+//! client (`loyalty-client`), with the active set of [`promotions`] and their basket lines; [`api`] adds GraphQL and the loopback rule. `run` sends the
 //! [`mix`] from [`workload`] (knowing what [`state`] holds), scheduled by [`drive`], and measures with [`lag`], [`check`],
 //! [`resources`] and [`stats`] into its [`report`].
 
@@ -43,6 +43,7 @@ pub mod graphql;
 pub mod history;
 pub mod lag;
 pub mod mix;
+pub mod promotions;
 pub mod report;
 pub mod resources;
 pub mod run;

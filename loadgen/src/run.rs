@@ -35,6 +35,10 @@ pub struct RunArgs {
     /// Locations per org.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub locations: u64,
+    /// Active promotions in each org's program (SPEC §9); with any, purchases carry basket
+    /// lines. 0 keeps the plain `rate × tier` earn of purchases without lines.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100))]
+    pub promotions: u64,
     /// Members enrolled per org before the measured run.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=200_000))]
     pub members: u64,
@@ -113,7 +117,14 @@ pub async fn run_workload(args: RunArgs) -> anyhow::Result<RunReport> {
     let api = args.target.api()?;
     let orgs = args
         .target
-        .orgs(&api, args.orgs as usize, args.locations as usize)
+        .orgs(
+            &api,
+            args.orgs as usize,
+            setup::OrgShape {
+                locations: args.locations as usize,
+                promotions: args.promotions as usize,
+            },
+        )
         .await?;
     eprintln!(
         "loadgen: {} orgs ({}), enrolling {} members each",
@@ -186,13 +197,16 @@ pub async fn run_workload(args: RunArgs) -> anyhow::Result<RunReport> {
         end: start + Duration::from_secs(args.duration),
         max_requests: args.max_requests,
     };
-    let workload = Arc::new(Workload::new(
-        api.clone(),
-        contexts,
-        args.mix.clone(),
-        window,
-        lag.as_ref().map(LagTracker::sender),
-    ));
+    let workload = Arc::new(
+        Workload::new(
+            api.clone(),
+            contexts,
+            args.mix.clone(),
+            window,
+            lag.as_ref().map(LagTracker::sender),
+        )
+        .with_baskets(args.promotions > 0),
+    );
     let seed = args.seed.unwrap_or_else(|| rand::rng().random());
     let mode = match args.rate {
         Some(rate) => format!("open loop at {rate}/s, mix {}", mix_text(&args)),
@@ -201,6 +215,14 @@ pub async fn run_workload(args: RunArgs) -> anyhow::Result<RunReport> {
             args.concurrency,
             mix_text(&args)
         ),
+    };
+    let mode = if args.promotions > 0 {
+        format!(
+            "{mode}, {} active promotions, purchases with basket lines",
+            args.promotions
+        )
+    } else {
+        mode
     };
     eprintln!("loadgen: {mode}, {} s ({} s warm-up)", args.duration, args.warmup);
 

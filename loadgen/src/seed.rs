@@ -111,7 +111,14 @@ pub async fn run_seed(args: SeedArgs) -> anyhow::Result<SeedReport> {
     let api = args.target.api()?;
     let orgs = args
         .target
-        .orgs(&api, args.orgs as usize, args.locations as usize)
+        .orgs(
+            &api,
+            args.orgs as usize,
+            crate::setup::OrgShape {
+                locations: args.locations as usize,
+                promotions: 0,
+            },
+        )
         .await?;
     crate::api::require_loopback("--database-url", &args.target.database_url)?;
     let mut db_args = common::config::DbArgs::new(&args.target.database_url);

@@ -85,15 +85,25 @@ pub async fn connect_platform_db(database_url: &str) -> anyhow::Result<PgPool> {
     common::config::connect_db(&args).await
 }
 
+/// What each generated org is given besides its keys and the program of [`program`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OrgShape {
+    pub locations: usize,
+    /// Active promotions ([`crate::promotions::promotions`]), added once the locations exist.
+    pub promotions: usize,
+}
+
 /// Creates `count` orgs named `<prefix>-<n>`, each with keys of every role, the program of
-/// [`program`] and `locations` locations.
+/// [`program`], its locations and its promotions.
 pub async fn create_orgs(
     api: &Api,
     keys_db: &PgPool,
     prefix: &str,
     count: usize,
-    locations: usize,
+    shape: OrgShape,
 ) -> anyhow::Result<Vec<Org>> {
+    let promotions =
+        crate::promotions::promotions(shape.promotions, crate::promotions::starts_at(Utc::now()));
     let mut orgs = Vec::with_capacity(count);
     for n in 1..=count {
         let id = format!("{prefix}-{n}");
@@ -104,7 +114,7 @@ pub async fn create_orgs(
             admin_key: key(Role::Admin).await?,
             storefront_key: key(Role::Storefront).await?,
             analyst_key: key(Role::Analyst).await?,
-            locations: (1..=locations).map(|l| format!("store-{l}")).collect(),
+            locations: (1..=shape.locations).map(|l| format!("store-{l}")).collect(),
             rewards: rewards_of(&program()),
             id,
         };
@@ -122,6 +132,12 @@ pub async fn create_orgs(
                 .register_location(&org.id, &Uuid::new_v4().to_string(), &location)
                 .await
                 .with_context(|| format!("registering location {} of {}", location.location_id, org.id))?;
+        }
+        for promotion in &promotions {
+            admin
+                .add_promotion(&org.id, &Uuid::new_v4().to_string(), promotion)
+                .await
+                .with_context(|| format!("adding promotion {} to {}", promotion.promotion_id, org.id))?;
         }
         orgs.push(org);
     }

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::api::Api;
-use crate::setup::{self, Org};
+use crate::setup::{self, Org, OrgShape};
 
 /// Where the platform is and how to report.
 #[derive(Debug, Clone, Args)]
@@ -76,10 +76,10 @@ impl Target {
         Ok(())
     }
 
-    pub(crate) async fn orgs(&self, api: &Api, count: usize, locations: usize) -> anyhow::Result<Vec<Org>> {
+    pub(crate) async fn orgs(&self, api: &Api, count: usize, shape: OrgShape) -> anyhow::Result<Vec<Org>> {
         let keys_db = setup::connect_platform_db(&self.database_url).await?;
         let prefix = format!("{}-{}", self.org_prefix, setup::run_id());
-        let orgs = setup::create_orgs(api, &keys_db, &prefix, count, locations).await;
+        let orgs = setup::create_orgs(api, &keys_db, &prefix, count, shape).await;
         keys_db.close().await;
         orgs
     }

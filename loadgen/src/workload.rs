@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::api::Api;
 use crate::lag::{Ack, LagSender};
 use crate::mix::{Mix, OpKind};
+use crate::promotions::basket;
 use crate::setup::{enrolment, CURRENCY};
 use crate::state::{MemberState, OrgCtx, PurchaseRec, Sent, Write, REFUNDABLE_KEPT};
 use crate::stats::Recorder;
@@ -39,6 +40,8 @@ pub struct Workload {
     mix: Mix,
     pub(crate) window: Window,
     lag: Option<LagSender>,
+    /// Purchases carry basket lines ([`crate::promotions::basket`]).
+    baskets: bool,
     recorder: Mutex<Recorder>,
     started: AtomicU64,
     pub ok: AtomicU64,
@@ -53,11 +56,17 @@ impl Workload {
             mix,
             window,
             lag,
+            baskets: false,
             recorder: Mutex::new(Recorder::default()),
             started: AtomicU64::new(0),
             ok: AtomicU64::new(0),
             errors: AtomicU64::new(0),
         }
+    }
+
+    /// Purchases with basket lines (`true`) or without (the default).
+    pub fn with_baskets(self, baskets: bool) -> Self {
+        Self { baskets, ..self }
     }
 
     pub fn recorder(&self) -> Recorder {
@@ -208,7 +217,7 @@ impl Workload {
             amount_minor,
             currency: CURRENCY.to_owned(),
             occurred_at: occurred_at(rng),
-            items: None,
+            items: self.baskets.then(|| basket(rng, amount_minor)),
         };
         let outcome = self
             .write(org, member, Write::Purchase(purchase), scheduled)

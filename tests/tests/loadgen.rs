@@ -75,6 +75,88 @@ async fn a_mixed_run_measures_throughput_and_lag_and_checks_the_ledger() {
 }
 
 #[tokio::test]
+async fn a_run_with_promotions_earns_through_them_and_still_checks_the_ledger() {
+    let db = TestDb::new().await;
+    let nats = TestNats::new().await;
+    let commands = spawn_command_service(&db, &nats).await;
+    let projector = spawn_projector(&db, &nats, "loadgen-promotions").await;
+    let query = spawn_query_service(&db, &nats).await;
+
+    let graphql = query.url("/graphql");
+    let base = commands.base_url();
+    let Command::Run(args) = parse(&[
+        "run",
+        "--command-url",
+        &base,
+        "--graphql-url",
+        &graphql,
+        "--database-url",
+        db.url(),
+        "--no-progress",
+        "--concurrency",
+        "4",
+        "--orgs",
+        "2",
+        "--members",
+        "10",
+        "--promotions",
+        "10",
+        "--duration",
+        "4",
+        "--warmup",
+        "1",
+    ]) else {
+        panic!("not a run");
+    };
+    let report = loadgen::run_workload(args).await.expect("the run completes");
+
+    assert_eq!(report.errors_total, 0, "{}", report.render());
+    assert!(
+        report.by_kind.get("purchase").is_some_and(|k| k.count > 0),
+        "{}",
+        report.render()
+    );
+    let consistency = report.consistency.as_ref().expect("checked by default");
+    assert!(consistency.ok, "{}", report.render());
+
+    // The check waited for the projections: every org's program holds the ten promotions, and
+    // the purchases earned through them (the always-on ones at least, and the budget drawn).
+    let programs: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT org_id, count(*) FROM rm.program_promotions WHERE ends_at IS NULL GROUP BY org_id",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(programs.len(), 2, "{programs:?}");
+    assert!(programs.iter().all(|(_, n)| *n == 10), "{programs:?}");
+    let used: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT promotion_id, sum(uses)::bigint, sum(points)::bigint, sum(budget_drawn)::bigint
+         FROM rm.promotion_stats GROUP BY promotion_id",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    for id in ["every-day-triple", "sponsored-extra", "daily-visit", "welcome"] {
+        assert!(
+            used.iter()
+                .any(|(p, uses, points, _)| p == id && *uses > 0 && *points > 0),
+            "{id} never earned: {used:?}"
+        );
+    }
+    let (_, _, points, drawn) = used.iter().find(|(p, ..)| p == "sponsored-extra").unwrap();
+    assert_eq!(
+        drawn, points,
+        "the budget drawn is what the budgeted promotion awarded"
+    );
+
+    query.stop().await.unwrap();
+    projector.stop().await.unwrap();
+    commands.stop().await.unwrap();
+    nats.cleanup().await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_seeded_log_is_relayed_projected_and_audits_clean() {
     let db = TestDb::new().await;
     let nats = TestNats::new().await;
