@@ -17,17 +17,7 @@ pub fn decide(program: &Program, command: ProgramCommand) -> Result<Vec<ProgramE
     match command {
         ProgramCommand::Configure(Configuration { org_id, config, at }) => {
             check_org(program, &org_id)?;
-            config.validate(&registered(program))?;
-            // Re-sending the program in force is not a change: no new version.
-            if program.config.as_ref() == Some(&config) {
-                return Ok(Vec::new());
-            }
-            Ok(vec![ProgramEvent::ProgramConfigured {
-                org_id,
-                version: program.version + 1,
-                config,
-                configured_at: at,
-            }])
+            reconfigure(program, org_id, config, at)
         }
         ProgramCommand::RegisterLocation(NewLocation {
             org_id,
@@ -63,13 +53,13 @@ pub fn decide(program: &Program, command: ProgramCommand) -> Result<Vec<ProgramE
                 return Err(ProgramError::PromotionExists(promotion.promotion_id));
             }
             config.promotions.push(promotion);
-            reconfigure(program, config, at)
+            reconfigure(program, org_id(program)?, config, at)
         }
         ProgramCommand::ChangePromotion(PromotionEdit { promotion, at }) => {
             let mut config = in_force(program)?.clone();
             let id = promotion.promotion_id.clone();
             *promotion_mut(&mut config, &id)? = promotion;
-            reconfigure(program, config, at)
+            reconfigure(program, org_id(program)?, config, at)
         }
         ProgramCommand::EndPromotion(PromotionEnd {
             promotion_id,
@@ -84,7 +74,7 @@ pub fn decide(program: &Program, command: ProgramCommand) -> Result<Vec<ProgramE
                 return Ok(Vec::new());
             }
             promotion.ends_at = Some(end);
-            reconfigure(program, config, at)
+            reconfigure(program, org_id(program)?, config, at)
         }
     }
 }
@@ -109,13 +99,19 @@ fn promotion_mut<'c>(
         .ok_or_else(|| ProgramError::PromotionNotFound(promotion_id.to_owned()))
 }
 
-/// The next version with `config`, validated; nothing when it is the program in force.
+/// The org of a program that was configured.
+fn org_id(program: &Program) -> Result<String, ProgramError> {
+    program.org_id.clone().ok_or(ProgramError::NotConfigured)
+}
+
+/// The next version with `config`, validated; nothing when it is the program in force
+/// (re-sending the program in force is not a change).
 fn reconfigure(
     program: &Program,
+    org_id: String,
     config: ProgramConfig,
     at: DateTime<Utc>,
 ) -> Result<Vec<ProgramEvent>, ProgramError> {
-    let org_id = program.org_id.clone().ok_or(ProgramError::NotConfigured)?;
     config.validate(&registered(program))?;
     if program.config.as_ref() == Some(&config) {
         return Ok(Vec::new());
