@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::commands::Commands;
 use crate::idempotency::Idempotency;
 
+mod doc_responses;
 pub mod error;
 pub mod extract;
 pub mod jobs;
@@ -124,6 +125,7 @@ struct BearerAuth;
 
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        doc_responses::add_common_responses(openapi);
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "api_key",
