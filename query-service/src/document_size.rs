@@ -76,7 +76,9 @@ impl<'a> Counter<'a> {
     fn selection_set(&mut self, set: &'a SelectionSet) -> u64 {
         set.items.iter().fold(0u64, |total, item| {
             let size = match &item.node {
-                Selection::Field(field) => 1u64.saturating_add(self.selection_set(&field.node.selection_set.node)),
+                Selection::Field(field) => {
+                    1u64.saturating_add(self.selection_set(&field.node.selection_set.node))
+                }
                 Selection::InlineFragment(inline) => self.selection_set(&inline.node.selection_set.node),
                 Selection::FragmentSpread(spread) => self.fragment(spread.node.fragment_name.node.as_str()),
             };
@@ -118,13 +120,21 @@ mod tests {
         assert_eq!(expanded("{ ...F ...F } fragment F on Query { a b }"), 4);
         let mut bomb = String::from("{ ...F0 } ");
         for i in 0..40 {
-            bomb.push_str(&format!("fragment F{i} on Query {{ ...F{} ...F{} }} ", i + 1, i + 1));
+            bomb.push_str(&format!(
+                "fragment F{i} on Query {{ ...F{} ...F{} }} ",
+                i + 1,
+                i + 1
+            ));
         }
         bomb.push_str("fragment F40 on Query { a }");
         assert_eq!(expanded(&bomb), 1 << 40);
         assert_eq!(expanded("{ ...A } fragment A on Query { x ...A }"), 1);
         let document = async_graphql::parser::parse_query(&bomb).unwrap();
         let error = check(&document).unwrap_err();
-        assert!(error.message.starts_with("Query is too large"), "{}", error.message);
+        assert!(
+            error.message.starts_with("Query is too large"),
+            "{}",
+            error.message
+        );
     }
 }

@@ -27,19 +27,25 @@ const ORG: &str = "acme";
 /// No answer may take longer than this (the server's own limits must cut work short).
 const MAX_ANSWER: Duration = Duration::from_secs(10);
 
+/// A field of an object type: its name, arguments (name, type) and type.
+type Field = (String, Vec<(String, Type)>, Type);
+
 /// What the SDL says about a type: its fields (name, arguments, type), enum values or input
 /// fields.
 #[derive(Default)]
 struct Sdl {
-    objects: HashMap<String, Vec<(String, Vec<(String, Type)>, Type)>>,
+    objects: HashMap<String, Vec<Field>>,
     inputs: HashMap<String, Vec<(String, Type)>>,
     enums: HashMap<String, Vec<String>>,
 }
 
 impl Sdl {
     fn load() -> Self {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../schema/graphql/schema.graphql"))
-            .expect("the checked-in SDL");
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../schema/graphql/schema.graphql"
+        ))
+        .expect("the checked-in SDL");
         let document = async_graphql::parser::parse_schema(&text).expect("the SDL parses");
         let mut sdl = Self::default();
         for definition in document.definitions {
@@ -74,7 +80,11 @@ impl Sdl {
                     sdl.inputs.insert(name, fields);
                 }
                 TypeKind::Enum(values) => {
-                    let values = values.values.into_iter().map(|v| v.node.value.node.to_string()).collect();
+                    let values = values
+                        .values
+                        .into_iter()
+                        .map(|v| v.node.value.node.to_string())
+                        .collect();
                     sdl.enums.insert(name, values);
                 }
                 _ => {}
@@ -106,7 +116,11 @@ impl Generator<'_> {
             return self.wrong_value();
         }
         if let BaseType::List(inner) = &ty.base {
-            let n = if self.rng.random_bool(0.05) { 2_000 } else { self.rng.random_range(0..4) };
+            let n = if self.rng.random_bool(0.05) {
+                2_000
+            } else {
+                self.rng.random_range(0..4)
+            };
             let items: Vec<String> = (0..n).map(|_| self.value(name, inner, depth + 1)).collect();
             return format!("[{}]", items.join(", "));
         }
@@ -132,12 +146,27 @@ impl Generator<'_> {
             (_, "memberId") if !self.member_ids.is_empty() && self.rng.random_bool(0.7) => {
                 json!(self.member_ids[self.rng.random_range(0..self.member_ids.len())]).to_string()
             }
-            ("Int", _) => [0i64, 1, 5, 20, 100, 101, -1, i64::from(i32::MAX), i64::from(i32::MIN)]
-                [self.rng.random_range(0..9)]
+            ("Int", _) => [
+                0i64,
+                1,
+                5,
+                20,
+                100,
+                101,
+                -1,
+                i64::from(i32::MAX),
+                i64::from(i32::MIN),
+            ][self.rng.random_range(0..9)]
             .to_string(),
             ("Boolean", _) => self.rng.random_bool(0.5).to_string(),
-            ("DateTime", _) => json!(["2025-01-01T00:00:00Z", "1970-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "yesterday"]
-                [self.rng.random_range(0..4)])
+            ("DateTime", _) => json!(
+                [
+                    "2025-01-01T00:00:00Z",
+                    "1970-01-01T00:00:00Z",
+                    "9999-12-31T23:59:59Z",
+                    "yesterday"
+                ][self.rng.random_range(0..4)]
+            )
             .to_string(),
             _ => self.string(),
         }
@@ -158,7 +187,18 @@ impl Generator<'_> {
     }
 
     fn wrong_value(&mut self) -> String {
-        let choices = ["null", "1.5", "true", "\"x\"", "[]", "{}", "FOO", "99999999999999999999", "-0", "$undefined"];
+        let choices = [
+            "null",
+            "1.5",
+            "true",
+            "\"x\"",
+            "[]",
+            "{}",
+            "FOO",
+            "99999999999999999999",
+            "-0",
+            "$undefined",
+        ];
         choices[self.rng.random_range(0..choices.len())].to_owned()
     }
 
@@ -228,8 +268,20 @@ impl Generator<'_> {
 fn internal_detail(text: &str) -> Option<&'static str> {
     let lower = text.to_ascii_lowercase();
     [
-        "sqlx", "sqlstate", "postgres", "select ", "insert into", " from rm.", "panicked", "backtrace", ".rs:",
-        "/src/", "/home/", "/root/", "relation \"", "pool timed out",
+        "sqlx",
+        "sqlstate",
+        "postgres",
+        "select ",
+        "insert into",
+        " from rm.",
+        "panicked",
+        "backtrace",
+        ".rs:",
+        "/src/",
+        "/home/",
+        "/root/",
+        "relation \"",
+        "pool timed out",
     ]
     .into_iter()
     .find(|marker| lower.contains(marker))
@@ -274,8 +326,14 @@ impl Checker<'_> {
             self.refused += 1;
             for error in errors {
                 let message = error["message"].as_str().unwrap_or_default();
-                assert!(!message.trim().is_empty(), "{what}: an error without a message: {shown}");
-                assert_ne!(error["extensions"]["code"], "INTERNAL", "{what}: an internal error: {shown}");
+                assert!(
+                    !message.trim().is_empty(),
+                    "{what}: an error without a message: {shown}"
+                );
+                assert_ne!(
+                    error["extensions"]["code"], "INTERNAL",
+                    "{what}: an internal error: {shown}"
+                );
             }
         } else if status >= 400 {
             self.refused += 1;
@@ -285,7 +343,8 @@ impl Checker<'_> {
     }
 
     async fn post(&mut self, request: Value, what: &str) -> (u16, Value) {
-        self.post_raw(request.to_string().into_bytes(), "application/json", what).await
+        self.post_raw(request.to_string().into_bytes(), "application/json", what)
+            .await
     }
 
     async fn query(&mut self, query: &str, what: &str) -> (u16, Value) {
@@ -320,7 +379,11 @@ async fn seed(db: &TestDb, nats: &TestNats) -> Vec<String> {
         .await
         .expect("configuring the program");
     assert!(configure.status().is_success());
-    send(format!("/v1/orgs/{ORG}/locations"), json!({"location_id": "store-1", "name": "Store 1"})).await;
+    send(
+        format!("/v1/orgs/{ORG}/locations"),
+        json!({"location_id": "store-1", "name": "Store 1"}),
+    )
+    .await;
     let mut members = Vec::new();
     for i in 0..5 {
         let member = Uuid::new_v4().to_string();
@@ -352,26 +415,74 @@ fn hostile() -> Vec<(String, Value)> {
     for (what, text) in [
         ("empty document", String::new()),
         ("only a brace", "{".to_owned()),
-        ("unbalanced", "query { program(orgId: \"acme\") { version } } }".to_owned()),
-        ("unterminated string", "query { program(orgId: \"acme) { version } }".to_owned()),
-        ("unterminated block string", "query { program(orgId: \"\"\"acme) { version } }".to_owned()),
+        (
+            "unbalanced",
+            "query { program(orgId: \"acme\") { version } } }".to_owned(),
+        ),
+        (
+            "unterminated string",
+            "query { program(orgId: \"acme) { version } }".to_owned(),
+        ),
+        (
+            "unterminated block string",
+            "query { program(orgId: \"\"\"acme) { version } }".to_owned(),
+        ),
         ("garbage", "\u{0}\u{1}\u{2}ÿþ 💣 ;;; query".to_owned()),
-        ("number overflow", field("members(orgId: \"acme\", first: 1e999999) { edges { cursor } }")),
-        ("int overflow", field("members(orgId: \"acme\", first: 99999999999999999999) { edges { cursor } }")),
+        (
+            "number overflow",
+            field("members(orgId: \"acme\", first: 1e999999) { edges { cursor } }"),
+        ),
+        (
+            "int overflow",
+            field("members(orgId: \"acme\", first: 99999999999999999999) { edges { cursor } }"),
+        ),
         ("mutation on a read-only schema", "mutation { x }".to_owned()),
-        ("subscription over HTTP", "subscription { memberUpdated(orgId: \"acme\") { memberId } }".to_owned()),
-        ("unknown directive", field("program(orgId: \"acme\") @boom { version }")),
-        ("bad directive argument", field("program(orgId: \"acme\") @skip(if: \"yes\") { version }")),
-        ("duplicate argument", field("program(orgId: \"acme\", orgId: \"acme\") { version }")),
-        ("anonymous and named operations", "{ __typename } query A { __typename }".to_owned()),
-        ("two anonymous operations", "{ __typename } { __typename }".to_owned()),
+        (
+            "subscription over HTTP",
+            "subscription { memberUpdated(orgId: \"acme\") { memberId } }".to_owned(),
+        ),
+        (
+            "unknown directive",
+            field("program(orgId: \"acme\") @boom { version }"),
+        ),
+        (
+            "bad directive argument",
+            field("program(orgId: \"acme\") @skip(if: \"yes\") { version }"),
+        ),
+        (
+            "duplicate argument",
+            field("program(orgId: \"acme\", orgId: \"acme\") { version }"),
+        ),
+        (
+            "anonymous and named operations",
+            "{ __typename } query A { __typename }".to_owned(),
+        ),
+        (
+            "two anonymous operations",
+            "{ __typename } { __typename }".to_owned(),
+        ),
         ("undefined fragment", "query { ...Nope }".to_owned()),
-        ("fragment cycle", "query { ...A } fragment A on Query { ...B } fragment B on Query { ...A }".to_owned()),
-        ("self-spreading fragment", "query { ...A } fragment A on Query { __typename ...A }".to_owned()),
-        ("fragment on a wrong type", "query { ...A } fragment A on Member { memberId }".to_owned()),
+        (
+            "fragment cycle",
+            "query { ...A } fragment A on Query { ...B } fragment B on Query { ...A }".to_owned(),
+        ),
+        (
+            "self-spreading fragment",
+            "query { ...A } fragment A on Query { __typename ...A }".to_owned(),
+        ),
+        (
+            "fragment on a wrong type",
+            "query { ...A } fragment A on Member { memberId }".to_owned(),
+        ),
         ("undeclared variable", field("program(orgId: $org) { version }")),
-        ("variable of the wrong type", "query($org: Int) { program(orgId: $org) { version } }".to_owned()),
-        ("unknown variable type", "query($org: Nope!) { program(orgId: $org) { version } }".to_owned()),
+        (
+            "variable of the wrong type",
+            "query($org: Int) { program(orgId: $org) { version } }".to_owned(),
+        ),
+        (
+            "unknown variable type",
+            "query($org: Nope!) { program(orgId: $org) { version } }".to_owned(),
+        ),
     ] {
         add(what, json!({ "query": text }));
     }
@@ -381,35 +492,60 @@ fn hostile() -> Vec<(String, Value)> {
     for _ in 0..200 {
         deep = format!("segmentHistory {{ member {{ {deep} }} }}");
     }
-    add("200 levels of valid fields", json!({"query": field(&format!("member(orgId: \"acme\", externalId: \"c-1\") {{ {deep} }}"))}));
+    add(
+        "200 levels of valid fields",
+        json!({"query": field(&format!("member(orgId: \"acme\", externalId: \"c-1\") {{ {deep} }}"))}),
+    );
     for levels in [1_000, 20_000] {
         let braces = format!("query {}{}", "{ a ".repeat(levels), "}".repeat(levels));
-        add(&format!("{levels} nested selection sets"), json!({ "query": braces }));
-        let lists = format!("query {{ members(orgId: \"acme\", after: {}1{}) {{ edges {{ cursor }} }} }}", "[".repeat(levels), "]".repeat(levels));
+        add(
+            &format!("{levels} nested selection sets"),
+            json!({ "query": braces }),
+        );
+        let lists = format!(
+            "query {{ members(orgId: \"acme\", after: {}1{}) {{ edges {{ cursor }} }} }}",
+            "[".repeat(levels),
+            "]".repeat(levels)
+        );
         add(&format!("{levels} nested list values"), json!({ "query": lists }));
         let objects = format!(
             "query {{ members(orgId: \"acme\", filter: {}{}) {{ edges {{ cursor }} }} }}",
             "{a: ".repeat(levels),
             "1}".repeat(levels)
         );
-        add(&format!("{levels} nested object values"), json!({ "query": objects }));
+        add(
+            &format!("{levels} nested object values"),
+            json!({ "query": objects }),
+        );
     }
     let mut introspection = "name".to_owned();
     for _ in 0..60 {
         introspection = format!("fields {{ type {{ {introspection} }} }}");
     }
-    add("deep introspection", json!({"query": field(&format!("__schema {{ types {{ {introspection} }} }}"))}));
+    add(
+        "deep introspection",
+        json!({"query": field(&format!("__schema {{ types {{ {introspection} }} }}"))}),
+    );
 
     // Aliases and fragments that multiply work.
-    let aliases: Vec<String> = (0..5_000).map(|i| format!("a{i}: program(orgId: \"acme\") {{ version }}")).collect();
+    let aliases: Vec<String> = (0..5_000)
+        .map(|i| format!("a{i}: program(orgId: \"acme\") {{ version }}"))
+        .collect();
     add("5,000 aliases", json!({"query": field(&aliases.join(" "))}));
     let members: Vec<String> = (0..200)
         .map(|i| format!("m{i}: members(orgId: \"acme\", first: 100) {{ edges {{ node {{ memberId balance {{ points }} }} }} }}"))
         .collect();
-    add("200 aliased pages of 100", json!({"query": field(&members.join(" "))}));
+    add(
+        "200 aliased pages of 100",
+        json!({"query": field(&members.join(" "))}),
+    );
     let mut laughs = String::from("query { ...F0 } ");
     for i in 0..30 {
-        laughs.push_str(&format!("fragment F{i} on Query {{ ...F{} ...F{} }} ", i + 1, i + 1));
+        laughs.push_str(&format!(
+            "fragment F{i} on Query {{ ...F{} ...F{} }} ",
+            i + 1,
+            i + 1
+        ));
     }
     laughs.push_str("fragment F30 on Query { program(orgId: \"acme\") { version } }");
     add("fragment bomb (2^30 spreads)", json!({ "query": laughs }));
@@ -419,17 +555,38 @@ fn hostile() -> Vec<(String, Value)> {
     add("10,000 directives", json!({ "query": directives }));
 
     // Huge values.
-    add("huge page size", json!({"query": field("members(orgId: \"acme\", first: 2147483647) { edges { cursor } }")}));
-    add("negative page size", json!({"query": field("leaderboard(orgId: \"acme\", period: WEEK, first: -5) { rank }")}));
-    add("1 MB string argument", json!({"query": field(&format!("member(orgId: \"acme\", externalId: \"{}\") {{ memberId }}", "x".repeat(1 << 20)))}));
-    add("1 MB org id", json!({"query": field(&format!("program(orgId: \"{}\") {{ version }}", "o".repeat(1 << 20)))}));
+    add(
+        "huge page size",
+        json!({"query": field("members(orgId: \"acme\", first: 2147483647) { edges { cursor } }")}),
+    );
+    add(
+        "negative page size",
+        json!({"query": field("leaderboard(orgId: \"acme\", period: WEEK, first: -5) { rank }")}),
+    );
+    add(
+        "1 MB string argument",
+        json!({"query": field(&format!("member(orgId: \"acme\", externalId: \"{}\") {{ memberId }}", "x".repeat(1 << 20)))}),
+    );
+    add(
+        "1 MB org id",
+        json!({"query": field(&format!("program(orgId: \"{}\") {{ version }}", "o".repeat(1 << 20)))}),
+    );
     let tiers: Vec<String> = (0..100_000).map(|i| format!("\"t{i}\"")).collect();
-    add("100,000-item list for a String", json!({"query": field(&format!("members(orgId: \"acme\", filter: {{segment: [{}]}}) {{ edges {{ cursor }} }}", tiers.join(",")))}));
-    add("huge variable list", json!({
-        "query": "query($f: MemberFilter) { members(orgId: \"acme\", filter: $f) { edges { cursor } } }",
-        "variables": { "f": { "tier": vec!["gold"; 200_000], "segment": "x".repeat(1 << 20) } }
-    }));
-    add("8 MB query", json!({ "query": format!("query {{ __typename }} #{}", "c".repeat(8 << 20)) }));
+    add(
+        "100,000-item list for a String",
+        json!({"query": field(&format!("members(orgId: \"acme\", filter: {{segment: [{}]}}) {{ edges {{ cursor }} }}", tiers.join(",")))}),
+    );
+    add(
+        "huge variable list",
+        json!({
+            "query": "query($f: MemberFilter) { members(orgId: \"acme\", filter: $f) { edges { cursor } } }",
+            "variables": { "f": { "tier": vec!["gold"; 200_000], "segment": "x".repeat(1 << 20) } }
+        }),
+    );
+    add(
+        "8 MB query",
+        json!({ "query": format!("query {{ __typename }} #{}", "c".repeat(8 << 20)) }),
+    );
 
     // Bad variables and request shapes.
     let q = "query($org: ID!, $n: Int) { members(orgId: $org, first: $n) { edges { cursor } } }";
@@ -446,13 +603,25 @@ fn hostile() -> Vec<(String, Value)> {
     ] {
         add(what, json!({ "query": q, "variables": variables }));
     }
-    add("unknown operationName", json!({"query": "query A { __typename }", "operationName": "B"}));
-    add("operationName a number", json!({"query": "query A { __typename }", "operationName": 7}));
+    add(
+        "unknown operationName",
+        json!({"query": "query A { __typename }", "operationName": "B"}),
+    );
+    add(
+        "operationName a number",
+        json!({"query": "query A { __typename }", "operationName": 7}),
+    );
     add("query a number", json!({ "query": 42 }));
     add("query missing", json!({ "variables": {} }));
-    add("batch of requests", json!([{ "query": "{ __typename }" }, { "query": "{" }]));
+    add(
+        "batch of requests",
+        json!([{ "query": "{ __typename }" }, { "query": "{" }]),
+    );
     add("empty batch", json!([]));
-    add("extensions garbage", json!({"query": "{ __typename }", "extensions": {"persistedQuery": {"version": 1, "sha256Hash": "00"}}}));
+    add(
+        "extensions garbage",
+        json!({"query": "{ __typename }", "extensions": {"persistedQuery": {"version": 1, "sha256Hash": "00"}}}),
+    );
     cases
 }
 
@@ -462,13 +631,19 @@ async fn the_query_service_survives_fuzzed_graphql() {
     let db = TestDb::new().await;
     let nats = TestNats::new().await;
     let member_ids = seed(&db, &nats).await;
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(db.pool()).await.unwrap();
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
     let service = spawn_query_service(&db, &nats).await;
     let analyst = create_api_key(&db, ORG, Role::Analyst).await;
     let storefront = create_api_key(&db, ORG, Role::Storefront).await;
     let mut checker = Checker {
         service: &service,
-        http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap(),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap(),
         key: analyst.clone(),
         sent: 0,
         refused: 0,
@@ -477,17 +652,39 @@ async fn the_query_service_survives_fuzzed_graphql() {
 
     // Hostile documents.
     for (what, request) in hostile() {
+        let sent = Instant::now();
         let (status, body) = checker.post(request, &what).await;
         let errors = body["errors"].as_array().map_or(0, Vec::len);
-        println!("{what}: {status}, {errors} errors: {}", body["errors"][0]["message"].as_str().unwrap_or("-"));
+        let message: String = body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("-")
+            .chars()
+            .take(120)
+            .collect();
+        println!(
+            "{what}: {status} in {:.0?}, {errors} errors: {message}",
+            sent.elapsed()
+        );
     }
     // Bodies that are not GraphQL requests at all.
     for (what, body, content_type) in [
         ("not JSON", b"query { __typename }".to_vec(), "application/json"),
-        ("invalid UTF-8", vec![0xff, 0xfe, b'{', 0xc3, 0x28], "application/json"),
-        ("form body", b"query=%7B__typename%7D".to_vec(), "application/x-www-form-urlencoded"),
+        (
+            "invalid UTF-8",
+            vec![0xff, 0xfe, b'{', 0xc3, 0x28],
+            "application/json",
+        ),
+        (
+            "form body",
+            b"query=%7B__typename%7D".to_vec(),
+            "application/x-www-form-urlencoded",
+        ),
         ("JSON null", b"null".to_vec(), "application/json"),
-        ("truncated JSON", b"{\"query\": \"{ __typename".to_vec(), "application/json"),
+        (
+            "truncated JSON",
+            b"{\"query\": \"{ __typename".to_vec(),
+            "application/json",
+        ),
         ("graphql body", b"{ __typename }".to_vec(), "application/graphql"),
     ] {
         let (status, _) = checker.post_raw(body, content_type, what).await;
@@ -495,11 +692,16 @@ async fn the_query_service_survives_fuzzed_graphql() {
     }
     // The limits answer with clear errors.
     let (_, body) = checker.query(&hostile_deep(), "depth limit").await;
-    assert_eq!(body["errors"][0]["message"], "Query is nested too deep.", "{body}");
+    assert_eq!(
+        body["errors"][0]["message"], "Query is nested too deep.",
+        "{body}"
+    );
     let aliases: Vec<String> = (0..200)
         .map(|i| format!("m{i}: members(orgId: \"acme\", first: 100) {{ edges {{ node {{ memberId }} }} }}"))
         .collect();
-    let (_, body) = checker.query(&format!("query {{ {} }}", aliases.join(" ")), "complexity limit").await;
+    let (_, body) = checker
+        .query(&format!("query {{ {} }}", aliases.join(" ")), "complexity limit")
+        .await;
     assert_eq!(body["errors"][0]["message"], "Query is too complex.", "{body}");
 
     // Random documents from the SDL, with the analyst key and now and then a storefront key.
@@ -507,7 +709,11 @@ async fn the_query_service_survives_fuzzed_graphql() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(rand::random);
-    let count = if std::env::var("FUZZ_FULL").is_ok_and(|v| v == "1") { 20_000 } else { 600 };
+    let count = if std::env::var("FUZZ_FULL").is_ok_and(|v| v == "1") {
+        20_000
+    } else {
+        600
+    };
     println!("generating {count} documents from the SDL with FUZZ_SEED={seed}");
     let sdl = Sdl::load();
     let mut generator = Generator {
@@ -518,8 +724,15 @@ async fn the_query_service_survives_fuzzed_graphql() {
     let mut answered_with_data = 0;
     for i in 0..count {
         let query = generator.document();
-        checker.key = if generator.rng.random_bool(0.2) { storefront.clone() } else { analyst.clone() };
-        let what = format!("document {i} (FUZZ_SEED={seed}): {}", query.chars().take(400).collect::<String>());
+        checker.key = if generator.rng.random_bool(0.2) {
+            storefront.clone()
+        } else {
+            analyst.clone()
+        };
+        let what = format!(
+            "document {i} (FUZZ_SEED={seed}): {}",
+            query.chars().take(400).collect::<String>()
+        );
         let (_, body) = checker.query(&query, &what).await;
         if body["data"].is_object() && body["errors"].is_null() {
             answered_with_data += 1;
@@ -529,12 +742,19 @@ async fn the_query_service_survives_fuzzed_graphql() {
 
     // Still healthy and answering, and nothing written.
     let reply = service
-        .graphql(Some(&analyst), "query { program(orgId: \"acme\") { version } }", json!({}))
+        .graphql(
+            Some(&analyst),
+            "query { program(orgId: \"acme\") { version } }",
+            json!({}),
+        )
         .await;
     assert_eq!(reply.data()["program"]["version"], 1);
     let healthy = reqwest::get(service.url("/readyz")).await.unwrap();
     assert_eq!(healthy.status(), 200);
-    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(db.pool()).await.unwrap();
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
     assert_eq!(after, events, "GraphQL requests changed the event store");
     println!(
         "fuzz_graphql: {} requests, {} refused, slowest answer {:.0?}, took {:.1?}",

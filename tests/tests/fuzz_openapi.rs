@@ -178,36 +178,35 @@ fn run_schemathesis(service: &TestCommandService, org: &FuzzOrg, mode: &str, out
     serde_json::from_str(&har).expect("a JSON HAR report")
 }
 
-/// Every HAR entry: (method, status, response headers, response body).
-fn exchanges(har: &Value) -> Vec<(String, u16, Vec<(String, String)>, String)> {
+/// One request and its answer, from the HAR log.
+struct Exchange {
+    method: String,
+    status: u16,
+    /// Answered from a stored response of an earlier request with the same Idempotency-Key.
+    replayed: bool,
+    body: String,
+}
+
+/// Every exchange of a HAR log.
+fn exchanges(har: &Value) -> Vec<Exchange> {
     har["log"]["entries"]
         .as_array()
         .expect("HAR entries")
         .iter()
-        .map(|entry| {
-            let headers = entry["response"]["headers"]
-                .as_array()
-                .map(|headers| {
-                    headers
-                        .iter()
-                        .map(|h| {
-                            (
-                                h["name"].as_str().unwrap_or_default().to_ascii_lowercase(),
-                                h["value"].as_str().unwrap_or_default().to_owned(),
-                            )
-                        })
-                        .collect()
+        .map(|entry| Exchange {
+            method: entry["request"]["method"].as_str().unwrap_or_default().to_owned(),
+            status: entry["response"]["status"].as_u64().unwrap_or_default() as u16,
+            replayed: entry["response"]["headers"].as_array().is_some_and(|headers| {
+                headers.iter().any(|h| {
+                    h["name"]
+                        .as_str()
+                        .is_some_and(|name| name.eq_ignore_ascii_case("idempotent-replayed"))
                 })
-                .unwrap_or_default();
-            (
-                entry["request"]["method"].as_str().unwrap_or_default().to_owned(),
-                entry["response"]["status"].as_u64().unwrap_or_default() as u16,
-                headers,
-                entry["response"]["content"]["text"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            )
+            }),
+            body: entry["response"]["content"]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
         })
         .collect()
 }
@@ -235,14 +234,14 @@ fn assert_no_internal_detail(body: &str) {
 }
 
 /// Events the accepted writes of the log reported: not replayed 2xx POST/PUT answers.
-fn accepted_events(exchanges: &[(String, u16, Vec<(String, String)>, String)]) -> i64 {
+fn accepted_events(exchanges: &[Exchange]) -> i64 {
     let mut events = 0;
-    for (method, status, headers, body) in exchanges {
-        let replayed = headers.iter().any(|(name, _)| name == "idempotent-replayed");
-        if !(200..300).contains(status) || replayed || !(method == "POST" || method == "PUT") {
+    for exchange in exchanges {
+        let write = exchange.method == "POST" || exchange.method == "PUT";
+        if !(200..300).contains(&exchange.status) || exchange.replayed || !write {
             continue;
         }
-        let body: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        let body: Value = serde_json::from_str(&exchange.body).unwrap_or(Value::Null);
         events += match &body["events"] {
             Value::Array(list) => list.len() as i64,
             Value::Number(count) => count.as_i64().unwrap_or_default(),
@@ -262,7 +261,7 @@ async fn fuzz(db: &TestDb, service: &TestCommandService, org: &FuzzOrg, mode: &s
     let accepted = accepted_events(&log);
     let count = |range: std::ops::Range<u16>| {
         log.iter()
-            .filter(|(_, status, ..)| range.contains(status))
+            .filter(|exchange| range.contains(&exchange.status))
             .count()
     };
     println!(
@@ -279,10 +278,8 @@ async fn fuzz(db: &TestDb, service: &TestCommandService, org: &FuzzOrg, mode: &s
         accepted,
         "the store changed by other events than the accepted requests reported"
     );
-    for (_, status, _, body) in &log {
-        if *status >= 400 {
-            assert_no_internal_detail(body);
-        }
+    for exchange in log.iter().filter(|exchange| exchange.status >= 400) {
+        assert_no_internal_detail(&exchange.body);
     }
 }
 
