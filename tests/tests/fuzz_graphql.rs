@@ -6,8 +6,8 @@
 //! stack or file path) and, when refused, say why; no error may be an `INTERNAL` one; the
 //! service stays healthy, and the event store is untouched.
 //!
-//! Bounded for CI (a few hundred documents); `FUZZ_FULL=1` generates many more. The seed is
-//! printed; `FUZZ_SEED=<n>` replays a run.
+//! Bounded for CI (2,000 generated documents, about 15 s); `FUZZ_FULL=1` generates 200,000. The
+//! seed is printed; `FUZZ_SEED=<n>` replays a run.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -710,9 +710,9 @@ async fn the_query_service_survives_fuzzed_graphql() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(rand::random);
     let count = if std::env::var("FUZZ_FULL").is_ok_and(|v| v == "1") {
-        20_000
+        200_000
     } else {
-        600
+        2_000
     };
     println!("generating {count} documents from the SDL with FUZZ_SEED={seed}");
     let sdl = Sdl::load();
