@@ -777,3 +777,104 @@ fn hostile_deep() -> String {
     }
     format!("query {{ member(orgId: \"acme\", externalId: \"c-1\") {{ {selection} }} }}")
 }
+
+/// schemathesis' own GraphQL generator (hypothesis-graphql) on the checked-in SDL, as a second
+/// opinion on the hand-written one. schemathesis counts every `errors` entry of a resolver as a
+/// server failure (its ST113), while our contract answers bad input and foreign orgs with coded
+/// errors; so it only generates and sends here, and every exchange of its HAR log is judged by
+/// this suite's rules: below 500, no `INTERNAL` error, no internal detail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_queries_from_the_sdl() {
+    let started = Instant::now();
+    let db = TestDb::new().await;
+    let nats = TestNats::new().await;
+    let service = spawn_query_service(&db, &nats).await;
+    let analyst = create_api_key(&db, ORG, Role::Analyst).await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace")
+        .to_path_buf();
+    let installed = std::process::Command::new(root.join("scripts/fuzz-deps.sh"))
+        .output()
+        .expect("running scripts/fuzz-deps.sh");
+    assert!(
+        installed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    let stdout = String::from_utf8(installed.stdout).expect("a path");
+    let schemathesis = stdout
+        .lines()
+        .last()
+        .expect("the schemathesis path")
+        .trim()
+        .to_owned();
+    let (examples, seconds) = if std::env::var("FUZZ_FULL").is_ok_and(|v| v == "1") {
+        ("1000", "600")
+    } else {
+        ("50", "30")
+    };
+    let out = std::env::temp_dir().join(format!("loyalty-gqfuzz-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&out).expect("a report directory");
+    let har = out.join("graphql.har");
+    let output = tokio::task::block_in_place(|| {
+        std::process::Command::new(&schemathesis)
+            .current_dir(&out)
+            .env("NO_COLOR", "1")
+            .env("FUZZ_API_KEY", &analyst)
+            .arg("--config-file")
+            .arg(root.join("tests/fuzz/schemathesis-graphql.toml"))
+            .arg("run")
+            .arg(root.join("schema/graphql/schema.graphql"))
+            .args(["--url", &service.url("/graphql")])
+            .args([
+                "--max-examples",
+                examples,
+                "--max-time",
+                seconds,
+                "--workers",
+                "2",
+            ])
+            .args(["--continue-on-failure", "--report", "har", "--report-har-path"])
+            .arg(&har)
+            .output()
+            .expect("running schemathesis")
+    });
+    // Exit 1 is "checks failed" (its ST113, see above); anything else is schemathesis failing.
+    assert!(
+        matches!(output.status.code(), Some(0 | 1)),
+        "schemathesis did not run: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let har: Value =
+        serde_json::from_str(&std::fs::read_to_string(&har).expect("the HAR report")).expect("JSON");
+    let entries = har["log"]["entries"].as_array().expect("HAR entries");
+    let mut answered = 0;
+    for entry in entries {
+        let status = entry["response"]["status"].as_u64().unwrap_or_default();
+        let text = entry["response"]["content"]["text"].as_str().unwrap_or_default();
+        let query = entry["request"]["postData"]["text"].as_str().unwrap_or_default();
+        assert!(status < 500, "{status} for {query}: {text}");
+        if let Some(marker) = internal_detail(text) {
+            panic!("internal detail ({marker}) for {query}: {text}");
+        }
+        let body: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        for error in body["errors"].as_array().into_iter().flatten() {
+            assert_ne!(error["extensions"]["code"], "INTERNAL", "for {query}: {text}");
+        }
+        if body["errors"].is_null() {
+            answered += 1;
+        }
+    }
+    assert!(!entries.is_empty(), "schemathesis sent nothing");
+    println!(
+        "schemathesis on the SDL: {} queries, {answered} without errors, took {:.1?}",
+        entries.len(),
+        started.elapsed()
+    );
+    std::fs::remove_dir_all(&out).ok();
+    service.stop().await.expect("query service stops");
+    nats.cleanup().await;
+    db.cleanup().await;
+}
