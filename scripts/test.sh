@@ -10,4 +10,5 @@ cd "$(dirname "$0")/.."
 if [ "${SKIP_SERVICES:-0}" != 1 ]; then
     scripts/services.sh
 fi
+scripts/fuzz-deps.sh >/dev/null # the fuzz tests' schemathesis, installed when missing
 exec cargo test --workspace "$@"

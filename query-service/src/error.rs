@@ -68,8 +68,15 @@ impl From<anyhow::Error> for QueryError {
     }
 }
 
+/// SQLSTATE `character_not_in_repertoire`: Postgres text cannot hold NUL (U+0000).
+const NUL_IN_TEXT: &str = "22021";
+
 impl From<sqlx::Error> for QueryError {
     fn from(error: sqlx::Error) -> Self {
+        // The only text that reaches SQL comes from arguments: a NUL in one is the caller's.
+        if error.as_database_error().and_then(|e| e.code()).as_deref() == Some(NUL_IN_TEXT) {
+            return QueryError::bad_input("text arguments may not contain NUL (U+0000) characters");
+        }
         anyhow::Error::new(error).context("database").into()
     }
 }

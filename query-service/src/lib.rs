@@ -23,6 +23,7 @@
 pub mod auth;
 pub mod cursor;
 pub mod db;
+pub mod document_size;
 pub mod error;
 pub mod graphql;
 mod http;

@@ -135,11 +135,44 @@ fn parse_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, Value), ApiError
             field: None,
         });
     }
+    // Event payloads are stored through jsonb, which cannot hold NUL: refuse it here rather
+    // than fail the append with a 500 (found by schemathesis in a free-text `reason`).
+    if let Some(field) = nul_in(&value, ".") {
+        return Err(ApiError::BadRequest {
+            code: "invalid_body",
+            message: "text must not contain NUL (U+0000) characters".to_owned(),
+            field: Some(field),
+        });
+    }
     // Parsed from the bytes rather than the value, so that duplicate keys are refused.
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let parsed: T = serde_path_to_error::deserialize(&mut deserializer)
         .map_err(|error| body_error(&error.path().to_string(), error.inner()))?;
     Ok((parsed, value))
+}
+
+/// The path of the first text (value or key) holding a NUL character, if any.
+fn nul_in(value: &Value, path: &str) -> Option<String> {
+    match value {
+        Value::String(text) if text.contains('\0') => Some(path.to_owned()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_in(item, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            let path = if path == "." {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            if key.contains('\0') {
+                Some(path)
+            } else {
+                nul_in(item, &path)
+            }
+        }),
+        _ => None,
+    }
 }
 
 fn body_error(path: &str, inner: &serde_json::Error) -> ApiError {
@@ -303,6 +336,17 @@ mod tests {
 
     fn field_and_code(error: ApiError) -> (Option<String>, &'static str) {
         (error.field(), error.code())
+    }
+
+    #[test]
+    fn a_nul_in_any_text_is_refused_with_its_field() {
+        let error = parse::<Value>(r#"{"reason":"a\u0000b","delta":1}"#).unwrap_err();
+        assert_eq!(field_and_code(error), (Some("reason".to_owned()), "invalid_body"));
+        let error = parse::<Value>(r#"{"tiers":[{"name":"ok"},{"name":"\u0000"}]}"#).unwrap_err();
+        assert_eq!(
+            field_and_code(error),
+            (Some("tiers[1].name".to_owned()), "invalid_body")
+        );
     }
 
     #[test]

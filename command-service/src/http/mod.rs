@@ -13,6 +13,7 @@ use axum::Router;
 
 pub mod auth;
 pub mod command_request;
+mod doc_responses;
 pub mod error;
 pub mod extract;
 pub mod jobs;

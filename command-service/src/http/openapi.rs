@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{jobs, members, program, promotions, quotes};
+use crate::http::{doc_responses, jobs, members, program, promotions, quotes};
 
 /// The OpenAPI document of the command API.
 #[derive(OpenApi)]
@@ -51,6 +51,7 @@ struct BearerAuth;
 
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        doc_responses::add_common_responses(openapi);
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "api_key",

@@ -50,11 +50,13 @@ impl Schemas {
             .data(live)
             .limit_depth(limits.max_depth)
             .limit_complexity(limits.max_complexity)
+            .extension(crate::document_size::DocumentSize)
             .finish();
         let introspection = Schema::build(QueryRoot, EmptyMutation, SubscriptionRoot)
             .introspection_only()
             .limit_depth(INTROSPECTION_LIMITS.max_depth)
             .limit_complexity(INTROSPECTION_LIMITS.max_complexity)
+            .extension(crate::document_size::DocumentSize)
             .finish();
         Self {
             strict,

@@ -1,0 +1,40 @@
+//! Answers every operation of the API can give, added to the OpenAPI document in one place so
+//! that no operation forgets one (the fuzz test checks every status it receives is documented).
+
+use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
+
+/// Statuses any operation may answer before its handler runs, with why.
+const COMMON: &[(&str, &str)] = &[("401", "No, malformed or unknown API key")];
+
+/// Adds [`COMMON`] (with an `ErrorBody`) to every operation that does not document it yet.
+pub fn add_common_responses(openapi: &mut OpenApi) {
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            for (status, description) in COMMON {
+                operation
+                    .responses
+                    .responses
+                    .entry((*status).to_owned())
+                    .or_insert_with(|| {
+                        ResponseBuilder::new()
+                            .description(*description)
+                            .content(
+                                "application/json",
+                                ContentBuilder::new()
+                                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                    .build(),
+                            )
+                            .build()
+                            .into()
+                    });
+            }
+        }
+    }
+}
