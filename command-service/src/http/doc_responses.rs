@@ -6,7 +6,11 @@ use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
 /// Statuses any operation may answer before its handler runs, with why.
 const COMMON: &[(&str, &str)] = &[("401", "No, malformed or unknown API key")];
 
-/// Adds [`COMMON`] (with an `ErrorBody`) to every operation that does not document it yet.
+/// Statuses any operation with a JSON body may answer before its handler runs.
+const WITH_BODY: &[(&str, &str)] = &[("415", "The body is not sent as application/json")];
+
+/// Adds [`COMMON`] (and [`WITH_BODY`] where there is a request body), each with an
+/// `ErrorBody`, to every operation that does not document it yet.
 pub fn add_common_responses(openapi: &mut OpenApi) {
     for item in openapi.paths.paths.values_mut() {
         let operations = [
@@ -17,7 +21,12 @@ pub fn add_common_responses(openapi: &mut OpenApi) {
             &mut item.patch,
         ];
         for operation in operations.into_iter().flatten() {
-            for (status, description) in COMMON {
+            let with_body = if operation.request_body.is_some() {
+                WITH_BODY
+            } else {
+                &[]
+            };
+            for (status, description) in COMMON.iter().chain(with_body) {
                 operation
                     .responses
                     .responses
