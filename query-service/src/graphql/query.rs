@@ -230,9 +230,6 @@ impl QueryRoot {
         guard = "OrgGuard::new(Access::Analyst, &org_id)",
         complexity = "cursor::list_complexity(first.unwrap_or(DEFAULT_PAGE), child_complexity)"
     )]
-    // A resolver's parameters are its GraphQL arguments (async-graphql takes no argument
-    // struct): six of them with `self` and `ctx` are eight, in the code `#[Object]` generates.
-    #[allow(clippy::too_many_arguments)]
     async fn segment_transitions(
         &self,
         ctx: &Context<'_>,
