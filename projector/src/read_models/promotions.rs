@@ -172,15 +172,28 @@ pub(super) fn apply(
 }
 
 /// Loads which promotions the members `keys` names have used.
+///
+/// One index probe per (member, promotion used), skipping from one promotion id to the next on
+/// the primary key: a `DISTINCT` over the member's uses would read their whole history on every
+/// batch (as rewriting every lot once did).
 pub(super) async fn load(
     conn: &mut PgConnection,
     (orgs, ids): &(Vec<String>, Vec<Uuid>),
     states: &mut HashMap<MemberKey, MemberState>,
 ) -> anyhow::Result<()> {
     let rows: Vec<(String, Uuid, String)> = sqlx::query_as(
-        "SELECT DISTINCT u.org_id, u.member_id, u.promotion_id \
-         FROM promotion_uses u JOIN unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
-         USING (org_id, member_id)",
+        "WITH RECURSIVE used (org_id, member_id, promotion_id) AS ( \
+             SELECT k.org_id, k.member_id, \
+                    (SELECT min(u.promotion_id) FROM promotion_uses u \
+                      WHERE u.org_id = k.org_id AND u.member_id = k.member_id) \
+             FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+             UNION ALL \
+             SELECT p.org_id, p.member_id, \
+                    (SELECT min(u.promotion_id) FROM promotion_uses u \
+                      WHERE u.org_id = p.org_id AND u.member_id = p.member_id \
+                        AND u.promotion_id > p.promotion_id) \
+             FROM used p WHERE p.promotion_id IS NOT NULL) \
+         SELECT org_id, member_id, promotion_id FROM used WHERE promotion_id IS NOT NULL",
     )
     .bind(orgs)
     .bind(ids)
