@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use loyalty_client::{Enrolment, Location, Program, Reward, StampCard};
 use loyalty_tests::{
-    spawn_command_service, spawn_projector, spawn_query_service, OrgKeys, TestCommandService, TestDb,
-    TestNats, TestProjector, TestQueryService,
+    query_config, spawn_command_service, spawn_projector, spawn_query_service_config, OrgKeys,
+    TestCommandService, TestDb, TestNats, TestProjector, TestQueryService,
 };
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -45,7 +45,9 @@ impl Stack {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let query = spawn_query_service(&db, &nats).await;
+        let mut config = query_config(&db, &nats);
+        config.command_api_url = commands.base_url();
+        let query = spawn_query_service_config(config).await;
         let keys = OrgKeys::create(&db, ORG).await;
         let stack = Stack {
             db,
