@@ -74,7 +74,9 @@ impl Member {
         })
     }
 
-    /// RFM scores and segment; null until the member's first purchase has been scored.
+    /// RFM metrics (live, from the member's first purchase on) and scores; null until the member
+    /// has purchased and its org has been scored once (the projector scores a new org right
+    /// after its first purchases).
     async fn rfm(&self, ctx: &Context<'_>) -> QueryResult<Option<Rfm>> {
         Ok(loaders(ctx).load_one(RfmOf(self.key())).await?.map(Rfm))
     }
