@@ -271,8 +271,8 @@ impl Simulator {
         }
     }
 
-    /// The report of everything fed.
-    pub fn finish(self) -> Report {
+    /// The report of everything fed so far.
+    pub fn report(&self) -> Report {
         let mut tier_changes = Vec::new();
         let mut liability_delta = 0i64;
         for (member_id, sim) in &self.members {
@@ -289,7 +289,7 @@ impl Simulator {
         let total = tier_changes.len() as u64;
         tier_changes.truncate(MAX_TIER_CHANGES);
         let members = self.members.len() as u64;
-        let mut report = self.tally.finish();
+        let mut report = self.tally.report();
         report.tier_changes = tier_changes;
         report.tier_changes_total = total;
         report.liability_delta = liability_delta;

@@ -137,21 +137,23 @@ impl Tally {
         *total = total.saturating_add(points);
     }
 
-    /// The report, with its breakdowns sorted by key.
-    pub fn finish(mut self) -> Report {
-        fn list<K>(map: BTreeMap<String, (i64, i64)>, key: impl Fn(String) -> K) -> Vec<Comparison<K>> {
-            map.into_iter()
-                .map(|(k, (actual_points, draft_points))| Comparison {
-                    key: key(k),
+    /// The report so far, with its breakdowns sorted by key.
+    pub fn report(&self) -> Report {
+        fn list<K>(map: &BTreeMap<String, (i64, i64)>, key: impl Fn(String) -> K) -> Vec<Comparison<K>> {
+            map.iter()
+                .map(|(k, &(actual_points, draft_points))| Comparison {
+                    key: key(k.clone()),
                     actual_points,
                     draft_points,
                 })
                 .collect()
         }
-        self.report.by_promotion = list(self.by_promotion, |promotion_id| PromotionKey { promotion_id });
-        self.report.by_tier = list(self.by_tier, |tier| TierKey { tier });
-        self.report.by_location = list(self.by_location, |location_id| LocationKey { location_id });
-        self.report.by_week = list(self.by_week, |week| WeekKey { week });
-        self.report
+        Report {
+            by_promotion: list(&self.by_promotion, |promotion_id| PromotionKey { promotion_id }),
+            by_tier: list(&self.by_tier, |tier| TierKey { tier }),
+            by_location: list(&self.by_location, |location_id| LocationKey { location_id }),
+            by_week: list(&self.by_week, |week| WeekKey { week }),
+            ..self.report.clone()
+        }
     }
 }
