@@ -15,8 +15,9 @@ use crate::db::{self, MemberAfter, MemberSort, PeriodKeys};
 use crate::error::{QueryError, QueryResult};
 use crate::loaders::{self, DirectoryOf, ProgramOf};
 use crate::types::{
-    check_segment, AchievementStats, LeaderboardEntry, NearUnlock, Simulation, Liability, Member, MemberFilter, MemberOrder, Period, Program,
-    PromotionStats, RfmCell, SegmentCount, SegmentTransition, TierCount,
+    check_segment, AchievementStats, LeaderboardEntry, Liability, Member, MemberFilter, MemberOrder,
+    NearUnlock, Period, Program, PromotionStats, RfmCell, SegmentCount, SegmentTransition, Simulation,
+    TierCount,
 };
 
 /// Entries of a leaderboard when `first` is not given (SPEC §8: `first: Int = 10`).
@@ -158,7 +159,8 @@ impl QueryRoot {
     async fn achievement_stats(&self, ctx: &Context<'_>, org_id: ID) -> QueryResult<Vec<AchievementStats>> {
         let db = crate::types::db(ctx);
         let (program, funnels, weeks) = futures::try_join!(
-            ctx.data_unchecked::<loaders::Loaders>().load_one(ProgramOf(org_id.0.clone())),
+            ctx.data_unchecked::<loaders::Loaders>()
+                .load_one(ProgramOf(org_id.0.clone())),
             db.achievement_funnels(&org_id),
             db.achievement_unlocks(&org_id),
         )?;
@@ -170,8 +172,16 @@ impl QueryRoot {
                 AchievementStats::of(&a.achievement_id, Some(a), funnel, &weeks)
             })
             .collect();
-        for funnel in funnels.iter().filter(|f| !achievements.iter().any(|a| a.achievement_id == f.achievement_id)) {
-            stats.push(AchievementStats::of(&funnel.achievement_id, None, Some(funnel), &weeks));
+        for funnel in funnels
+            .iter()
+            .filter(|f| !achievements.iter().any(|a| a.achievement_id == f.achievement_id))
+        {
+            stats.push(AchievementStats::of(
+                &funnel.achievement_id,
+                None,
+                Some(funnel),
+                &weeks,
+            ));
         }
         Ok(stats)
     }

@@ -8,15 +8,16 @@ use domain::member::earn::{active_promotions, EarnHistory};
 
 use super::{db, loaders};
 use super::{
-    AchievementProgress, Badge, Balance, HistoryEntry, LeaderboardRank, Period, Promotion, Reward, Rfm, SegmentTransition, StampCard,
+    AchievementProgress, Badge, Balance, HistoryEntry, LeaderboardRank, Period, Promotion, Reward, Rfm,
+    SegmentTransition, StampCard,
 };
 use super::{TierChange, TierProgress};
 use crate::cursor;
 use crate::db::MemberRow;
 use crate::error::QueryResult;
 use crate::loaders::{
-    AchievementsOf, BalanceOf, BudgetsOf, ProgramOf, PromotionHistoryOf, RanksOf, RfmOf, StampCardsOf, TierHistoryOf, TierOf,
-    TransitionsOf,
+    AchievementsOf, BalanceOf, BudgetsOf, ProgramOf, PromotionHistoryOf, RanksOf, RfmOf, StampCardsOf,
+    TierHistoryOf, TierOf, TransitionsOf,
 };
 
 /// A loyalty member of an org.
@@ -141,7 +142,10 @@ impl Member {
 
     /// The badges the member unlocked, oldest first (never taken back).
     async fn badges(&self, ctx: &Context<'_>) -> QueryResult<Vec<Badge>> {
-        let rows = loaders(ctx).load_one(AchievementsOf(self.key())).await?.unwrap_or_default();
+        let rows = loaders(ctx)
+            .load_one(AchievementsOf(self.key()))
+            .await?
+            .unwrap_or_default();
         let mut badges: Vec<Badge> = rows.iter().filter_map(Badge::of).collect();
         badges.sort_by_key(|b| b.unlocked_at);
         Ok(badges)
