@@ -10,6 +10,7 @@
 //! - [`signing_secrets`] and [`customer_token`]: the storefront identity of SPEC §10, the
 //!   signing secrets of each org and the customer tokens they sign.
 //! - [`credentials`]: keys and secrets cached per process, invalidated by LISTEN/NOTIFY.
+//! - [`simulation`]: what-if simulations run against the event store, and their stored reports.
 //! - [`shutdown`]: the signal every service's graceful shutdown waits for.
 //! - [`exit_code`]: how a binary reports a failure from `main`.
 
@@ -21,6 +22,7 @@ pub mod keys;
 pub mod metrics;
 pub mod shutdown;
 pub mod signing_secrets;
+pub mod simulation;
 pub mod telemetry;
 
 use std::process::ExitCode;

@@ -48,6 +48,7 @@ pub mod event;
 pub mod progress;
 pub mod read_models;
 pub mod rfm_schedule;
+pub mod simulate;
 
 pub use batch::{BatchReport, Projector};
 pub use read_models::{rfm, ReadModel};
