@@ -59,6 +59,21 @@ const FIELDS: &[(&str, Access, &str)] = &[
         Access::Analyst,
         "segmentTransitions(orgId: $org) { edges { node { to } } }",
     ),
+    (
+        "achievementStats",
+        Access::Analyst,
+        "achievementStats(orgId: $org) { achievementId unlocked }",
+    ),
+    (
+        "membersCloseToUnlocking",
+        Access::Analyst,
+        "membersCloseToUnlocking(orgId: $org, achievementId: \"a\") { memberId }",
+    ),
+    (
+        "simulations",
+        Access::Analyst,
+        "simulations(orgId: $org) { simulationId }",
+    ),
 ];
 
 struct Caller {
