@@ -68,12 +68,12 @@ const FIELDS: &[(&str, Access, &str)] = &[
     (
         "achievementStats",
         Access::Analyst,
-        "achievementStats(orgId: $org) { achievementId }",
+        "achievementStats(orgId: $org) { achievementId unlocked }",
     ),
     (
         "membersCloseToUnlocking",
         Access::Analyst,
-        "membersCloseToUnlocking(orgId: $org, achievementId: \"none\") { memberId }",
+        "membersCloseToUnlocking(orgId: $org, achievementId: \"a\") { memberId }",
     ),
     (
         "simulations",
