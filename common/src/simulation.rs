@@ -7,7 +7,7 @@
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use domain::codec::{decode_member, decode_program};
+use domain::codec::{decode_member_text, decode_program};
 use domain::member::MemberEvent;
 use domain::simulation::{Draft, Logged, Report, Simulator};
 use domain::{MemberKey, ProgramConfig, ProgramEvent};
@@ -124,7 +124,7 @@ async fn read_log(pool: &PgPool, request: &Request, tx: mpsc::Sender<Vec<Entry>>
         .await
         .context("opening the simulation's snapshot")?;
     let mut rows = sqlx::query(
-        "SELECT aggregate_type, aggregate_id, event_type, event_version, payload, \
+        "SELECT aggregate_type, aggregate_id, event_type, event_version, payload::text AS payload, \
          metadata ->> 'idempotency_key' AS key, metadata ->> 'command' AS command, \
          metadata ->> 'recorded_at' AS recorded_at, committed_at \
          FROM events WHERE (aggregate_id = $1 OR aggregate_id LIKE $2) AND committed_at < $3 \
@@ -139,10 +139,11 @@ async fn read_log(pool: &PgPool, request: &Request, tx: mpsc::Sender<Vec<Entry>>
         let aggregate_type: &str = row.try_get("aggregate_type")?;
         let event_type: &str = row.try_get("event_type")?;
         let event_version: &str = row.try_get("event_version")?;
-        let payload: serde_json::Value = row.try_get("payload")?;
+        let payload: &str = row.try_get("payload")?;
         let entry = match aggregate_type {
             "program" => Entry::Program(
-                decode_program(event_type, event_version, payload).context("decoding a program event")?,
+                decode_program(event_type, event_version, serde_json::from_str(payload)?)
+                    .context("decoding a program event")?,
             ),
             "member" => {
                 let aggregate_id: &str = row.try_get("aggregate_id")?;
@@ -161,7 +162,7 @@ async fn read_log(pool: &PgPool, request: &Request, tx: mpsc::Sender<Vec<Entry>>
                 };
                 Entry::Member {
                     member_id: key.member_id,
-                    event: decode_member(event_type, event_version, payload)
+                    event: decode_member_text(event_type, event_version, payload)
                         .context("decoding a member event")?,
                     recorded_at,
                     command,

@@ -258,6 +258,30 @@ pub fn decode_member(
     Codec::default().decode_payload(event_type, event_version, payload)
 }
 
+/// Decodes a member event from its `event_type`, `event_version` and the payload's JSON text.
+/// A payload at the current version is read straight into the typed event (no intermediate
+/// `Value`: what a replay of millions of events spends most on); an older one is upcast first.
+pub fn decode_member_text(event_type: &str, event_version: &str, payload: &str) -> Result<MemberEvent, CodecError> {
+    if event_version != current_version(event_type) {
+        let value: Value = serde_json::from_str(payload).map_err(|error| CodecError::BadPayload {
+            aggregate_type: MemberEvent::AGGREGATE_TYPE.to_owned(),
+            error: error.to_string(),
+        })?;
+        return decode_member(event_type, event_version, value);
+    }
+    let event: MemberEvent = serde_json::from_str(payload).map_err(|error| CodecError::BadPayload {
+        aggregate_type: MemberEvent::AGGREGATE_TYPE.to_owned(),
+        error: error.to_string(),
+    })?;
+    if event.type_name() != event_type {
+        return Err(CodecError::TypeMismatch {
+            declared: event_type.to_owned(),
+            actual: event.type_name().to_owned(),
+        });
+    }
+    Ok(event)
+}
+
 /// Decodes a program event from its `event_type`, `event_version` and payload columns.
 pub fn decode_program(
     event_type: &str,
@@ -374,6 +398,33 @@ mod tests {
         assert!(matches!(
             decode_member("PointsExpired", "0", old),
             Err(CodecError::UnsupportedVersion { .. })
+        ));
+    }
+
+    #[test]
+    fn decoding_from_text_is_decoding_from_a_value() {
+        let text = expired_payload().to_string();
+        assert_eq!(
+            decode_member_text("PointsExpired", "1", &text).unwrap(),
+            decode_member("PointsExpired", "1", expired_payload()).unwrap()
+        );
+        let old = purchase_v1().to_string();
+        assert_eq!(
+            decode_member_text("PurchaseRecorded", "1", &old).unwrap(),
+            decode_member("PurchaseRecorded", "1", purchase_v1()).unwrap(),
+            "an old version is upcast on the way"
+        );
+        assert!(matches!(
+            decode_member_text("PointsAdjusted", "1", &text),
+            Err(CodecError::TypeMismatch { .. })
+        ));
+        assert!(matches!(
+            decode_member_text("PointsExpired", "2", &text),
+            Err(CodecError::UnsupportedVersion { .. })
+        ));
+        assert!(matches!(
+            decode_member_text("PointsExpired", "1", "{\"Nope\": {}}"),
+            Err(CodecError::BadPayload { .. })
         ));
     }
 
