@@ -18,6 +18,7 @@ mod promotions;
 mod rfm;
 mod stamps;
 mod tier;
+mod trends;
 
 pub use balance::{Balance, Liability, PointsExpiry};
 pub use history::{balance_after, HistoryEntry};
@@ -30,6 +31,7 @@ pub use promotions::{EarnCap, Promotion, PromotionStats, PurchaseBreakdown};
 pub use rfm::{check_segment, Rfm, RfmCell, SegmentCount, SegmentTransition};
 pub use stamps::{StampCard, StampCardDefinition};
 pub use tier::{TierChange, TierCount, TierProgress};
+pub use trends::{liability_days, start_of, window_start, LiabilityDay, SegmentTransitionCount};
 
 fn loaders<'a>(ctx: &Context<'a>) -> &'a Loaders {
     ctx.data_unchecked::<Loaders>()
