@@ -7,6 +7,8 @@
 //!   over `graphql-transport-ws` (or the legacy `graphql-ws`), authenticated by the
 //!   `connection_init` payload `{"Authorization": "Bearer <key>"}`.
 //! - `GET /graphql/schema.graphql`: the served SDL (checked in at `schema/graphql/schema.graphql`).
+//! - `GET /widget.js`, `/widget-demo`, `/dashboard`: the storefront widget, its demo page and
+//!   the analyst dashboard ([`web`]).
 //! - `/healthz`, `/readyz`, `/metrics` from [`common::health`].
 //!
 //! It reads only the read models the projector maintains and, for a member's history and the
@@ -30,6 +32,7 @@ mod http;
 pub mod live;
 pub mod loaders;
 pub mod types;
+pub mod web;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -107,7 +110,9 @@ pub async fn run(
 
     let db = Db::new(pool.clone());
     let schemas = Arc::new(Schemas::new(db.clone(), live, config.limits));
-    let app = router(AppState { db, schemas }).merge(common::health::router(pool, Some(nats)));
+    let app = router(AppState { db, schemas })
+        .merge(web::router())
+        .merge(common::health::router(pool, Some(nats)));
 
     let addr = listener.local_addr().context("listener address")?;
     tracing::info!(%addr, "query-service listening");

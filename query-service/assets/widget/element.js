@@ -1,0 +1,327 @@
+// <loyalty-widget>: the custom element a shop page embeds (SPEC §10).
+//
+//   <script src="https://loyalty.example.com/widget.js" defer></script>
+//   <loyalty-widget org="acme" publishable-key="pk_..." customer-token="eyJ..."></loyalty-widget>
+//
+// The customer token is signed by the shop's backend for the logged-in shopper; the widget
+// never verifies it (the query service does) and reads its `sub` only to name the member in
+// the query. Setting a new `customer-token` (e.g. a refreshed one) reloads the widget.
+// `endpoint` overrides the query service's address (default: where widget.js came from).
+
+const SCRIPT_ORIGIN =
+  document.currentScript && document.currentScript.src
+    ? new URL(document.currentScript.src, location.href).origin
+    : location.origin;
+
+const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** What the shopper is told for each kind of failure (the server's words follow). */
+const MESSAGES = {
+  expired: "Your session has expired. Please sign in again to see your points.",
+  refused: "We could not confirm it is you. Please sign in again to see your points.",
+  missing: "Sign in to see your points and rewards.",
+  notFound: "No loyalty account was found for this sign-in.",
+  network: "The loyalty service cannot be reached right now. Please try again later.",
+  config: "This loyalty widget is not set up correctly (missing org or key).",
+};
+
+/** The server error codes that mean the credentials were refused. */
+const REFUSED_CODES = new Set(["UNAUTHENTICATED", "FORBIDDEN", "INVALID_TOKEN", "TOKEN_EXPIRED"]);
+
+function newIdempotencyKey() {
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+class LoyaltyWidget extends HTMLElement {
+  static get observedAttributes() {
+    return ["org", "publishable-key", "customer-token", "endpoint", "member-id", "external-id"];
+  }
+
+  constructor() {
+    super();
+    this.root = this.attachShadow({ mode: "open" });
+    adoptStyles(this.root);
+    this.slots = {};
+    this.state = null;
+    this.live = null;
+    this.pending = new Set();
+    this.generation = 0;
+    this.refreshTimer = null;
+    this.build();
+  }
+
+  connectedCallback() {
+    this.start();
+  }
+
+  disconnectedCallback() {
+    this.stop();
+  }
+
+  attributeChangedCallback(_name, oldValue, newValue) {
+    if (oldValue !== newValue && this.isConnected) this.start();
+  }
+
+  /** The fixed frame: slots that sections are rendered into; the balance stays one node. */
+  build() {
+    const slot = (name, tag = "div") => (this.slots[name] = h(tag, { class: `${name}-slot` }));
+    this.slots.points = h("span", {
+      class: "points",
+      "aria-live": "polite",
+      "aria-atomic": "true",
+    });
+    this.slots.name = h("p", { class: "member muted" });
+    this.slots.status = h("p", { class: "status", role: "status" });
+    this.slots.balance = h(
+      "div",
+      { class: "balance", hidden: true },
+      this.slots.points,
+      h("span", { class: "unit" }, "points"),
+    );
+    this.root.append(
+      h(
+        "article",
+        { class: "card", "aria-label": "Loyalty account" },
+        h("header", {}, h("h2", {}, "Your rewards"), this.slots.name),
+        this.slots.status,
+        h("div", { class: "summary" }, this.slots.balance, slot("expiry"), slot("tier")),
+        slot("rewards"),
+        slot("stamps"),
+        slot("promotions"),
+        slot("achievements"),
+        slot("ranks"),
+        slot("activity"),
+      ),
+    );
+  }
+
+  stop() {
+    this.generation += 1;
+    if (this.live) this.live.close();
+    this.live = null;
+    clearTimeout(this.refreshTimer);
+  }
+
+  config() {
+    return {
+      org: this.getAttribute("org"),
+      endpoint: this.getAttribute("endpoint") || SCRIPT_ORIGIN,
+      publishableKey: this.getAttribute("publishable-key"),
+      customerToken: this.getAttribute("customer-token"),
+      memberId: this.getAttribute("member-id"),
+      externalId: this.getAttribute("external-id"),
+    };
+  }
+
+  /** (Re)loads everything for the current attributes. */
+  async start() {
+    this.stop();
+    const generation = this.generation;
+    this.clearSections();
+    const config = this.config();
+    if (!config.org || !config.publishableKey) return this.fail(MESSAGES.config);
+    const claims = readTokenClaims(config.customerToken);
+    let variables = { org: config.org };
+    if (config.customerToken) {
+      if (!claims || typeof claims.sub !== "string") return this.fail(MESSAGES.refused);
+      if (typeof claims.exp === "number" && claims.exp * 1000 <= Date.now()) {
+        return this.fail(MESSAGES.expired, "TOKEN_EXPIRED");
+      }
+      variables = UUID_PATTERN.test(claims.sub)
+        ? { org: config.org, id: claims.sub }
+        : { org: config.org, ext: claims.sub };
+    } else if (config.memberId || config.externalId) {
+      variables = { org: config.org, id: config.memberId, ext: config.externalId };
+    } else {
+      return this.fail(MESSAGES.missing);
+    }
+    this.client = new GraphqlClient(config.endpoint, config);
+    this.variables = variables;
+    this.say("Loading your rewards\u2026");
+    const ok = await this.refresh(generation);
+    if (ok && generation === this.generation) this.subscribe(generation);
+  }
+
+  /** Reads the member's whole view; false (with a message shown) if it failed. */
+  async refresh(generation) {
+    let data;
+    try {
+      data = await this.client.request(WIDGET_QUERY, this.variables);
+    } catch (error) {
+      if (generation === this.generation) this.failWith(error);
+      return false;
+    }
+    if (generation !== this.generation) return false;
+    if (!data.member) {
+      this.fail(MESSAGES.notFound, "NOT_FOUND");
+      return false;
+    }
+    const live = this.state && this.state.live;
+    this.state = { program: data.program, member: data.member, live };
+    this.say("");
+    this.render();
+    return true;
+  }
+
+  subscribe(generation) {
+    const memberId = this.state.member.memberId;
+    this.live = this.client.subscribe(
+      LIVE_SUBSCRIPTION,
+      { org: this.config().org, id: memberId },
+      {
+        onNext: (data) => {
+          if (generation !== this.generation) return;
+          this.applyLive(data.memberUpdated);
+        },
+        onError: (error) => {
+          if (generation === this.generation) this.failWith(error);
+        },
+        onReconnect: () => this.scheduleRefresh(generation),
+      },
+    );
+  }
+
+  /** An event of the member: the balance and tier change at once, the rest after a re-read. */
+  applyLive(update) {
+    if (!update || !this.state) return;
+    const known = this.state.live;
+    if (known && update.sequence < known.sequence) return;
+    this.state.live = update;
+    this.renderBalance();
+    if (update.eventType) this.scheduleRefresh(this.generation);
+  }
+
+  /**
+   * Re-reads the view after live events (coalesced). The read models may lag the stream by
+   * the projector's delay, so the balance shown keeps following the live events meanwhile.
+   */
+  scheduleRefresh(generation) {
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = setTimeout(() => this.refresh(generation), 150);
+  }
+
+  points() {
+    const { member, live } = this.state;
+    return live ? live.points : member.balance.points;
+  }
+
+  renderBalance() {
+    const points = this.points();
+    const text = formatPoints(points);
+    if (this.slots.points.textContent !== text) this.slots.points.textContent = text;
+    this.slots.balance.hidden = false;
+    this.slots.balance.dataset.points = String(points);
+    this.renderRewards();
+  }
+
+  renderRewards() {
+    replace(
+      this.slots.rewards,
+      rewardsSection(this.points(), this.state.program, this.pending, (reward) =>
+        this.redeem(reward),
+      ),
+    );
+  }
+
+  render() {
+    const { member, program } = this.state;
+    this.slots.name.textContent = member.displayName ? `Hi, ${member.displayName}` : "";
+    this.renderBalance();
+    replace(this.slots.expiry, expiryLine(member.balance.nextExpiry));
+    replace(this.slots.tier, tierSection(member.tier, program));
+    replace(this.slots.stamps, stampSection(member.stampCards, program));
+    replace(this.slots.promotions, promotionsSection(member.activePromotions || []));
+    replace(this.slots.achievements, achievementsSection(member.badges, member.achievements));
+    replace(this.slots.ranks, ranksSection(member.leaderboardRanks));
+    replace(this.slots.activity, activitySection(member.history, program));
+  }
+
+  clearSections() {
+    this.state = null;
+    this.slots.balance.hidden = true;
+    this.slots.name.textContent = "";
+    for (const name of ["expiry", "tier", "rewards", "stamps", "promotions"]) {
+      this.slots[name].replaceChildren();
+    }
+    for (const name of ["achievements", "ranks", "activity"]) this.slots[name].replaceChildren();
+  }
+
+  /** Redeems `reward` for the member; the live feed then brings the new balance. */
+  async redeem(reward) {
+    if (this.pending.has(reward.rewardId)) return;
+    const generation = this.generation;
+    this.pending.add(reward.rewardId);
+    this.renderRewards();
+    try {
+      const data = await this.client.request(REDEEM_MUTATION, {
+        org: this.config().org,
+        rewardId: reward.rewardId,
+        key: newIdempotencyKey(),
+      });
+      if (generation !== this.generation) return;
+      const answer = data && data.redeemReward;
+      if (answer && typeof answer.balance === "number") this.applyRedeemed(answer);
+      this.say(`Redeemed ${reward.name}.`);
+      this.dispatchEvent(
+        new CustomEvent("loyalty-redeemed", { detail: { rewardId: reward.rewardId } }),
+      );
+    } catch (error) {
+      if (generation !== this.generation) return;
+      this.say(`${reward.name} could not be redeemed: ${error.message}`, true);
+    } finally {
+      this.pending.delete(reward.rewardId);
+      if (generation === this.generation && this.state) this.renderRewards();
+    }
+  }
+
+  /** The redemption's answer carries the balance after it: shown before the live event. */
+  applyRedeemed(answer) {
+    const known = this.state.live;
+    const sequence = typeof answer.sequence === "number" ? answer.sequence : null;
+    if (known && sequence !== null && sequence <= known.sequence) return;
+    this.state.live = {
+      ...(known || {}),
+      points: answer.balance,
+      sequence: sequence !== null ? sequence : known ? known.sequence : 0,
+    };
+    this.renderBalance();
+  }
+
+  say(text, isError = false) {
+    const status = this.slots.status;
+    status.textContent = text;
+    status.classList.toggle("error", isError);
+    status.setAttribute("role", isError ? "alert" : "status");
+  }
+
+  fail(message, code) {
+    this.stop();
+    this.clearSections();
+    this.say(message, true);
+    if (code) this.slots.status.dataset.code = code;
+    else delete this.slots.status.dataset.code;
+    this.dispatchEvent(new CustomEvent("loyalty-error", { detail: { message, code } }));
+    return false;
+  }
+
+  /** A failed request as the shopper should read it. */
+  failWith(error) {
+    const claims = readTokenClaims(this.config().customerToken);
+    if (claims && typeof claims.exp === "number" && claims.exp * 1000 <= Date.now()) {
+      return this.fail(MESSAGES.expired, "TOKEN_EXPIRED");
+    }
+    if (error.code === "NETWORK") return this.fail(MESSAGES.network, error.code);
+    if (REFUSED_CODES.has(error.code)) {
+      const expired = /expired/i.test(error.message);
+      return this.fail(expired ? MESSAGES.expired : MESSAGES.refused, error.code);
+    }
+    return this.fail(error.message, error.code);
+  }
+}
+
+if (!customElements.get("loyalty-widget")) customElements.define("loyalty-widget", LoyaltyWidget);
