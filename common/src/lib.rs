@@ -7,6 +7,7 @@
 //! - [`config`]: clap argument groups every service flattens into its config (`DATABASE_URL`,
 //!   `NATS_URL`, `LISTEN_ADDR`, ...), and the connection helpers that go with them.
 //! - [`keys`]: API keys of all roles, stored hashed in the `api_keys` table.
+//! - [`simulation`]: what-if simulations run against the event store, and their stored reports.
 //! - [`shutdown`]: the signal every service's graceful shutdown waits for.
 //! - [`exit_code`]: how a binary reports a failure from `main`.
 
@@ -15,6 +16,7 @@ pub mod health;
 pub mod keys;
 pub mod metrics;
 pub mod shutdown;
+pub mod simulation;
 pub mod telemetry;
 
 use std::process::ExitCode;

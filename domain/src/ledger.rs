@@ -43,7 +43,9 @@ pub fn points_delta(event: &MemberEvent) -> i64 {
         MemberEvent::RewardRedeemed { points_cost, .. } => -points_cost,
         MemberEvent::PointsAdjusted { delta, .. } => *delta,
         MemberEvent::PointsExpired { points, .. } => -points,
-        MemberEvent::MemberEnrolled { .. }
+        MemberEvent::AchievementUnlocked { reward_points, .. } => *reward_points,
+        MemberEvent::AchievementProgressed { .. }
+        | MemberEvent::MemberEnrolled { .. }
         | MemberEvent::StampCollected { .. }
         | MemberEvent::StampCardCompleted { .. }
         | MemberEvent::TierUpgraded { .. }

@@ -36,6 +36,7 @@ pub mod money;
 pub mod points;
 pub mod program;
 pub mod rfm;
+pub mod simulation;
 pub mod wire;
 
 pub use ids::MemberKey;

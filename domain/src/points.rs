@@ -11,7 +11,7 @@ use crate::member::MemberEvent;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PointCounters {
     pub balance: i64,
-    /// Points earned by purchases (before any clawback).
+    /// Points earned by purchases (before any clawback) and achievement rewards.
     pub lifetime_earned: i64,
     pub redeemed: i64,
     pub expired: i64,
@@ -62,7 +62,11 @@ pub fn movement(event: &MemberEvent) -> Option<(Counter, i64)> {
         MemberEvent::RewardRedeemed { points_cost, .. } => Some((Counter::Redeemed, *points_cost)),
         MemberEvent::PointsAdjusted { delta, .. } => Some((Counter::Adjusted, *delta)),
         MemberEvent::PointsExpired { points, .. } => Some((Counter::Expired, *points)),
-        MemberEvent::MemberEnrolled { .. }
+        MemberEvent::AchievementUnlocked { reward_points, .. } => {
+            Some((Counter::LifetimeEarned, *reward_points))
+        }
+        MemberEvent::AchievementProgressed { .. }
+        | MemberEvent::MemberEnrolled { .. }
         | MemberEvent::StampCollected { .. }
         | MemberEvent::StampCardCompleted { .. }
         | MemberEvent::TierUpgraded { .. }

@@ -6,14 +6,17 @@
 //! projector as-of --org O --member M --at T        balance and tier of a member at T (RFC 3339), as JSON
 //! projector rfm-recompute [--org O] [--at T]       recompute RFM scores now (every org without --org)
 //! projector retry-parked                           re-apply parked events after a fix
+//! projector simulate --org O (--draft F | --in-force) --from T --to T [--json]
+//!                                                  what-if replay of a draft program (SPEC §9)
 //! ```
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::{audit, connect, rfm, run, Config, Projector, DEFAULT_LISTEN};
+use crate::{audit, connect, rfm, run, simulate, Config, Projector, DEFAULT_LISTEN};
 
 #[derive(Debug, clap::Parser)]
 #[command(
@@ -56,6 +59,27 @@ pub enum Command {
     },
     /// Re-apply parked events (after a fix of the projector), in order per aggregate.
     RetryParked,
+    /// Replay the org's history with a draft program in force over [from, to) and report what
+    /// it would have awarded (SPEC §9); writes nothing but the report.
+    Simulate {
+        #[arg(long)]
+        org: String,
+        /// The draft program, as JSON (the body of `PUT /v1/orgs/{org}/program`).
+        #[arg(long, required_unless_present = "in_force", conflicts_with = "in_force")]
+        draft: Option<PathBuf>,
+        /// Replay under the programs really in force (reproduces every awarded point).
+        #[arg(long)]
+        in_force: bool,
+        /// RFC 3339; commands recorded from here are decided under the draft.
+        #[arg(long)]
+        from: DateTime<Utc>,
+        /// RFC 3339, excluded (default: now).
+        #[arg(long)]
+        to: Option<DateTime<Utc>>,
+        /// Print the report as JSON (SPEC §11) instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs the command; the exit code is 1 when an audit finds differences.
@@ -93,6 +117,26 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     "{}: {} members scored as of {}, {} segment changes",
                     s.org_id, s.members, s.computed_at, s.transitions
                 );
+            }
+        }
+        Command::Simulate {
+            org,
+            draft,
+            in_force: _,
+            from,
+            to,
+            json,
+        } => {
+            let pool = connect(&config.db).await?;
+            let draft = match draft {
+                Some(path) => Some(simulate::read_draft(&pool, &org, &path).await?),
+                None => None,
+            };
+            let stored = simulate::simulate(&pool, &org, draft, from, to.unwrap_or_else(Utc::now)).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&stored)?);
+            } else {
+                print!("{}", simulate::summary(&stored));
             }
         }
         Command::RetryParked => {

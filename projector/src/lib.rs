@@ -47,6 +47,7 @@ pub mod consumer;
 pub mod event;
 pub mod progress;
 pub mod read_models;
+pub mod simulate;
 
 pub use batch::{BatchReport, Projector};
 pub use read_models::{rfm, ReadModel};

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
+mod achievements;
 mod balance;
 mod events;
 mod keys;
@@ -23,6 +24,7 @@ mod stamps;
 mod tier;
 mod trends;
 
+pub use achievements::{FunnelRow, MemberAchievementRow, NearUnlockRow, SimulationRow, UnlockWeekRow};
 pub use balance::BalanceRow;
 pub use events::{EventRow, POINTS_EVENTS, QUALIFYING_EVENTS, TIER_EVENTS};
 pub use leaderboard::{LeaderboardRow, PeriodKeys};

@@ -19,7 +19,7 @@ use async_graphql::{Lookahead, Value};
 use domain::ids::MemberKey;
 
 use crate::db::{
-    BalanceRow, Db, FullProgram, LeaderboardRow, MemberRow, PeriodKeys, PromotionHistoryRow, RfmRow,
+    BalanceRow, Db, MemberAchievementRow, FullProgram, LeaderboardRow, MemberRow, PeriodKeys, PromotionHistoryRow, RfmRow,
     StampCardRow, TierChangeRow, TierRow, TransitionRow,
 };
 use crate::error::{QueryError, QueryResult};
@@ -68,6 +68,9 @@ pub struct ProgramOf(pub String);
 /// A member's last purchase and promotion uses.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PromotionHistoryOf(pub MemberKey);
+/// A member's progress and unlocks per achievement.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AchievementsOf(pub MemberKey);
 /// What is left of each budgeted promotion's budget of an org.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BudgetsOf(pub String);
@@ -105,6 +108,7 @@ member_loader!(StampCardsOf, Vec<StampCardRow>, stamp_cards);
 member_loader!(TierHistoryOf, Vec<TierChangeRow>, tier_history);
 member_loader!(TransitionsOf, Vec<TransitionRow>, member_transitions);
 member_loader!(PromotionHistoryOf, PromotionHistoryRow, promotion_histories);
+member_loader!(AchievementsOf, Vec<MemberAchievementRow>, member_achievements);
 
 impl Loader<RanksOf> for ReadModels {
     type Value = Vec<LeaderboardRow>;

@@ -2,6 +2,7 @@
 //! of its first attempt.
 
 use anyhow::Context as _;
+use chrono::SecondsFormat;
 use cqrs_es::EventEnvelope;
 use domain::codec;
 use domain::ids::member_aggregate_id;
@@ -126,12 +127,21 @@ impl Commands {
         command: MemberCommand,
     ) -> Result<MemberOutcome, CommandError> {
         let name = command.name();
+        let mut metadata = ctx.metadata(name);
+        if let MemberCommand::RecordPurchase(purchase) = &command {
+            // The clock the purchase was decided with (its qualification window ends there):
+            // what a simulation needs to decide it again exactly.
+            metadata.insert(
+                "recorded_at".to_owned(),
+                purchase.recorded_at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            );
+        }
         let result = self
             .members
             .execute(
                 &member_aggregate_id(&ctx.org_id, member_id),
                 command,
-                &ctx.metadata(name),
+                &metadata,
                 |member| member.points.balance,
             )
             .await;

@@ -26,6 +26,7 @@ pub mod program;
 pub mod promotion_docs;
 pub mod promotions;
 pub mod quotes;
+pub mod simulations;
 pub mod state;
 pub mod write;
 
@@ -54,6 +55,7 @@ pub fn router(
             "/v1/orgs/{org}/program",
             put(program::configure).get(program::get),
         )
+        .route("/v1/orgs/{org}/program/simulations", post(simulations::simulate))
         .route("/v1/orgs/{org}/locations", post(program::register_location))
         .route("/v1/orgs/{org}/promotions", post(promotions::add))
         .route(

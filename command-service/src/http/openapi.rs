@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{doc_responses, jobs, members, program, promotions, quotes};
+use crate::http::{doc_responses, jobs, members, program, promotions, quotes, simulations};
 
 /// The OpenAPI document of the command API.
 #[derive(OpenApi)]
@@ -29,6 +29,7 @@ use crate::http::{doc_responses, jobs, members, program, promotions, quotes};
         members::record_purchase_by_external_id,
         quotes::quote_purchase,
         quotes::quote_purchase_by_external_id,
+        simulations::simulate,
         members::refund_purchase,
         members::refund_purchase_by_external_id,
         members::redeem_reward,

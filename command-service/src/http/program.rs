@@ -15,7 +15,7 @@ use crate::http::auth::{Action, Caller};
 use crate::http::command_request::{CommandRequest, OrgWrite};
 use crate::http::error::{is_promotion_setting, ApiError, ErrorBody};
 use crate::http::extract::OrgPath;
-use crate::http::promotion_docs::{EarnCapDoc, PromotionDoc};
+use crate::http::promotion_docs::{AchievementDoc, EarnCapDoc, PromotionDoc};
 use crate::http::state::AppState;
 use crate::http::write::EventView;
 
@@ -45,6 +45,8 @@ pub struct ProgramConfigDoc {
     earn_cap: Option<EarnCapDoc>,
     /// The org's promotions (default none).
     promotions: Option<Vec<PromotionDoc>>,
+    /// Badges and missions (default none).
+    achievements: Option<Vec<AchievementDoc>>,
 }
 
 #[derive(Debug, ToSchema)]
@@ -297,8 +299,19 @@ mod tests {
             reward_id: "coffee".into(),
             min_amount_minor: 0,
         });
+        config.achievements.push(
+            serde_json::from_value(serde_json::json!({
+                "achievement_id": "a", "name": "A", "badge": "B",
+                "criteria": {"purchases": {"count": 3}}, "window_days": 30, "reward_points": 10
+            }))
+            .unwrap(),
+        );
         let json = serde_json::to_value(&config).unwrap();
         assert_eq!(schema_fields::<ProgramConfigDoc>(), json_fields(json.clone()));
+        assert_eq!(
+            schema_fields::<AchievementDoc>(),
+            json_fields(json["achievements"][0].clone())
+        );
         assert_eq!(schema_fields::<TierDoc>(), json_fields(json["tiers"][0].clone()));
         assert_eq!(
             schema_fields::<RewardDoc>(),

@@ -237,3 +237,36 @@ mod tests {
         }
     }
 }
+
+/// One achievement of the program (SPEC §9): a badge and reward points, unlocked once.
+#[derive(Debug, ToSchema)]
+#[schema(as = Achievement)]
+#[allow(dead_code)]
+pub struct AchievementDoc {
+    /// Unique in the program; 1 to 128 characters, no `/`.
+    achievement_id: String,
+    /// 1 to 128 characters.
+    name: String,
+    /// The badge's label, 1 to 64 characters (default: the name).
+    badge: Option<String>,
+    criteria: CriteriaDoc,
+    /// Only purchases in the last `window_days` × 24 h count (default `null`: all time).
+    window_days: Option<u32>,
+    /// Points credited once on unlock (default 0; not capped, not qualifying for tiers).
+    reward_points: Option<i64>,
+}
+
+/// Exactly one of `purchases`, `spend`, `locations`, `weekly_streak`.
+#[derive(Debug, ToSchema)]
+#[schema(as = Criteria, rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum CriteriaDoc {
+    /// Purchases (a fully refunded one no longer counts).
+    Purchases { count: u32 },
+    /// Spend in minor units, net of refunds.
+    Spend { amount_minor: i64 },
+    /// Distinct locations with a purchase.
+    Locations { count: u32 },
+    /// Consecutive local ISO weeks with a purchase, ending with the purchase's week.
+    WeeklyStreak { weeks: u32 },
+}

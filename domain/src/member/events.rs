@@ -7,6 +7,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::achievements::AchievementProgress;
 use super::earn::{Breakdown, Line};
 
 /// The version `PurchaseRecorded` is written at: 2 added `items` and `breakdown` (SPEC §9).
@@ -137,6 +138,28 @@ pub enum MemberEvent {
         points: i64,
         balance_after: i64,
     },
+    /// A purchase or refund moved the member's progress toward achievements not yet unlocked
+    /// (SPEC §9): each one's progress as of `occurred_at`, in the criterion's unit.
+    AchievementProgressed {
+        progress: Vec<AchievementProgress>,
+        /// The purchase's `occurred_at`, or when the refund was recorded.
+        occurred_at: DateTime<Utc>,
+    },
+    /// A purchase unlocked an achievement: its badge, once, and its reward points through the
+    /// ledger like any earn (not capped, not qualifying for tiers).
+    AchievementUnlocked {
+        achievement_id: String,
+        name: String,
+        badge: String,
+        reward_points: i64,
+        /// The purchase that unlocked it.
+        transaction_id: String,
+        /// When the reward points expire (`None`: never).
+        expires_at: Option<DateTime<Utc>>,
+        balance_after: i64,
+        occurred_at: DateTime<Utc>,
+        program_version: u64,
+    },
 }
 
 impl DomainEvent for MemberEvent {
@@ -168,6 +191,8 @@ impl MemberEvent {
             MemberEvent::RewardRedeemed { .. } => "RewardRedeemed",
             MemberEvent::PointsAdjusted { .. } => "PointsAdjusted",
             MemberEvent::PointsExpired { .. } => "PointsExpired",
+            MemberEvent::AchievementProgressed { .. } => "AchievementProgressed",
+            MemberEvent::AchievementUnlocked { .. } => "AchievementUnlocked",
         }
     }
 }

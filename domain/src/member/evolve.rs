@@ -158,6 +158,23 @@ impl Member {
             MemberEvent::PointsExpired { as_of, .. } => {
                 self.lots.retain(|l| l.expires_at.is_none_or(|e| e > as_of));
             }
+            MemberEvent::AchievementProgressed { progress, .. } => {
+                for moved in progress {
+                    let state = self.achievements.entry(moved.achievement_id).or_default();
+                    state.progress = moved.progress;
+                    state.target = moved.target;
+                }
+            }
+            MemberEvent::AchievementUnlocked {
+                achievement_id,
+                reward_points,
+                expires_at,
+                occurred_at,
+                ..
+            } => {
+                self.credit(reward_points, occurred_at, expires_at);
+                self.achievements.entry(achievement_id).or_default().unlocked_at = Some(occurred_at);
+            }
         }
     }
 

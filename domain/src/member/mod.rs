@@ -2,12 +2,14 @@
 //!
 //! - [`commands`]: what can be asked of a member, with the outside facts its decision needs;
 //! - [`decide()`]: the rules, pure and synchronous — a command's events or the rule it breaks;
+//! - [`achievements`]: progress toward badges and their unlocks (SPEC §9);
 //! - [`earn`]: the points of a purchase (SPEC §9), shared by purchases, quotes and readers;
 //! - [`events`]: what happened (the wire schema);
 //! - [`errors`]: why a command is refused;
 //! - [`state`] and `evolve`: the member as rebuilt from its events;
 //! - `aggregate`: the cqrs-es adapter and [`Member::execute`] (decide, then apply).
 
+pub mod achievements;
 mod aggregate;
 pub mod commands;
 mod decide;

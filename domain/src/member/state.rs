@@ -6,6 +6,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::achievements::AchievementState;
 use super::earn::{EarnHistory, Line};
 use crate::points::PointCounters;
 
@@ -89,6 +90,9 @@ pub struct Member {
     /// What promotions and the earn cap need of the member's purchases (SPEC §9).
     #[serde(default)]
     pub earn_history: EarnHistory,
+    /// Progress toward each achievement and when it was unlocked (SPEC §9).
+    #[serde(default)]
+    pub achievements: BTreeMap<String, AchievementState>,
 }
 
 /// `true` when `occurred_at` lies in the qualification window `(as_of − window_days, as_of]`.

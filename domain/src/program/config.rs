@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use super::achievement::{self, Achievement};
 use super::errors::ProgramError;
 use super::promotion::{self, EarnCap, Known, Promotion};
 use crate::calendar::TimeZone;
@@ -117,6 +118,9 @@ pub struct ProgramConfig {
     pub earn_cap: Option<EarnCap>,
     #[serde(default)]
     pub promotions: Vec<Promotion>,
+    /// Badges and missions (SPEC §9): absent from programs configured before them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub achievements: Vec<Achievement>,
 }
 
 impl ProgramConfig {
@@ -134,6 +138,7 @@ impl ProgramConfig {
             time_zone: TimeZone::UTC,
             earn_cap: None,
             promotions: Vec::new(),
+            achievements: Vec::new(),
         }
     }
 
@@ -244,12 +249,16 @@ impl ProgramConfig {
             tiers: &tiers,
             locations,
         };
-        promotion::validate(&self.promotions, self.earn_cap.as_ref(), &known).map_err(|problem| {
-            ProgramError::InvalidConfig {
+        promotion::validate(&self.promotions, self.earn_cap.as_ref(), &known)
+            .and_then(|()| achievement::validate(&self.achievements))
+            .map_err(|problem| ProgramError::InvalidConfig {
                 field: problem.field,
                 message: problem.message,
-            }
-        })
+            })
+    }
+
+    pub fn achievement(&self, achievement_id: &str) -> Option<&Achievement> {
+        self.achievements.iter().find(|a| a.achievement_id == achievement_id)
     }
 
     /// The promotions with a budget for the whole org.

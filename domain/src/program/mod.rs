@@ -4,8 +4,10 @@
 //! [`config`] is the program an admin configures (and the snapshot member commands carry);
 //! [`promotion`] its promotions and earn cap (SPEC §9) with their validation; one promotion is
 //! added, changed or ended by a command of its own, decided against the program in force;
+//! [`achievement`] its badges and missions;
 //! [`commands`], [`decide()`], [`events`], [`errors`] and [`state`] as for the member.
 
+pub mod achievement;
 mod aggregate;
 pub mod commands;
 pub mod config;
@@ -15,6 +17,7 @@ pub mod events;
 pub mod promotion;
 pub mod state;
 
+pub use achievement::{Achievement, Criteria};
 pub use commands::{Configuration, NewLocation, ProgramCommand, PromotionEdit, PromotionEnd};
 pub use config::{
     default_tiers, ProgramConfig, ProgramSnapshot, RewardDef, StampCardDef, Tier, MAX_POLICY_DAYS,

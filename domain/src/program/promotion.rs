@@ -136,7 +136,7 @@ pub struct ConfigProblem {
 }
 
 impl ConfigProblem {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigProblem {
             field: field.into(),
             message: message.into(),

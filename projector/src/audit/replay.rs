@@ -129,6 +129,7 @@ const KEEP_INDEXES: &[&str] = &[
     "program_promotions",
     "promotion_stats",
     "promotion_daily",
+    "achievement_unlocks_weekly",
 ];
 
 /// Creates the scratch tables of the replay, like the live ones. Unlogged: they are thrown

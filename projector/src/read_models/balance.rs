@@ -130,6 +130,12 @@ pub(super) fn apply(
         MemberEvent::PointsExpired {
             balance_after, as_of, ..
         } => (*balance_after, *as_of, None),
+        MemberEvent::AchievementUnlocked {
+            balance_after,
+            occurred_at,
+            achievement_id,
+            ..
+        } => (*balance_after, *occurred_at, Some(achievement_id.clone())),
         _ => return Ok(()),
     };
     let Some(row) = balance.as_mut() else {

@@ -9,7 +9,8 @@
 //! - [`leaderboard`]: points per org, location and period;
 //! - [`directory`]: who is enrolled;
 //! - [`program`]: each org's current program (its promotions, time zone and cap) and locations;
-//! - [`promotions`]: what each promotion awarded, per use, in total and per day.
+//! - [`promotions`]: what each promotion awarded, per use, in total and per day;
+//! - [`achievements`]: each member's progress and badges, and unlocks per week.
 //!
 //! This module ties them together for one batch: [`MemberState`] (the rows of one member that
 //! events modify in place, loaded before and written back after), [`Writes`] (the rows a batch
@@ -34,6 +35,7 @@ use crate::event::ApplyError;
 use crate::progress::{self, Progress};
 use domain::MemberKey;
 
+pub mod achievements;
 pub mod balance;
 pub mod directory;
 pub mod leaderboard;
@@ -58,10 +60,11 @@ pub enum ReadModel {
     Directory,
     Program,
     Promotions,
+    Achievements,
 }
 
 impl ReadModel {
-    pub const ALL: [ReadModel; 9] = [
+    pub const ALL: [ReadModel; 10] = [
         ReadModel::Balance,
         ReadModel::Ledger,
         ReadModel::Tier,
@@ -71,6 +74,7 @@ impl ReadModel {
         ReadModel::Directory,
         ReadModel::Program,
         ReadModel::Promotions,
+        ReadModel::Achievements,
     ];
 
     /// The name in metrics and logs.
@@ -85,6 +89,7 @@ impl ReadModel {
             ReadModel::Directory => "directory",
             ReadModel::Program => "program",
             ReadModel::Promotions => "promotions",
+            ReadModel::Achievements => "achievements",
         }
     }
 
@@ -100,6 +105,7 @@ impl ReadModel {
             ReadModel::Directory => directory::TABLES,
             ReadModel::Program => program::TABLES,
             ReadModel::Promotions => promotions::TABLES,
+            ReadModel::Achievements => achievements::TABLES,
         }
     }
 }
@@ -128,6 +134,8 @@ pub struct MemberState {
     pub purchases: BTreeMap<String, rfm::PurchaseRow>,
     /// The promotions the member has used (a first use counts a new member of the promotion).
     pub promotions: BTreeSet<String>,
+    /// Progress and unlocks per achievement.
+    pub achievements: BTreeMap<String, achievements::AchievementRow>,
     /// Some event of this batch was applied to the member: its rows are written back.
     pub touched: bool,
 }
@@ -143,6 +151,7 @@ pub struct Writes {
     pub leaderboard: leaderboard::LeaderboardWrites,
     pub program: program::ProgramWrites,
     pub promotions: promotions::PromotionWrites,
+    pub achievements: achievements::AchievementWrites,
     pub progress: Progress,
     /// Events applied per read model, for the metrics.
     pub applied: BTreeMap<ReadModel, u64>,
@@ -159,6 +168,7 @@ impl Writes {
         self.leaderboard.merge(other.leaderboard);
         self.program.merge(other.program);
         self.promotions.merge(other.promotions);
+        self.achievements.merge(other.achievements);
         self.progress.merge(other.progress);
         for (model, n) in other.applied {
             *self.applied.entry(model).or_default() += n;
@@ -221,6 +231,7 @@ fn apply_member(
     stamps::apply(&mut state.stamps, key, event, writes)?;
     leaderboard::apply(key, meta, event, writes);
     promotions::apply(&mut state.promotions, key, event, writes)?;
+    achievements::apply(&mut state.achievements, key, event, writes)?;
     directory::apply(key, event, writes);
     Ok(())
 }
@@ -307,6 +318,7 @@ pub async fn load_members(
     stamps::load(conn, &keys, &mut states).await?;
     rfm::load(conn, purchases, &mut states).await?;
     promotions::load(conn, &keys, &mut states).await?;
+    achievements::load(conn, &keys, &mut states).await?;
     Ok(states)
 }
 
@@ -365,6 +377,7 @@ pub async fn flush(
     leaderboard::flush(conn, &writes.leaderboard, mode).await?;
     program::flush(conn, &writes.program).await?;
     promotions::flush(conn, &writes.promotions).await?;
+    achievements::flush(conn, &touched, &writes.achievements, mode).await?;
     progress::flush(conn, &writes.progress, mode).await
 }
 

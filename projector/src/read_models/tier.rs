@@ -185,7 +185,9 @@ pub(super) fn apply(
         | MemberEvent::PointsAdjusted { .. }
         | MemberEvent::PointsExpired { .. }
         | MemberEvent::StampCollected { .. }
-        | MemberEvent::StampCardCompleted { .. } => return Ok(()),
+        | MemberEvent::StampCardCompleted { .. }
+        | MemberEvent::AchievementProgressed { .. }
+        | MemberEvent::AchievementUnlocked { .. } => return Ok(()),
     }
     writes.touched(&[ReadModel::Tier]);
     Ok(())

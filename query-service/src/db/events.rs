@@ -17,6 +17,7 @@ pub const POINTS_EVENTS: &[&str] = &[
     "RewardRedeemed",
     "PointsAdjusted",
     "PointsExpired",
+    "AchievementUnlocked",
 ];
 /// Event types that state the member's tier afterwards (`PurchaseRecorded` names the tier the
 /// purchase earned at, which is the current one unless a `TierUpgraded` follows it).

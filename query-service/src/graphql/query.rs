@@ -15,9 +15,9 @@ use crate::db::{self, MemberAfter, MemberSort, PeriodKeys};
 use crate::error::{QueryError, QueryResult};
 use crate::loaders::{self, DirectoryOf, ProgramOf};
 use crate::types::{
-    check_segment, liability_days, start_of, window_start, LeaderboardEntry, Liability, LiabilityDay, Member,
-    MemberFilter, MemberOrder, Period, Program, PromotionStats, RfmCell, SegmentCount, SegmentTransition,
-    SegmentTransitionCount, TierCount,
+    check_segment, liability_days, start_of, window_start, AchievementStats, LeaderboardEntry, Liability,
+    LiabilityDay, Member, MemberFilter, MemberOrder, NearUnlock, Period, Program, PromotionStats, RfmCell,
+    SegmentCount, SegmentTransition, SegmentTransitionCount, Simulation, TierCount,
 };
 
 /// Entries of a leaderboard when `first` is not given (SPEC §8: `first: Int = 10`).
@@ -150,6 +150,74 @@ impl QueryRoot {
     async fn promotion_stats(&self, ctx: &Context<'_>, org_id: ID) -> QueryResult<Vec<PromotionStats>> {
         let rows = crate::types::db(ctx).promotion_stats(&org_id).await?;
         Ok(rows.into_iter().map(PromotionStats::from).collect())
+    }
+
+    /// How each achievement is doing: its funnel (members started, half way, close, unlocked)
+    /// and unlocks per ISO week. Every achievement of the program, in its order, then those
+    /// removed from it that some member progressed on. Analyst keys.
+    #[graphql(guard = "OrgGuard::new(Access::Analyst, &org_id)")]
+    async fn achievement_stats(&self, ctx: &Context<'_>, org_id: ID) -> QueryResult<Vec<AchievementStats>> {
+        let db = crate::types::db(ctx);
+        let (program, funnels, weeks) = futures::try_join!(
+            ctx.data_unchecked::<loaders::Loaders>()
+                .load_one(ProgramOf(org_id.0.clone())),
+            db.achievement_funnels(&org_id),
+            db.achievement_unlocks(&org_id),
+        )?;
+        let achievements = program.map(|p| p.config.achievements).unwrap_or_default();
+        let mut stats: Vec<AchievementStats> = achievements
+            .iter()
+            .map(|a| {
+                let funnel = funnels.iter().find(|f| f.achievement_id == a.achievement_id);
+                AchievementStats::of(&a.achievement_id, Some(a), funnel, &weeks)
+            })
+            .collect();
+        for funnel in funnels
+            .iter()
+            .filter(|f| !achievements.iter().any(|a| a.achievement_id == f.achievement_id))
+        {
+            stats.push(AchievementStats::of(
+                &funnel.achievement_id,
+                None,
+                Some(funnel),
+                &weeks,
+            ));
+        }
+        Ok(stats)
+    }
+
+    /// Members who have not unlocked `achievementId` yet and reached at least `minProgress`
+    /// (0 to 1, default 0.8) of its target, closest first. Analyst keys.
+    #[graphql(guard = "OrgGuard::new(Access::Analyst, &org_id)")]
+    async fn members_close_to_unlocking(
+        &self,
+        ctx: &Context<'_>,
+        org_id: ID,
+        achievement_id: ID,
+        #[graphql(default = 0.8)] min_progress: f64,
+        #[graphql(default = 20)] first: i32,
+    ) -> QueryResult<Vec<NearUnlock>> {
+        if !(0.0..=1.0).contains(&min_progress) {
+            return Err(QueryError::bad_input("minProgress: must be between 0 and 1"));
+        }
+        let first = cursor::page_size("first", first)?;
+        let rows = crate::types::db(ctx)
+            .near_unlock(&org_id, &achievement_id, min_progress, first)
+            .await?;
+        Ok(rows.into_iter().map(NearUnlock::from).collect())
+    }
+
+    /// The org's what-if simulations, newest first (SPEC §9). Analyst keys.
+    #[graphql(guard = "OrgGuard::new(Access::Analyst, &org_id)")]
+    async fn simulations(
+        &self,
+        ctx: &Context<'_>,
+        org_id: ID,
+        #[graphql(default = 20)] first: i32,
+    ) -> QueryResult<Vec<Simulation>> {
+        let first = cursor::page_size("first", first)?;
+        let rows = crate::types::db(ctx).simulations(&org_id, first).await?;
+        Ok(rows.into_iter().map(Simulation).collect())
     }
 
     /// The points the org owes its members. Analyst keys.

@@ -35,6 +35,9 @@ pub struct HistoryEntry {
     pub tier: Option<String>,
     /// How a purchase's points were made up: base, tier points, promotions, the cap's cut.
     pub breakdown: Option<PurchaseBreakdown>,
+    /// The achievement an `AchievementUnlocked` unlocked, and its badge.
+    pub achievement_id: Option<String>,
+    pub badge: Option<String>,
 }
 
 impl From<EventRow> for HistoryEntry {
@@ -53,6 +56,8 @@ impl From<EventRow> for HistoryEntry {
             reason: None,
             tier: None,
             breakdown: None,
+            achievement_id: None,
+            badge: None,
         };
         match row.event {
             MemberEvent::MemberEnrolled { tier, .. } => entry.tier = Some(tier),
@@ -94,7 +99,17 @@ impl From<EventRow> for HistoryEntry {
             }
             MemberEvent::TierGracePeriodStarted { tier, .. }
             | MemberEvent::TierGracePeriodCleared { tier, .. } => entry.tier = Some(tier),
-            MemberEvent::PointsExpired { .. } => {}
+            MemberEvent::AchievementUnlocked {
+                achievement_id,
+                badge,
+                transaction_id,
+                ..
+            } => {
+                entry.achievement_id = Some(achievement_id);
+                entry.badge = Some(badge);
+                entry.transaction_id = Some(transaction_id);
+            }
+            MemberEvent::PointsExpired { .. } | MemberEvent::AchievementProgressed { .. } => {}
         }
         entry
     }
@@ -110,7 +125,9 @@ fn occurred_at(event: &MemberEvent) -> Option<DateTime<Utc>> {
         | MemberEvent::TierUpgraded { occurred_at, .. }
         | MemberEvent::PurchaseRefunded { occurred_at, .. }
         | MemberEvent::RewardRedeemed { occurred_at, .. }
-        | MemberEvent::PointsAdjusted { occurred_at, .. } => *occurred_at,
+        | MemberEvent::PointsAdjusted { occurred_at, .. }
+        | MemberEvent::AchievementProgressed { occurred_at, .. }
+        | MemberEvent::AchievementUnlocked { occurred_at, .. } => *occurred_at,
         MemberEvent::TierGracePeriodStarted { as_of, .. }
         | MemberEvent::TierGracePeriodCleared { as_of, .. }
         | MemberEvent::TierDowngraded { as_of, .. }
@@ -125,7 +142,8 @@ pub fn balance_after(event: &MemberEvent) -> Option<i64> {
         | MemberEvent::PurchaseRefunded { balance_after, .. }
         | MemberEvent::RewardRedeemed { balance_after, .. }
         | MemberEvent::PointsAdjusted { balance_after, .. }
-        | MemberEvent::PointsExpired { balance_after, .. } => Some(*balance_after),
+        | MemberEvent::PointsExpired { balance_after, .. }
+        | MemberEvent::AchievementUnlocked { balance_after, .. } => Some(*balance_after),
         _ => None,
     }
 }

@@ -8,14 +8,14 @@ use domain::member::earn::{active_promotions, EarnHistory};
 
 use super::{db, loaders};
 use super::{
-    Balance, HistoryEntry, LeaderboardRank, Period, Promotion, Reward, Rfm, SegmentTransition, StampCard,
+    AchievementProgress, Badge, Balance, HistoryEntry, LeaderboardRank, Period, Promotion, Reward, Rfm, SegmentTransition, StampCard,
 };
 use super::{TierChange, TierProgress};
 use crate::cursor;
 use crate::db::MemberRow;
 use crate::error::QueryResult;
 use crate::loaders::{
-    BalanceOf, BudgetsOf, ProgramOf, PromotionHistoryOf, RanksOf, RfmOf, StampCardsOf, TierHistoryOf, TierOf,
+    AchievementsOf, BalanceOf, BudgetsOf, ProgramOf, PromotionHistoryOf, RanksOf, RfmOf, StampCardsOf, TierHistoryOf, TierOf,
     TransitionsOf,
 };
 
@@ -137,6 +137,31 @@ impl Member {
                 .map(Promotion)
                 .collect(),
         )
+    }
+
+    /// The badges the member unlocked, oldest first (never taken back).
+    async fn badges(&self, ctx: &Context<'_>) -> QueryResult<Vec<Badge>> {
+        let rows = loaders(ctx).load_one(AchievementsOf(self.key())).await?.unwrap_or_default();
+        let mut badges: Vec<Badge> = rows.iter().filter_map(Badge::of).collect();
+        badges.sort_by_key(|b| b.unlocked_at);
+        Ok(badges)
+    }
+
+    /// Progress toward each achievement of the program, in its order ("7 of 10 purchases"),
+    /// unlocked ones included.
+    async fn achievements(&self, ctx: &Context<'_>) -> QueryResult<Vec<AchievementProgress>> {
+        let loaders = loaders(ctx);
+        let (program, rows) = futures::try_join!(
+            loaders.load_one(ProgramOf(self.row.org_id.clone())),
+            loaders.load_one(AchievementsOf(self.key())),
+        )?;
+        let rows = rows.unwrap_or_default();
+        Ok(program
+            .map(|p| p.config.achievements)
+            .unwrap_or_default()
+            .iter()
+            .map(|a| AchievementProgress::of(a, rows.iter().find(|r| r.achievement_id == a.achievement_id)))
+            .collect())
     }
 
     /// The member's events, newest first, with the points each one moved (from the event

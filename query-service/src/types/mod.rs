@@ -7,6 +7,7 @@ use async_graphql::Context;
 use crate::db::Db;
 use crate::loaders::Loaders;
 
+mod achievements;
 mod balance;
 mod history;
 mod leaderboard;
@@ -16,10 +17,12 @@ mod member_list;
 mod program;
 mod promotions;
 mod rfm;
+mod simulation;
 mod stamps;
 mod tier;
 mod trends;
 
+pub use achievements::{AchievementDefinition, AchievementProgress, AchievementStats, Badge, NearUnlock};
 pub use balance::{Balance, Liability, PointsExpiry};
 pub use history::{balance_after, HistoryEntry};
 pub use leaderboard::{LeaderboardEntry, LeaderboardRank, Period};
@@ -29,6 +32,7 @@ pub use member_list::{MemberFilter, MemberOrder};
 pub use program::{Program, ProgramTier, Reward};
 pub use promotions::{EarnCap, Promotion, PromotionStats, PurchaseBreakdown};
 pub use rfm::{check_segment, Rfm, RfmCell, SegmentCount, SegmentTransition};
+pub use simulation::Simulation;
 pub use stamps::{StampCard, StampCardDefinition};
 pub use tier::{TierChange, TierCount, TierProgress};
 pub use trends::{liability_days, start_of, window_start, LiabilityDay, SegmentTransitionCount};

@@ -4,7 +4,7 @@ use async_graphql::{Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use super::promotions::json_name;
-use super::{EarnCap, Promotion, StampCardDefinition};
+use super::{AchievementDefinition, EarnCap, Promotion, StampCardDefinition};
 use crate::db::{FullProgram, RewardRow};
 
 /// An org's program: what members earn and can redeem.
@@ -83,6 +83,10 @@ impl Program {
     /// The promotions, in the program's order (ended ones included until removed).
     async fn promotions(&self) -> Vec<Promotion> {
         self.0.config.promotions.iter().cloned().map(Promotion).collect()
+    }
+    /// The achievements (badges and missions), in the program's order.
+    async fn achievements(&self) -> Vec<AchievementDefinition> {
+        self.0.config.achievements.iter().cloned().map(AchievementDefinition).collect()
     }
     /// When the current version was configured.
     async fn configured_at(&self) -> DateTime<Utc> {

@@ -8,6 +8,7 @@ use chrono::{DateTime, SubsecRound as _, Utc};
 use super::checks::{add_days, check_amount, check_id, enrolled};
 use super::items::check_items;
 use crate::ids::is_slug;
+use crate::member::achievements::{judge, visits, Visit};
 use crate::member::commands::{Purchase, Receipt};
 use crate::member::earn::{earn, Breakdown, EarnRules, Line, PurchaseFacts};
 use crate::member::errors::MemberError;
@@ -166,7 +167,7 @@ pub(super) fn record_purchase(member: &Member, command: Purchase) -> Result<Vec<
 
     let mut events = vec![MemberEvent::PurchaseRecorded {
         transaction_id: transaction_id.clone(),
-        location_id,
+        location_id: location_id.clone(),
         amount_minor,
         currency,
         occurred_at,
@@ -233,6 +234,41 @@ pub(super) fn record_purchase(member: &Member, command: Purchase) -> Result<Vec<
                 as_of: occurred_at,
             });
         }
+    }
+
+    let mut visits = visits(member, None);
+    visits.push(Visit {
+        occurred_at,
+        location_id: &location_id,
+        net_minor: amount_minor,
+    });
+    let judgement = judge(member, &config.achievements, config.time_zone, occurred_at, &visits, true);
+    if !judgement.progressed.is_empty() {
+        events.push(MemberEvent::AchievementProgressed {
+            progress: judgement.progressed,
+            occurred_at,
+        });
+    }
+    // Rewards are credited after the purchase's own points, in program order.
+    let mut balance = balance_after;
+    let mut lifetime = member.points.lifetime_earned + points;
+    for achievement in judgement.unlocked {
+        let overflow = MemberError::Overflow {
+            field: "reward_points",
+        };
+        balance = balance.checked_add(achievement.reward_points).ok_or(overflow.clone())?;
+        lifetime = lifetime.checked_add(achievement.reward_points).ok_or(overflow)?;
+        events.push(MemberEvent::AchievementUnlocked {
+            achievement_id: achievement.achievement_id.clone(),
+            name: achievement.name.clone(),
+            badge: achievement.badge().to_owned(),
+            reward_points: achievement.reward_points,
+            transaction_id: transaction_id.clone(),
+            expires_at,
+            balance_after: balance,
+            occurred_at,
+            program_version: program.version,
+        });
     }
 
     Ok(events)

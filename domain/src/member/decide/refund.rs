@@ -1,6 +1,7 @@
 //! Refunds: a purchase's points are clawed back in proportion to what is refunded.
 
 use super::checks::{check_amount, check_id, enrolled};
+use crate::member::achievements::{judge, visits};
 use crate::member::commands::Refund;
 use crate::member::errors::MemberError;
 use crate::member::events::MemberEvent;
@@ -59,7 +60,11 @@ pub(super) fn refund_purchase(member: &Member, command: Refund) -> Result<Vec<Me
         0
     };
     let qualifying_points = member.qualifying_points(at, window) - own_clawback;
-    Ok(vec![MemberEvent::PurchaseRefunded {
+    // Progress moves with refunds (spend is net); a refund never unlocks nor takes back.
+    let config = &program.config;
+    let visits = visits(member, Some((&transaction_id, refunded_total_minor)));
+    let progressed = judge(member, &config.achievements, config.time_zone, at, &visits, false).progressed;
+    let mut events = vec![MemberEvent::PurchaseRefunded {
         refund_id,
         transaction_id,
         location_id: purchase.location_id.clone(),
@@ -72,5 +77,12 @@ pub(super) fn refund_purchase(member: &Member, command: Refund) -> Result<Vec<Me
         balance_after,
         qualifying_points,
         occurred_at: at,
-    }])
+    }];
+    if !progressed.is_empty() {
+        events.push(MemberEvent::AchievementProgressed {
+            progress: progressed,
+            occurred_at: at,
+        });
+    }
+    Ok(events)
 }
