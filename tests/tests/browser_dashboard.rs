@@ -19,18 +19,40 @@ const WAIT: Duration = Duration::from_secs(20);
 /// A member's display name that would run a script if it were ever parsed as HTML.
 const HOSTILE_NAME: &str = "<img src=x onerror=\"window.__pwned=1\">Eve";
 
+/// The stack's program with a welcome bonus (60 points of budget), two achievements and the
+/// given extra promotions.
+fn program(more_promotions: Value) -> Value {
+    let mut promotions = vec![json!({"promotion_id": "welcome", "name": "Welcome bonus",
+        "starts_at": "2024-01-01T00:00:00Z", "effect": {"bonus": {"points": 5}},
+        "conditions": {"first_purchase": true}, "budget_points": 60})];
+    promotions.extend(more_promotions.as_array().unwrap().iter().cloned());
+    json!({
+        "currency": "EUR", "earn_rate": 1,
+        "stamp_cards": [{"card_id": "coffee", "name": "Coffee card", "stamps_required": 3,
+                         "reward_id": "free-coffee"}],
+        "rewards": [{"reward_id": "free-coffee", "name": "Free coffee", "points_cost": 10},
+                    {"reward_id": "tote-bag", "name": "Tote bag", "points_cost": 500}],
+        "promotions": promotions,
+        "achievements": [
+            {"achievement_id": "two-visits", "name": "Two visits", "badge": "Regular",
+             "criteria": {"purchases": {"count": 2}}, "reward_points": 10},
+            {"achievement_id": "big-spender", "name": "Big spender", "badge": "Big spender",
+             "criteria": {"spend": {"amount_minor": 20000}}, "reward_points": 50}
+        ],
+    })
+}
+
 /// 23 members (more than a page of 20), 21 of them with purchases, a redemption, a promotion
-/// that has awarded points, and RFM scores.
+/// that has awarded points, achievements on their way, a simulation report, and RFM scores.
 async fn populated() -> (Stack, Vec<Uuid>) {
     let stack = Stack::start().await;
+    let started = chrono::Utc::now();
     stack
         .command(
-            reqwest::Method::POST,
-            &format!("/v1/orgs/{ORG}/promotions"),
+            reqwest::Method::PUT,
+            &format!("/v1/orgs/{ORG}/program"),
             &stack.keys.admin,
-            json!({"promotion_id": "welcome", "name": "Welcome bonus",
-                   "starts_at": "2024-01-01T00:00:00Z", "effect": {"bonus": {"points": 5}},
-                   "conditions": {"first_purchase": true}, "budget_points": 60}),
+            program(json!([])),
         )
         .await;
     stack
@@ -75,6 +97,18 @@ async fn populated() -> (Stack, Vec<Uuid>) {
             json!({"redemption_id": "r-1", "reward_id": "free-coffee"}),
         )
         .await;
+    // What if every purchase had earned 2 more points?
+    stack
+        .command(
+            reqwest::Method::POST,
+            &format!("/v1/orgs/{ORG}/program/simulations"),
+            &stack.keys.admin,
+            json!({"from": started, "to": chrono::Utc::now(),
+                   "draft": program(json!([{"promotion_id": "two-more", "name": "Two more",
+                       "starts_at": "2024-01-01T00:00:00Z", "effect": {"bonus": {"points": 2}},
+                       "stackable": true}]))}),
+        )
+        .await;
     loyalty_tests::wait_projected(stack.db.pool(), WAIT).await;
     projector::rfm::recompute(stack.db.pool(), "rm", ORG, chrono::Utc::now())
         .await
@@ -97,6 +131,9 @@ async fn api_numbers(stack: &Stack) -> Value {
                liabilityHistory(orgId: $org, days: 90) { day points change }
                promotionStats(orgId: $org) { promotionId name uses points members budgetPoints budgetLeft }
                leaderboard(orgId: $org, period: ALL_TIME, first: 10) { rank displayName points }
+               achievementStats(orgId: $org) { achievementId name started halfway close unlocked }
+               simulations(orgId: $org) { simulationId purchases actualPoints draftPoints liabilityDelta
+                 byPromotion { key actualPoints draftPoints } }
                located: leaderboard(orgId: $org, period: MONTH, locationId: \"main-street\", first: 10) { rank displayName points }
              }",
             json!({"org": ORG}),
@@ -377,6 +414,65 @@ async fn every_chart_shows_the_numbers_of_the_api() {
         located,
         board(&api["leaderboard"]),
         "the harbour purchase is not on the main street's board"
+    );
+
+    // Achievements: one funnel each, started ≥ half way ≥ unlocked, as the API counts them.
+    for stats in api["achievementStats"].as_array().unwrap() {
+        let funnel = chart(
+            &browser,
+            &format!("funnel-{}", stats["achievementId"].as_str().unwrap()),
+        )
+        .await;
+        let steps: Vec<(String, i64)> = funnel["series"][0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|step| {
+                (
+                    step["name"].as_str().unwrap().to_owned(),
+                    step["value"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        let expected = vec![
+            ("Started".to_owned(), stats["started"].as_i64().unwrap()),
+            ("Half way".to_owned(), stats["halfway"].as_i64().unwrap()),
+            ("Unlocked".to_owned(), stats["unlocked"].as_i64().unwrap()),
+        ];
+        assert_eq!(steps, expected);
+    }
+    assert_eq!(
+        api["achievementStats"][0]["unlocked"], 8,
+        "the members with two purchases"
+    );
+
+    // Simulations: the run's totals, and its per-promotion breakdown.
+    let simulation = &api["simulations"][0];
+    let runs = chart(&browser, "simulations").await;
+    assert_eq!(
+        runs["series"],
+        json!([[simulation["actualPoints"]], [simulation["draftPoints"]]])
+    );
+    assert_eq!(
+        simulation["draftPoints"].as_i64().unwrap() - simulation["actualPoints"].as_i64().unwrap(),
+        2 * simulation["purchases"].as_i64().unwrap(),
+        "two more points per purchase"
+    );
+    let detail = chart(&browser, "simulation-detail").await;
+    let by_promotion = simulation["byPromotion"].as_array().unwrap();
+    assert_eq!(
+        detail["categories"],
+        json!(strings(&simulation["byPromotion"], "key"))
+    );
+    assert_eq!(
+        detail["series"],
+        json!([
+            by_promotion
+                .iter()
+                .map(|p| &p["actualPoints"])
+                .collect::<Vec<_>>(),
+            by_promotion.iter().map(|p| &p["draftPoints"]).collect::<Vec<_>>()
+        ])
     );
 
     // A name typed by a member is text, never markup.

@@ -4,19 +4,10 @@
 import { clearSession, graphql, loadSession, saveSession } from "./api.js";
 import { h, replace } from "./dom.js";
 import { membersPanel } from "./members.js";
-import {
-  funnelPanel,
-  leaderboardPanel,
-  liabilityPanel,
-  load,
-  panel,
-  promotionsPanel,
-  rfmPanel,
-  segmentsPanel,
-  simulationsPanel,
-  tiersPanel,
-  transitionsPanel,
-} from "./panels.js";
+import { funnelPanel, simulationsPanel } from "./achievements.js";
+import { load, panel } from "./panels.js";
+import { leaderboardPanel, liabilityPanel, promotionsPanel, tiersPanel } from "./points.js";
+import { rfmPanel, segmentsPanel, transitionsPanel } from "./segments.js";
 
 const app = document.getElementById("app");
 const who = document.getElementById("who");

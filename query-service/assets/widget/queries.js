@@ -16,6 +16,8 @@ const WIDGET_QUERY = `query LoyaltyWidget($org: ID!, $id: ID, $ext: String) {
     stampCards { cardId name stamps stampsRequired cardsCompleted }
     activePromotions { promotionId name endsAt effect { description } }
     leaderboardRanks { period periodKey locationId rank points }
+    badges { achievementId badge unlockedAt }
+    achievements { achievementId name progress target unlockedAt }
     history(first: 8) {
       nodes {
         sequence eventType occurredAt pointsDelta amountMinor rewardId tier

@@ -86,7 +86,13 @@ impl Program {
     }
     /// The achievements (badges and missions), in the program's order.
     async fn achievements(&self) -> Vec<AchievementDefinition> {
-        self.0.config.achievements.iter().cloned().map(AchievementDefinition).collect()
+        self.0
+            .config
+            .achievements
+            .iter()
+            .cloned()
+            .map(AchievementDefinition)
+            .collect()
     }
     /// When the current version was configured.
     async fn configured_at(&self) -> DateTime<Utc> {

@@ -58,20 +58,30 @@ pub static WIDGET_DEMO_CSS: Asset = Asset::new(include_str!("../../assets/widget
 
 pub static DASHBOARD_HTML: Asset = Asset::new(include_str!("../../assets/dashboard/index.html"), HTML);
 
+/// `(name, asset)` of `query-service/assets/dashboard/<name>`.
+macro_rules! dashboard_file {
+    ($name:literal, $content_type:expr) => {
+        (
+            $name,
+            Asset::new(
+                include_str!(concat!("../../assets/dashboard/", $name)),
+                $content_type,
+            ),
+        )
+    };
+}
+
 /// The dashboard's modules and style sheet, by their path under `/dashboard/`.
-pub static DASHBOARD_FILES: [(&str, Asset); 7] = [
-    (
-        "style.css",
-        Asset::new(include_str!("../../assets/dashboard/style.css"), CSS),
-    ),
-    (
-        "main.js",
-        Asset::new(include_str!("../../assets/dashboard/main.js"), JS),
-    ),
-    (
-        "api.js",
-        Asset::new(include_str!("../../assets/dashboard/api.js"), JS),
-    ),
+pub static DASHBOARD_FILES: [(&str, Asset); 10] = [
+    dashboard_file!("style.css", CSS),
+    dashboard_file!("main.js", JS),
+    dashboard_file!("api.js", JS),
+    dashboard_file!("charts.js", JS),
+    dashboard_file!("panels.js", JS),
+    dashboard_file!("segments.js", JS),
+    dashboard_file!("points.js", JS),
+    dashboard_file!("achievements.js", JS),
+    dashboard_file!("members.js", JS),
     // The widget's DOM helpers, as a module.
     (
         "dom.js",
@@ -83,18 +93,6 @@ pub static DASHBOARD_FILES: [(&str, Asset); 7] = [
             ),
             JS,
         ),
-    ),
-    (
-        "charts.js",
-        Asset::new(include_str!("../../assets/dashboard/charts.js"), JS),
-    ),
-    (
-        "panels.js",
-        Asset::new(include_str!("../../assets/dashboard/panels.js"), JS),
-    ),
-    (
-        "members.js",
-        Asset::new(include_str!("../../assets/dashboard/members.js"), JS),
     ),
 ];
 
