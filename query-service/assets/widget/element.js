@@ -3,9 +3,11 @@
 //   <script src="https://loyalty.example.com/widget.js" defer></script>
 //   <loyalty-widget org="acme" publishable-key="pk_..." customer-token="eyJ..."></loyalty-widget>
 //
-// The customer token is signed by the shop's backend for the logged-in shopper; the widget
-// never verifies it (the query service does) and reads its `sub` only to name the member in
-// the query. Setting a new `customer-token` (e.g. a refreshed one) reloads the widget.
+// The customer token is signed by the shop's backend for the logged-in shopper; the query
+// service verifies it and answers for that member only (`me`). The widget reads its `exp` only
+// to say "expired" without a round trip. Setting a new `customer-token` (a refreshed one)
+// reloads the widget. `member-id` / `external-id` with a server-side storefront key are for
+// development only: such a key must never reach a shopper's browser.
 // `endpoint` overrides the query service's address (default: where widget.js came from).
 
 const SCRIPT_ORIGIN =
@@ -13,9 +15,7 @@ const SCRIPT_ORIGIN =
     ? new URL(document.currentScript.src, location.href).origin
     : location.origin;
 
-const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-/** What the shopper is told for each kind of failure (the server's words follow). */
+/** What the shopper is told for each kind of failure. */
 const MESSAGES = {
   expired: "Your session has expired. Please sign in again to see your points.",
   refused: "We could not confirm it is you. Please sign in again to see your points.",
@@ -26,7 +26,14 @@ const MESSAGES = {
 };
 
 /** The server error codes that mean the credentials were refused. */
-const REFUSED_CODES = new Set(["UNAUTHENTICATED", "FORBIDDEN", "INVALID_TOKEN", "TOKEN_EXPIRED"]);
+const REFUSED_CODES = new Set(["UNAUTHENTICATED", "FORBIDDEN", "INVALID_CUSTOMER_TOKEN"]);
+
+/** Why a redemption was refused, in the shopper's words (by the command side's reason). */
+const REDEEM_REFUSALS = {
+  insufficient_points: "you do not have enough points for it yet.",
+  reward_inactive: "this reward is no longer available.",
+  unknown_reward: "this reward is no longer available.",
+};
 
 function newIdempotencyKey() {
   if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
@@ -105,6 +112,23 @@ class LoyaltyWidget extends HTMLElement {
     if (this.live) this.live.close();
     this.live = null;
     clearTimeout(this.refreshTimer);
+    clearTimeout(this.expiryTimer);
+  }
+
+  /**
+   * When the token runs out, the page is told (`loyalty-token-expired`: a shop refreshes the
+   * token by setting `customer-token` again) and the shopper sees why nothing updates.
+   */
+  watchExpiry(claims) {
+    if (!claims || typeof claims.exp !== "number") return;
+    const left = claims.exp * 1000 - Date.now();
+    // setTimeout holds at most ~24.8 days; tokens live at most 24 h.
+    if (left > 0 && left < 2 ** 31) {
+      this.expiryTimer = setTimeout(() => {
+        this.dispatchEvent(new CustomEvent("loyalty-token-expired", { bubbles: true }));
+        this.fail(MESSAGES.expired, "INVALID_CUSTOMER_TOKEN");
+      }, left);
+    }
   }
 
   config() {
@@ -126,32 +150,34 @@ class LoyaltyWidget extends HTMLElement {
     const config = this.config();
     if (!config.org || !config.publishableKey) return this.fail(MESSAGES.config);
     const claims = readTokenClaims(config.customerToken);
-    let variables = { org: config.org };
     if (config.customerToken) {
-      if (!claims || typeof claims.sub !== "string") return this.fail(MESSAGES.refused);
+      if (!claims) return this.fail(MESSAGES.refused, "INVALID_CUSTOMER_TOKEN");
       if (typeof claims.exp === "number" && claims.exp * 1000 <= Date.now()) {
-        return this.fail(MESSAGES.expired, "TOKEN_EXPIRED");
+        return this.fail(MESSAGES.expired, "INVALID_CUSTOMER_TOKEN");
       }
-      variables = UUID_PATTERN.test(claims.sub)
-        ? { org: config.org, id: claims.sub }
-        : { org: config.org, ext: claims.sub };
+      this.query = WIDGET_QUERY;
+      this.variables = { org: config.org };
     } else if (config.memberId || config.externalId) {
-      variables = { org: config.org, id: config.memberId, ext: config.externalId };
+      // Development against a server-side storefront key: never in a shop's page.
+      this.query = WIDGET_QUERY_BY_ID;
+      this.variables = { org: config.org, id: config.memberId, ext: config.externalId };
     } else {
       return this.fail(MESSAGES.missing);
     }
     this.client = new GraphqlClient(config.endpoint, config);
-    this.variables = variables;
     this.say("Loading your rewards\u2026");
     const ok = await this.refresh(generation);
-    if (ok && generation === this.generation) this.subscribe(generation);
+    if (ok && generation === this.generation) {
+      this.subscribe(generation);
+      this.watchExpiry(claims);
+    }
   }
 
   /** Reads the member's whole view; false (with a message shown) if it failed. */
   async refresh(generation) {
     let data;
     try {
-      data = await this.client.request(WIDGET_QUERY, this.variables);
+      data = await this.client.request(this.query, this.variables);
     } catch (error) {
       if (generation === this.generation) this.failWith(error);
       return false;
@@ -251,45 +277,46 @@ class LoyaltyWidget extends HTMLElement {
     for (const name of ["achievements", "ranks", "activity"]) this.slots[name].replaceChildren();
   }
 
-  /** Redeems `reward` for the member; the live feed then brings the new balance. */
+  /**
+   * Redeems `reward` for the member. One redemption id per click, reused if the request is
+   * retried, so a click never redeems twice. The answer's balance is shown at once unless a
+   * live event arrived meanwhile (the live feed then has the newer word).
+   */
   async redeem(reward) {
     if (this.pending.has(reward.rewardId)) return;
     const generation = this.generation;
+    const seenBefore = this.state.live ? this.state.live.sequence : null;
     this.pending.add(reward.rewardId);
     this.renderRewards();
     try {
       const data = await this.client.request(REDEEM_MUTATION, {
         org: this.config().org,
         rewardId: reward.rewardId,
-        key: newIdempotencyKey(),
+        redemptionId: newIdempotencyKey(),
       });
       if (generation !== this.generation) return;
       const answer = data && data.redeemReward;
-      if (answer && typeof answer.balance === "number") this.applyRedeemed(answer);
-      this.say(`Redeemed ${reward.name}.`);
+      const seenNow = this.state.live ? this.state.live.sequence : null;
+      if (answer && typeof answer.balance === "number" && seenNow === seenBefore) {
+        this.state.live = { ...(this.state.live || {}), points: answer.balance };
+        this.renderBalance();
+      }
+      this.say(`Redeemed ${reward.name}. Enjoy!`);
       this.dispatchEvent(
         new CustomEvent("loyalty-redeemed", { detail: { rewardId: reward.rewardId } }),
       );
     } catch (error) {
       if (generation !== this.generation) return;
-      this.say(`${reward.name} could not be redeemed: ${error.message}`, true);
+      if (error.code === "INVALID_CUSTOMER_TOKEN") {
+        this.failWith(error);
+        return;
+      }
+      const why = REDEEM_REFUSALS[error.reason] || error.message;
+      this.say(`${reward.name} could not be redeemed: ${why}`, true);
     } finally {
       this.pending.delete(reward.rewardId);
       if (generation === this.generation && this.state) this.renderRewards();
     }
-  }
-
-  /** The redemption's answer carries the balance after it: shown before the live event. */
-  applyRedeemed(answer) {
-    const known = this.state.live;
-    const sequence = typeof answer.sequence === "number" ? answer.sequence : null;
-    if (known && sequence !== null && sequence <= known.sequence) return;
-    this.state.live = {
-      ...(known || {}),
-      points: answer.balance,
-      sequence: sequence !== null ? sequence : known ? known.sequence : 0,
-    };
-    this.renderBalance();
   }
 
   say(text, isError = false) {
@@ -312,14 +339,12 @@ class LoyaltyWidget extends HTMLElement {
   /** A failed request as the shopper should read it. */
   failWith(error) {
     const claims = readTokenClaims(this.config().customerToken);
-    if (claims && typeof claims.exp === "number" && claims.exp * 1000 <= Date.now()) {
-      return this.fail(MESSAGES.expired, "TOKEN_EXPIRED");
+    const expiredNow = claims && typeof claims.exp === "number" && claims.exp * 1000 <= Date.now();
+    if (expiredNow || error.reason === "expired") {
+      return this.fail(MESSAGES.expired, "INVALID_CUSTOMER_TOKEN");
     }
     if (error.code === "NETWORK") return this.fail(MESSAGES.network, error.code);
-    if (REFUSED_CODES.has(error.code)) {
-      const expired = /expired/i.test(error.message);
-      return this.fail(expired ? MESSAGES.expired : MESSAGES.refused, error.code);
-    }
+    if (REFUSED_CODES.has(error.code)) return this.fail(MESSAGES.refused, error.code);
     return this.fail(error.message, error.code);
   }
 }

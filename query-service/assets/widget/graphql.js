@@ -3,13 +3,27 @@
 // publishable key as `Authorization: Bearer`, the customer token as `X-Customer-Token` (HTTP)
 // or both in the `connection_init` payload (websocket).
 
-/** A GraphQL error answer, with the `extensions.code` of its first error. */
+/**
+ * A GraphQL error answer: the `extensions.code` of its first error and, where the server
+ * gives one, its `extensions.reason` (why a token or a command was refused).
+ */
 class GraphqlError extends Error {
-  constructor(message, code, status) {
+  constructor(message, code, reason, status) {
     super(message);
     this.name = "GraphqlError";
     this.code = code || "UNKNOWN";
+    this.reason = reason || null;
     this.status = status;
+  }
+
+  static of(error, status) {
+    const extensions = (error && error.extensions) || {};
+    return new GraphqlError(
+      String((error && error.message) || "Request failed"),
+      extensions.code,
+      extensions.reason,
+      status,
+    );
   }
 }
 
@@ -54,13 +68,12 @@ class GraphqlClient {
       throw new GraphqlError(
         `The loyalty service answered ${response.status}.`,
         "HTTP",
+        null,
         response.status,
       );
     }
     if (Array.isArray(body.errors) && body.errors.length > 0) {
-      const first = body.errors[0];
-      const code = first.extensions && first.extensions.code;
-      throw new GraphqlError(String(first.message || "Request failed"), code, response.status);
+      throw GraphqlError.of(body.errors[0], response.status);
     }
     return body.data;
   }
@@ -116,29 +129,16 @@ class GraphqlClient {
           case "next":
             if (message.payload && message.payload.data) onNext(message.payload.data);
             if (message.payload && Array.isArray(message.payload.errors)) {
-              const first = message.payload.errors[0] || {};
               closed = true;
-              onError(
-                new GraphqlError(
-                  String(first.message || "Subscription failed"),
-                  first.extensions && first.extensions.code,
-                ),
-              );
+              onError(GraphqlError.of(message.payload.errors[0]));
               socket.close();
             }
             break;
-          case "error": {
-            const first = (Array.isArray(message.payload) && message.payload[0]) || {};
+          case "error":
             closed = true;
-            onError(
-              new GraphqlError(
-                String(first.message || "Subscription refused"),
-                first.extensions && first.extensions.code,
-              ),
-            );
+            onError(GraphqlError.of(Array.isArray(message.payload) ? message.payload[0] : null));
             socket.close();
             break;
-          }
           default:
             break;
         }
@@ -149,7 +149,15 @@ class GraphqlClient {
         // servers) is the server refusing the connection_init's credentials: final.
         if (!acked && (event.code === 1002 || event.code === 4401 || event.code === 4403)) {
           closed = true;
-          onError(new GraphqlError(event.reason || "Live updates refused", "UNAUTHENTICATED"));
+          // The reason is the server's refusal message (e.g. "the customer token has expired").
+          const expired = /expired/i.test(event.reason);
+          onError(
+            new GraphqlError(
+              event.reason || "Live updates refused",
+              "INVALID_CUSTOMER_TOKEN",
+              expired ? "expired" : null,
+            ),
+          );
           return;
         }
         attempts += 1;

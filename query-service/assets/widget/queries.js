@@ -1,14 +1,6 @@
-// The GraphQL documents the widget sends (names fixed by SPEC §8 and §11).
+// The GraphQL documents the widget sends (names fixed by SPEC §8, §10 and §11).
 
-const WIDGET_QUERY = `query LoyaltyWidget($org: ID!, $id: ID, $ext: String) {
-  program(orgId: $org) {
-    currency
-    tiers { name thresholdPoints multiplierBps }
-    rewards { rewardId name pointsCost active }
-    stampCards { cardId name stampsRequired }
-    promotions { promotionId name }
-  }
-  member(orgId: $org, memberId: $id, externalId: $ext) {
+const MEMBER_FIELDS = `
     memberId
     displayName
     balance { points nextExpiry { points date } }
@@ -23,8 +15,25 @@ const WIDGET_QUERY = `query LoyaltyWidget($org: ID!, $id: ID, $ext: String) {
         sequence eventType occurredAt pointsDelta amountMinor rewardId tier
         breakdown { base tierPoints promotions { promotionId points } capCut total }
       }
-    }
-  }
+    }`;
+
+const PROGRAM_FIELDS = `
+    currency
+    tiers { name thresholdPoints multiplierBps }
+    rewards { rewardId name pointsCost active }
+    stampCards { cardId name stampsRequired }
+    promotions { promotionId name }`;
+
+/** With a customer token: the token's own member (`me`). */
+const WIDGET_QUERY = `query LoyaltyWidget($org: ID!) {
+  program(orgId: $org) { ${PROGRAM_FIELDS} }
+  member: me(orgId: $org) { ${MEMBER_FIELDS} }
+}`;
+
+/** With a server-side key (development only): the member named by id. */
+const WIDGET_QUERY_BY_ID = `query LoyaltyWidgetById($org: ID!, $id: ID, $ext: String) {
+  program(orgId: $org) { ${PROGRAM_FIELDS} }
+  member(orgId: $org, memberId: $id, externalId: $ext) { ${MEMBER_FIELDS} }
 }`;
 
 const LIVE_SUBSCRIPTION = `subscription LoyaltyWidgetLive($org: ID!, $id: ID!) {
@@ -33,6 +42,8 @@ const LIVE_SUBSCRIPTION = `subscription LoyaltyWidgetLive($org: ID!, $id: ID!) {
   }
 }`;
 
-const REDEEM_MUTATION = `mutation LoyaltyWidgetRedeem($org: ID!, $rewardId: String!, $key: String!) {
-  redeemReward(orgId: $org, rewardId: $rewardId, idempotencyKey: $key) { balance sequence }
+const REDEEM_MUTATION = `mutation LoyaltyWidgetRedeem($org: ID!, $rewardId: ID!, $redemptionId: ID!) {
+  redeemReward(orgId: $org, rewardId: $rewardId, redemptionId: $redemptionId) {
+    rewardId pointsSpent balance
+  }
 }`;
