@@ -17,7 +17,11 @@
 //!
 //! [`Client::send`] and [`Client::send_bytes`] send anything at all, for requests that are
 //! malformed on purpose, and return the answer exactly as received ([`RawResponse`]).
+//!
+//! [`customer_token`] signs the customer tokens of storefront widgets (SPEC §10), as a
+//! merchant's backend does; [`Client::with_customer_token`] sends one with a publishable key.
 
+pub mod customer_token;
 mod error;
 mod jobs;
 mod members;
@@ -45,6 +49,8 @@ pub use reqwest;
 
 /// The header every write carries; a retry with the same key and body gets the original answer.
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+/// The header a customer token travels in, with the org's publishable key as the bearer key.
+pub const CUSTOMER_TOKEN: &str = "X-Customer-Token";
 
 /// A client of one command service, with one API key (or none).
 ///
@@ -56,6 +62,7 @@ pub struct Client {
     /// The base URL without a trailing `/`.
     base_url: String,
     key: Option<String>,
+    customer_token: Option<String>,
 }
 
 impl Client {
@@ -74,6 +81,7 @@ impl Client {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
             key: None,
+            customer_token: None,
         }
     }
 
@@ -85,10 +93,20 @@ impl Client {
         }
     }
 
+    /// The same client also sending `X-Customer-Token: <token>` (with a publishable key: a
+    /// storefront widget acting for its shopper, who may redeem for their own member only).
+    pub fn with_customer_token(&self, token: impl Into<String>) -> Self {
+        Self {
+            customer_token: Some(token.into()),
+            ..self.clone()
+        }
+    }
+
     /// The same client without credentials.
     pub fn anonymous(&self) -> Self {
         Self {
             key: None,
+            customer_token: None,
             ..self.clone()
         }
     }
@@ -112,6 +130,9 @@ impl Client {
         let mut request = self.http.request(method, url);
         if let Some(key) = &self.key {
             request = request.bearer_auth(key);
+        }
+        if let Some(token) = &self.customer_token {
+            request = request.header(CUSTOMER_TOKEN, token);
         }
         if let Some(idempotency_key) = idempotency_key {
             request = request.header(IDEMPOTENCY_KEY, idempotency_key);

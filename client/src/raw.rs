@@ -95,6 +95,9 @@ impl Client {
         if let Some(key) = &self.key {
             request = request.bearer_auth(key);
         }
+        if let Some(token) = &self.customer_token {
+            request = request.header(crate::CUSTOMER_TOKEN, token);
+        }
         if let Some(idempotency_key) = idempotency_key {
             request = request.header(crate::IDEMPOTENCY_KEY, idempotency_key);
         }

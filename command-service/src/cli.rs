@@ -30,7 +30,7 @@ pub enum Command {
     Relay,
     /// Apply the database migrations that are not applied yet.
     Migrate,
-    /// Manage API keys.
+    /// Manage API keys and the signing secrets of customer tokens.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
@@ -44,14 +44,43 @@ pub enum KeysCommand {
         /// The org the key belongs to.
         #[arg(long)]
         org: String,
-        /// pos, admin, storefront or analyst.
+        /// pos, admin, storefront, analyst or publishable.
         #[arg(long)]
         role: Role,
+    },
+    /// List an org's keys (ids, roles, prefixes; never the keys).
+    List {
+        #[arg(long)]
+        org: String,
     },
     /// Revoke a key by its id.
     Revoke {
         #[arg(long)]
         key_id: Uuid,
+    },
+    /// Manage the signing secrets of an org's customer tokens (SPEC §10).
+    SigningSecret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Create a signing secret; it is printed alone on the last line and cannot be shown again.
+    Create {
+        #[arg(long)]
+        org: String,
+    },
+    /// List an org's signing secrets (ids, fingerprints; never the secrets).
+    List {
+        #[arg(long)]
+        org: String,
+    },
+    /// Revoke a signing secret by its id: tokens it signed are refused at once.
+    Revoke {
+        #[arg(long)]
+        secret_id: Uuid,
     },
 }
 
@@ -90,6 +119,32 @@ impl Cli {
                 Ok(())
             }
             Command::Keys {
+                command: KeysCommand::List { org },
+            } => {
+                let pool = common::config::connect_db(&config.db).await?;
+                let keys = common::keys::list_keys(&pool, &org, None).await?;
+                println!(
+                    "{:<36}  {:<11}  {:<8}  {:<25}  revoked",
+                    "key_id", "role", "prefix", "created"
+                );
+                for key in keys {
+                    println!(
+                        "{:<36}  {:<11}  {:<8}  {:<25}  {}",
+                        key.key_id,
+                        key.role,
+                        key.key_prefix,
+                        key.created_at.to_rfc3339(),
+                        key.revoked_at
+                            .map(|at| at.to_rfc3339())
+                            .unwrap_or_else(|| "-".to_owned())
+                    );
+                }
+                Ok(())
+            }
+            Command::Keys {
+                command: KeysCommand::SigningSecret { command },
+            } => secret_command(&config, command).await,
+            Command::Keys {
                 command: KeysCommand::Revoke { key_id },
             } => {
                 let pool = common::config::connect_db(&config.db).await?;
@@ -102,6 +157,50 @@ impl Cli {
             }
         }
     }
+}
+
+async fn secret_command(config: &Config, command: SecretCommand) -> anyhow::Result<()> {
+    let pool = common::config::connect_db(&config.db).await?;
+    match command {
+        SecretCommand::Create { org } => {
+            let created =
+                common::signing_secrets::create(&pool, &config.secrets.pepper(), &org, Uuid::new_v4())
+                    .await
+                    .context("is the database migrated? (command-service migrate)")?;
+            println!(
+                "Created signing secret {} for org {org} (fingerprint {}). Sign customer tokens \
+                 (HS256, aud = {org}) with it on your server; it is shown only this once:",
+                created.info.secret_id, created.info.fingerprint
+            );
+            println!("{}", created.secret);
+        }
+        SecretCommand::List { org } => {
+            let secrets = common::signing_secrets::list(&pool, &org).await?;
+            println!(
+                "{:<36}  {:<12}  {:<25}  revoked",
+                "secret_id", "fingerprint", "created"
+            );
+            for secret in secrets {
+                println!(
+                    "{:<36}  {:<12}  {:<25}  {}",
+                    secret.secret_id,
+                    secret.fingerprint,
+                    secret.created_at.to_rfc3339(),
+                    secret
+                        .revoked_at
+                        .map(|at| at.to_rfc3339())
+                        .unwrap_or_else(|| "-".to_owned())
+                );
+            }
+        }
+        SecretCommand::Revoke { secret_id } => {
+            match common::signing_secrets::revoke(&pool, None, secret_id).await? {
+                Some(secret) => println!("revoked signing secret {secret_id} of org {}", secret.org_id),
+                None => anyhow::bail!("no signing secret with id {secret_id}"),
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -156,5 +255,43 @@ mod tests {
             "root"
         ])
         .is_err());
+    }
+
+    #[test]
+    fn signing_secrets_have_their_own_subcommands() {
+        let cli = Cli::parse_from([
+            "command-service",
+            "keys",
+            "signing-secret",
+            "create",
+            "--org",
+            "acme",
+        ]);
+        assert!(matches!(
+            cli.command,
+            Some(Command::Keys {
+                command: KeysCommand::SigningSecret {
+                    command: SecretCommand::Create { ref org }
+                }
+            }) if org == "acme"
+        ));
+        let cli = Cli::parse_from([
+            "command-service",
+            "keys",
+            "create",
+            "--org",
+            "acme",
+            "--role",
+            "publishable",
+        ]);
+        assert!(matches!(
+            cli.command,
+            Some(Command::Keys {
+                command: KeysCommand::Create {
+                    role: Role::Publishable,
+                    ..
+                }
+            })
+        ));
     }
 }

@@ -4,7 +4,7 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use common::config::{DbArgs, ListenArgs, NatsArgs};
+use common::config::{DbArgs, ListenArgs, NatsArgs, SecretsArgs};
 
 use crate::relay::RelayArgs;
 
@@ -22,6 +22,8 @@ pub struct Config {
     pub listen: ListenArgs,
     #[command(flatten)]
     pub relay: RelayArgs,
+    #[command(flatten)]
+    pub secrets: SecretsArgs,
     /// Run the relay to JetStream inside this process (`--relay false` when it runs elsewhere,
     /// e.g. `command-service relay`).
     #[arg(long = "relay", global = true, env = "RELAY_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
@@ -69,6 +71,7 @@ impl Config {
             nats,
             listen: ListenArgs::default(),
             relay: RelayArgs::default(),
+            secrets: SecretsArgs::default(),
             relay_enabled: true,
             migrate: true,
             aggregate_cache_size: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),

@@ -75,8 +75,10 @@ pub async fn run(
     );
     let idempotency = Idempotency::new(&pool, config.idempotency_lease());
     let tasks = TaskTracker::new();
+    let credentials = common::credentials::Credentials::new(pool.clone(), config.secrets.pepper());
     let state = http::AppState::new(
         pool.clone(),
+        credentials,
         commands,
         idempotency.clone(),
         tasks.clone(),

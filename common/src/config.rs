@@ -102,6 +102,39 @@ impl fmt::Debug for NatsArgs {
     }
 }
 
+/// The server-side key signing secrets are derived with (see [`crate::signing_secrets`]).
+/// Every service that creates or verifies secrets needs the same one.
+#[derive(Clone, Default, clap::Args)]
+pub struct SecretsArgs {
+    /// Key mixed into every signing secret of customer tokens, kept outside the database so
+    /// that a database dump alone does not give the secrets. The same value for every service;
+    /// changing it invalidates every secret. Unset: secrets follow from the database (a
+    /// warning is logged).
+    #[arg(long, global = true, env = "SECRETS_PEPPER", hide_env_values = true)]
+    pub secrets_pepper: Option<String>,
+}
+
+impl SecretsArgs {
+    /// The pepper, with a warning when none is configured.
+    pub fn pepper(&self) -> crate::signing_secrets::Pepper {
+        let pepper = crate::signing_secrets::Pepper::new(self.secrets_pepper.as_deref());
+        if !pepper.is_set() {
+            tracing::warn!(
+                "SECRETS_PEPPER is not set: signing secrets can be derived from the database alone"
+            );
+        }
+        pepper
+    }
+}
+
+impl fmt::Debug for SecretsArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretsArgs")
+            .field("secrets_pepper", &self.secrets_pepper.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
 /// Where a service listens for HTTP.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ListenArgs {

@@ -12,6 +12,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 use rand::distr::{Alphanumeric, SampleString as _};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -35,11 +36,20 @@ pub enum Role {
     Storefront,
     /// Read-only analyst queries.
     Analyst,
+    /// A storefront widget's public key (SPEC §10): names the org in a shopper's browser; alone
+    /// it reads only public data, with a customer token that customer's own member.
+    Publishable,
 }
 
 impl Role {
     /// Every role, in a stable order.
-    pub const ALL: [Role; 4] = [Role::Pos, Role::Admin, Role::Storefront, Role::Analyst];
+    pub const ALL: [Role; 5] = [
+        Role::Pos,
+        Role::Admin,
+        Role::Storefront,
+        Role::Analyst,
+        Role::Publishable,
+    ];
 
     /// The lowercase name used in keys, JSON and the database.
     pub const fn as_str(self) -> &'static str {
@@ -48,6 +58,7 @@ impl Role {
             Role::Admin => "admin",
             Role::Storefront => "storefront",
             Role::Analyst => "analyst",
+            Role::Publishable => "publishable",
         }
     }
 }
@@ -58,9 +69,9 @@ impl fmt::Display for Role {
     }
 }
 
-/// A role name that is not one of `pos`, `admin`, `storefront`, `analyst`.
+/// A role name that is not one of `pos`, `admin`, `storefront`, `analyst`, `publishable`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown role `{0}`: expected one of pos, admin, storefront, analyst")]
+#[error("unknown role `{0}`: expected one of pos, admin, storefront, analyst, publishable")]
 pub struct UnknownRole(pub String);
 
 impl FromStr for Role {
@@ -123,22 +134,92 @@ pub fn bearer_token(header_value: &str) -> Option<&str> {
 
 /// Creates a key for `org` with `role`, stores its hash, and returns the plaintext key.
 pub async fn create_key(pool: &PgPool, org: &str, role: Role) -> anyhow::Result<String> {
+    Ok(issue_key(pool, org, role).await?.key)
+}
+
+/// A key just created: the only time its plaintext exists outside the caller.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewKey {
+    #[serde(flatten)]
+    pub info: KeyInfo,
+    /// The key itself, shown once.
+    pub key: String,
+}
+
+/// What a listing shows of a key: never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct KeyInfo {
+    pub key_id: Uuid,
+    pub org_id: String,
+    #[sqlx(try_from = "String")]
+    pub role: Role,
+    /// The first characters of the key's random part, to recognise it.
+    pub key_prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<String> for Role {
+    type Error = UnknownRole;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        name.parse()
+    }
+}
+
+const KEY_INFO: &str = "key_id, org_id, role, key_prefix, created_at, revoked_at";
+
+/// Creates a key for `org` with `role`, stores its hash, and returns it with its id.
+pub async fn issue_key(pool: &PgPool, org: &str, role: Role) -> anyhow::Result<NewKey> {
     validate_org_id(org)?;
     let key = generate_key(role);
     let secret = &key[key.len() - KEY_SECRET_LEN..];
-    sqlx::query(
+    let info: KeyInfo = sqlx::query_as(&format!(
         "INSERT INTO api_keys (key_id, org_id, role, key_hash, key_prefix) \
-         VALUES ($1, $2, $3, $4, $5)",
-    )
+         VALUES ($1, $2, $3, $4, $5) RETURNING {KEY_INFO}"
+    ))
     .bind(Uuid::new_v4())
     .bind(org)
     .bind(role.as_str())
     .bind(hash_key(&key))
     .bind(&secret[..KEY_PREFIX_LEN])
-    .execute(pool)
+    .fetch_one(pool)
     .await
     .with_context(|| format!("storing a new {role} key for org {org}"))?;
-    Ok(key)
+    Ok(NewKey { info, key })
+}
+
+/// The keys of `org` (of `role` only, if given), newest first, revoked ones included.
+pub async fn list_keys(pool: &PgPool, org: &str, role: Option<Role>) -> anyhow::Result<Vec<KeyInfo>> {
+    sqlx::query_as(&format!(
+        "SELECT {KEY_INFO} FROM api_keys WHERE org_id = $1 AND ($2::text IS NULL OR role = $2) \
+         ORDER BY created_at DESC, key_id"
+    ))
+    .bind(org)
+    .bind(role.map(Role::as_str))
+    .fetch_all(pool)
+    .await
+    .with_context(|| format!("listing the keys of org {org}"))
+}
+
+/// Revokes the `role` key `key_id` of `org` (revoking a revoked key changes nothing) and returns
+/// it; `None` if `org` has no such key.
+pub async fn revoke_in_org(
+    pool: &PgPool,
+    org: &str,
+    role: Role,
+    key_id: Uuid,
+) -> anyhow::Result<Option<KeyInfo>> {
+    sqlx::query_as(&format!(
+        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) \
+         WHERE key_id = $1 AND org_id = $2 AND role = $3 RETURNING {KEY_INFO}"
+    ))
+    .bind(key_id)
+    .bind(org)
+    .bind(role.as_str())
+    .fetch_optional(pool)
+    .await
+    .with_context(|| format!("revoking API key {key_id}"))
 }
 
 /// The key `bearer` stands for, or `None` if it is unknown or revoked.
@@ -194,7 +275,7 @@ mod tests {
         let error = "Admin".parse::<Role>().unwrap_err();
         assert_eq!(
             error.to_string(),
-            "unknown role `Admin`: expected one of pos, admin, storefront, analyst"
+            "unknown role `Admin`: expected one of pos, admin, storefront, analyst, publishable"
         );
         assert!("".parse::<Role>().is_err());
         assert!(serde_json::from_value::<Role>(serde_json::json!("root")).is_err());

@@ -8,14 +8,20 @@
 //!   `NATS_URL`, `LISTEN_ADDR`, ...), and the connection helpers that go with them.
 //! - [`keys`]: API keys of all roles, stored hashed in the `api_keys` table.
 //! - [`simulation`]: what-if simulations run against the event store, and their stored reports.
+//! - [`signing_secrets`] and [`customer_token`]: the storefront identity of SPEC §10, the
+//!   signing secrets of each org and the customer tokens they sign.
+//! - [`credentials`]: keys and secrets cached per process, invalidated by LISTEN/NOTIFY.
 //! - [`shutdown`]: the signal every service's graceful shutdown waits for.
 //! - [`exit_code`]: how a binary reports a failure from `main`.
 
 pub mod config;
+pub mod credentials;
+pub mod customer_token;
 pub mod health;
 pub mod keys;
 pub mod metrics;
 pub mod shutdown;
+pub mod signing_secrets;
 pub mod simulation;
 pub mod telemetry;
 

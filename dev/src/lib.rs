@@ -108,7 +108,15 @@ pub async fn run(
     schema::migrate(&pool).await.context("applying migrations")?;
     pool.close().await;
 
-    let (command, projector, query) = service_configs(&config)?;
+    let (command, projector, mut query) = service_configs(&config)?;
+    if std::env::var_os("COMMAND_API_URL").is_none() {
+        // `redeemReward` goes to the command service of this process, wherever it listens.
+        let addr = listeners
+            .command
+            .local_addr()
+            .context("command-service address")?;
+        query.command_api_url = format!("http://{addr}");
+    }
     let stop = CancellationToken::new();
     let mut services = JoinSet::new();
     services.spawn(named(

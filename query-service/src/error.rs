@@ -1,7 +1,10 @@
 //! The one error type of the GraphQL boundary.
 //!
 //! Every error a client sees carries `extensions.code`: `UNAUTHENTICATED`, `FORBIDDEN`,
-//! `BAD_USER_INPUT` or `INTERNAL`. Internal failures (SQL, a malformed row, NATS) are logged with
+//! `BAD_USER_INPUT`, `INVALID_CUSTOMER_TOKEN` (with `extensions.reason`: `expired`,
+//! `bad_signature`, `revoked_secret`, `wrong_org`, `too_long_lived`, `malformed`), `REFUSED`
+//! (a command the command side refused, with its error `reason` and `field`, e.g.
+//! `insufficient_points`) or `INTERNAL`. Internal failures (SQL, a malformed row, NATS) are logged with
 //! their full chain and reach the client only as "internal error": no SQL, table or driver text
 //! ever leaks.
 //!
@@ -12,6 +15,7 @@
 use std::sync::Arc;
 
 use async_graphql::ErrorExtensions as _;
+use common::customer_token::TokenError;
 
 /// Why a query failed.
 #[derive(Debug, Clone)]
@@ -22,6 +26,14 @@ pub enum QueryError {
     Forbidden(String),
     /// A bad argument; the message names it.
     BadInput(String),
+    /// A customer token that does not pass (SPEC §10).
+    InvalidToken(TokenError),
+    /// A command the command side refused: its error code, the field it names, its message.
+    Refused {
+        reason: String,
+        field: Option<String>,
+        message: String,
+    },
     /// Anything else. Logged, never shown.
     Internal(Arc<anyhow::Error>),
 }
@@ -39,24 +51,37 @@ impl QueryError {
         QueryError::BadInput(message.into())
     }
 
+    pub fn invalid_token(error: TokenError) -> Self {
+        QueryError::InvalidToken(error)
+    }
+
     /// The `extensions.code` of the error.
     pub fn code(&self) -> &'static str {
         match self {
             QueryError::Unauthenticated(_) => "UNAUTHENTICATED",
             QueryError::Forbidden(_) => "FORBIDDEN",
             QueryError::BadInput(_) => "BAD_USER_INPUT",
+            QueryError::InvalidToken(_) => "INVALID_CUSTOMER_TOKEN",
+            QueryError::Refused { .. } => "REFUSED",
             QueryError::Internal(_) => "INTERNAL",
         }
     }
 
     /// What the client is told.
-    pub fn message(&self) -> &str {
+    pub fn message(&self) -> String {
         match self {
             QueryError::Unauthenticated(message)
             | QueryError::Forbidden(message)
-            | QueryError::BadInput(message) => message,
-            QueryError::Internal(_) => "internal error",
+            | QueryError::BadInput(message)
+            | QueryError::Refused { message, .. } => message.clone(),
+            QueryError::InvalidToken(error) => error.to_string(),
+            QueryError::Internal(_) => "internal error".to_owned(),
         }
+    }
+
+    /// Whether the request should be refused with 401 before it reaches the schema.
+    pub fn is_unauthenticated(&self) -> bool {
+        matches!(self, QueryError::Unauthenticated(_) | QueryError::InvalidToken(_))
     }
 }
 
@@ -86,6 +111,16 @@ impl From<QueryError> for async_graphql::Error {
         let code = error.code();
         async_graphql::Error::new(error.message()).extend_with(|_, extensions| {
             extensions.set("code", code);
+            match &error {
+                QueryError::InvalidToken(token) => extensions.set("reason", token.reason()),
+                QueryError::Refused { reason, field, .. } => {
+                    extensions.set("reason", reason.as_str());
+                    if let Some(field) = field {
+                        extensions.set("field", field.as_str());
+                    }
+                }
+                _ => {}
+            }
         })
     }
 }
@@ -112,5 +147,13 @@ mod tests {
         assert_eq!(graphql.message, "first: at most 100");
         let shown = serde_json::to_string(&graphql.extensions).unwrap();
         assert_eq!(shown, r#"{"code":"BAD_USER_INPUT"}"#);
+    }
+
+    #[test]
+    fn token_refusals_carry_their_reason() {
+        let graphql: async_graphql::Error = QueryError::invalid_token(TokenError::Expired).into();
+        assert_eq!(graphql.message, "the customer token has expired");
+        let shown = serde_json::to_string(&graphql.extensions).unwrap();
+        assert_eq!(shown, r#"{"code":"INVALID_CUSTOMER_TOKEN","reason":"expired"}"#);
     }
 }

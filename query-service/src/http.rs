@@ -1,5 +1,6 @@
 //! The HTTP side of the GraphQL API: `POST /graphql` (authenticated from the `Authorization`
-//! header), GraphiQL and the websocket upgrade on `GET`, and the served SDL.
+//! and `X-Customer-Token` headers), GraphiQL and the websocket upgrade on `GET`, and the served
+//! SDL.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,16 +16,21 @@ use axum::routing::get;
 use axum::Router;
 use tracing::Instrument as _;
 
-use crate::auth::{self, Caller};
+use crate::auth;
 use crate::db::Db;
 use crate::error::QueryError;
 use crate::graphql::{QuerySchema, Schemas};
+use common::credentials::Credentials;
 
 /// Everything a request needs.
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
     pub schemas: Arc<Schemas>,
+    /// API keys and signing secrets, cached.
+    pub credentials: Credentials,
+    /// Demo customer tokens (`--widget-demo`); `None` unless enabled.
+    pub demo: Option<crate::storefront::DemoTokens>,
 }
 
 /// The HTTP routes of the GraphQL API (without the health router).
@@ -55,10 +61,14 @@ fn cors() -> tower_http::cors::CorsLayer {
 
 async fn graphql(State(state): State<AppState>, headers: HeaderMap, request: GraphQLRequest) -> Response {
     let started = Instant::now();
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .map(|value| value.to_str().unwrap_or("\u{fffd}"));
-    let caller = match auth::from_header(state.db.pool(), authorization).await {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .map(|value| value.to_str().unwrap_or("\u{fffd}"))
+    };
+    let authorization = header(header::AUTHORIZATION.as_str());
+    let customer_token = header(auth::CUSTOMER_TOKEN_HEADER);
+    let caller = match auth::from_headers(&state.credentials, authorization, customer_token).await {
         Ok(caller) => caller,
         Err(error) => {
             metrics::counter!("graphql_requests_total", "kind" => "query", "outcome" => "unauthenticated")
@@ -67,10 +77,7 @@ async fn graphql(State(state): State<AppState>, headers: HeaderMap, request: Gra
         }
     };
     let request = request.into_inner();
-    let (org, role) = match &caller {
-        Caller::Key(key) => (key.org_id.clone(), key.role.as_str()),
-        Caller::Anonymous => (String::new(), "anonymous"),
-    };
+    let (org, role) = caller.describe();
     let operation = request.operation_name.clone().unwrap_or_default();
     let span = tracing::info_span!("graphql", org, role, operation);
     let (_, kind) = state.schemas.for_request(&request);
@@ -115,7 +122,7 @@ fn serve_websocket(state: AppState, protocol: GraphQLProtocol, upgrade: WebSocke
         .on_upgrade(move |socket| {
             GraphQLWebSocket::new(socket, schema, protocol)
                 .on_connection_init(move |payload| async move {
-                    let caller = auth::from_init_payload(state.db.pool(), &payload)
+                    let caller = auth::from_init_payload(&state.credentials, &payload)
                         .await
                         .map_err(async_graphql::Error::from)?;
                     let mut data = Data::default();
@@ -128,10 +135,10 @@ fn serve_websocket(state: AppState, protocol: GraphQLProtocol, upgrade: WebSocke
 
 /// A request refused before it reached the schema (401, or 500 if the key store failed).
 fn error_response(error: QueryError) -> Response {
-    let status = if error.code() == "INTERNAL" {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
+    let status = if error.is_unauthenticated() {
         StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
     };
     let mut server_error = async_graphql::ServerError::new(error.message(), None);
     server_error.extensions = async_graphql::Error::from(error).extensions;

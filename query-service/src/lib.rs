@@ -2,7 +2,9 @@
 //! widgets and analysts (SPEC §7, §8).
 //!
 //! - `POST /graphql`: queries, authenticated by `Authorization: Bearer <key>` (storefront or
-//!   analyst keys; see [`auth`]).
+//!   analyst keys; a storefront widget's publishable key, with `X-Customer-Token: <jwt>` for
+//!   its shopper's member; see [`auth`]), and the one mutation, `redeemReward`, which a
+//!   customer token sends through the command API ([`redeem`]).
 //! - `GET /graphql`: GraphiQL; with a websocket upgrade (also at `/graphql/ws`): subscriptions
 //!   over `graphql-transport-ws` (or the legacy `graphql-ws`), authenticated by the
 //!   `connection_init` payload `{"Authorization": "Bearer <key>"}`.
@@ -31,6 +33,8 @@ pub mod graphql;
 mod http;
 pub mod live;
 pub mod loaders;
+pub mod redeem;
+pub mod storefront;
 pub mod types;
 pub mod web;
 
@@ -62,6 +66,35 @@ pub struct Config {
     pub listen: common::config::ListenArgs,
     #[command(flatten)]
     pub limits: Limits,
+    #[command(flatten)]
+    pub secrets: common::config::SecretsArgs,
+    /// The command API that `redeemReward` sends a customer's redemption to, with the
+    /// customer's own publishable key and token.
+    #[arg(long, env = "COMMAND_API_URL", default_value = DEFAULT_COMMAND_API_URL)]
+    pub command_api_url: String,
+    /// Sign customer tokens for demo members server-side (the `/widget-demo` page). Never in
+    /// production.
+    #[arg(long, env = "WIDGET_DEMO", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub widget_demo: bool,
+}
+
+/// The command API `redeemReward` calls unless `--command-api-url` says otherwise (the command
+/// service's default address).
+pub const DEFAULT_COMMAND_API_URL: &str = "http://127.0.0.1:8080";
+
+impl Config {
+    /// The defaults, pointed at `db` and `nats` (what tests and tools start from).
+    pub fn new(db: common::config::DbArgs, nats: common::config::NatsArgs) -> Self {
+        Self {
+            db,
+            nats,
+            listen: common::config::ListenArgs::default(),
+            limits: Limits::default(),
+            secrets: common::config::SecretsArgs::default(),
+            command_api_url: DEFAULT_COMMAND_API_URL.to_owned(),
+            widget_demo: false,
+        }
+    }
 }
 
 /// Limits every query is validated against before it runs.
@@ -109,10 +142,18 @@ pub async fn run(
     .await;
 
     let db = Db::new(pool.clone());
-    let schemas = Arc::new(Schemas::new(db.clone(), live, config.limits));
-    let app = router(AppState { db, schemas })
-        .merge(web::router())
-        .merge(common::health::router(pool, Some(nats)));
+    let redeemer = redeem::Redeemer::new(&config.command_api_url)?;
+    let schemas = Arc::new(Schemas::with_redeemer(db.clone(), live, redeemer, config.limits));
+    let credentials = common::credentials::Credentials::new(pool.clone(), config.secrets.pepper());
+    let demo = storefront::DemoTokens::new(config.widget_demo, &credentials);
+    let app = router(AppState {
+        db,
+        schemas,
+        credentials,
+        demo: demo.clone(),
+    })
+    .merge(web::router(demo))
+    .merge(common::health::router(pool, Some(nats)));
 
     let addr = listener.local_addr().context("listener address")?;
     tracing::info!(%addr, "query-service listening");

@@ -45,6 +45,7 @@ pub fn command_config(db: &TestDb, nats: &TestNats) -> command_service::Config {
     config.migrate = false;
     config.relay.relay_poll_interval_ms = 100;
     config.shutdown_grace_secs = 5;
+    config.secrets.secrets_pepper = Some(crate::TEST_PEPPER.to_owned());
     config
 }
 
@@ -102,22 +103,34 @@ pub async fn create_api_key(db: &TestDb, org: &str, role: Role) -> String {
         .unwrap_or_else(|error| panic!("creating a {role} key for {org}: {error:#}"))
 }
 
+/// Creates a signing secret of `org` in `db` (derived with [`crate::TEST_PEPPER`], as the
+/// test services are configured); returns the secret.
+pub async fn create_signing_secret(db: &TestDb, org: &str) -> String {
+    let pepper = common::signing_secrets::Pepper::new(Some(crate::TEST_PEPPER));
+    common::signing_secrets::create(db.pool(), &pepper, org, uuid::Uuid::new_v4())
+        .await
+        .unwrap_or_else(|error| panic!("creating a signing secret for {org}: {error:#}"))
+        .secret
+}
+
 /// One key of every role for an org.
 pub struct OrgKeys {
     pub pos: String,
     pub admin: String,
     pub storefront: String,
     pub analyst: String,
+    pub publishable: String,
 }
 
 impl OrgKeys {
-    /// Creates the four keys of `org`.
+    /// Creates the five keys of `org`.
     pub async fn create(db: &TestDb, org: &str) -> Self {
         Self {
             pos: create_api_key(db, org, Role::Pos).await,
             admin: create_api_key(db, org, Role::Admin).await,
             storefront: create_api_key(db, org, Role::Storefront).await,
             analyst: create_api_key(db, org, Role::Analyst).await,
+            publishable: create_api_key(db, org, Role::Publishable).await,
         }
     }
 
@@ -127,6 +140,7 @@ impl OrgKeys {
             Role::Admin => &self.admin,
             Role::Storefront => &self.storefront,
             Role::Analyst => &self.analyst,
+            Role::Publishable => &self.publishable,
         }
     }
 }

@@ -34,6 +34,29 @@ impl GraphqlWs {
     /// Connects and initialises with `{"Authorization": "Bearer <key>"}` (no payload without a
     /// key). `Err` carries the server's reason when it refuses the connection.
     pub async fn connect(url: &str, key: Option<&str>) -> Result<Self, String> {
+        let payload = match key {
+            Some(key) => json!({ "Authorization": format!("Bearer {key}") }),
+            None => json!({}),
+        };
+        Self::connect_with(url, payload).await
+    }
+
+    /// Connects as a storefront widget: `{"Authorization": "Bearer <publishable key>",
+    /// "X-Customer-Token": "<jwt>"}`.
+    pub async fn connect_as_customer(
+        url: &str,
+        publishable_key: &str,
+        customer_token: &str,
+    ) -> Result<Self, String> {
+        let payload = json!({
+            "Authorization": format!("Bearer {publishable_key}"),
+            "X-Customer-Token": customer_token,
+        });
+        Self::connect_with(url, payload).await
+    }
+
+    /// Connects and initialises with `payload`.
+    pub async fn connect_with(url: &str, payload: Value) -> Result<Self, String> {
         let mut request = url.into_client_request().expect("a websocket URL");
         request.headers_mut().insert(
             "Sec-WebSocket-Protocol",
@@ -42,10 +65,6 @@ impl GraphqlWs {
         let (socket, _) = tokio_tungstenite::connect_async(request)
             .await
             .map_err(|error| format!("connecting: {error}"))?;
-        let payload = match key {
-            Some(key) => json!({ "Authorization": format!("Bearer {key}") }),
-            None => json!({}),
-        };
         let builder = Client::build(Socket(socket))
             .payload(payload)
             .map_err(|error| error.to_string())?

@@ -317,6 +317,9 @@ mod tests {
 
 // --- The query service (GraphQL) -----------------------------------------------------------
 
+/// The `SECRETS_PEPPER` of every service a test starts.
+pub const TEST_PEPPER: &str = "test-pepper-not-for-production";
+
 /// A query service running inside the test process, on a free port.
 pub struct TestQueryService {
     addr: std::net::SocketAddr,
@@ -336,17 +339,28 @@ pub async fn spawn_query_service_with(
     nats: &TestNats,
     limits: query_service::Limits,
 ) -> TestQueryService {
+    let mut config = query_config(db, nats);
+    config.limits = limits;
+    spawn_query_service_config(config).await
+}
+
+/// The query service configuration of a test: `db`, `nats`, the test pepper; `redeemReward`
+/// reaches no command API until `command_api_url` is set (see
+/// [`TestCommandService::base_url`]).
+pub fn query_config(db: &TestDb, nats: &TestNats) -> query_service::Config {
+    let mut config = query_service::Config::new(db.db_args(), nats.nats_args());
+    config.secrets.secrets_pepper = Some(TEST_PEPPER.to_owned());
+    config.command_api_url = "http://127.0.0.1:9".to_owned();
+    config
+}
+
+/// Starts the query service with `config` on `127.0.0.1:0`.
+pub async fn spawn_query_service_config(config: query_service::Config) -> TestQueryService {
     common::telemetry::init("tests");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("binding a port for the query service");
     let addr = listener.local_addr().expect("query service address");
-    let config = query_service::Config {
-        db: db.db_args(),
-        nats: nats.nats_args(),
-        listen: common::config::ListenArgs::default(),
-        limits,
-    };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let stop = shutdown.clone();
     let task = tokio::spawn(query_service::run(config, listener, async move {
@@ -427,6 +441,30 @@ impl TestQueryService {
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }
+        Self::reply(request).await
+    }
+
+    /// POSTs a GraphQL request as a storefront widget: `Authorization: Bearer <publishable
+    /// key>` and, when given, `X-Customer-Token: <token>`.
+    pub async fn graphql_as_customer(
+        &self,
+        publishable_key: &str,
+        customer_token: Option<&str>,
+        query: &str,
+        variables: serde_json::Value,
+    ) -> GraphqlReply {
+        let mut request = self
+            .http
+            .post(self.url("/graphql"))
+            .bearer_auth(publishable_key)
+            .json(&serde_json::json!({ "query": query, "variables": variables }));
+        if let Some(token) = customer_token {
+            request = request.header("X-Customer-Token", token);
+        }
+        Self::reply(request).await
+    }
+
+    async fn reply(request: reqwest::RequestBuilder) -> GraphqlReply {
         let response = request.send().await.expect("sending a GraphQL request");
         let status = response.status();
         let body = response.json().await.expect("a JSON GraphQL reply");
@@ -534,8 +572,8 @@ impl TestProjector {
 
 pub mod command_api;
 pub use command_api::{
-    command_config, create_api_key, spawn_command_service, spawn_command_service_with, ApiClient,
-    ApiResponse, OrgKeys, TestCommandService,
+    command_config, create_api_key, create_signing_secret, spawn_command_service, spawn_command_service_with,
+    ApiClient, ApiResponse, OrgKeys, TestCommandService,
 };
 
 // --- GraphQL subscriptions ------------------------------------------------------------------

@@ -1,21 +1,26 @@
 //! Who may read what: every top-level field (and the subscription) against every kind of
-//! caller. Storefront keys read member-level fields and leaderboards of their org; analyst keys
-//! read everything of their org; pos/admin keys, other orgs' keys and anonymous callers get an
-//! error and no data.
+//! caller. Publishable keys read the public fields (program, leaderboards) of their org, and
+//! with a customer token also that customer's member and `me`; storefront keys read
+//! member-level fields and leaderboards of their org; analyst keys read everything of their org
+//! but `me`; pos/admin keys, other orgs' keys and anonymous callers get an error and no data.
+//! (What a customer token reads of members, field by field, is `query_customer_tokens.rs`.)
 
 mod query_support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use loyalty_tests::GraphqlWs;
+use loyalty_client::customer_token::{sign, CustomerToken};
 use loyalty_tests::OrgKeys as Keys;
+use loyalty_tests::{create_signing_secret, GraphqlWs};
 use query_support::{Stack, ORG};
 use serde_json::{json, Value};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Access {
+    Public,
     Member,
+    Customer,
     Analyst,
 }
 
@@ -26,12 +31,13 @@ const FIELDS: &[(&str, Access, &str)] = &[
         Access::Member,
         "member(orgId: $org, memberId: $id) { balance { points } }",
     ),
+    ("me", Access::Customer, "me(orgId: $org) { memberId }"),
     (
         "leaderboard",
-        Access::Member,
+        Access::Public,
         "leaderboard(orgId: $org, period: ALL_TIME) { rank points }",
     ),
-    ("program", Access::Member, "program(orgId: $org) { version }"),
+    ("program", Access::Public, "program(orgId: $org) { version }"),
     (
         "segmentCounts",
         Access::Analyst,
@@ -64,44 +70,91 @@ const FIELDS: &[(&str, Access, &str)] = &[
 struct Caller {
     name: &'static str,
     key: Option<String>,
-    /// `None`: refused whatever the field; else what the key may read of [`ORG`].
-    reads: Option<Access>,
+    /// A customer token sent with the key.
+    token: Option<String>,
+    /// What the caller may read of [`ORG`].
+    reads: &'static [Access],
     refusal: &'static str,
 }
 
-fn callers(acme: &Keys, globex: &Keys) -> Vec<Caller> {
+/// A customer token for the member `card-1` of `org`, signed with `secret`.
+fn token(org: &str, secret: &str) -> String {
+    sign(
+        &CustomerToken::new(org, "card-1", Duration::from_secs(900)),
+        secret,
+    )
+}
+
+fn callers(acme: &Keys, globex: &Keys, acme_secret: &str, globex_secret: &str) -> Vec<Caller> {
+    use Access::*;
     let caller = |name, key: &String, reads, refusal| Caller {
         name,
         key: Some(key.clone()),
+        token: None,
         reads,
         refusal,
+    };
+    let customer = |name, key: &String, token: String, reads| Caller {
+        name,
+        key: Some(key.clone()),
+        token: Some(token),
+        reads,
+        refusal: "FORBIDDEN",
     };
     vec![
         caller(
             "acme storefront",
             &acme.storefront,
-            Some(Access::Member),
+            &[Public, Member],
             "FORBIDDEN",
         ),
-        caller("acme analyst", &acme.analyst, Some(Access::Analyst), "FORBIDDEN"),
-        caller("acme pos", &acme.pos, None, "FORBIDDEN"),
-        caller("acme admin", &acme.admin, None, "FORBIDDEN"),
-        caller("globex storefront", &globex.storefront, None, "FORBIDDEN"),
-        caller("globex analyst", &globex.analyst, None, "FORBIDDEN"),
+        caller(
+            "acme analyst",
+            &acme.analyst,
+            &[Public, Member, Analyst],
+            "FORBIDDEN",
+        ),
+        caller("acme publishable", &acme.publishable, &[Public], "FORBIDDEN"),
+        customer(
+            "acme customer",
+            &acme.publishable,
+            token(ORG, acme_secret),
+            &[Public, Member, Customer],
+        ),
+        caller("acme pos", &acme.pos, &[], "FORBIDDEN"),
+        caller("acme admin", &acme.admin, &[], "FORBIDDEN"),
+        caller("globex storefront", &globex.storefront, &[], "FORBIDDEN"),
+        caller("globex analyst", &globex.analyst, &[], "FORBIDDEN"),
+        caller("globex publishable", &globex.publishable, &[], "FORBIDDEN"),
+        customer(
+            "globex customer",
+            &globex.publishable,
+            token("globex", globex_secret),
+            &[],
+        ),
         Caller {
             name: "anonymous",
             key: None,
-            reads: None,
+            token: None,
+            reads: &[],
             refusal: "UNAUTHENTICATED",
         },
     ]
 }
 
 fn allowed(caller: &Caller, access: Access) -> bool {
-    match caller.reads {
-        Some(Access::Analyst) => true,
-        Some(Access::Member) => access == Access::Member,
-        None => false,
+    caller.reads.contains(&access)
+}
+
+async fn ask(stack: &Stack, caller: &Caller, query: &str, variables: Value) -> loyalty_tests::GraphqlReply {
+    match (&caller.key, &caller.token) {
+        (Some(key), Some(token)) => {
+            stack
+                .query
+                .graphql_as_customer(key, Some(token), query, variables)
+                .await
+        }
+        (key, _) => stack.query.graphql(key.as_deref(), query, variables).await,
     }
 }
 
@@ -112,6 +165,8 @@ async fn every_field_is_guarded_by_role_and_org() {
     stack.purchase(member, "rcpt-1", 4_200).await;
     stack.wait_for_balance(member, 42).await;
     let globex = Keys::create(&stack.db, "globex").await;
+    let acme_secret = create_signing_secret(&stack.db, ORG).await;
+    let globex_secret = create_signing_secret(&stack.db, "globex").await;
     let variables = json!({"org": ORG, "id": member});
 
     // The matrix covers every top-level field the schema has.
@@ -128,7 +183,7 @@ async fn every_field_is_guarded_by_role_and_org() {
     let covered: BTreeSet<&str> = FIELDS.iter().map(|(name, ..)| *name).collect();
     assert_eq!(served, covered, "every top-level field needs a row in FIELDS");
 
-    for caller in callers(&stack.keys, &globex) {
+    for caller in callers(&stack.keys, &globex, &acme_secret, &globex_secret) {
         for (field, access, selection) in FIELDS {
             let (query, variables) = if selection.contains("$id") {
                 (
@@ -138,10 +193,7 @@ async fn every_field_is_guarded_by_role_and_org() {
             } else {
                 (format!("query($org: ID!) {{ {selection} }}"), json!({"org": ORG}))
             };
-            let reply = stack
-                .query
-                .graphql(caller.key.as_deref(), &query, variables)
-                .await;
+            let reply = ask(&stack, &caller, &query, variables).await;
             let what = format!("{} reading {field}: {:#}", caller.name, reply.body);
             assert_eq!(reply.status, 200, "{what}");
             if allowed(&caller, *access) {
@@ -188,12 +240,18 @@ async fn the_subscription_is_guarded_by_role_and_org() {
     let stack = Stack::start().await;
     let member = stack.enroll("card-1", None).await;
     let globex = Keys::create(&stack.db, "globex").await;
+    let acme_secret = create_signing_secret(&stack.db, ORG).await;
+    let globex_secret = create_signing_secret(&stack.db, "globex").await;
     let subscription = "subscription($org: ID!, $id: ID!) { memberUpdated(orgId: $org, memberId: $id, includeCurrent: true) { points } }";
 
-    for caller in callers(&stack.keys, &globex) {
-        let mut ws = GraphqlWs::connect(&stack.query.ws_url(), caller.key.as_deref())
-            .await
-            .unwrap_or_else(|error| panic!("{} cannot connect: {error}", caller.name));
+    for caller in callers(&stack.keys, &globex, &acme_secret, &globex_secret) {
+        let connected = match (&caller.key, &caller.token) {
+            (Some(key), Some(token)) => {
+                GraphqlWs::connect_as_customer(&stack.query.ws_url(), key, token).await
+            }
+            (key, _) => GraphqlWs::connect(&stack.query.ws_url(), key.as_deref()).await,
+        };
+        let mut ws = connected.unwrap_or_else(|error| panic!("{} cannot connect: {error}", caller.name));
         ws.subscribe("1", subscription, json!({"org": ORG, "id": member}))
             .await;
         let message: Value = ws

@@ -26,6 +26,22 @@ impl Commands {
         }
     }
 
+    /// The member a customer token's `sub` names in `org_id`: by external id, else by member id.
+    pub async fn customer_member(&self, org_id: &str, subject: &str) -> anyhow::Result<Option<Uuid>> {
+        if let Some(member_id) = self.member_by_external_id(org_id, subject).await? {
+            return Ok(Some(member_id));
+        }
+        let Ok(member_id) = Uuid::parse_str(subject) else {
+            return Ok(None);
+        };
+        sqlx::query_scalar("SELECT member_id FROM command_members WHERE org_id = $1 AND member_id = $2")
+            .bind(org_id)
+            .bind(member_id)
+            .fetch_optional(&self.pool)
+            .await
+            .context("looking up a customer's member")
+    }
+
     pub(super) async fn member_by_external_id(
         &self,
         org_id: &str,

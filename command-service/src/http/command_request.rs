@@ -65,6 +65,11 @@ pub trait Target: FromRequestParts<AppState, Rejection = ApiError> + Send {
     /// The member, for the span.
     fn span_member(&self) -> Option<String>;
 
+    /// The member the path names, when it names one well-formed.
+    fn named_member(&self) -> Option<&MemberRef> {
+        None
+    }
+
     /// The checked target; a malformed member id is refused only here, after authorization.
     fn resolve(self) -> Result<Self::Resolved, ApiError>;
 }
@@ -96,6 +101,10 @@ impl Target for MemberPath {
         Some(self.label())
     }
 
+    fn named_member(&self) -> Option<&MemberRef> {
+        self.member.as_ref().ok()
+    }
+
     fn resolve(self) -> Result<MemberRef, ApiError> {
         self.member
     }
@@ -124,6 +133,20 @@ impl<P: Target, T: CommandRequest> FromRequest<AppState> for Write<P, T> {
         let Ok(body) = JsonBody::from_request(Request::from_parts(parts, body), app).await;
 
         caller.authorize(path.org(), T::ACTION)?;
+        if let Some(customer) = &caller.customer {
+            // A customer acts only for the member its token names: checked before anything
+            // else of the request is looked at, with one answer for another member and for no
+            // member at all.
+            let commands = app.commands();
+            let own = commands.customer_member(path.org(), &customer.subject).await?;
+            let named = match path.named_member() {
+                Some(member) => commands.resolve(path.org(), member).await.ok(),
+                None => None,
+            };
+            if own.is_none() || own != named {
+                return Err(ApiError::NotYourMember);
+            }
+        }
         let key = ctx.idempotency_key()?.to_owned();
         let org = path.org().to_owned();
         let path_member = path.span_member();
@@ -150,7 +173,7 @@ impl<P: Target, T: CommandRequest> FromRequest<AppState> for Write<P, T> {
             command: CommandContext {
                 org_id: org,
                 idempotency_key: key,
-                key_id: caller.0.key_id,
+                key_id: caller.key.key_id,
                 request_id: ctx.request_id,
             },
             span,
@@ -187,6 +210,18 @@ impl<P: Target, T: CommandRequest> Write<P, T> {
         self.idempotent
             .run(move |app, ctx| work(app, ctx, target, request))
             .await
+    }
+}
+
+impl<P: Target, T: CommandRequest> Write<P, T> {
+    /// The checked request without the `Idempotency-Key` machinery, for a write that is
+    /// idempotent by an id derived from the key and whose answer must never be stored (it
+    /// shows a secret): the state, who asked, the target, the body and the command's span.
+    pub fn into_parts(self) -> (AppState, CommandContext, P::Resolved, T, tracing::Span) {
+        let Idempotent {
+            app, command, span, ..
+        } = self.idempotent;
+        (app, command, self.target, self.request, span)
     }
 }
 

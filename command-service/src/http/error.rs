@@ -37,6 +37,16 @@ pub enum ApiError {
     InvalidCredentials,
     #[error("this key belongs to another org")]
     WrongOrg,
+    /// A customer token that does not pass (SPEC §10); the message says why.
+    #[error("{0}")]
+    InvalidCustomerToken(common::customer_token::TokenError),
+    /// A customer token naming a member that is not its own, or no member at all: one answer
+    /// for both, so it tells nothing about which members exist.
+    #[error("a customer token acts only for its own member")]
+    NotYourMember,
+    /// No such key or secret of this org.
+    #[error("{0}")]
+    NotFound(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("{message}")]
@@ -123,8 +133,11 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use CommandError as C;
         match self {
-            ApiError::MissingCredentials | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            ApiError::WrongOrg | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::MissingCredentials
+            | ApiError::InvalidCredentials
+            | ApiError::InvalidCustomerToken(_) => StatusCode::UNAUTHORIZED,
+            ApiError::WrongOrg | ApiError::Forbidden(_) | ApiError::NotYourMember => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest { .. } | ApiError::IdempotencyKey(_) => StatusCode::BAD_REQUEST,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -153,6 +166,9 @@ impl ApiError {
             ApiError::MissingCredentials => "missing_credentials",
             ApiError::InvalidCredentials => "invalid_credentials",
             ApiError::WrongOrg => "wrong_org",
+            ApiError::InvalidCustomerToken(_) => "invalid_customer_token",
+            ApiError::NotYourMember => "not_your_member",
+            ApiError::NotFound(_) => "not_found",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::BadRequest { code, .. } | ApiError::Unprocessable { code, .. } => code,
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
@@ -188,6 +204,8 @@ impl ApiError {
             }
             ApiError::MissingCredentials | ApiError::InvalidCredentials => Some("Authorization".to_owned()),
             ApiError::WrongOrg => Some("org".to_owned()),
+            ApiError::InvalidCustomerToken(_) => Some("X-Customer-Token".to_owned()),
+            ApiError::NotYourMember => Some("member_id".to_owned()),
             ApiError::Command(error) => match error {
                 C::Member(error) => Some(error.field().to_owned()),
                 C::Program(error) => error.field(),

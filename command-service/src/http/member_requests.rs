@@ -151,7 +151,8 @@ pub struct RedemptionRequest {
 }
 
 impl CommandRequest for RedemptionRequest {
-    const ACTION: Action = Action::Operate;
+    // Also the member's own customer token (SPEC §10): a widget redeems for its shopper.
+    const ACTION: Action = Action::Redeem;
 
     fn command() -> &'static str {
         "RedeemReward"

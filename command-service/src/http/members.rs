@@ -181,7 +181,10 @@ member_command!(
 );
 
 member_command!(
-    /// Redeem a reward of the catalogue.
+    /// Redeem a reward of the catalogue. Also open to a storefront widget for its shopper: the
+    /// org's publishable key in `Authorization` and the shopper's customer token in
+    /// `X-Customer-Token` may redeem for the token's own member only (403 `not_your_member`
+    /// otherwise, whether the named member exists or not).
     redeem_reward, redeem_reward_by_external_id, "/v1/orgs/{org}/members/{member_id}/redemptions",
     "/v1/orgs/{org}/members/by-external-id/{external_id}/redemptions",
     RedemptionRequest

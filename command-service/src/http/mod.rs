@@ -28,6 +28,7 @@ pub mod promotions;
 pub mod quotes;
 pub mod simulations;
 pub mod state;
+pub mod storefront_keys;
 pub mod write;
 
 use error::ApiError;
@@ -111,6 +112,22 @@ pub fn router(
         .route(
             "/v1/orgs/{org}/members/by-external-id/{external_id}/adjustments",
             post(members::adjust_points_by_external_id),
+        )
+        .route(
+            "/v1/orgs/{org}/publishable-keys",
+            post(storefront_keys::create_publishable_key).get(storefront_keys::list_publishable_keys),
+        )
+        .route(
+            "/v1/orgs/{org}/publishable-keys/{key_id}/revoke",
+            post(storefront_keys::revoke_publishable_key),
+        )
+        .route(
+            "/v1/orgs/{org}/signing-secrets",
+            post(storefront_keys::create_signing_secret).get(storefront_keys::list_signing_secrets),
+        )
+        .route(
+            "/v1/orgs/{org}/signing-secrets/{secret_id}/revoke",
+            post(storefront_keys::revoke_signing_secret),
         )
         .route("/v1/orgs/{org}/jobs/expire-points", post(jobs::expire_points))
         .route(

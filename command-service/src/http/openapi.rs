@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{doc_responses, jobs, members, program, promotions, quotes, simulations};
+use crate::http::{doc_responses, jobs, members, program, promotions, quotes, simulations, storefront_keys};
 
 /// The OpenAPI document of the command API.
 #[derive(OpenApi)]
@@ -38,12 +38,19 @@ use crate::http::{doc_responses, jobs, members, program, promotions, quotes, sim
         members::adjust_points_by_external_id,
         jobs::expire_points,
         jobs::reevaluate_tiers,
+        storefront_keys::create_publishable_key,
+        storefront_keys::list_publishable_keys,
+        storefront_keys::revoke_publishable_key,
+        storefront_keys::create_signing_secret,
+        storefront_keys::list_signing_secrets,
+        storefront_keys::revoke_signing_secret,
     ),
     modifiers(&BearerAuth),
     tags(
         (name = "program", description = "Program, locations and promotions (admin)"),
         (name = "members", description = "Members and their points"),
         (name = "jobs", description = "System jobs over all members of an org (admin)"),
+        (name = "storefront identity", description = "Publishable keys and the signing secrets of customer tokens (admin; SPEC §10)"),
     )
 )]
 pub struct ApiDoc;
@@ -59,7 +66,11 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An API key of the org: `Authorization: Bearer <key>`"))
+                    .description(Some(
+                        "An API key of the org: `Authorization: Bearer <key>`. A storefront widget \
+                         redeeming for its shopper sends the org's publishable key there and the \
+                         customer token in `X-Customer-Token`.",
+                    ))
                     .build(),
             ),
         );
@@ -96,6 +107,10 @@ mod tests {
             "/v1/orgs/{org}/promotions/{promotion_id}/end",
             "/v1/orgs/{org}/members/{member_id}/purchase-quotes",
             "/v1/orgs/{org}/members/by-external-id/{external_id}/purchase-quotes",
+            "/v1/orgs/{org}/publishable-keys",
+            "/v1/orgs/{org}/publishable-keys/{key_id}/revoke",
+            "/v1/orgs/{org}/signing-secrets",
+            "/v1/orgs/{org}/signing-secrets/{secret_id}/revoke",
         ] {
             assert!(
                 paths.contains_key(path),
@@ -115,6 +130,10 @@ mod tests {
             "PurchaseItem",
             "Breakdown",
             "QuoteResponse",
+            "NewSigningSecret",
+            "SigningSecretList",
+            "NewPublishableKey",
+            "PublishableKeyList",
         ] {
             assert!(schemas.contains_key(schema), "schema {schema} missing");
         }

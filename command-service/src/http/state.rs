@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use common::credentials::Credentials;
 use sqlx::PgPool;
 use tokio_util::task::TaskTracker;
 
@@ -16,6 +17,7 @@ pub struct AppState {
 
 struct Inner {
     pool: PgPool,
+    credentials: Credentials,
     commands: Commands,
     idempotency: Idempotency,
     tasks: TaskTracker,
@@ -25,6 +27,7 @@ struct Inner {
 impl AppState {
     pub fn new(
         pool: PgPool,
+        credentials: Credentials,
         commands: Commands,
         idempotency: Idempotency,
         tasks: TaskTracker,
@@ -33,6 +36,7 @@ impl AppState {
         Self {
             inner: Arc::new(Inner {
                 pool,
+                credentials,
                 commands,
                 idempotency,
                 tasks,
@@ -43,6 +47,11 @@ impl AppState {
 
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
+    }
+
+    /// API keys and signing secrets, cached (invalidated by LISTEN/NOTIFY).
+    pub fn credentials(&self) -> &Credentials {
+        &self.inner.credentials
     }
 
     pub fn commands(&self) -> &Commands {

@@ -1,7 +1,7 @@
 //! The schema: query and subscription roots, limits, and the schema used for introspection.
 //!
 //! Every top-level field takes the org it reads as `orgId` and carries an
-//! [`OrgGuard`](crate::auth::OrgGuard) (storefront + analyst, or analyst only).
+//! [`OrgGuard`](crate::auth::OrgGuard) (public, member, customer or analyst access).
 //!
 //! Limits: queries are validated against a depth and a complexity limit before anything runs.
 //! Pure introspection queries (only `__schema` / `__type` / `__typename` at the top, as GraphiQL
@@ -11,23 +11,26 @@
 use std::sync::Arc;
 
 use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
-use async_graphql::{EmptyMutation, Request, Schema};
+use async_graphql::{Request, Schema};
 use uuid::Uuid;
 
 use crate::db::Db;
 use crate::error::{QueryError, QueryResult};
 use crate::live::LiveFeed;
 use crate::loaders;
+use crate::redeem::Redeemer;
 use crate::Limits;
 
+mod mutation;
 mod query;
 mod subscription;
 
+pub use mutation::{MutationRoot, Redemption};
 pub use query::QueryRoot;
 pub use subscription::SubscriptionRoot;
 
 /// The schema type served.
-pub type QuerySchema = Schema<QueryRoot, EmptyMutation, SubscriptionRoot>;
+pub type QuerySchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Limits of pure introspection queries (the standard one nests about 13 deep).
 const INTROSPECTION_LIMITS: Limits = Limits {
@@ -43,16 +46,31 @@ pub struct Schemas {
 }
 
 impl Schemas {
+    /// The schemas without a command API: `redeemReward` fails (for tools and tests that only
+    /// read).
     pub fn new(db: Db, live: Arc<LiveFeed>, limits: Limits) -> Self {
-        let strict = Schema::build(QueryRoot, EmptyMutation, SubscriptionRoot)
+        Self::build(db, live, None, limits)
+    }
+
+    /// The schemas, `redeemReward` sending redemptions through `redeemer`.
+    pub fn with_redeemer(db: Db, live: Arc<LiveFeed>, redeemer: Redeemer, limits: Limits) -> Self {
+        Self::build(db, live, Some(redeemer), limits)
+    }
+
+    fn build(db: Db, live: Arc<LiveFeed>, redeemer: Option<Redeemer>, limits: Limits) -> Self {
+        let mut strict = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
             .data(loaders::uncached(db.clone()))
             .data(db.clone())
-            .data(live)
+            .data(live);
+        if let Some(redeemer) = redeemer {
+            strict = strict.data(redeemer);
+        }
+        let strict = strict
             .limit_depth(limits.max_depth)
             .limit_complexity(limits.max_complexity)
             .extension(crate::document_size::DocumentSize)
             .finish();
-        let introspection = Schema::build(QueryRoot, EmptyMutation, SubscriptionRoot)
+        let introspection = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
             .introspection_only()
             .limit_depth(INTROSPECTION_LIMITS.max_depth)
             .limit_complexity(INTROSPECTION_LIMITS.max_complexity)
@@ -103,7 +121,7 @@ impl Schemas {
 
 /// The SDL of the schema, as served and as checked in at `schema/graphql/schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(QueryRoot, EmptyMutation, SubscriptionRoot)
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .finish()
         .sdl()
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::parse_member_id;
-use crate::auth::{Access, OrgGuard};
+use crate::auth::{Access, Caller, OrgGuard, NOT_YOUR_MEMBER};
 use crate::cursor::{self, DEFAULT_PAGE};
 use crate::db::{self, MemberAfter, MemberSort, PeriodKeys};
 use crate::error::{QueryError, QueryResult};
@@ -19,6 +19,7 @@ use crate::types::{
     LiabilityDay, Member, MemberFilter, MemberOrder, NearUnlock, Period, Program, PromotionStats, RfmCell,
     SegmentCount, SegmentTransition, SegmentTransitionCount, Simulation, TierCount,
 };
+use common::customer_token::Customer;
 
 /// Entries of a leaderboard when `first` is not given (SPEC §8: `first: Int = 10`).
 const LEADERBOARD_DEFAULT: i32 = 10;
@@ -32,7 +33,8 @@ pub struct QueryRoot;
 #[Object(name = "Query")]
 impl QueryRoot {
     /// A member, named by `memberId` or by `externalId` (exactly one); null if the org has no
-    /// such member. Storefront and analyst keys.
+    /// such member. Storefront and analyst keys; a customer token for its own member only
+    /// (naming any other member, existing or not, is refused alike).
     #[graphql(guard = "OrgGuard::new(Access::Member, &org_id)")]
     async fn member(
         &self,
@@ -42,6 +44,11 @@ impl QueryRoot {
         external_id: Option<String>,
     ) -> QueryResult<Option<Member>> {
         let db = crate::types::db(ctx);
+        let caller = ctx.data_opt::<Caller>().unwrap_or(&Caller::Anonymous);
+        let names_own = caller.customer().map(|customer| {
+            member_id.as_ref().map(|id| id.as_str()) == Some(customer.subject.as_str())
+                || external_id.as_deref() == Some(customer.subject.as_str())
+        });
         let row = match (member_id, external_id) {
             (Some(member_id), None) => {
                 // Through the loader: many aliased `member` fields in one request batch up.
@@ -60,13 +67,33 @@ impl QueryRoot {
                 ))
             }
         };
-        Ok(row.map(|row| Member { row }))
+        match (names_own, row) {
+            (None, row) => Ok(row.map(|row| Member { row })),
+            // A customer: its own member, or null when the token's own name is not (yet) known.
+            (Some(_), Some(row)) if caller.may_read(&row) => Ok(Some(Member { row })),
+            (Some(true), None) => Ok(None),
+            (Some(_), _) => Err(QueryError::forbidden(NOT_YOUR_MEMBER)),
+        }
+    }
+
+    /// The customer's own member, as the customer token (`X-Customer-Token`, with the org's
+    /// publishable key) names it; null while the org does not know that member yet.
+    #[graphql(guard = "OrgGuard::new(Access::Customer, &org_id)")]
+    async fn me(&self, ctx: &Context<'_>, org_id: ID) -> QueryResult<Option<Member>> {
+        let caller = ctx.data_opt::<Caller>().unwrap_or(&Caller::Anonymous);
+        let Some(customer) = caller.customer() else {
+            return Err(QueryError::forbidden("`me` requires a customer token"));
+        };
+        Ok(customer_member(ctx, &org_id, customer)
+            .await?
+            .map(|row| Member { row }))
     }
 
     /// The current board of a period (the week, month containing now, or all time), org-wide
-    /// or of one location: the top `first` members. Storefront and analyst keys.
+    /// or of one location: the top `first` members, by display name or pseudonym. Public:
+    /// storefront, analyst and publishable keys.
     #[graphql(
-        guard = "OrgGuard::new(Access::Member, &org_id)",
+        guard = "OrgGuard::new(Access::Public, &org_id)",
         complexity = "cursor::list_complexity(first.unwrap_or(LEADERBOARD_DEFAULT), child_complexity)"
     )]
     async fn leaderboard(
@@ -91,9 +118,9 @@ impl QueryRoot {
         Ok(rows.into_iter().map(LeaderboardEntry::from).collect())
     }
 
-    /// The org's program in force: tiers, rewards, stamp cards. Null until it is configured.
-    /// Storefront and analyst keys.
-    #[graphql(guard = "OrgGuard::new(Access::Member, &org_id)")]
+    /// The org's program in force: tiers, rewards, stamp cards, promotions. Null until it is
+    /// configured. Public: storefront, analyst and publishable keys.
+    #[graphql(guard = "OrgGuard::new(Access::Public, &org_id)")]
     async fn program(&self, ctx: &Context<'_>, org_id: ID) -> QueryResult<Option<Program>> {
         let program = ctx
             .data_unchecked::<loaders::Loaders>()
@@ -378,6 +405,28 @@ impl QueryRoot {
             .collect();
         Ok(connection)
     }
+}
+
+/// The member a customer token names in `org_id`: by external id, else by member id.
+pub(super) async fn customer_member(
+    ctx: &Context<'_>,
+    org_id: &str,
+    customer: &Customer,
+) -> QueryResult<Option<db::MemberRow>> {
+    let db = crate::types::db(ctx);
+    if let Some(row) = db.member_by_external_id(org_id, &customer.subject).await? {
+        return Ok(Some(row));
+    }
+    let Ok(member_id) = Uuid::parse_str(&customer.subject) else {
+        return Ok(None);
+    };
+    let key = MemberKey {
+        org_id: org_id.to_owned(),
+        member_id,
+    };
+    ctx.data_unchecked::<loaders::Loaders>()
+        .load_one(DirectoryOf(key))
+        .await
 }
 
 /// The cursor of a member list: the sort it belongs to, its key and the member.

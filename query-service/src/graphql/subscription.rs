@@ -6,8 +6,10 @@ use async_graphql::{Context, Subscription, ID};
 use futures::{Stream, StreamExt as _};
 
 use super::parse_member_id;
-use crate::auth::{Access, OrgGuard};
+use crate::auth::{Access, Caller, OrgGuard, NOT_YOUR_MEMBER};
 use crate::error::QueryError;
+use crate::loaders::{DirectoryOf, Loaders};
+use chrono::Utc;
 use domain::ids::MemberKey;
 
 use crate::live::LiveFeed;
@@ -22,7 +24,8 @@ pub struct SubscriptionRoot;
 impl SubscriptionRoot {
     /// The member's balance and tier after each of its events, pushed as the event reaches the
     /// stream (not when the read models catch up). With `includeCurrent`, the current state is
-    /// sent first. Storefront and analyst keys.
+    /// sent first. Storefront and analyst keys; a customer token for its own member only, until
+    /// the token expires (the subscription then completes: reconnect with a fresh token).
     #[graphql(guard = "OrgGuard::new(Access::Member, &org_id)")]
     async fn member_updated(
         &self,
@@ -34,6 +37,22 @@ impl SubscriptionRoot {
         let key = MemberKey {
             org_id: org_id.0,
             member_id: parse_member_id("memberId", &member_id)?,
+        };
+        let caller = ctx.data_opt::<Caller>().unwrap_or(&Caller::Anonymous);
+        let expires_at = match caller.customer() {
+            None => None,
+            Some(customer) => {
+                let own = member_id.as_str() == customer.subject
+                    || ctx
+                        .data_unchecked::<Loaders>()
+                        .load_one(DirectoryOf(key.clone()))
+                        .await?
+                        .is_some_and(|row| caller.may_read(&row));
+                if !own {
+                    return Err(QueryError::forbidden(NOT_YOUR_MEMBER).into());
+                }
+                Some(customer.expires_at)
+            }
         };
         // Listen first, then read where the log stands: an event committed in between is
         // both in the snapshot and on the stream, and `LiveState` ignores the second copy.
@@ -65,6 +84,14 @@ impl SubscriptionRoot {
                 }
             },
         );
-        Ok(futures::stream::iter(current).chain(live))
+        let until_expiry = async move {
+            match expires_at {
+                Some(at) => tokio::time::sleep((at - Utc::now()).to_std().unwrap_or_default()).await,
+                None => futures::future::pending().await,
+            }
+        };
+        Ok(futures::stream::iter(current)
+            .chain(live)
+            .take_until(Box::pin(until_expiry)))
     }
 }

@@ -11,6 +11,7 @@ use super::{
     AchievementProgress, Badge, Balance, HistoryEntry, LeaderboardRank, Period, Promotion, Reward, Rfm, SegmentTransition, StampCard,
 };
 use super::{TierChange, TierProgress};
+use crate::auth::MemberGuard;
 use crate::cursor;
 use crate::db::MemberRow;
 use crate::error::QueryResult;
@@ -31,7 +32,9 @@ impl Member {
 }
 
 /// A loyalty member of an org.
-#[Object]
+// Every field checks that the caller may read this member, whatever path the query took here
+// (a customer token: only its own member).
+#[Object(guard = "MemberGuard(&self.row)")]
 impl Member {
     /// The member's id (a UUID assigned at enrolment).
     async fn member_id(&self) -> ID {

@@ -8,6 +8,7 @@
 //! `style` attributes.) `widget.js` itself runs inside the shop's page, under the shop's policy.
 
 pub mod assets;
+mod demo;
 
 use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -22,8 +23,8 @@ pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'se
      img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; \
      frame-ancestors 'none'";
 
-/// The routes of the widget and the dashboard.
-pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+/// The routes of the widget, its demo page (only with `demo` tokens) and the dashboard.
+pub fn router(demo: Option<crate::storefront::DemoTokens>) -> Router {
     Router::new()
         .route(
             "/widget.js",
@@ -38,6 +39,7 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
             "/vendor/echarts.min.js",
             get(|headers: HeaderMap| async move { serve(&assets::ECHARTS_JS, &headers) }),
         )
+        .merge(demo::router(demo))
 }
 
 async fn dashboard_file(Path(file): Path<String>, headers: HeaderMap) -> Response {

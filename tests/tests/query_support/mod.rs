@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use loyalty_client::{Enrolment, Location, Program, Reward, StampCard};
 use loyalty_tests::{
-    spawn_command_service, spawn_projector, spawn_query_service, OrgKeys, TestCommandService, TestDb,
-    TestNats, TestProjector, TestQueryService,
+    query_config, spawn_command_service, spawn_projector, spawn_query_service_config, OrgKeys,
+    TestCommandService, TestDb, TestNats, TestProjector, TestQueryService,
 };
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -32,6 +32,11 @@ impl Stack {
     /// Starts everything and configures [`ORG`]: EUR, 1 point per euro, the default tiers, a
     /// coffee card (3 stamps), two rewards, location [`LOCATION`].
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// [`Stack::start`] with the query service's configuration adjusted by `configure`.
+    pub async fn start_with(configure: impl FnOnce(&mut query_service::Config)) -> Self {
         let db = TestDb::new().await;
         let nats = TestNats::new().await;
         let commands = spawn_command_service(&db, &nats).await;
@@ -45,7 +50,10 @@ impl Stack {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let query = spawn_query_service(&db, &nats).await;
+        let mut config = query_config(&db, &nats);
+        config.command_api_url = commands.base_url();
+        configure(&mut config);
+        let query = spawn_query_service_config(config).await;
         let keys = OrgKeys::create(&db, ORG).await;
         let stack = Stack {
             db,
