@@ -54,7 +54,6 @@ const SHARED_NAMES = {
   ranksSection: "readonly",
   activitySection: "readonly",
   WIDGET_QUERY: "readonly",
-  WIDGET_QUERY_BY_ID: "readonly",
   LIVE_SUBSCRIPTION: "readonly",
   REDEEM_MUTATION: "readonly",
 };

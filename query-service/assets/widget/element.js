@@ -6,9 +6,10 @@
 // The customer token is signed by the shop's backend for the logged-in shopper; the query
 // service verifies it and answers for that member only (`me`). The widget reads its `exp` only
 // to say "expired" without a round trip. Setting a new `customer-token` (a refreshed one)
-// reloads the widget. `member-id` / `external-id` with a server-side storefront key are for
-// development only: such a key must never reach a shopper's browser.
+// reloads the widget. Never give it an org-wide storefront key: whoever reads the page could
+// read every member with it (SPEC §10).
 // `endpoint` overrides the query service's address (default: where widget.js came from).
+// The element carries `data-live` while its live updates are connected.
 
 const SCRIPT_ORIGIN =
   document.currentScript && document.currentScript.src
@@ -46,7 +47,7 @@ function newIdempotencyKey() {
 
 class LoyaltyWidget extends HTMLElement {
   static get observedAttributes() {
-    return ["org", "publishable-key", "customer-token", "endpoint", "member-id", "external-id"];
+    return ["org", "publishable-key", "customer-token", "endpoint"];
   }
 
   constructor() {
@@ -84,6 +85,9 @@ class LoyaltyWidget extends HTMLElement {
     });
     this.slots.name = h("p", { class: "member muted" });
     this.slots.status = h("p", { class: "status", role: "status" });
+    // What became of each redemption, newest first; kept across re-renders so that screen
+    // readers announce each outcome, and so that two outcomes at once are both shown.
+    this.slots.outcomes = h("ul", { class: "outcomes", "aria-live": "polite" });
     this.slots.balance = h(
       "div",
       { class: "balance", hidden: true },
@@ -97,7 +101,7 @@ class LoyaltyWidget extends HTMLElement {
         h("header", {}, h("h2", {}, "Your rewards"), this.slots.name),
         this.slots.status,
         h("div", { class: "summary" }, this.slots.balance, slot("expiry"), slot("tier")),
-        slot("rewards"),
+        h("div", { class: "rewards-area" }, slot("rewards"), this.slots.outcomes),
         slot("stamps"),
         slot("promotions"),
         slot("achievements"),
@@ -109,6 +113,7 @@ class LoyaltyWidget extends HTMLElement {
 
   stop() {
     this.generation += 1;
+    this.removeAttribute("data-live");
     if (this.live) this.live.close();
     this.live = null;
     clearTimeout(this.refreshTimer);
@@ -137,8 +142,6 @@ class LoyaltyWidget extends HTMLElement {
       endpoint: this.getAttribute("endpoint") || SCRIPT_ORIGIN,
       publishableKey: this.getAttribute("publishable-key"),
       customerToken: this.getAttribute("customer-token"),
-      memberId: this.getAttribute("member-id"),
-      externalId: this.getAttribute("external-id"),
     };
   }
 
@@ -149,20 +152,11 @@ class LoyaltyWidget extends HTMLElement {
     this.clearSections();
     const config = this.config();
     if (!config.org || !config.publishableKey) return this.fail(MESSAGES.config);
+    if (!config.customerToken) return this.fail(MESSAGES.missing);
     const claims = readTokenClaims(config.customerToken);
-    if (config.customerToken) {
-      if (!claims) return this.fail(MESSAGES.refused, "INVALID_CUSTOMER_TOKEN");
-      if (typeof claims.exp === "number" && claims.exp * 1000 <= Date.now()) {
-        return this.fail(MESSAGES.expired, "INVALID_CUSTOMER_TOKEN");
-      }
-      this.query = WIDGET_QUERY;
-      this.variables = { org: config.org };
-    } else if (config.memberId || config.externalId) {
-      // Development against a server-side storefront key: never in a shop's page.
-      this.query = WIDGET_QUERY_BY_ID;
-      this.variables = { org: config.org, id: config.memberId, ext: config.externalId };
-    } else {
-      return this.fail(MESSAGES.missing);
+    if (!claims) return this.fail(MESSAGES.refused, "INVALID_CUSTOMER_TOKEN");
+    if (typeof claims.exp === "number" && claims.exp * 1000 <= Date.now()) {
+      return this.fail(MESSAGES.expired, "INVALID_CUSTOMER_TOKEN");
     }
     this.client = new GraphqlClient(config.endpoint, config);
     this.say("Loading your rewards\u2026");
@@ -177,7 +171,7 @@ class LoyaltyWidget extends HTMLElement {
   async refresh(generation) {
     let data;
     try {
-      data = await this.client.request(this.query, this.variables);
+      data = await this.client.request(WIDGET_QUERY, { org: this.config().org });
     } catch (error) {
       if (generation === this.generation) this.failWith(error);
       return false;
@@ -202,6 +196,8 @@ class LoyaltyWidget extends HTMLElement {
       {
         onNext: (data) => {
           if (generation !== this.generation) return;
+          // The first message is the state as of subscribing: from here on nothing is missed.
+          this.toggleAttribute("data-live", true);
           this.applyLive(data.memberUpdated);
         },
         onError: (error) => {
@@ -224,11 +220,24 @@ class LoyaltyWidget extends HTMLElement {
 
   /**
    * Re-reads the view after live events (coalesced). The read models may lag the stream by
-   * the projector's delay, so the balance shown keeps following the live events meanwhile.
+   * the projector's delay: while the balance read differs from the live one, it reads again a
+   * few times, backing off (the balance shown keeps following the live events meanwhile).
    */
-  scheduleRefresh(generation) {
+  scheduleRefresh(generation, attempt = 0) {
     clearTimeout(this.refreshTimer);
-    this.refreshTimer = setTimeout(() => this.refresh(generation), 150);
+    const delay = attempt === 0 ? 150 : Math.min(3000, 100 * 2 ** attempt);
+    this.refreshTimer = setTimeout(async () => {
+      const ok = await this.refresh(generation);
+      if (ok && generation === this.generation && attempt < 6 && this.lagging()) {
+        this.scheduleRefresh(generation, attempt + 1);
+      }
+    }, delay);
+  }
+
+  /** Whether the view read last is behind the live events. */
+  lagging() {
+    const { member, live } = this.state;
+    return Boolean(live) && member.balance.points !== live.points;
   }
 
   points() {
@@ -245,13 +254,27 @@ class LoyaltyWidget extends HTMLElement {
     this.renderRewards();
   }
 
+  /**
+   * Redraws the rewards only when what they show changed, and keeps the keyboard focus on the
+   * same reward's button: a live update must not pull the focus from under a shopper.
+   */
   renderRewards() {
+    const points = this.points();
+    const rewards = (this.state.program && this.state.program.rewards) || [];
+    const key = JSON.stringify([points, [...this.pending].sort(), rewards]);
+    if (key === this.rewardsKey) return;
+    this.rewardsKey = key;
+    const focused = this.root.activeElement && this.root.activeElement.dataset.rewardId;
     replace(
       this.slots.rewards,
-      rewardsSection(this.points(), this.state.program, this.pending, (reward) =>
-        this.redeem(reward),
-      ),
+      rewardsSection(points, this.state.program, this.pending, (reward) => this.redeem(reward)),
     );
+    if (focused) {
+      const again = [...this.slots.rewards.querySelectorAll("button[data-reward-id]")].find(
+        (button) => button.dataset.rewardId === focused,
+      );
+      if (again) again.focus();
+    }
   }
 
   render() {
@@ -271,6 +294,8 @@ class LoyaltyWidget extends HTMLElement {
     this.state = null;
     this.slots.balance.hidden = true;
     this.slots.name.textContent = "";
+    this.slots.outcomes.replaceChildren();
+    this.rewardsKey = null;
     for (const name of ["expiry", "tier", "rewards", "stamps", "promotions"]) {
       this.slots[name].replaceChildren();
     }
@@ -301,7 +326,7 @@ class LoyaltyWidget extends HTMLElement {
         this.state.live = { ...(this.state.live || {}), points: answer.balance };
         this.renderBalance();
       }
-      this.say(`Redeemed ${reward.name}. Enjoy!`);
+      this.outcome(`Redeemed ${reward.name}. Enjoy!`, false);
       this.dispatchEvent(
         new CustomEvent("loyalty-redeemed", { detail: { rewardId: reward.rewardId } }),
       );
@@ -312,11 +337,17 @@ class LoyaltyWidget extends HTMLElement {
         return;
       }
       const why = REDEEM_REFUSALS[error.reason] || error.message;
-      this.say(`${reward.name} could not be redeemed: ${why}`, true);
+      this.outcome(`${reward.name} could not be redeemed: ${why}`, true);
     } finally {
       this.pending.delete(reward.rewardId);
       if (generation === this.generation && this.state) this.renderRewards();
     }
+  }
+
+  /** Adds a redemption's outcome on top of the last few. */
+  outcome(text, isError) {
+    this.slots.outcomes.prepend(h("li", { class: isError ? "error" : "ok" }, text));
+    while (this.slots.outcomes.children.length > 3) this.slots.outcomes.lastChild.remove();
   }
 
   say(text, isError = false) {

@@ -24,16 +24,10 @@ const PROGRAM_FIELDS = `
     stampCards { cardId name stampsRequired }
     promotions { promotionId name }`;
 
-/** With a customer token: the token's own member (`me`). */
+/** The token's own member (`me`) and the org's program. */
 const WIDGET_QUERY = `query LoyaltyWidget($org: ID!) {
   program(orgId: $org) { ${PROGRAM_FIELDS} }
   member: me(orgId: $org) { ${MEMBER_FIELDS} }
-}`;
-
-/** With a server-side key (development only): the member named by id. */
-const WIDGET_QUERY_BY_ID = `query LoyaltyWidgetById($org: ID!, $id: ID, $ext: String) {
-  program(orgId: $org) { ${PROGRAM_FIELDS} }
-  member(orgId: $org, memberId: $id, externalId: $ext) { ${MEMBER_FIELDS} }
 }`;
 
 const LIVE_SUBSCRIPTION = `subscription LoyaltyWidgetLive($org: ID!, $id: ID!) {

@@ -77,6 +77,8 @@ button:focus-visible, summary:focus-visible, a:focus-visible {
   outline: 3px solid #f59e0b;
   outline-offset: 2px;
 }
+.outcomes li { margin-top: 6px; padding: 6px 10px; border-radius: 8px; background: #e8f5ec; color: var(--good); }
+.outcomes li.error { background: #fdecea; color: var(--bad); }
 .badges { display: flex; flex-wrap: wrap; gap: 6px; }
 .badges li { padding: 4px 10px; border-radius: 999px; background: #fef3c7; color: #5c3d00; }
 .ranks li { padding: 2px 0; }
