@@ -1,5 +1,7 @@
 //! The command line: serve (the default), the relay alone, or an administrative command.
 
+use std::io::Write;
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use common::keys::Role;
@@ -87,6 +89,11 @@ pub enum SecretCommand {
 impl Cli {
     /// Runs what the command line asks for.
     pub async fn execute(self) -> anyhow::Result<()> {
+        self.execute_to(&mut std::io::stdout()).await
+    }
+
+    /// Runs what the command line asks for, writing what it prints to `out`.
+    pub async fn execute_to(self, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
         let config = self.config;
         match self.command.unwrap_or(Command::Serve) {
             Command::Serve => {
@@ -104,7 +111,7 @@ impl Cli {
             Command::Migrate => {
                 let pool = common::config::connect_db(&config.db).await?;
                 schema::migrate(&pool).await.context("applying migrations")?;
-                println!("migrations applied");
+                writeln!(out, "migrations applied")?;
                 Ok(())
             }
             Command::Keys {
@@ -114,8 +121,11 @@ impl Cli {
                 let key = common::keys::create_key(&pool, &org, role)
                     .await
                     .context("is the database migrated? (command-service migrate)")?;
-                println!("Created a {role} key for org {org}. It is shown only this once:");
-                println!("{key}");
+                writeln!(
+                    out,
+                    "Created a {role} key for org {org}. It is shown only this once:"
+                )?;
+                writeln!(out, "{key}")?;
                 Ok(())
             }
             Command::Keys {
@@ -123,12 +133,14 @@ impl Cli {
             } => {
                 let pool = common::config::connect_db(&config.db).await?;
                 let keys = common::keys::list_keys(&pool, &org, None).await?;
-                println!(
+                writeln!(
+                    out,
                     "{:<36}  {:<11}  {:<8}  {:<25}  revoked",
                     "key_id", "role", "prefix", "created"
-                );
+                )?;
                 for key in keys {
-                    println!(
+                    writeln!(
+                        out,
                         "{:<36}  {:<11}  {:<8}  {:<25}  {}",
                         key.key_id,
                         key.role,
@@ -137,19 +149,19 @@ impl Cli {
                         key.revoked_at
                             .map(|at| at.to_rfc3339())
                             .unwrap_or_else(|| "-".to_owned())
-                    );
+                    )?;
                 }
                 Ok(())
             }
             Command::Keys {
                 command: KeysCommand::SigningSecret { command },
-            } => secret_command(&config, command).await,
+            } => secret_command(&config, command, out).await,
             Command::Keys {
                 command: KeysCommand::Revoke { key_id },
             } => {
                 let pool = common::config::connect_db(&config.db).await?;
                 if common::keys::revoke(&pool, key_id).await? {
-                    println!("revoked key {key_id}");
+                    writeln!(out, "revoked key {key_id}")?;
                     Ok(())
                 } else {
                     anyhow::bail!("no active key with id {key_id}")
@@ -159,7 +171,11 @@ impl Cli {
     }
 }
 
-async fn secret_command(config: &Config, command: SecretCommand) -> anyhow::Result<()> {
+async fn secret_command(
+    config: &Config,
+    command: SecretCommand,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
     let pool = common::config::connect_db(&config.db).await?;
     match command {
         SecretCommand::Create { org } => {
@@ -167,21 +183,24 @@ async fn secret_command(config: &Config, command: SecretCommand) -> anyhow::Resu
                 common::signing_secrets::create(&pool, &config.secrets.pepper(), &org, Uuid::new_v4())
                     .await
                     .context("is the database migrated? (command-service migrate)")?;
-            println!(
+            writeln!(
+                out,
                 "Created signing secret {} for org {org} (fingerprint {}). Sign customer tokens \
                  (HS256, aud = {org}) with it on your server; it is shown only this once:",
                 created.info.secret_id, created.info.fingerprint
-            );
-            println!("{}", created.secret);
+            )?;
+            writeln!(out, "{}", created.secret)?;
         }
         SecretCommand::List { org } => {
             let secrets = common::signing_secrets::list(&pool, &org).await?;
-            println!(
+            writeln!(
+                out,
                 "{:<36}  {:<12}  {:<25}  revoked",
                 "secret_id", "fingerprint", "created"
-            );
+            )?;
             for secret in secrets {
-                println!(
+                writeln!(
+                    out,
                     "{:<36}  {:<12}  {:<25}  {}",
                     secret.secret_id,
                     secret.fingerprint,
@@ -190,12 +209,12 @@ async fn secret_command(config: &Config, command: SecretCommand) -> anyhow::Resu
                         .revoked_at
                         .map(|at| at.to_rfc3339())
                         .unwrap_or_else(|| "-".to_owned())
-                );
+                )?;
             }
         }
         SecretCommand::Revoke { secret_id } => {
             match common::signing_secrets::revoke(&pool, None, secret_id).await? {
-                Some(secret) => println!("revoked signing secret {secret_id} of org {}", secret.org_id),
+                Some(secret) => writeln!(out, "revoked signing secret {secret_id} of org {}", secret.org_id)?,
                 None => anyhow::bail!("no signing secret with id {secret_id}"),
             }
         }

@@ -7,10 +7,10 @@
 //! - [`config`]: clap argument groups every service flattens into its config (`DATABASE_URL`,
 //!   `NATS_URL`, `LISTEN_ADDR`, ...), and the connection helpers that go with them.
 //! - [`keys`]: API keys of all roles, stored hashed in the `api_keys` table.
-//! - [`simulation`]: what-if simulations run against the event store, and their stored reports.
 //! - [`signing_secrets`] and [`customer_token`]: the storefront identity of SPEC §10, the
 //!   signing secrets of each org and the customer tokens they sign.
 //! - [`credentials`]: keys and secrets cached per process, invalidated by LISTEN/NOTIFY.
+//! - [`simulation`]: what-if simulations run against the event store, and their stored reports.
 //! - [`shutdown`]: the signal every service's graceful shutdown waits for.
 //! - [`exit_code`]: how a binary reports a failure from `main`.
 

@@ -161,7 +161,8 @@ async fn read_log(pool: &PgPool, request: &Request, tx: mpsc::Sender<Vec<Entry>>
                 };
                 Entry::Member {
                     member_id: key.member_id,
-                    event: decode_member(event_type, event_version, payload).context("decoding a member event")?,
+                    event: decode_member(event_type, event_version, payload)
+                        .context("decoding a member event")?,
                     recorded_at,
                     command,
                 }
@@ -169,7 +170,12 @@ async fn read_log(pool: &PgPool, request: &Request, tx: mpsc::Sender<Vec<Entry>>
             _ => continue,
         };
         chunk.push(entry);
-        if chunk.len() == CHUNK && tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).await.is_err() {
+        if chunk.len() == CHUNK
+            && tx
+                .send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+                .await
+                .is_err()
+        {
             anyhow::bail!("the simulation's fold stopped");
         }
     }

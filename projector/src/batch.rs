@@ -24,6 +24,7 @@ use crate::check_schema_name;
 use crate::event::{stored_event_from_row, ApplyError, Incoming, EVENT_COLUMNS};
 use crate::progress::{self, aggregate_of, blocked_error, gap_error, parked, parked_incoming, Aggregate};
 use crate::read_models::{self, apply_program, EventMeta, MemberState, Mode, ReadModel, Writes};
+use crate::rfm_schedule::RfmTrigger;
 use domain::codec::{decode, CodecError, Decoded};
 use domain::MemberKey;
 
@@ -44,6 +45,8 @@ pub struct BatchReport {
     pub read_models: BTreeMap<ReadModel, u64>,
     /// `committed_at` of every applied stream delivery, for the lag metric.
     pub committed_at: Vec<DateTime<Utc>>,
+    /// Purchase and refund events applied per org: what the RFM scores are behind by.
+    pub rfm_orgs: BTreeMap<String, i64>,
 }
 
 impl BatchReport {
@@ -57,6 +60,9 @@ impl BatchReport {
             *self.read_models.entry(model).or_default() += n;
         }
         self.committed_at.extend(other.committed_at);
+        for (org, n) in other.rfm_orgs {
+            *self.rfm_orgs.entry(org).or_default() += n;
+        }
     }
 }
 
@@ -184,6 +190,7 @@ pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyh
         "batch timings"
     );
     report.read_models = std::mem::take(&mut writes.applied);
+    report.rfm_orgs = writes.rfm.orgs.clone();
     Ok(report)
 }
 
@@ -288,13 +295,26 @@ pub async fn begin(pool: &PgPool, schema: &str) -> anyhow::Result<Transaction<'s
 pub struct Projector {
     pool: PgPool,
     schema: String,
+    rfm: Option<RfmTrigger>,
 }
 
 impl Projector {
     pub fn new(pool: PgPool, schema: impl Into<String>) -> anyhow::Result<Self> {
         let schema = schema.into();
         check_schema_name(&schema)?;
-        Ok(Self { pool, schema })
+        Ok(Self {
+            pool,
+            schema,
+            rfm: None,
+        })
+    }
+
+    /// The same projector telling `trigger` about the RFM data of every committed batch.
+    pub fn with_rfm_trigger(self, trigger: RfmTrigger) -> Self {
+        Self {
+            rfm: Some(trigger),
+            ..self
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -309,6 +329,14 @@ impl Projector {
     /// would recur (bad data), the inputs are applied one by one so that only the culprit is
     /// parked. Errors returned are worth retrying (the caller leaves the messages unacked).
     pub async fn process(&self, incoming: &[Incoming]) -> anyhow::Result<BatchReport> {
+        let report = self.process_batch(incoming).await?;
+        if let Some(trigger) = &self.rfm {
+            trigger.changed(&report.rfm_orgs);
+        }
+        Ok(report)
+    }
+
+    async fn process_batch(&self, incoming: &[Incoming]) -> anyhow::Result<BatchReport> {
         match self.process_in_tx(incoming).await {
             Ok(report) => Ok(report),
             Err(error) if is_poison(&error) => {

@@ -11,7 +11,8 @@
 //!   shared by the live consumer and the audit replay) and the SQL that writes them;
 //!   [`ReadModel`] names them. [`progress`]: checkpoints and parked events.
 //! - [`rfm`] (the RFM read model): scores and segments, recomputed per org in one SQL pass, on
-//!   a schedule and on demand.
+//!   a schedule, on demand, and ([`rfm_schedule`]) at start-up, for an org's first customers
+//!   and after a bulk load.
 //! - [`audit`]: rebuild from the event store (replay) and compare; balance and tier as of a time.
 //!
 //! The tables live in the Postgres schema `rm`; `schema/migrations/0004_read_models.sql`
@@ -33,7 +34,6 @@ use std::future::{Future, IntoFuture as _};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use chrono::Utc;
 use common::config::{DbArgs, ListenArgs, NatsArgs};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -47,6 +47,7 @@ pub mod consumer;
 pub mod event;
 pub mod progress;
 pub mod read_models;
+pub mod rfm_schedule;
 pub mod simulate;
 
 pub use batch::{BatchReport, Projector};
@@ -85,6 +86,10 @@ pub struct Config {
         default_value_t = 900
     )]
     pub rfm_interval_secs: u64,
+    /// Also recompute RFM scores at start-up, when an org gets its first purchases, and after
+    /// a bulk load, not only on the schedule.
+    #[arg(long, global = true, env = "PROJECTOR_RFM_EAGER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rfm_eager: bool,
     /// Postgres schema of the read models.
     #[arg(long, global = true, env = "PROJECTOR_SCHEMA", default_value = DEFAULT_SCHEMA)]
     pub schema: String,
@@ -101,6 +106,7 @@ impl Config {
             batch_size: 500,
             ack_wait_secs: 30,
             rfm_interval_secs: 900,
+            rfm_eager: true,
             schema: DEFAULT_SCHEMA.to_owned(),
         }
     }
@@ -145,7 +151,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let pool = connect(&config.db).await?;
     let nats = common::config::connect_nats(&config.nats).await?;
-    let projector = Projector::new(pool.clone(), config.schema.clone())?;
+    let rfm_trigger = rfm_schedule::RfmTrigger::default();
+    let projector =
+        Projector::new(pool.clone(), config.schema.clone())?.with_rfm_trigger(rfm_trigger.clone());
     let token = CancellationToken::new();
     let addr = listener.local_addr().context("reading the listen address")?;
     tracing::info!(%addr, consumer = %config.consumer, stream = %config.nats.nats_stream, "projector started");
@@ -163,10 +171,12 @@ pub async fn run(
         projector,
         token.clone(),
     )));
-    let scheduler = AbortOnDropHandle::new(tokio::spawn(rfm_schedule(
+    let scheduler = AbortOnDropHandle::new(tokio::spawn(rfm_schedule::run(
         pool,
         config.schema.clone(),
         config.rfm_interval_secs,
+        config.rfm_eager,
+        rfm_trigger,
         token.clone(),
     )));
 
@@ -187,22 +197,4 @@ pub async fn run(
     consumed.context("the consumer task panicked")??;
     tracing::info!("projector stopped");
     Ok(())
-}
-
-async fn rfm_schedule(pool: PgPool, schema: String, interval_secs: u64, shutdown: CancellationToken) {
-    if interval_secs == 0 {
-        return;
-    }
-    let period = Duration::from_secs(interval_secs);
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        if let Err(error) = rfm::recompute_all(&pool, &schema, Utc::now()).await {
-            tracing::error!(error = format!("{error:#}"), "scheduled RFM recomputation failed");
-        }
-    }
 }

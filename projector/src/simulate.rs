@@ -59,7 +59,8 @@ pub async fn simulate(
             .context("the progress bar's template")?,
     );
     let shown = bar.clone();
-    let (report, _) = simulation::run(pool, &request, |s| s, move |folded| shown.set_position(folded)).await?;
+    let (report, _) =
+        simulation::run(pool, &request, |s| s, move |folded| shown.set_position(folded)).await?;
     bar.finish_and_clear();
     simulation::store(pool, &request, draft.as_ref(), &report).await
 }

@@ -19,8 +19,8 @@ use async_graphql::{Lookahead, Value};
 use domain::ids::MemberKey;
 
 use crate::db::{
-    BalanceRow, Db, MemberAchievementRow, FullProgram, LeaderboardRow, MemberRow, PeriodKeys, PromotionHistoryRow, RfmRow,
-    StampCardRow, TierChangeRow, TierRow, TransitionRow,
+    BalanceRow, Db, FullProgram, LeaderboardRow, MemberAchievementRow, MemberRow, PeriodKeys,
+    PromotionHistoryRow, RfmRow, StampCardRow, TierChangeRow, TierRow, TransitionRow,
 };
 use crate::error::{QueryError, QueryResult};
 

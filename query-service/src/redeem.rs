@@ -104,7 +104,8 @@ fn refusal(error: loyalty_client::Error) -> QueryError {
             let detail = body.error;
             let field = detail.field.map(|field| match field.as_str() {
                 "redemption_id" | "Idempotency-Key" => "redemptionId".to_owned(),
-                "reward_id" => "rewardId".to_owned(),
+                // What the reward costs is more than the balance: the reward is the argument.
+                "reward_id" | "points" => "rewardId".to_owned(),
                 other => other.to_owned(),
             });
             let message = match detail.code.as_str() {

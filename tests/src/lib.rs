@@ -512,13 +512,14 @@ pub struct TestProjector {
 }
 
 /// The projector configuration of a test: `db`, `nats`, the durable consumer `consumer`,
-/// acks awaited 2 s (so a killed projector's messages come back quickly), no scheduled RFM
-/// recomputation (tests recompute at times of their choosing).
+/// acks awaited 2 s (so a killed projector's messages come back quickly), no scheduled or eager
+/// RFM recomputation (tests recompute at times of their choosing).
 pub fn projector_config(db: &TestDb, nats: &TestNats, consumer: &str) -> projector::Config {
     let mut config = projector::Config::new(db.db_args(), nats.nats_args());
     config.consumer = consumer.to_owned();
     config.ack_wait_secs = 2;
     config.rfm_interval_secs = 0;
+    config.rfm_eager = false;
     config
 }
 

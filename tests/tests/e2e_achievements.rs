@@ -86,7 +86,11 @@ async fn achievements_unlock_from_the_till_to_graphql_and_a_draft_is_simulated_o
         .iter()
         .filter(|e| e["type"] == "AchievementUnlocked")
         .collect();
-    assert_eq!(unlocks.len(), 1, "the third purchase's answer carries the unlock: {third}");
+    assert_eq!(
+        unlocks.len(),
+        1,
+        "the third purchase's answer carries the unlock: {third}"
+    );
     assert_eq!(unlocks[0]["payload"]["achievement_id"], "three-visits");
     assert_eq!(unlocks[0]["payload"]["badge"], "Regular");
     assert_eq!(unlocks[0]["payload"]["reward_points"], 50);
@@ -118,7 +122,10 @@ async fn achievements_unlock_from_the_till_to_graphql_and_a_draft_is_simulated_o
     stack.wait_for_balance(ada, 70).await;
     let after = member_achievements(&stack, ada).await;
     assert_eq!(after["badges"], seen["badges"], "the badge stays");
-    assert_eq!(after["achievements"][1]["progress"], 2000, "spend is net of the refund");
+    assert_eq!(
+        after["achievements"][1]["progress"], 2000,
+        "spend is net of the refund"
+    );
 
     let stats = stack
         .query
@@ -158,7 +165,11 @@ async fn achievements_unlock_from_the_till_to_graphql_and_a_draft_is_simulated_o
     );
     assert_eq!(report["actual_reward_points"], 50);
     assert_eq!(report["draft_reward_points"], 50);
-    assert_eq!(report["liability_delta"], 15 - 5, "15 more earned, 5 more clawed back");
+    assert_eq!(
+        report["liability_delta"],
+        15 - 5,
+        "15 more earned, 5 more clawed back"
+    );
     assert_eq!(report["by_location"][0]["location_id"], LOCATION);
     assert_eq!(report["tier_changes"], json!([]));
 
@@ -170,12 +181,17 @@ async fn achievements_unlock_from_the_till_to_graphql_and_a_draft_is_simulated_o
             reqwest::Method::POST,
             &format!("/v1/orgs/{ORG}/program/simulations"),
             None,
-            Some(&json!({"draft": program(json!([{"achievement_id": "x", "name": "X",
-                "criteria": {"purchases": {"count": 0}}}]), json!([])), "from": started, "to": to})),
+            Some(
+                &json!({"draft": program(json!([{"achievement_id": "x", "name": "X",
+                "criteria": {"purchases": {"count": 0}}}]), json!([])), "from": started, "to": to}),
+            ),
         )
         .await;
     assert_eq!(bad.status, 422, "{}", bad.text);
-    assert_eq!(bad.body["error"]["field"], "draft.achievements[0].criteria.purchases.count");
+    assert_eq!(
+        bad.body["error"]["field"],
+        "draft.achievements[0].criteria.purchases.count"
+    );
 
     // The same history under the programs really in force, from the command line.
     let cli = projector::cli::Cli::try_parse_from([
@@ -200,7 +216,10 @@ async fn achievements_unlock_from_the_till_to_graphql_and_a_draft_is_simulated_o
     assert_eq!(in_force["draft"], Value::Null);
     assert_eq!(in_force["purchases"], 3);
     assert_eq!(in_force["actualPoints"], 30);
-    assert_eq!(in_force["draftPoints"], 30, "the programs in force reproduce every point");
+    assert_eq!(
+        in_force["draftPoints"], 30,
+        "the programs in force reproduce every point"
+    );
     assert_eq!(in_force["liabilityDelta"], 0);
 
     let cli = projector::cli::Cli::try_parse_from(["projector", "audit", "--database-url", stack.db.url()])

@@ -65,6 +65,21 @@ const FIELDS: &[(&str, Access, &str)] = &[
         Access::Analyst,
         "segmentTransitions(orgId: $org) { edges { node { to } } }",
     ),
+    (
+        "achievementStats",
+        Access::Analyst,
+        "achievementStats(orgId: $org) { achievementId }",
+    ),
+    (
+        "membersCloseToUnlocking",
+        Access::Analyst,
+        "membersCloseToUnlocking(orgId: $org, achievementId: \"none\") { memberId }",
+    ),
+    (
+        "simulations",
+        Access::Analyst,
+        "simulations(orgId: $org) { simulationId }",
+    ),
 ];
 
 struct Caller {

@@ -262,11 +262,13 @@ fn program_status(error: &ProgramError) -> StatusCode {
 /// `earn_cap`, `promotions`, `achievements`), whose broken rules are answered 422; the settings of §3 keep
 /// their 400.
 pub fn is_promotion_setting(field: &str) -> bool {
-    ["time_zone", "earn_cap", "promotions", "achievements"].iter().any(|setting| {
-        field
-            .strip_prefix(setting)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
-    })
+    ["time_zone", "earn_cap", "promotions", "achievements"]
+        .iter()
+        .any(|setting| {
+            field
+                .strip_prefix(setting)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+        })
 }
 
 impl IntoResponse for ApiError {

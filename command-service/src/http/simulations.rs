@@ -25,7 +25,8 @@ use crate::http::state::AppState;
 
 /// A simulation streams a whole org's log and holds one state per member: one at a time per
 /// process, the others wait their turn.
-static RUNNING: std::sync::LazyLock<Arc<Semaphore>> = std::sync::LazyLock::new(|| Arc::new(Semaphore::new(1)));
+static RUNNING: std::sync::LazyLock<Arc<Semaphore>> =
+    std::sync::LazyLock::new(|| Arc::new(Semaphore::new(1)));
 
 /// What to simulate.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -80,14 +81,19 @@ pub async fn simulate(
             return Err(unprocessable("to", "must be later than from"));
         }
         if request.to > Utc::now() {
-            return Err(unprocessable("to", "must not be in the future: a simulation replays history"));
+            return Err(unprocessable(
+                "to",
+                "must not be in the future: a simulation replays history",
+            ));
         }
         let program = app.commands().program(&org).await?;
         let Some(_) = program.config.as_ref() else {
             return Err(domain::ProgramError::NotConfigured.into());
         };
         let locations = program.locations.keys().cloned().collect();
-        if let Err(domain::ProgramError::InvalidConfig { field, message }) = request.draft.validate(&locations) {
+        if let Err(domain::ProgramError::InvalidConfig { field, message }) =
+            request.draft.validate(&locations)
+        {
             return Err(unprocessable(&format!("draft.{field}"), message));
         } else if let Err(error) = request.draft.validate(&locations) {
             return Err(unprocessable("draft.currency", error.to_string()));
@@ -98,7 +104,11 @@ pub async fn simulate(
             from: request.from,
             to: request.to,
         };
-        let _turn = RUNNING.clone().acquire_owned().await.map_err(anyhow::Error::from)?;
+        let _turn = RUNNING
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(anyhow::Error::from)?;
         let started = std::time::Instant::now();
         let (report, _) = simulation::run(app.pool(), &run, |s| s, |_| ()).await?;
         metrics::histogram!("command_simulation_seconds").record(started.elapsed().as_secs_f64());

@@ -70,8 +70,17 @@ pub fn visits<'m>(member: &'m Member, refund: Option<(&str, i64)>) -> Vec<Visit<
 }
 
 /// The progress of `achievement` at `at` over `visits`, in the criterion's unit.
-pub fn progress(achievement: &Achievement, time_zone: TimeZone, at: DateTime<Utc>, visits: &[Visit<'_>]) -> i64 {
-    let in_scope = |v: &&Visit<'_>| achievement.window_days.is_none_or(|days| in_window(v.occurred_at, at, days));
+pub fn progress(
+    achievement: &Achievement,
+    time_zone: TimeZone,
+    at: DateTime<Utc>,
+    visits: &[Visit<'_>],
+) -> i64 {
+    let in_scope = |v: &&Visit<'_>| {
+        achievement
+            .window_days
+            .is_none_or(|days| in_window(v.occurred_at, at, days))
+    };
     let counted = visits.iter().filter(in_scope).filter(|v| v.counts());
     match achievement.criteria {
         Criteria::Purchases { .. } => counted.count() as i64,
@@ -124,7 +133,9 @@ pub(crate) fn judge<'p>(
         }
         let progress = progress(achievement, time_zone, at, visits);
         let target = achievement.criteria.target();
-        if state.is_none_or(|s| s.progress != progress || s.target != target) && (progress != 0 || state.is_some()) {
+        if state.is_none_or(|s| s.progress != progress || s.target != target)
+            && (progress != 0 || state.is_some())
+        {
             judgement.progressed.push(AchievementProgress {
                 achievement_id: achievement.achievement_id.clone(),
                 progress,

@@ -83,7 +83,8 @@ impl Achievement {
     pub fn validate(&self, index: usize) -> Result<(), ConfigProblem> {
         let field = |f: &str| format!("achievements[{index}].{f}");
         let id = &self.achievement_id;
-        if id.trim().is_empty() || id.chars().count() > 128 || id.chars().any(|c| c.is_control() || c == '/') {
+        if id.trim().is_empty() || id.chars().count() > 128 || id.chars().any(|c| c.is_control() || c == '/')
+        {
             return Err(ConfigProblem::new(
                 field("achievement_id"),
                 "must be 1 to 128 characters, without '/' or control characters",

@@ -258,7 +258,9 @@ impl ProgramConfig {
     }
 
     pub fn achievement(&self, achievement_id: &str) -> Option<&Achievement> {
-        self.achievements.iter().find(|a| a.achievement_id == achievement_id)
+        self.achievements
+            .iter()
+            .find(|a| a.achievement_id == achievement_id)
     }
 
     /// The promotions with a budget for the whole org.

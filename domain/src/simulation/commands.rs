@@ -1,14 +1,15 @@
 //! The command a logged event was appended by, rebuilt from the event so that it can be decided
 //! again under another program. Only the first event of a command (its *head*) names the
-//! command; the rest (stamps, unlocks, upgrades, progress) are its consequences, which the
-//! decision produces again.
+//! command; the rest (stamps, unlocks, upgrades, progress, the expiry a redemption makes
+//! first) are its consequences, which the decision produces again.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
 use crate::member::{
-    Adjustment, Expiry, MemberCommand, MemberEvent, NewMember, Purchase, Receipt, Redemption, Refund, TierReview,
+    Adjustment, Expiry, MemberCommand, MemberEvent, NewMember, Purchase, Receipt, Redemption, Refund,
+    TierReview,
 };
 use crate::program::{ProgramSnapshot, RewardDef};
 
@@ -34,8 +35,38 @@ pub(super) fn is_head(event: &MemberEvent) -> bool {
     )
 }
 
+/// Whether `event` is the one that names its command, `command` being the command's name
+/// (first word): the purchase, refund, redemption or adjustment itself, and expirations and
+/// tier changes only when a system job made them (other commands make them as consequences).
+pub(super) fn names_command(event: &MemberEvent, command: &str) -> bool {
+    let by_member_command = matches!(
+        command.split_whitespace().next(),
+        Some("EnrollMember" | "RecordPurchase" | "RefundPurchase" | "RedeemReward" | "AdjustPoints")
+    );
+    match event {
+        MemberEvent::MemberEnrolled { .. }
+        | MemberEvent::PurchaseRecorded { .. }
+        | MemberEvent::PurchaseRefunded { .. }
+        | MemberEvent::RewardRedeemed { .. }
+        | MemberEvent::PointsAdjusted { .. } => true,
+        MemberEvent::PointsExpired { .. }
+        | MemberEvent::TierUpgraded { .. }
+        | MemberEvent::TierDowngraded { .. }
+        | MemberEvent::TierGracePeriodStarted { .. }
+        | MemberEvent::TierGracePeriodCleared { .. } => !by_member_command,
+        MemberEvent::StampCollected { .. }
+        | MemberEvent::StampCardCompleted { .. }
+        | MemberEvent::AchievementProgressed { .. }
+        | MemberEvent::AchievementUnlocked { .. } => false,
+    }
+}
+
 /// The command whose first event is `event`; `None` for an event no command starts with.
-pub(super) fn command_for(event: &MemberEvent, member_id: uuid::Uuid, facts: Facts<'_>) -> Option<MemberCommand> {
+pub(super) fn command_for(
+    event: &MemberEvent,
+    member_id: uuid::Uuid,
+    facts: Facts<'_>,
+) -> Option<MemberCommand> {
     let Facts {
         org_id,
         program,
@@ -126,9 +157,10 @@ pub(super) fn command_for(event: &MemberEvent, member_id: uuid::Uuid, facts: Fac
         // A tier event that starts a command is the system job's re-evaluation.
         MemberEvent::TierGracePeriodStarted { as_of, .. }
         | MemberEvent::TierGracePeriodCleared { as_of, .. }
-        | MemberEvent::TierDowngraded { as_of, .. } => {
-            MemberCommand::ReevaluateTier(TierReview { as_of: *as_of, program })
-        }
+        | MemberEvent::TierDowngraded { as_of, .. } => MemberCommand::ReevaluateTier(TierReview {
+            as_of: *as_of,
+            program,
+        }),
         MemberEvent::TierUpgraded { occurred_at, .. } => MemberCommand::ReevaluateTier(TierReview {
             as_of: *occurred_at,
             program,

@@ -25,9 +25,9 @@ use uuid::Uuid;
 use crate::calendar::TimeZone;
 use crate::member::{Member, MemberEvent};
 use crate::program::{ProgramConfig, ProgramEvent, ProgramSnapshot};
-use commands::{command_for, is_head, Facts};
-pub use report::{Report, MAX_TIER_CHANGES};
+use commands::{command_for, is_head, names_command, Facts};
 use report::{iso_week, Side, Tally, TierChange};
+pub use report::{Report, MAX_TIER_CHANGES};
 
 /// The program the window is replayed under.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,8 +43,9 @@ pub enum Draft {
 pub struct Logged<'a> {
     /// The server clock when the command was received (the purchase's `recorded_at`).
     pub recorded_at: DateTime<Utc>,
-    /// What identifies the command among the member's events (its idempotency key and name);
-    /// `None` when the log does not say, then only purchase-like events start a command.
+    /// What identifies the command among the member's events: its name (`RecordPurchase`,
+    /// the job's name, ...), a space, its idempotency key; `None` when the log does not say,
+    /// then every event that can start a command starts one.
     pub command: Option<&'a str>,
 }
 
@@ -143,7 +144,10 @@ impl Simulator {
             .budgeted_promotions()
             .map(|p| {
                 let spent = self.spent.get(&p.promotion_id).copied().unwrap_or(0);
-                (p.promotion_id.clone(), (p.budget_points.unwrap_or(0) - spent).max(0))
+                (
+                    p.promotion_id.clone(),
+                    (p.budget_points.unwrap_or(0) - spent).max(0),
+                )
             })
             .collect()
     }
@@ -159,7 +163,11 @@ impl Simulator {
     fn time_zone(&self) -> TimeZone {
         match &self.draft {
             Draft::Program(config) => config.time_zone,
-            Draft::InForce => self.programs.get(&self.version).map(|c| c.time_zone).unwrap_or_default(),
+            Draft::InForce => self
+                .programs
+                .get(&self.version)
+                .map(|c| c.time_zone)
+                .unwrap_or_default(),
         }
     }
 
@@ -206,11 +214,15 @@ impl Simulator {
         if let Some(balance) = balance_after(&event) {
             sim.actual_balance = balance;
         }
+        // A command is decided again at the event that names it (a redemption may first
+        // expire due points, a purchase upgrade the tier: those are its consequences).
         let head = match logged.command {
-            Some(command) => sim.last_command.as_deref() != Some(command),
+            Some(command) => sim.last_command.as_deref() != Some(command) && names_command(&event, command),
             None => is_head(&event),
         };
-        sim.last_command = logged.command.map(str::to_owned);
+        if head {
+            sim.last_command = logged.command.map(str::to_owned);
+        }
         if !in_window {
             self.draw(&event);
             if let Some(sim) = self.members.get_mut(&member_id) {

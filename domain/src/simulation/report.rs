@@ -122,7 +122,12 @@ impl Tally {
         };
         *total = total.saturating_add(breakdown.total);
         for applied in &breakdown.promotions {
-            add(&mut self.by_promotion, &applied.promotion_id, side, applied.points);
+            add(
+                &mut self.by_promotion,
+                &applied.promotion_id,
+                side,
+                applied.points,
+            );
         }
         add(&mut self.by_tier, tier, side, breakdown.total);
         add(&mut self.by_location, location_id, side, breakdown.total);

@@ -83,6 +83,21 @@ impl Db {
         .await?)
     }
 
+    /// The member a customer token's `sub` names (its external id, else its member id), from
+    /// the command side's index of members, which is written with the enrolment itself: no
+    /// projection lag, so a member enrolled a moment ago is already known.
+    pub async fn member_of_subject(&self, org_id: &str, subject: &str) -> QueryResult<Option<Uuid>> {
+        Ok(sqlx::query_scalar(
+            "SELECT member_id FROM command_members WHERE org_id = $1 AND (external_id = $2 OR member_id = $3) \
+             ORDER BY external_id = $2 DESC NULLS LAST LIMIT 1",
+        )
+        .bind(org_id)
+        .bind(subject)
+        .bind(Uuid::parse_str(subject).ok())
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
     /// Many members by key, in one statement.
     pub async fn members(&self, keys: &[MemberKey]) -> QueryResult<HashMap<MemberKey, MemberRow>> {
         let (orgs, ids) = key_arrays(keys);

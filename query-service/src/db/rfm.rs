@@ -1,5 +1,11 @@
-//! RFM: scores (`rm.rfm_scores`), their counts per segment and cell, and segment moves
-//! (`rm.rfm_segment_transitions`).
+//! RFM: a member's metrics and scores, counts per segment and cell (`rm.rfm_scores`), and
+//! segment moves (`rm.rfm_segment_transitions`).
+//!
+//! A member's metrics are live: recency, frequency and monetary as of now, from the raw data
+//! the projector keeps per event (`rm.rfm_members`, and `rm.purchases` only for a member whose
+//! first purchase is older than the 365-day window). The scores come from the org's last
+//! scoring; a member who made a first purchase since gets provisional scores, ranked against
+//! the members of that scoring (their recency moved on to now), until the next one.
 
 use std::collections::HashMap;
 
@@ -14,7 +20,10 @@ use crate::error::QueryResult;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RfmRow {
+    /// The scoring the scores come from (for provisional scores: the one ranked against).
     pub computed_at: DateTime<Utc>,
+    /// Scores of a member the last scoring did not include yet.
+    pub provisional: bool,
     pub recency_days: i32,
     pub frequency: i32,
     pub monetary_minor: i64,
@@ -33,19 +42,57 @@ pub struct TransitionRow {
     pub to_segment: String,
 }
 
+/// See the module documentation. Scores are `1 + floor(5 × W / N)` as in the projector's
+/// scoring, W and N counted over the members of the last scoring plus this one.
+const MEMBER_RFM: &str = "
+WITH raw AS (
+    SELECT m.org_id, m.member_id,
+           greatest(0, floor(extract(epoch FROM (now() - m.last_purchase_at)) / 86400))::int AS recency_days,
+           CASE WHEN w.whole THEN m.purchases::int ELSE old.frequency END AS frequency,
+           CASE WHEN w.whole THEN m.amount_minor - m.refunded_minor ELSE old.monetary_minor END AS monetary_minor
+    FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id)
+    JOIN rm.rfm_members m USING (org_id, member_id)
+    -- Every purchase of a member whose first one is inside the window counts: no need to read them.
+    CROSS JOIN LATERAL (SELECT m.first_purchase_at > now() - interval '365 days'
+                               AND m.last_purchase_at <= now() AS whole) w
+    LEFT JOIN LATERAL (
+        SELECT count(*)::int AS frequency, coalesce(sum(p.amount_minor - p.refunded_minor), 0)::bigint AS monetary_minor
+        FROM rm.purchases p
+        WHERE NOT w.whole AND p.org_id = m.org_id AND p.member_id = m.member_id
+          AND p.occurred_at > now() - interval '365 days' AND p.occurred_at <= now()
+    ) old ON true
+)
+SELECT raw.org_id, raw.member_id, raw.recency_days, raw.frequency, raw.monetary_minor,
+       coalesce(s.computed_at, p.computed_at) AS computed_at,
+       s.member_id IS NULL AS provisional,
+       coalesce(s.r, 1 + 5 * p.worse_r / (p.n + 1))::smallint AS r,
+       coalesce(s.f, 1 + 5 * p.worse_f / (p.n + 1))::smallint AS f,
+       coalesce(s.m, 1 + 5 * p.worse_m / (p.n + 1))::smallint AS m,
+       coalesce(s.segment, rm.rfm_segment((1 + 5 * p.worse_r / (p.n + 1))::int, (1 + 5 * p.worse_f / (p.n + 1))::int))
+           AS segment
+FROM raw
+LEFT JOIN rm.rfm_scores s USING (org_id, member_id)
+LEFT JOIN LATERAL (
+    SELECT count(*) AS n,
+           count(*) FILTER (WHERE o.recency_days + floor(extract(epoch FROM (now() - o.computed_at)) / 86400)
+                                  > raw.recency_days) AS worse_r,
+           count(*) FILTER (WHERE o.frequency < raw.frequency) AS worse_f,
+           count(*) FILTER (WHERE o.monetary_minor < raw.monetary_minor) AS worse_m,
+           max(o.computed_at) AS computed_at
+    FROM rm.rfm_scores o
+    WHERE s.member_id IS NULL AND o.org_id = raw.org_id
+) p ON true
+WHERE s.member_id IS NOT NULL OR p.n > 0";
+
 impl Db {
+    /// Live metrics and the scores of each member with purchases, once its org has scores.
     pub async fn rfm(&self, keys: &[MemberKey]) -> QueryResult<HashMap<MemberKey, RfmRow>> {
         let (orgs, ids) = key_arrays(keys);
-        let rows: Vec<Keyed<RfmRow>> = sqlx::query_as(
-            "SELECT s.org_id, s.member_id, s.computed_at, s.recency_days, s.frequency, s.monetary_minor, \
-                    s.r, s.f, s.m, s.segment \
-             FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
-             JOIN rm.rfm_scores s USING (org_id, member_id)",
-        )
-        .bind(orgs)
-        .bind(ids)
-        .fetch_all(self.pool())
-        .await?;
+        let rows: Vec<Keyed<RfmRow>> = sqlx::query_as(MEMBER_RFM)
+            .bind(orgs)
+            .bind(ids)
+            .fetch_all(self.pool())
+            .await?;
         Ok(keyed(rows))
     }
 

@@ -3,9 +3,7 @@
 
 use async_graphql::{Context, Object, SimpleObject, ID};
 use loyalty_client::MemberRef;
-use uuid::Uuid;
 
-use super::query::customer_member;
 use crate::auth::{Access, Caller, OrgGuard};
 use crate::error::{QueryError, QueryResult};
 use crate::redeem::Redeemer;
@@ -63,15 +61,15 @@ impl MutationRoot {
                 "redeemReward called on a schema without a command API"
             ))
         })?;
-        // The directory names the member by id when it has it; a member enrolled a moment ago
-        // is named as the token names it, and the command API resolves it.
-        let member_id = customer_member(ctx, &org_id, customer)
+        let member_id = crate::types::db(ctx)
+            .member_of_subject(&org_id, &customer.subject)
             .await?
-            .map(|row| row.member_id);
-        let member = match (member_id, Uuid::parse_str(&customer.subject)) {
-            (Some(id), _) | (None, Ok(id)) => MemberRef::Id(id),
-            (None, Err(_)) => MemberRef::External(&customer.subject),
-        };
+            .ok_or_else(|| QueryError::Refused {
+                reason: "member_not_found".to_owned(),
+                field: None,
+                message: "the customer token's member is not enrolled".to_owned(),
+            })?;
+        let member = MemberRef::Id(member_id);
         let redeemed = redeemer
             .redeem(presented, &org_id, member, &redemption_id, &reward_id)
             .await?;

@@ -8,7 +8,6 @@ use futures::{Stream, StreamExt as _};
 use super::parse_member_id;
 use crate::auth::{Access, Caller, OrgGuard, NOT_YOUR_MEMBER};
 use crate::error::QueryError;
-use crate::loaders::{DirectoryOf, Loaders};
 use chrono::Utc;
 use domain::ids::MemberKey;
 
@@ -42,12 +41,10 @@ impl SubscriptionRoot {
         let expires_at = match caller.customer() {
             None => None,
             Some(customer) => {
-                let own = member_id.as_str() == customer.subject
-                    || ctx
-                        .data_unchecked::<Loaders>()
-                        .load_one(DirectoryOf(key.clone()))
-                        .await?
-                        .is_some_and(|row| caller.may_read(&row));
+                let own = crate::types::db(ctx)
+                    .member_of_subject(&key.org_id, &customer.subject)
+                    .await?
+                    == Some(key.member_id);
                 if !own {
                     return Err(QueryError::forbidden(NOT_YOUR_MEMBER).into());
                 }

@@ -57,7 +57,9 @@ impl AchievementProgress {
             criteria: achievement.criteria.kind().to_owned(),
             progress: row.map_or(0, |r| r.progress),
             target: achievement.criteria.target(),
-            window_days: achievement.window_days.map(|d| i32::try_from(d).unwrap_or(i32::MAX)),
+            window_days: achievement
+                .window_days
+                .map(|d| i32::try_from(d).unwrap_or(i32::MAX)),
             reward_points: achievement.reward_points,
             unlocked_at: row.and_then(|r| r.unlocked_at),
         }
@@ -122,7 +124,12 @@ pub struct AchievementStats {
 }
 
 impl AchievementStats {
-    pub fn of(achievement_id: &str, program: Option<&Achievement>, funnel: Option<&FunnelRow>, weeks: &[UnlockWeekRow]) -> Self {
+    pub fn of(
+        achievement_id: &str,
+        program: Option<&Achievement>,
+        funnel: Option<&FunnelRow>,
+        weeks: &[UnlockWeekRow],
+    ) -> Self {
         AchievementStats {
             achievement_id: ID(achievement_id.to_owned()),
             name: program.map(|a| a.name.clone()),

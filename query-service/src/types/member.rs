@@ -8,7 +8,8 @@ use domain::member::earn::{active_promotions, EarnHistory};
 
 use super::{db, loaders};
 use super::{
-    AchievementProgress, Badge, Balance, HistoryEntry, LeaderboardRank, Period, Promotion, Reward, Rfm, SegmentTransition, StampCard,
+    AchievementProgress, Badge, Balance, HistoryEntry, LeaderboardRank, Period, Promotion, Reward, Rfm,
+    SegmentTransition, StampCard,
 };
 use super::{TierChange, TierProgress};
 use crate::auth::MemberGuard;
@@ -16,8 +17,8 @@ use crate::cursor;
 use crate::db::MemberRow;
 use crate::error::QueryResult;
 use crate::loaders::{
-    AchievementsOf, BalanceOf, BudgetsOf, ProgramOf, PromotionHistoryOf, RanksOf, RfmOf, StampCardsOf, TierHistoryOf, TierOf,
-    TransitionsOf,
+    AchievementsOf, BalanceOf, BudgetsOf, ProgramOf, PromotionHistoryOf, RanksOf, RfmOf, StampCardsOf,
+    TierHistoryOf, TierOf, TransitionsOf,
 };
 
 /// A loyalty member of an org.
@@ -74,7 +75,9 @@ impl Member {
         })
     }
 
-    /// RFM scores and segment; null until the member's first purchase has been scored.
+    /// RFM metrics (live, from the member's first purchase on) and scores; null until the member
+    /// has purchased and its org has been scored once (the projector scores a new org right
+    /// after its first purchases).
     async fn rfm(&self, ctx: &Context<'_>) -> QueryResult<Option<Rfm>> {
         Ok(loaders(ctx).load_one(RfmOf(self.key())).await?.map(Rfm))
     }
@@ -144,7 +147,10 @@ impl Member {
 
     /// The badges the member unlocked, oldest first (never taken back).
     async fn badges(&self, ctx: &Context<'_>) -> QueryResult<Vec<Badge>> {
-        let rows = loaders(ctx).load_one(AchievementsOf(self.key())).await?.unwrap_or_default();
+        let rows = loaders(ctx)
+            .load_one(AchievementsOf(self.key()))
+            .await?
+            .unwrap_or_default();
         let mut badges: Vec<Badge> = rows.iter().filter_map(Badge::of).collect();
         badges.sort_by_key(|b| b.unlocked_at);
         Ok(badges)

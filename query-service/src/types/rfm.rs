@@ -25,10 +25,12 @@ pub fn check_segment(argument: &str, segment: &str) -> QueryResult<()> {
     }
 }
 
-/// RFM metrics and scores of a purchasing member, as of the last scoring.
+/// RFM metrics (live) and scores (of the last scoring) of a purchasing member.
 pub struct Rfm(pub RfmRow);
 
-/// RFM metrics and scores of a purchasing member, as of the last scoring.
+/// RFM metrics and scores of a purchasing member: the metrics as of now, the scores as of the
+/// org's last scoring (`computedAt`); a member who first purchased since gets `provisional`
+/// scores, ranked against that scoring's members, until the next one.
 #[Object]
 impl Rfm {
     /// Days since the last purchase.
@@ -59,9 +61,14 @@ impl Rfm {
     async fn segment(&self) -> &str {
         &self.0.segment
     }
-    /// When the scores were computed.
+    /// When the scores were computed (provisional ones: the scoring they were ranked against).
     async fn computed_at(&self) -> DateTime<Utc> {
         self.0.computed_at
+    }
+    /// Whether the scores are provisional: the member's first purchase came after the org's
+    /// last scoring, and the next one will score it with everyone else.
+    async fn provisional(&self) -> bool {
+        self.0.provisional
     }
 }
 

@@ -242,7 +242,14 @@ pub(super) fn record_purchase(member: &Member, command: Purchase) -> Result<Vec<
         location_id: &location_id,
         net_minor: amount_minor,
     });
-    let judgement = judge(member, &config.achievements, config.time_zone, occurred_at, &visits, true);
+    let judgement = judge(
+        member,
+        &config.achievements,
+        config.time_zone,
+        occurred_at,
+        &visits,
+        true,
+    );
     if !judgement.progressed.is_empty() {
         events.push(MemberEvent::AchievementProgressed {
             progress: judgement.progressed,
@@ -256,7 +263,9 @@ pub(super) fn record_purchase(member: &Member, command: Purchase) -> Result<Vec<
         let overflow = MemberError::Overflow {
             field: "reward_points",
         };
-        balance = balance.checked_add(achievement.reward_points).ok_or(overflow.clone())?;
+        balance = balance
+            .checked_add(achievement.reward_points)
+            .ok_or(overflow.clone())?;
         lifetime = lifetime.checked_add(achievement.reward_points).ok_or(overflow)?;
         events.push(MemberEvent::AchievementUnlocked {
             achievement_id: achievement.achievement_id.clone(),
