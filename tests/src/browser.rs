@@ -187,6 +187,16 @@ impl Browser {
         Ok(root.find(Locator::Css(css)).await?)
     }
 
+    /// Presses and releases `key` on whatever has the focus, as a keyboard would.
+    pub async fn press(&self, key: fantoccini::key::Key) -> anyhow::Result<()> {
+        use fantoccini::actions::{InputSource as _, KeyAction, KeyActions};
+        let value = char::from(key);
+        let actions = KeyActions::new("keyboard".into())
+            .then(KeyAction::Down { value })
+            .then(KeyAction::Up { value });
+        Ok(self.client.perform_actions(actions).await?)
+    }
+
     /// Resizes the window to `size` (CSS pixels).
     pub async fn resize(&self, (width, height): (u32, u32)) -> anyhow::Result<()> {
         Ok(self.client.set_window_size(width, height).await?)

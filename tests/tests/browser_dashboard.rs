@@ -503,6 +503,21 @@ async fn the_member_list_filters_and_pages_like_the_api() {
     sign_in(&browser, &stack, &stack.keys.analyst).await;
     wait_ready(&browser).await;
 
+    // Every control has a label, every chart a name; tables name their columns.
+    let unlabelled = browser
+        .eval(
+            "return [
+               [...document.querySelectorAll('input, select')].filter((c) => c.labels.length === 0).length,
+               [...document.querySelectorAll('[data-chart]')].filter((c) => !c.getAttribute('aria-label')).length,
+               document.querySelectorAll('th:not([scope=col])').length,
+               document.querySelectorAll('[data-chart]').length];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(unlabelled.as_array().unwrap()[..3], [json!(0), json!(0), json!(0)], "{unlabelled}");
+    assert!(unlabelled[3].as_u64().unwrap() >= 8, "{unlabelled}");
+
     let page = |filter: Value, after: Value| {
         let stack = &stack;
         async move {

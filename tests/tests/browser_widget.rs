@@ -7,130 +7,19 @@
 //! shop's CSS stays out. The demo page signs its own tokens, only when enabled. Screenshots
 //! at desktop and phone width land in `target/test-output/screenshots/`.
 
+mod browser_support;
 mod query_support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use browser_support::{
+    fresh, text, token, wait_balance, wait_status, with_ada, ShopPage, EXPIRED, REFUSED, WAIT,
+};
+use fantoccini::key::Key;
 use fantoccini::Locator;
 use loyalty_tests::browser::{Browser, DESKTOP, PHONE};
 use query_support::{Stack, ORG};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
-
-const WAIT: Duration = Duration::from_secs(20);
-
-/// What the widget says about tokens (widget/element.js).
-const EXPIRED: &str = "Your session has expired. Please sign in again to see your points.";
-const REFUSED: &str = "We could not confirm it is you. Please sign in again to see your points.";
-
-/// A customer token for `subject`, signed with `secret`, issued `age` ago, living `lifetime`.
-fn token(secret: &str, org: &str, subject: &str, age: Duration, lifetime: Duration) -> String {
-    let issued = chrono::Utc::now() - chrono::Duration::from_std(age).unwrap();
-    common::customer_token::sign(secret, org, subject, issued, lifetime)
-}
-
-fn fresh(secret: &str, subject: &str) -> String {
-    token(secret, ORG, subject, Duration::ZERO, Duration::from_secs(900))
-}
-
-/// The shop's page: loud CSS of its own, the widget script from the query service.
-struct ShopPage {
-    url: String,
-    stop: CancellationToken,
-}
-
-impl ShopPage {
-    async fn serve(stack: &Stack, customer_token: &str) -> Self {
-        let html = format!(
-            r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>A shop</title>
-<style>
-  body {{ font-family: Georgia, serif; margin: 16px; }}
-  p, span, li, button, strong, h2, h3 {{ color: rgb(255, 0, 0) !important; font-size: 40px !important; }}
-  .points {{ display: none !important; }}
-</style>
-<script src="{widget}" defer></script>
-</head><body><h1>A shop</h1>
-<loyalty-widget org="{ORG}" publishable-key="{key}" customer-token="{customer_token}"></loyalty-widget>
-</body></html>"#,
-            widget = stack.query.url("/widget.js"),
-            key = stack.keys.publishable,
-        );
-        let app = axum::Router::new().route(
-            "/",
-            axum::routing::get(move || async move { axum::response::Html(html) }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/", listener.local_addr().unwrap());
-        let stop = CancellationToken::new();
-        let cancelled = stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { cancelled.cancelled().await })
-                .await
-        });
-        Self { url, stop }
-    }
-}
-
-impl Drop for ShopPage {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-/// `textContent` of `css` inside the widget's shadow root (null when absent).
-async fn text(browser: &Browser, css: &str) -> Value {
-    browser
-        .eval(
-            "const root = document.querySelector('loyalty-widget')?.shadowRoot;
-             const el = root && root.querySelector(arguments[0]);
-             return el ? el.textContent : null;",
-            vec![json!(css)],
-        )
-        .await
-        .unwrap()
-}
-
-/// Waits until the widget's balance reads `points`; returns how long that took.
-async fn wait_balance(browser: &Browser, points: i64, timeout: Duration) -> Duration {
-    let started = Instant::now();
-    let script = format!(
-        "const el = document.querySelector('loyalty-widget')?.shadowRoot?.querySelector('.points');
-         return el != null && el.textContent.replace(/,/g, '') === '{points}';"
-    );
-    if let Err(error) = browser.wait_for(&script, timeout).await {
-        let shown = text(browser, ".points").await;
-        let status = text(browser, ".status").await;
-        panic!("{error}; the balance reads {shown}, the status {status}");
-    }
-    started.elapsed()
-}
-
-/// Waits until the widget's status line reads `expected`.
-async fn wait_status(browser: &Browser, expected: &str) {
-    let script = format!(
-        "const el = document.querySelector('loyalty-widget')?.shadowRoot?.querySelector('.status');
-         return el != null && el.textContent === {};",
-        json!(expected)
-    );
-    if let Err(error) = browser.wait_for(&script, WAIT).await {
-        panic!("{error}; the status reads {}", text(browser, ".status").await);
-    }
-}
-
-/// A stack, a signing secret, and a member `card-ada` ("Ada") with `euros` of purchases.
-async fn with_ada(euros: i64) -> (Stack, String, Uuid) {
-    let stack = Stack::start().await;
-    let secret = loyalty_tests::create_signing_secret(&stack.db, ORG).await;
-    let ada = stack.enroll("card-ada", Some("Ada")).await;
-    stack.purchase(ada, "rcpt-1", euros * 100).await;
-    stack.wait_for_balance(ada, euros).await;
-    (stack, secret, ada)
-}
 
 #[tokio::test]
 async fn the_balance_follows_a_pos_purchase_without_a_reload() {
@@ -544,5 +433,88 @@ async fn the_demo_page_signs_a_token_only_when_enabled() {
     browser.screenshot("widget-desktop", DESKTOP).await.unwrap();
     browser.screenshot("widget-phone", PHONE).await.unwrap();
     drop(browser);
+    stack.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_widget_works_from_the_keyboard_and_reads_clearly() {
+    let (stack, secret, _ada) = with_ada(25).await;
+    let shop = ShopPage::serve(&stack, &fresh(&secret, "card-ada")).await;
+    let browser = Browser::start().await.unwrap();
+    browser.goto(&shop.url).await.unwrap();
+    wait_balance(&browser, 25, WAIT).await;
+
+    // Screen readers: the balance is a polite live region; every button and bar has a name.
+    let unnamed = browser
+        .eval(
+            "const root = document.querySelector('loyalty-widget').shadowRoot;
+             const balance = root.querySelector('.points');
+             const nameless = [...root.querySelectorAll('button, [role=progressbar]')].filter((el) =>
+               !(el.getAttribute('aria-label') || el.textContent).trim());
+             return [balance.getAttribute('aria-live'), nameless.length,
+                     root.querySelectorAll('[role=progressbar]:not([aria-valuetext])').length];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(unnamed, json!(["polite", 0, 0]));
+
+    // Contrast: every text of the widget against the background it sits on, WCAG AA (4.5:1).
+    let worst = browser
+        .eval(
+            "const root = document.querySelector('loyalty-widget').shadowRoot;
+             const channels = (c) => c.match(/[\\d.]+/g).map(Number);
+             const lum = ([r, g, b]) => [r, g, b].map((v) => { v /= 255;
+               return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+               .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+             const background = (el) => {
+               for (let at = el; at; at = at.parentElement || at.getRootNode().host) {
+                 const c = channels(getComputedStyle(at).backgroundColor);
+                 if (c.length < 4 || c[3] > 0) return c;
+               }
+               return [255, 255, 255];
+             };
+             const texts = [...root.querySelectorAll('*')].filter((el) =>
+               [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim()));
+             const ratios = texts.map((el) => {
+               const [a, b] = [lum(channels(getComputedStyle(el).color)), lum(background(el))];
+               return [el.className || el.tagName, (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)];
+             });
+             ratios.sort((x, y) => x[1] - y[1]);
+             return [texts.length, ratios[0]];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(worst[0].as_u64().unwrap() > 20, "{worst}");
+    assert!(worst[1][1].as_f64().unwrap() >= 4.5, "lowest contrast: {worst}");
+    println!("texts and their lowest contrast: {worst}");
+
+    // Keyboard: Tab reaches the redeem button, which shows where the focus is; Enter redeems.
+    let focused_button = "const widget = document.querySelector('loyalty-widget');
+         const active = document.activeElement === widget ? widget.shadowRoot.activeElement : null;
+         return active && active.matches('button.redeem')
+           ? [active.dataset.rewardId, getComputedStyle(active).outlineStyle] : null;";
+    let mut reached = Value::Null;
+    for _ in 0..30 {
+        browser.press(Key::Tab).await.unwrap();
+        reached = browser.eval(focused_button, vec![]).await.unwrap();
+        if !reached.is_null() {
+            break;
+        }
+    }
+    assert_eq!(
+        reached,
+        json!(["free-coffee", "solid"]),
+        "the focus is visible on the button"
+    );
+    browser.press(Key::Enter).await.unwrap();
+    wait_balance(&browser, 15, WAIT).await;
+    assert_eq!(
+        text(&browser, ".outcomes li").await,
+        "Redeemed Free coffee. Enjoy!"
+    );
+    drop(browser);
+    drop(shop);
     stack.cleanup().await;
 }
