@@ -46,7 +46,7 @@ fn program(more_promotions: Value) -> Value {
 /// that has awarded points, achievements on their way, a simulation report, and RFM scores.
 async fn populated() -> (Stack, Vec<Uuid>) {
     let stack = Stack::start().await;
-    let started = chrono::Utc::now();
+    let started = chrono::Utc::now() - chrono::Duration::days(80);
     stack
         .command(
             reqwest::Method::PUT,
@@ -72,11 +72,13 @@ async fn populated() -> (Stack, Vec<Uuid>) {
         };
         members.push(stack.enroll(&format!("card-{i:02}"), Some(&name)).await);
     }
+    // Purchases spread over the last ten weeks, so that recency and the liability vary.
     for (i, member) in members.iter().enumerate().take(21) {
         let euros = 5 + 37 * (i as i64 % 7) + i as i64;
-        stack.purchase(*member, &format!("rcpt-{i}"), euros * 100).await;
+        let days_ago = (i as i64 * 11) % 70;
+        purchase(&stack, *member, &format!("rcpt-{i}"), euros * 100, days_ago).await;
         if i % 3 == 0 {
-            stack.purchase(*member, &format!("rcpt-{i}-b"), 2_000).await;
+            purchase(&stack, *member, &format!("rcpt-{i}-b"), 2_000, days_ago / 2).await;
         }
     }
     // The all-time leader bought at the harbour, so the main street's board differs.
@@ -114,6 +116,19 @@ async fn populated() -> (Stack, Vec<Uuid>) {
         .await
         .unwrap();
     (stack, members)
+}
+
+/// A purchase at the main street `days_ago` days ago.
+async fn purchase(stack: &Stack, member: Uuid, transaction_id: &str, amount_minor: i64, days_ago: i64) {
+    stack
+        .command(
+            reqwest::Method::POST,
+            &format!("/v1/orgs/{ORG}/members/{member}/purchases"),
+            &stack.keys.pos,
+            json!({"transaction_id": transaction_id, "location_id": LOCATION, "amount_minor": amount_minor,
+                   "currency": "EUR", "occurred_at": chrono::Utc::now() - chrono::Duration::days(days_ago)}),
+        )
+        .await;
 }
 
 /// Everything the dashboard shows, straight from the API.
@@ -515,7 +530,11 @@ async fn the_member_list_filters_and_pages_like_the_api() {
         )
         .await
         .unwrap();
-    assert_eq!(unlabelled.as_array().unwrap()[..3], [json!(0), json!(0), json!(0)], "{unlabelled}");
+    assert_eq!(
+        unlabelled.as_array().unwrap()[..3],
+        [json!(0), json!(0), json!(0)],
+        "{unlabelled}"
+    );
     assert!(unlabelled[3].as_u64().unwrap() >= 8, "{unlabelled}");
 
     let page = |filter: Value, after: Value| {

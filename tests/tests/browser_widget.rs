@@ -381,6 +381,26 @@ async fn the_demo_page_signs_a_token_only_when_enabled() {
     plain.cleanup().await;
 
     let stack = Stack::start_with(|config| config.widget_demo = true).await;
+    // A promotion running for everyone, and two achievements: one Ada unlocks, one on its way.
+    stack
+        .command(
+            reqwest::Method::PUT,
+            &format!("/v1/orgs/{ORG}/program"),
+            &stack.keys.admin,
+            json!({"currency": "EUR", "earn_rate": 1,
+                   "stamp_cards": [{"card_id": "coffee", "name": "Coffee card", "stamps_required": 8,
+                                    "reward_id": "free-coffee"}],
+                   "rewards": [{"reward_id": "free-coffee", "name": "Free coffee", "points_cost": 40},
+                               {"reward_id": "tote-bag", "name": "Tote bag", "points_cost": 250}],
+                   "promotions": [{"promotion_id": "happy", "name": "Happy hour", "stackable": true,
+                                   "starts_at": "2024-01-01T00:00:00Z", "effect": {"bonus": {"points": 5}}}],
+                   "achievements": [
+                       {"achievement_id": "two-visits", "name": "Two visits", "badge": "Regular",
+                        "criteria": {"purchases": {"count": 2}}, "reward_points": 10},
+                       {"achievement_id": "big-spender", "name": "Big spender", "badge": "Big spender",
+                        "criteria": {"spend": {"amount_minor": 20000}}, "reward_points": 50}]}),
+        )
+        .await;
     let ada = stack.enroll("card-ada", Some("Ada")).await;
     // Before the org has a signing secret, the page says what to do.
     let refused = reqwest::get(stack.query.url("/widget-demo/token?org=acme&member=card-ada"))
@@ -398,7 +418,8 @@ async fn the_demo_page_signs_a_token_only_when_enabled() {
     loyalty_tests::create_signing_secret(&stack.db, ORG).await;
     stack.purchase(ada, "rcpt-1", 4_250).await;
     stack.purchase(ada, "rcpt-2", 800).await;
-    stack.wait_for_balance(ada, 50).await;
+    // 42 + 5, 8 + 5, and 10 for the badge.
+    stack.wait_for_balance(ada, 70).await;
 
     let page = reqwest::get(stack.query.url("/widget-demo")).await.unwrap();
     let csp = page.headers()["content-security-policy"]
@@ -412,8 +433,12 @@ async fn the_demo_page_signs_a_token_only_when_enabled() {
         stack.keys.publishable
     ));
     browser.goto(&url).await.unwrap();
-    wait_balance(&browser, 50, WAIT).await;
+    wait_balance(&browser, 70, WAIT).await;
     assert_eq!(text(&browser, ".member").await, "Hi, Ada");
+    assert_eq!(text(&browser, ".promotions .name").await, "Happy hour");
+    assert_eq!(text(&browser, ".promotions .effect").await, "+5 points");
+    assert_eq!(text(&browser, ".badges li").await, "\u{2605}Regular");
+    assert_eq!(text(&browser, ".achievements .count").await, "5,050 / 20,000");
     let selected = browser
         .client()
         .find(Locator::Id("member"))
