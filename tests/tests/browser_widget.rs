@@ -304,6 +304,16 @@ async fn expired_and_wrongly_signed_tokens_are_told_apart() {
     browser.goto(&shop.url).await.unwrap();
     wait_balance(&browser, 12, WAIT).await;
     wait_status(&browser, EXPIRED).await;
+    // The shop hands it a fresh token (as after `loyalty-token-expired`): it carries on.
+    browser
+        .eval(
+            "document.querySelector('loyalty-widget').setAttribute('customer-token', arguments[0]);",
+            vec![json!(fresh(&secret, "card-ada"))],
+        )
+        .await
+        .unwrap();
+    wait_status(&browser, "").await;
+    wait_balance(&browser, 12, WAIT).await;
     drop(browser);
     stack.cleanup().await;
 }

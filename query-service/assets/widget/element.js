@@ -293,6 +293,7 @@ class LoyaltyWidget extends HTMLElement {
   clearSections() {
     this.state = null;
     this.slots.balance.hidden = true;
+    this.slots.points.textContent = "";
     this.slots.name.textContent = "";
     this.slots.outcomes.replaceChildren();
     this.rewardsKey = null;

@@ -92,7 +92,7 @@ pub async fn wait_balance(browser: &Browser, points: i64, timeout: Duration) -> 
     let started = Instant::now();
     let script = format!(
         "const el = document.querySelector('loyalty-widget')?.shadowRoot?.querySelector('.points');
-         return el != null && el.textContent.replace(/,/g, '') === '{points}';"
+         return el != null && !el.parentElement.hidden && el.textContent.replace(/,/g, '') === '{points}';"
     );
     if let Err(error) = browser.wait_for(&script, timeout).await {
         let shown = text(browser, ".points").await;
