@@ -13,7 +13,9 @@
 #  5. command latency on a member with 10,000 events vs a new member (loadgen history);
 #  6. GraphQL: the storefront member query vs `{ __typename }` at 32 connections;
 #  7. `projector audit` replaying >= 1,000,000 events: events/s and peak memory;
-#  8. the peak memory (VmHWM) of each service process over the whole run.
+#  8. the peak memory (VmHWM) of each service process over the whole run;
+#  9. the what-if simulation of a draft program on one org of 1,000,000 events
+#     (scripts/bench-simulation.sh): purchases replayed/s, peak memory, the read baseline.
 #
 # Everything runs against a fresh database ($BENCH_DB, dropped first) and a fresh JetStream
 # stream (BENCH_EVENTS, deleted first and last), with the three services as separate release
@@ -290,6 +292,11 @@ logged audit /usr/bin/time -v "$BIN/projector" audit
 } | tee "$OUT/memory.txt" >&2
 stop_all
 
+# --- 9. the what-if simulation on one org of 1,000,000 events (its own database) -----------------
+printf '%s\t%s\n' simulation "scripts/bench-simulation.sh" >>"$OUT/commands.txt"
+BENCH_OUT="$OUT/simulation" BENCH_SIM_NO_SETUP=1 scripts/bench-simulation.sh >&2 ||
+    say "bench-simulation.sh exited with status $?"
+
 # --- summary ------------------------------------------------------------------------------------------
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
 {
@@ -380,6 +387,10 @@ echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine
     echo "## Peak memory of the services (VmHWM)"
     echo
     sed 's/^/- /' "$OUT/memory.txt"
+    echo
+    echo "## What-if simulation (scripts/bench-simulation.sh)"
+    echo
+    cat "$OUT/simulation/simulation.md" 2>/dev/null || echo "(not measured)"
 } >"$OUT/summary.md"
 say "done: $OUT/summary.md"
 cat "$OUT/summary.md"
