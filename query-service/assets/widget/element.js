@@ -60,11 +60,14 @@ class LoyaltyWidget extends HTMLElement {
     this.pending = new Set();
     this.generation = 0;
     this.refreshTimer = null;
+    this.expiryTimer = null;
+    this.rewardsKey = null;
+    this.startQueued = false;
     this.build();
   }
 
   connectedCallback() {
-    this.start();
+    this.scheduleStart();
   }
 
   disconnectedCallback() {
@@ -72,7 +75,17 @@ class LoyaltyWidget extends HTMLElement {
   }
 
   attributeChangedCallback(_name, oldValue, newValue) {
-    if (oldValue !== newValue && this.isConnected) this.start();
+    if (oldValue !== newValue) this.scheduleStart();
+  }
+
+  /** One (re)start for a burst of attribute changes (an upgrade reports each attribute). */
+  scheduleStart() {
+    if (this.startQueued) return;
+    this.startQueued = true;
+    queueMicrotask(() => {
+      this.startQueued = false;
+      if (this.isConnected) this.start();
+    });
   }
 
   /** The fixed frame: slots that sections are rendered into; the balance stays one node. */
@@ -173,7 +186,10 @@ class LoyaltyWidget extends HTMLElement {
     try {
       data = await this.client.request(WIDGET_QUERY, { org: this.config().org });
     } catch (error) {
-      if (generation === this.generation) this.failWith(error);
+      // Once the view is up, a failed re-read leaves it as it is (the live balance goes on,
+      // the next event reads again); only refused credentials end it.
+      const keep = this.state !== null && !REFUSED_CODES.has(error.code);
+      if (generation === this.generation && !keep) this.failWith(error);
       return false;
     }
     if (generation !== this.generation) return false;
@@ -297,6 +313,7 @@ class LoyaltyWidget extends HTMLElement {
     this.slots.name.textContent = "";
     this.slots.outcomes.replaceChildren();
     this.rewardsKey = null;
+    this.pending.clear();
     for (const name of ["expiry", "tier", "rewards", "stamps", "promotions"]) {
       this.slots[name].replaceChildren();
     }
