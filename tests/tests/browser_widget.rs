@@ -7,19 +7,19 @@
 //! shop's CSS stays out. The demo page signs its own tokens, only when enabled. Screenshots
 //! at desktop and phone width land in `target/test-output/screenshots/`.
 
-mod browser_support;
 mod query_support;
+mod widget_support;
 
 use std::time::Duration;
 
-use browser_support::{
-    fresh, text, token, wait_balance, wait_status, with_ada, ShopPage, EXPIRED, REFUSED, WAIT,
-};
 use fantoccini::key::Key;
 use fantoccini::Locator;
 use loyalty_tests::browser::{Browser, DESKTOP, PHONE};
 use query_support::{Stack, ORG};
 use serde_json::{json, Value};
+use widget_support::{
+    fresh, text, token, wait_balance, wait_status, with_ada, ShopPage, EXPIRED, REFUSED, WAIT,
+};
 
 #[tokio::test]
 async fn the_balance_follows_a_pos_purchase_without_a_reload() {
