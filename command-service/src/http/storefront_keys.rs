@@ -212,6 +212,7 @@ pub async fn list_publishable_keys(
     ),
     responses(
         (status = 200, description = "Revoked", body = PublishableKeyView),
+        (status = 400, description = "Malformed key id, or no Idempotency-Key", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, description = "No such publishable key in this org", body = ErrorBody),
@@ -311,6 +312,7 @@ pub async fn list_signing_secrets(
     ),
     responses(
         (status = 200, description = "Revoked", body = SigningSecretView),
+        (status = 400, description = "Malformed secret id, or no Idempotency-Key", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, description = "No such secret in this org", body = ErrorBody),
