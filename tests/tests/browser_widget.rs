@@ -18,7 +18,7 @@ use loyalty_tests::browser::{Browser, DESKTOP, PHONE};
 use query_support::{Stack, ORG};
 use serde_json::{json, Value};
 use widget_support::{
-    fresh, text, token, wait_balance, wait_status, with_ada, ShopPage, EXPIRED, REFUSED, WAIT,
+    fresh, text, token, wait_balance, wait_status, wait_text, with_ada, ShopPage, EXPIRED, REFUSED, WAIT,
 };
 
 #[tokio::test]
@@ -139,10 +139,7 @@ async fn redeeming_lowers_the_balance_and_is_refused_when_short() {
     );
     button.click().await.unwrap();
     wait_balance(&browser, 15, Duration::from_secs(2)).await;
-    assert_eq!(
-        text(&browser, ".outcomes li").await,
-        "Redeemed Free coffee. Enjoy!"
-    );
+    wait_text(&browser, ".outcomes li", "Redeemed Free coffee. Enjoy!").await;
 
     // 15 points, both rewards affordable; both buttons pressed at once: the first to reach
     // the member's account wins, the other finds the balance short and is refused.
@@ -545,10 +542,7 @@ async fn the_widget_works_from_the_keyboard_and_reads_clearly() {
     );
     browser.press(Key::Enter).await.unwrap();
     wait_balance(&browser, 15, WAIT).await;
-    assert_eq!(
-        text(&browser, ".outcomes li").await,
-        "Redeemed Free coffee. Enjoy!"
-    );
+    wait_text(&browser, ".outcomes li", "Redeemed Free coffee. Enjoy!").await;
     drop(browser);
     drop(shop);
     stack.cleanup().await;

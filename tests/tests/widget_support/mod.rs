@@ -102,6 +102,19 @@ pub async fn wait_balance(browser: &Browser, points: i64, timeout: Duration) -> 
     started.elapsed()
 }
 
+/// Waits until `css` inside the widget reads `expected` (the first element it matches).
+pub async fn wait_text(browser: &Browser, css: &str, expected: &str) {
+    let script = format!(
+        "const el = document.querySelector('loyalty-widget')?.shadowRoot?.querySelector({});
+         return el != null && el.textContent === {};",
+        json!(css),
+        json!(expected)
+    );
+    if let Err(error) = browser.wait_for(&script, WAIT).await {
+        panic!("{error}; {css} reads {}", text(browser, css).await);
+    }
+}
+
 /// Waits until the widget's status line reads `expected`.
 pub async fn wait_status(browser: &Browser, expected: &str) {
     let script = format!(
