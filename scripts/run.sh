@@ -9,8 +9,12 @@
 # 3. command-service (with the relay to JetStream), projector and query-service started and
 #    waited for (/readyz),
 # 4. a demo org seeded: a program (tiers, stamp card, rewards), two locations, three members
-#    with a few purchases, and an API key of every role,
-# 5. the URLs and keys printed. Ctrl-C stops everything cleanly.
+#    with a few purchases, an API key of every role, a publishable key and a signing secret,
+# 5. the URLs and keys printed, among them the storefront widget's demo page and the analyst
+#    dashboard. Ctrl-C stops everything cleanly.
+#
+# The query service runs with WIDGET_DEMO=true: its /widget-demo page signs customer tokens
+# for any member it is asked for. That is for this local demo only, never for production.
 #
 # The seed is idempotent (fixed ids and Idempotency-Keys): a rerun changes nothing but adds
 # fresh API keys (keys are shown only once, so every run creates its own).
@@ -52,6 +56,9 @@ fi
 : "${DEMO_ORG:=demo}"
 : "${SEED:=1}"
 export COMMAND_LISTEN_ADDR PROJECTOR_LISTEN_ADDR QUERY_LISTEN_ADDR
+# The widget demo page (see above), unless .env or the environment says otherwise.
+: "${WIDGET_DEMO:=true}"
+export WIDGET_DEMO
 # One LISTEN_ADDR would make the three services collide: each gets --listen instead.
 unset LISTEN_ADDR
 
@@ -126,6 +133,10 @@ for addr in "$COMMAND_LISTEN_ADDR" "$PROJECTOR_LISTEN_ADDR" "$QUERY_LISTEN_ADDR"
     fi
 done
 
+# redeemReward (the widget's redeem button) goes to the command API wherever it listens.
+: "${COMMAND_API_URL:=$(url "$COMMAND_LISTEN_ADDR")}"
+export COMMAND_API_URL
+
 if [ "$ONE_PROCESS" = 1 ]; then
     start loyalty-dev "$BIN/loyalty-dev"
 else
@@ -146,7 +157,8 @@ for addr in "$COMMAND_LISTEN_ADDR" "$PROJECTOR_LISTEN_ADDR" "$QUERY_LISTEN_ADDR"
 done
 
 COMMAND_URL=$(url "$COMMAND_LISTEN_ADDR")
-GRAPHQL_URL="$(url "$QUERY_LISTEN_ADDR")/graphql"
+QUERY_URL=$(url "$QUERY_LISTEN_ADDR")
+GRAPHQL_URL="$QUERY_URL/graphql"
 
 # --- demo data ----------------------------------------------------------------------------------
 declare -A KEYS=()
@@ -174,6 +186,11 @@ seed() {
         [ -n "$key" ] || die "could not create a $role key for $org"
         KEYS[$role]=$key
     done
+    KEYS[publishable]=$("$BIN/command-service" keys create --org "$org" --role publishable 2>/dev/null | tail -n 1)
+    [ -n "${KEYS[publishable]}" ] || die "could not create a publishable key for $org"
+    # The demo page signs its customer tokens with the org's newest secret.
+    "$BIN/command-service" keys signing-secret create --org "$org" >/dev/null 2>&1 ||
+        die "could not create a signing secret for $org"
     local admin=${KEYS[admin]} pos=${KEYS[pos]}
 
     api PUT "/v1/orgs/$org/program" "$admin" "demo-program-1" '{
@@ -229,6 +246,10 @@ if [ "$SEED" = 1 ]; then
                 admin       ${KEYS[admin]}
                 storefront  ${KEYS[storefront]}
                 analyst     ${KEYS[analyst]}
+                publishable ${KEYS[publishable]}
+
+  widget demo   $QUERY_URL/widget-demo?org=$DEMO_ORG&key=${KEYS[publishable]}
+  dashboard     $QUERY_URL/dashboard    (org $DEMO_ORG, the analyst key above)
 
   try           curl -s $GRAPHQL_URL -H 'Authorization: Bearer ${KEYS[storefront]}' \\
                   -H 'Content-Type: application/json' \\
@@ -237,7 +258,7 @@ INFO
 fi
 cat <<INFO
 
-  more keys     $BIN/command-service keys create --org <org> --role <pos|admin|storefront|analyst>
+  more keys     $BIN/command-service keys create --org <org> --role <pos|admin|storefront|analyst|publishable>
   Press Ctrl-C to stop.
 
 INFO

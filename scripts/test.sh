@@ -11,4 +11,5 @@ if [ "${SKIP_SERVICES:-0}" != 1 ]; then
     scripts/services.sh
 fi
 scripts/fuzz-deps.sh >/dev/null # the fuzz tests' schemathesis, installed when missing
+scripts/browser-deps.sh          # the browser tests' chromium and chromedriver, likewise
 exec cargo test --workspace "$@"

@@ -22,17 +22,19 @@ mod promotions;
 mod rfm;
 mod stamps;
 mod tier;
+mod trends;
 
 pub use achievements::{FunnelRow, MemberAchievementRow, NearUnlockRow, SimulationRow, UnlockWeekRow};
 pub use balance::BalanceRow;
 pub use events::{EventRow, POINTS_EVENTS, QUALIFYING_EVENTS, TIER_EVENTS};
 pub use leaderboard::{LeaderboardRow, PeriodKeys};
 pub use member::{MemberAfter, MemberFilter, MemberRow, MemberSort, PageRow};
-pub use program::{FullProgram, ProgramRow, ProgramTierRow, RewardRow, StampCardDefRow};
+pub use program::{FullProgram, LocationRow, ProgramRow, ProgramTierRow, RewardRow, StampCardDefRow};
 pub use promotions::{PromotionDayRow, PromotionHistoryRow, PromotionStatsRow, UseRow};
 pub use rfm::{RfmRow, TransitionRow};
 pub use stamps::StampCardRow;
 pub use tier::{TierChangeRow, TierRow};
+pub use trends::{LiabilityMoves, TransitionCountRow};
 
 /// The pool, and a count of the statements run through it.
 #[derive(Clone)]

@@ -39,7 +39,24 @@ pub fn router(state: AppState) -> Router {
         .route("/graphql", get(graphiql_or_websocket).post(graphql))
         .route("/graphql/ws", get(websocket))
         .route("/graphql/schema.graphql", get(sdl))
+        .layer(cors())
         .with_state(state)
+}
+
+/// The widget runs in shops' pages, on their origins: any origin may call the API. That
+/// opens nothing: credentials travel in headers that a page must hold itself (no cookies are
+/// used or allowed), and what they can read is decided by the key or token alone.
+fn cors() -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, Method};
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-customer-token"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 async fn graphql(State(state): State<AppState>, headers: HeaderMap, request: GraphQLRequest) -> Response {

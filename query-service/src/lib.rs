@@ -9,6 +9,8 @@
 //!   over `graphql-transport-ws` (or the legacy `graphql-ws`), authenticated by the
 //!   `connection_init` payload `{"Authorization": "Bearer <key>"}`.
 //! - `GET /graphql/schema.graphql`: the served SDL (checked in at `schema/graphql/schema.graphql`).
+//! - `GET /widget.js`, `/widget-demo`, `/dashboard`: the storefront widget, its demo page and
+//!   the analyst dashboard ([`web`]).
 //! - `/healthz`, `/readyz`, `/metrics` from [`common::health`].
 //!
 //! It reads only the read models the projector maintains and, for a member's history and the
@@ -34,6 +36,7 @@ pub mod loaders;
 pub mod redeem;
 pub mod storefront;
 pub mod types;
+pub mod web;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -147,8 +150,9 @@ pub async fn run(
         db,
         schemas,
         credentials,
-        demo,
+        demo: demo.clone(),
     })
+    .merge(web::router(demo))
     .merge(common::health::router(pool, Some(nats)));
 
     let addr = listener.local_addr().context("listener address")?;

@@ -582,6 +582,11 @@ pub use command_api::{
 mod graphql_ws;
 pub use graphql_ws::GraphqlWs;
 
+// --- A headless browser -----------------------------------------------------------------------
+
+pub mod browser;
+pub use browser::Browser;
+
 /// Waits until the projector has applied every event of the store (the per-aggregate
 /// checkpoints add up to the number of events); returns that number. Fails after `timeout`.
 pub async fn wait_projected(pool: &PgPool, timeout: Duration) -> i64 {

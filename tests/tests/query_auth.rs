@@ -51,6 +51,16 @@ const FIELDS: &[(&str, Access, &str)] = &[
     ),
     ("liability", Access::Analyst, "liability(orgId: $org) { points }"),
     (
+        "liabilityHistory",
+        Access::Analyst,
+        "liabilityHistory(orgId: $org, days: 3) { day points }",
+    ),
+    (
+        "segmentTransitionCounts",
+        Access::Analyst,
+        "segmentTransitionCounts(orgId: $org) { day to count }",
+    ),
+    (
         "promotionStats",
         Access::Analyst,
         "promotionStats(orgId: $org) { promotionId uses }",

@@ -1,4 +1,4 @@
-//! Programs (`rm.programs` with their tiers, rewards and stamp cards, and the whole
+//! Programs (`rm.programs` with their tiers, rewards, stamp cards and locations, and the whole
 //! configuration: promotions, time zone, earn cap).
 
 use std::collections::HashMap;
@@ -45,6 +45,12 @@ pub struct StampCardDefRow {
     pub min_amount_minor: i64,
 }
 
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
+pub struct LocationRow {
+    pub location_id: String,
+    pub name: String,
+}
+
 #[derive(sqlx::FromRow)]
 struct ProgramWithParts {
     #[sqlx(flatten)]
@@ -52,6 +58,7 @@ struct ProgramWithParts {
     tiers: sqlx::types::Json<Vec<ProgramTierRow>>,
     rewards: sqlx::types::Json<Vec<RewardRow>>,
     stamp_cards: sqlx::types::Json<Vec<StampCardDefRow>>,
+    locations: sqlx::types::Json<Vec<LocationRow>>,
     config: sqlx::types::Json<ProgramConfig>,
 }
 
@@ -62,6 +69,8 @@ pub struct FullProgram {
     pub tiers: Vec<ProgramTierRow>,
     pub rewards: Vec<RewardRow>,
     pub stamp_cards: Vec<StampCardDefRow>,
+    /// The org's registered locations, by id.
+    pub locations: Vec<LocationRow>,
     /// The whole configuration (promotions, time zone, earn cap among others).
     pub config: ProgramConfig,
 }
@@ -86,6 +95,9 @@ impl Db {
                               'stamps_required', c.stamps_required, 'reward_id', c.reward_id, \
                               'min_amount_minor', c.min_amount_minor) ORDER BY c.card_id), '[]') \
                      FROM rm.program_stamp_cards c WHERE c.org_id = p.org_id) AS stamp_cards, \
+                    (SELECT coalesce(json_agg(json_build_object('location_id', l.location_id, \
+                              'name', l.name) ORDER BY l.location_id), '[]') \
+                     FROM rm.program_locations l WHERE l.org_id = p.org_id) AS locations, \
                     p.config \
              FROM rm.programs p WHERE p.org_id = ANY($1)",
         )
@@ -100,6 +112,7 @@ impl Db {
                     tiers: row.tiers.0,
                     rewards: row.rewards.0,
                     stamp_cards: row.stamp_cards.0,
+                    locations: row.locations.0,
                     config: row.config.0,
                 };
                 (full.program.org_id.clone(), full)

@@ -15,9 +15,9 @@ use crate::db::{self, MemberAfter, MemberSort, PeriodKeys};
 use crate::error::{QueryError, QueryResult};
 use crate::loaders::{self, DirectoryOf, ProgramOf};
 use crate::types::{
-    check_segment, AchievementStats, LeaderboardEntry, Liability, Member, MemberFilter, MemberOrder,
-    NearUnlock, Period, Program, PromotionStats, RfmCell, SegmentCount, SegmentTransition, Simulation,
-    TierCount,
+    check_segment, liability_days, start_of, window_start, AchievementStats, LeaderboardEntry, Liability,
+    LiabilityDay, Member, MemberFilter, MemberOrder, NearUnlock, Period, Program, PromotionStats, RfmCell,
+    SegmentCount, SegmentTransition, SegmentTransitionCount, Simulation, TierCount,
 };
 use common::customer_token::Customer;
 
@@ -252,6 +252,39 @@ impl QueryRoot {
     async fn liability(&self, ctx: &Context<'_>, org_id: ID) -> QueryResult<Liability> {
         let points = crate::types::db(ctx).liability(&org_id).await?;
         Ok(Liability { points })
+    }
+
+    /// The org's liability at the end of each UTC day of the last `days` days (today
+    /// included, 1 to 731), oldest first, every day listed. Analyst keys.
+    #[graphql(guard = "OrgGuard::new(Access::Analyst, &org_id)")]
+    async fn liability_history(
+        &self,
+        ctx: &Context<'_>,
+        org_id: ID,
+        #[graphql(default = 90)] days: i32,
+    ) -> QueryResult<Vec<LiabilityDay>> {
+        let today = Utc::now().date_naive();
+        let first = window_start("days", today, days)?;
+        let moves = crate::types::db(ctx)
+            .liability_moves(&org_id, start_of(first))
+            .await?;
+        liability_days(&moves, first, today)
+    }
+
+    /// Members who moved between RFM segments on each UTC day of the last `days` days (today
+    /// included, 1 to 731), per move, oldest day first. Analyst keys.
+    #[graphql(guard = "OrgGuard::new(Access::Analyst, &org_id)")]
+    async fn segment_transition_counts(
+        &self,
+        ctx: &Context<'_>,
+        org_id: ID,
+        #[graphql(default = 30)] days: i32,
+    ) -> QueryResult<Vec<SegmentTransitionCount>> {
+        let first = window_start("days", Utc::now().date_naive(), days)?;
+        let rows = crate::types::db(ctx)
+            .transition_counts(&org_id, start_of(first))
+            .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     /// The org's members, filtered and paged (keyset: every member is listed exactly once

@@ -20,6 +20,7 @@ mod rfm;
 mod simulation;
 mod stamps;
 mod tier;
+mod trends;
 
 pub use achievements::{AchievementDefinition, AchievementProgress, AchievementStats, Badge, NearUnlock};
 pub use balance::{Balance, Liability, PointsExpiry};
@@ -34,6 +35,7 @@ pub use rfm::{check_segment, Rfm, RfmCell, SegmentCount, SegmentTransition};
 pub use simulation::Simulation;
 pub use stamps::{StampCard, StampCardDefinition};
 pub use tier::{TierChange, TierCount, TierProgress};
+pub use trends::{liability_days, start_of, window_start, LiabilityDay, SegmentTransitionCount};
 
 fn loaders<'a>(ctx: &Context<'a>) -> &'a Loaders {
     ctx.data_unchecked::<Loaders>()

@@ -58,6 +58,17 @@ impl Program {
             .map(StampCardDefinition)
             .collect()
     }
+    /// The org's store locations (where purchases happen and leaderboards are kept), by id.
+    async fn locations(&self) -> Vec<Location> {
+        self.0
+            .locations
+            .iter()
+            .map(|location| Location {
+                location_id: location.location_id.clone(),
+                name: location.name.clone(),
+            })
+            .collect()
+    }
     /// The IANA time zone of schedules, per-member limits and the earn cap (`UTC` by default).
     async fn time_zone(&self) -> &str {
         self.0.config.time_zone.name()
@@ -97,6 +108,13 @@ pub struct ProgramTier {
     pub threshold_points: i64,
     /// Earn multiplier in basis points (10000 = 1.0×).
     pub multiplier_bps: i32,
+}
+
+/// A store location of the org.
+#[derive(SimpleObject)]
+pub struct Location {
+    pub location_id: String,
+    pub name: String,
 }
 
 /// An entry of the rewards catalogue.

@@ -32,6 +32,11 @@ impl Stack {
     /// Starts everything and configures [`ORG`]: EUR, 1 point per euro, the default tiers, a
     /// coffee card (3 stamps), two rewards, location [`LOCATION`].
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// [`Stack::start`] with the query service's configuration adjusted by `configure`.
+    pub async fn start_with(configure: impl FnOnce(&mut query_service::Config)) -> Self {
         let db = TestDb::new().await;
         let nats = TestNats::new().await;
         let commands = spawn_command_service(&db, &nats).await;
@@ -47,6 +52,7 @@ impl Stack {
         }
         let mut config = query_config(&db, &nats);
         config.command_api_url = commands.base_url();
+        configure(&mut config);
         let query = spawn_query_service_config(config).await;
         let keys = OrgKeys::create(&db, ORG).await;
         let stack = Stack {
