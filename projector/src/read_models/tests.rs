@@ -170,6 +170,7 @@ fn every_table_of_the_schema_belongs_to_one_read_model_or_to_the_progress() {
     let migrations = [
         include_str!("../../../schema/migrations/0004_read_models.sql"),
         include_str!("../../../schema/migrations/0007_promotion_read_models.sql"),
+        include_str!("../../../schema/migrations/0008_achievements_and_simulations.sql"),
     ];
     let mut created: Vec<&str> = migrations
         .iter()
