@@ -261,7 +261,11 @@ pub fn decode_member(
 /// Decodes a member event from its `event_type`, `event_version` and the payload's JSON text.
 /// A payload at the current version is read straight into the typed event (no intermediate
 /// `Value`: what a replay of millions of events spends most on); an older one is upcast first.
-pub fn decode_member_text(event_type: &str, event_version: &str, payload: &str) -> Result<MemberEvent, CodecError> {
+pub fn decode_member_text(
+    event_type: &str,
+    event_version: &str,
+    payload: &str,
+) -> Result<MemberEvent, CodecError> {
     if event_version != current_version(event_type) {
         let value: Value = serde_json::from_str(payload).map_err(|error| CodecError::BadPayload {
             aggregate_type: MemberEvent::AGGREGATE_TYPE.to_owned(),
