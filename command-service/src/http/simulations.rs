@@ -91,12 +91,12 @@ pub async fn simulate(
             return Err(domain::ProgramError::NotConfigured.into());
         };
         let locations = program.locations.keys().cloned().collect();
-        if let Err(domain::ProgramError::InvalidConfig { field, message }) =
-            request.draft.validate(&locations)
-        {
-            return Err(unprocessable(&format!("draft.{field}"), message));
-        } else if let Err(error) = request.draft.validate(&locations) {
-            return Err(unprocessable("draft.currency", error.to_string()));
+        match request.draft.validate(&locations) {
+            Ok(()) => {}
+            Err(domain::ProgramError::InvalidConfig { field, message }) => {
+                return Err(unprocessable(&format!("draft.{field}"), message))
+            }
+            Err(error) => return Err(unprocessable("draft.currency", error.to_string())),
         }
         let run = Request {
             org_id: org.clone(),

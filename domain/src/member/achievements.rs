@@ -49,10 +49,27 @@ impl Visit<'_> {
     }
 }
 
-/// The member's purchases as visits; `transaction_id`'s refunded total replaced by
-/// `refunded_total_minor` when a refund is being judged.
-pub fn visits<'m>(member: &'m Member, refund: Option<(&str, i64)>) -> Vec<Visit<'m>> {
-    member
+/// What is being judged: a purchase about to be recorded, or a refund bringing a purchase's
+/// refunded total to `refunded_total_minor`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Change<'a> {
+    Purchase(Visit<'a>),
+    Refund {
+        transaction_id: &'a str,
+        refunded_total_minor: i64,
+    },
+}
+
+/// The member's purchases as visits, with `change` applied.
+fn visits<'a>(member: &'a Member, change: Change<'a>) -> Vec<Visit<'a>> {
+    let refund = match change {
+        Change::Refund {
+            transaction_id,
+            refunded_total_minor,
+        } => Some((transaction_id, refunded_total_minor)),
+        Change::Purchase(_) => None,
+    };
+    let mut visits: Vec<Visit<'a>> = member
         .purchases
         .iter()
         .map(|(transaction_id, p)| {
@@ -66,7 +83,11 @@ pub fn visits<'m>(member: &'m Member, refund: Option<(&str, i64)>) -> Vec<Visit<
                 net_minor: p.amount_minor - refunded,
             }
         })
-        .collect()
+        .collect();
+    if let Change::Purchase(visit) = change {
+        visits.push(visit);
+    }
+    visits
 }
 
 /// The progress of `achievement` at `at` over `visits`, in the criterion's unit.
@@ -116,16 +137,22 @@ pub(crate) struct Judgement<'p> {
     pub unlocked: Vec<&'p Achievement>,
 }
 
-/// Judges `achievements` at `at` over `visits`; unlocks only when `may_unlock` (purchases).
+/// Judges `achievements` at `at` after `change`; only a purchase may unlock. Nothing is read of
+/// the member's history when the program has no achievements.
 pub(crate) fn judge<'p>(
     member: &Member,
     achievements: &'p [Achievement],
     time_zone: TimeZone,
     at: DateTime<Utc>,
-    visits: &[Visit<'_>],
-    may_unlock: bool,
+    change: Change<'_>,
 ) -> Judgement<'p> {
     let mut judgement = Judgement::default();
+    if achievements.is_empty() {
+        return judgement;
+    }
+    let may_unlock = matches!(change, Change::Purchase(_));
+    let visits = visits(member, change);
+    let visits = visits.as_slice();
     for achievement in achievements {
         let state = member.achievements.get(&achievement.achievement_id);
         if state.is_some_and(|s| s.unlocked_at.is_some()) {

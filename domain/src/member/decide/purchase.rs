@@ -8,7 +8,7 @@ use chrono::{DateTime, SubsecRound as _, Utc};
 use super::checks::{add_days, check_amount, check_id, enrolled};
 use super::items::check_items;
 use crate::ids::is_slug;
-use crate::member::achievements::{judge, visits, Visit};
+use crate::member::achievements::{judge, Change, Visit};
 use crate::member::commands::{Purchase, Receipt};
 use crate::member::earn::{earn, Breakdown, EarnRules, Line, PurchaseFacts};
 use crate::member::errors::MemberError;
@@ -236,19 +236,17 @@ pub(super) fn record_purchase(member: &Member, command: Purchase) -> Result<Vec<
         }
     }
 
-    let mut visits = visits(member, None);
-    visits.push(Visit {
+    let visit = Visit {
         occurred_at,
         location_id: &location_id,
         net_minor: amount_minor,
-    });
+    };
     let judgement = judge(
         member,
         &config.achievements,
         config.time_zone,
         occurred_at,
-        &visits,
-        true,
+        Change::Purchase(visit),
     );
     if !judgement.progressed.is_empty() {
         events.push(MemberEvent::AchievementProgressed {
@@ -258,7 +256,7 @@ pub(super) fn record_purchase(member: &Member, command: Purchase) -> Result<Vec<
     }
     // Rewards are credited after the purchase's own points, in program order.
     let mut balance = balance_after;
-    let mut lifetime = member.points.lifetime_earned + points;
+    let mut lifetime = member.points.lifetime_earned.saturating_add(points);
     for achievement in judgement.unlocked {
         let overflow = MemberError::Overflow {
             field: "reward_points",

@@ -1,7 +1,7 @@
 //! Refunds: a purchase's points are clawed back in proportion to what is refunded.
 
 use super::checks::{check_amount, check_id, enrolled};
-use crate::member::achievements::{judge, visits};
+use crate::member::achievements::{judge, Change};
 use crate::member::commands::Refund;
 use crate::member::errors::MemberError;
 use crate::member::events::MemberEvent;
@@ -62,8 +62,11 @@ pub(super) fn refund_purchase(member: &Member, command: Refund) -> Result<Vec<Me
     let qualifying_points = member.qualifying_points(at, window) - own_clawback;
     // Progress moves with refunds (spend is net); a refund never unlocks nor takes back.
     let config = &program.config;
-    let visits = visits(member, Some((&transaction_id, refunded_total_minor)));
-    let progressed = judge(member, &config.achievements, config.time_zone, at, &visits, false).progressed;
+    let change = Change::Refund {
+        transaction_id: &transaction_id,
+        refunded_total_minor,
+    };
+    let progressed = judge(member, &config.achievements, config.time_zone, at, change).progressed;
     let mut events = vec![MemberEvent::PurchaseRefunded {
         refund_id,
         transaction_id,
