@@ -9,6 +9,7 @@
 #     at 32 terminals a purchase with 10 active promotions and basket lines vs none;
 #  3. projection lag p50/p99 at a sustained 1,000 purchases/s, or at the highest rate of
 #     BENCH_LAG_RATES the platform sustains (loadgen, open loop);
+# 3a. overload: twice the capacity of step 2 at 32 terminals, open loop: accepted vs shed;
 #  4. the realistic POS mix with its consistency check;
 #  5. command latency on a member with 10,000 events vs a new member (loadgen history);
 #  6. GraphQL: the storefront member query vs `{ __typename }` at 32 connections;
@@ -26,7 +27,7 @@
 # Environment (defaults in brackets): BENCH_OUT [bench-out/<time>], BENCH_DB [loyalty_bench],
 # BENCH_DURATION seconds per measured run [30], BENCH_WARMUP [5], BENCH_CONCURRENCIES
 # ["1 8 32 64"], BENCH_LAG_RATES ["1000 800 600 400 200"], BENCH_LAG_DURATION [60],
-# BENCH_REPLAY_EVENTS [1000000], BENCH_HISTORY_EVENTS [10000], BENCH_KEEP=1 keeps the database afterwards,
+# BENCH_OVERLOAD_DURATION [60], BENCH_REPLAY_EVENTS [1000000], BENCH_HISTORY_EVENTS [10000], BENCH_KEEP=1 keeps the database afterwards,
 # BENCH_COMMIT names the commit when the sources are not a git checkout (e.g. from `git archive`).
 #
 # To measure exactly one commit while others edit the working tree:
@@ -42,6 +43,7 @@ WARMUP=${BENCH_WARMUP:-5}
 CONCURRENCIES=${BENCH_CONCURRENCIES:-"1 8 32 64"}
 LAG_RATES=${BENCH_LAG_RATES:-"1000 800 600 400 200"}
 LAG_DURATION=${BENCH_LAG_DURATION:-60}
+OVERLOAD_DURATION=${BENCH_OVERLOAD_DURATION:-60}
 REPLAY_EVENTS=${BENCH_REPLAY_EVENTS:-1000000}
 HISTORY_EVENTS=${BENCH_HISTORY_EVENTS:-10000}
 
@@ -251,6 +253,18 @@ if [ -n "$LAG_RATE" ]; then
         --json "$OUT/lag_graphql_r$LAG_RATE.json"
 fi
 
+# --- 3a. overload: twice the measured capacity, open loop -------------------------------------------
+# Offered twice what 32 terminals achieved in step 2 for BENCH_OVERLOAD_DURATION seconds: the
+# accepted requests must stay fast and the rest be shed at once (503 with Retry-After), with no
+# timeouts and no other error (issue 15).
+capacity=$(jq -r '.commands_per_second | floor' "$OUT/purchases_c32.json" 2>/dev/null || echo 500)
+OVERLOAD_RATE=$((capacity * 2))
+echo "$capacity $OVERLOAD_RATE" >"$OUT/overload_rate.txt"
+logged "overload_r$OVERLOAD_RATE" "${LOADGEN[@]}" run "${TARGET[@]}" --mix purchase=1 --rate "$OVERLOAD_RATE" \
+    --orgs 4 --members 5000 --duration "$OVERLOAD_DURATION" --warmup "$WARMUP" --no-lag "${WATCH[@]}" \
+    --json "$OUT/overload.json"
+wait_projected 900
+
 # --- 4. the realistic mix, with its consistency check ---------------------------------------------
 # The check includes `projector audit` (the whole log replayed and compared) once the run settled.
 logged mixed_c32 "${LOADGEN[@]}" run "${TARGET[@]}" --concurrency 32 --orgs 4 --members 1000 \
@@ -346,6 +360,11 @@ echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine
         jq -r '"- \(.mode), lag seen in the \(.lag.source): \(.commands_per_second)/s achieved, errors \(.errors_total); lag p50 \(.lag.samples.p50_ms) ms, p99 \(.lag.samples.p99_ms) ms, p99.9 \(.lag.samples.p999_ms) ms, max \(.lag.samples.max_ms) ms (n=\(.lag.samples.count), timeouts \(.lag.timeouts), unresolved \(.lag.unresolved)); command p99 \(.latency.p99_ms) ms"' "$f"
     done
     echo "- sustained rate: $(cat "$OUT/lag_rate.txt")"
+    echo
+    echo "## Overload: twice the capacity, open loop"
+    echo
+    read -r capacity overload_rate <"$OUT/overload_rate.txt"
+    jq -r --arg cap "$capacity" --arg rate "$overload_rate" '"- offered \($rate)/s for \(.measured_seconds) s (twice the \($cap)/s of 32 terminals): accepted \(.commands_per_second)/s with p50 \(.latency.p50_ms) ms, p99 \(.latency.p99_ms) ms, max \(.latency.max_ms) ms; shed \(.shed_total) (answered in p99 \(.shed_latency.p99_ms) ms, max \(.shed_latency.max_ms) ms): \(.shed); errors \(.errors_total): \(.errors)"' "$OUT/overload.json"
     echo
     echo "## Realistic mix (32 terminals)"
     echo

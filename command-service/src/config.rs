@@ -40,6 +40,14 @@ pub struct Config {
     /// Largest request body accepted, in bytes.
     #[arg(long, global = true, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
+    /// Most API requests worked on at once; beyond it a request is answered 503 `overloaded`
+    /// with `Retry-After` at once instead of queueing (0: no bound).
+    #[arg(long, global = true, env = "MAX_IN_FLIGHT", default_value_t = 64)]
+    pub max_in_flight: usize,
+    /// Requests per second each API key may make (a burst of one second's worth); beyond it
+    /// 429 `rate_limited` with `Retry-After` (0: no limit).
+    #[arg(long, global = true, env = "RATE_LIMIT_PER_KEY", default_value_t = 0)]
+    pub rate_limit_per_key: u32,
     /// Longest a request may take before it is answered 503 `timeout`, in seconds (0: no limit).
     /// A write keeps running to its end; a retry with its Idempotency-Key gets its answer.
     #[arg(long, global = true, env = "REQUEST_TIMEOUT_SECS", default_value_t = 0)]
@@ -77,6 +85,8 @@ impl Config {
             aggregate_cache_size: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
             command_max_attempts: 10,
             max_body_bytes: 64 * 1024,
+            max_in_flight: 64,
+            rate_limit_per_key: 0,
             request_timeout_secs: 0,
             idempotency_lease_secs: 30,
             idempotency_retention_hours: 168,

@@ -82,7 +82,11 @@ pub async fn run(
         commands,
         idempotency.clone(),
         tasks.clone(),
-        config.max_body_bytes,
+        http::state::Limits {
+            max_body_bytes: config.max_body_bytes,
+            max_in_flight: config.max_in_flight,
+            rate_per_key: config.rate_limit_per_key,
+        },
     );
 
     let stop = CancellationToken::new();

@@ -11,6 +11,7 @@
 //!   signing secrets of each org and the customer tokens they sign.
 //! - [`credentials`]: keys and secrets cached per process, invalidated by LISTEN/NOTIFY.
 //! - [`simulation`]: what-if simulations run against the event store, and their stored reports.
+//! - [`overload`]: bounded requests in flight and per-key rates: overload shed, not queued.
 //! - [`shutdown`]: the signal every service's graceful shutdown waits for.
 //! - [`exit_code`]: how a binary reports a failure from `main`.
 
@@ -20,6 +21,7 @@ pub mod customer_token;
 pub mod health;
 pub mod keys;
 pub mod metrics;
+pub mod overload;
 pub mod shutdown;
 pub mod signing_secrets;
 pub mod simulation;

@@ -25,6 +25,12 @@ pub struct RunReport {
     pub latency: LatencySummary,
     pub by_kind: BTreeMap<String, LatencySummary>,
     pub errors: BTreeMap<String, u64>,
+    /// Requests refused at once because the platform was overloaded or a key over its rate
+    /// (503 `overloaded`, 429 `rate_limited`): not errors, counted here and not in `errors`.
+    pub shed_total: u64,
+    pub shed: BTreeMap<String, u64>,
+    /// How long a shed request waited for its refusal.
+    pub shed_latency: LatencySummary,
     pub lag: Option<LagReport>,
     pub resources: Option<ResourceReport>,
     pub consistency: Option<ConsistencyReport>,
@@ -47,6 +53,17 @@ impl RunReport {
         let _ = writeln!(out, "latency (all ok):  {}", self.latency.line());
         for (kind, summary) in &self.by_kind {
             let _ = writeln!(out, "  {kind:<9} {}", summary.line());
+        }
+        if self.shed_total > 0 {
+            let _ = writeln!(
+                out,
+                "shed (refused at once, to retry later): {}   answered in {}",
+                self.shed_total,
+                self.shed_latency.line()
+            );
+            for (kind, count) in &self.shed {
+                let _ = writeln!(out, "  {count:>8}  {kind}");
+            }
         }
         if self.errors.is_empty() {
             let _ = writeln!(out, "errors by kind: none");

@@ -320,6 +320,9 @@ pub async fn run_workload(args: RunArgs) -> anyhow::Result<RunReport> {
             .map(|(k, v)| ((*k).to_owned(), v.summary()))
             .collect(),
         errors: recorder.errors.clone(),
+        shed_total: recorder.shed_count(),
+        shed: recorder.shed.clone(),
+        shed_latency: recorder.shed_latency.summary(),
         lag: lag_report,
         resources,
         consistency,

@@ -102,8 +102,19 @@ pub struct Recorder {
     pub all: Latencies,
     /// Successful operations per kind (`purchase`, `refund`, ...).
     pub by_kind: BTreeMap<&'static str, Latencies>,
-    /// Failed operations per error kind.
+    /// Failed operations per error kind (shed requests are not failures: see `shed`).
     pub errors: BTreeMap<String, u64>,
+    /// Requests the platform refused because it was overloaded (503 `overloaded`) or the key
+    /// was over its rate (429 `rate_limited`), per kind: answered at once and meant to be
+    /// retried later, so counted apart from errors.
+    pub shed: BTreeMap<String, u64>,
+    /// How long the shed requests waited for their refusal.
+    pub shed_latency: Latencies,
+}
+
+/// Whether an error kind (`HTTP 503 overloaded`, ...) is a refusal to take more load.
+pub fn is_shed(error: &str) -> bool {
+    error.starts_with("HTTP 503 overloaded") || error.starts_with("HTTP 429 rate_limited")
 }
 
 impl Recorder {
@@ -114,6 +125,20 @@ impl Recorder {
 
     pub fn error(&mut self, kind: &'static str, error: String) {
         *self.errors.entry(format!("{kind}: {error}")).or_default() += 1;
+    }
+
+    /// A failed operation after `latency`: shed or an error.
+    pub fn failed(&mut self, kind: &'static str, error: String, latency: Duration) {
+        if is_shed(&error) {
+            self.shed_latency.record(latency);
+            *self.shed.entry(format!("{kind}: {error}")).or_default() += 1;
+        } else {
+            self.error(kind, error);
+        }
+    }
+
+    pub fn shed_count(&self) -> u64 {
+        self.shed.values().sum()
     }
 
     pub fn error_count(&self) -> u64 {
@@ -149,5 +174,20 @@ mod tests {
         assert_eq!(recorder.error_count(), 2);
         assert_eq!(recorder.errors["refund: HTTP 422 refund_exceeds_purchase"], 2);
         assert_eq!(rate(500, Duration::from_secs(2)), 250.0);
+    }
+
+    #[test]
+    fn shed_requests_are_counted_apart_from_errors() {
+        let mut recorder = Recorder::default();
+        recorder.failed("purchase", "HTTP 503 overloaded".into(), Duration::from_millis(3));
+        recorder.failed(
+            "purchase",
+            "HTTP 429 rate_limited".into(),
+            Duration::from_millis(1),
+        );
+        recorder.failed("purchase", "HTTP 503 timeout".into(), Duration::from_secs(1));
+        assert_eq!(recorder.shed_count(), 2);
+        assert_eq!(recorder.shed_latency.count(), 2);
+        assert_eq!(recorder.error_count(), 1, "a timeout is an error, not a refusal");
     }
 }

@@ -91,7 +91,7 @@ impl Workload {
                 self.ok.fetch_add(1, Ordering::Relaxed);
             }
             Err(error) => {
-                recorder.error(kind, error);
+                recorder.failed(kind, error, latency);
                 self.errors.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -31,6 +31,8 @@ pub struct AppState {
     pub credentials: Credentials,
     /// Demo customer tokens (`--widget-demo`); `None` unless enabled.
     pub demo: Option<crate::storefront::DemoTokens>,
+    /// The bound on queries in flight (`common::overload`).
+    pub in_flight: common::overload::InFlight,
 }
 
 /// The HTTP routes of the GraphQL API (without the health router).
@@ -61,6 +63,9 @@ fn cors() -> tower_http::cors::CorsLayer {
 
 async fn graphql(State(state): State<AppState>, headers: HeaderMap, request: GraphQLRequest) -> Response {
     let started = Instant::now();
+    let Some(_admitted) = state.in_flight.try_admit() else {
+        return overloaded();
+    };
     let header = |name: &str| {
         headers
             .get(name)
@@ -144,6 +149,25 @@ fn error_response(error: QueryError) -> Response {
     server_error.extensions = async_graphql::Error::from(error).extensions;
     let body = async_graphql::Response::from_errors(vec![server_error]);
     (status, GraphQLResponse::from(body)).into_response()
+}
+
+/// A query shed because the process is at capacity: 503 with `Retry-After`, in the GraphQL
+/// error shape.
+fn overloaded() -> Response {
+    let mut error = async_graphql::ServerError::new(
+        "the service is at capacity; retry after the time in Retry-After",
+        None,
+    );
+    let mut extensions = async_graphql::ErrorExtensionValues::default();
+    extensions.set("code", "OVERLOADED");
+    error.extensions = Some(extensions);
+    let body = async_graphql::Response::from_errors(vec![error]);
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, GraphQLResponse::from(body)).into_response();
+    let retry_after = common::overload::retry_after_secs(common::overload::RETRY_AFTER);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
+    response
 }
 
 async fn sdl(State(state): State<AppState>) -> impl IntoResponse {

@@ -76,6 +76,11 @@ pub struct Config {
     /// production.
     #[arg(long, env = "WIDGET_DEMO", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub widget_demo: bool,
+    /// Most GraphQL requests (`POST /graphql`) worked on at once; beyond it a request is
+    /// answered 503 `OVERLOADED` with `Retry-After` at once instead of queueing (0: no bound).
+    /// Subscriptions are not counted: they hold a connection, not work.
+    #[arg(long, env = "GRAPHQL_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub max_in_flight: usize,
 }
 
 /// The command API `redeemReward` calls unless `--command-api-url` says otherwise (the command
@@ -93,6 +98,7 @@ impl Config {
             secrets: common::config::SecretsArgs::default(),
             command_api_url: DEFAULT_COMMAND_API_URL.to_owned(),
             widget_demo: false,
+            max_in_flight: 64,
         }
     }
 }
@@ -151,6 +157,7 @@ pub async fn run(
         schemas,
         credentials,
         demo: demo.clone(),
+        in_flight: common::overload::InFlight::new(config.max_in_flight, "graphql"),
     })
     .merge(web::router(demo))
     .merge(common::health::router(pool, Some(nats)));

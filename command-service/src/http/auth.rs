@@ -100,6 +100,12 @@ impl FromRequestParts<AppState> for Caller {
             .await?
             .ok_or(ApiError::InvalidCredentials)?;
         tracing::Span::current().record("key_id", tracing::field::display(key.key_id));
+        state
+            .key_rate()
+            .check(key.key_id)
+            .map_err(|wait| ApiError::RateLimited {
+                retry_after_secs: common::overload::retry_after_secs(wait),
+            })?;
         let customer_token = parts
             .headers
             .get(CUSTOMER_TOKEN_HEADER)

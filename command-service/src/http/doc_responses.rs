@@ -4,7 +4,18 @@
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
 
 /// Statuses any operation may answer before its handler runs, with why.
-const COMMON: &[(&str, &str)] = &[("401", "No, malformed or unknown API key")];
+const COMMON: &[(&str, &str)] = &[
+    ("401", "No, malformed or unknown API key"),
+    (
+        "429",
+        "The API key is over its rate (`rate_limited`); `Retry-After` says when to come back",
+    ),
+    (
+        "503",
+        "The service is at capacity (`overloaded`), or the request took too long (`timeout`); \
+         `Retry-After` says when to retry, with the same Idempotency-Key for a write",
+    ),
+];
 
 /// Statuses any operation with a JSON body may answer before its handler runs.
 const WITH_BODY: &[(&str, &str)] = &[("415", "The body is not sent as application/json")];

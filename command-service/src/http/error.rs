@@ -81,6 +81,12 @@ pub enum ApiError {
     Timeout,
     #[error(transparent)]
     Command(#[from] CommandError),
+    /// More requests in flight than this process takes (SPEC §7: shed, not queued).
+    #[error("the service is at capacity; retry after the time in Retry-After (a write with the same Idempotency-Key)")]
+    Overloaded,
+    /// The API key made more requests than its rate allows.
+    #[error("this API key is over its request rate; retry after the time in Retry-After")]
+    RateLimited { retry_after_secs: u64 },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -145,7 +151,8 @@ impl ApiError {
             ApiError::IdempotencyKeyReused | ApiError::RequestInProgress => StatusCode::CONFLICT,
             ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Command(error) => match error {
                 C::Member(error) => member_status(error),
@@ -179,6 +186,8 @@ impl ApiError {
             ApiError::RouteNotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Timeout => "timeout",
+            ApiError::Overloaded => "overloaded",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Internal(_) => "internal",
             ApiError::Command(error) => match error {
                 C::Member(error) => error.code(),
@@ -279,6 +288,7 @@ impl IntoResponse for ApiError {
                 && !matches!(
                     self,
                     ApiError::Timeout
+                        | ApiError::Overloaded
                         | ApiError::Command(CommandError::Contention(_) | CommandError::BudgetContention)
                 ) {
             // Logged with its cause here; the client only learns that it failed.
@@ -302,10 +312,16 @@ impl IntoResponse for ApiError {
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             ApiError::RequestInProgress
+            | ApiError::Overloaded
             | ApiError::Command(CommandError::Contention(_) | CommandError::BudgetContention) => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::RateLimited { retry_after_secs } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}
         }

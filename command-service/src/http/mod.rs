@@ -1,6 +1,6 @@
 //! The HTTP API (SPEC §7, §8): the routes, with the layers of [`layers`] (request id, tracing
 //! span, timeout, Prometheus metrics), the [`openapi`] document, and the health endpoints from
-//! `common`. A write handler takes a [`command_request::Write`], which authorizes ([`auth`]),
+//! `common`; API requests beyond the process's bound are shed by [`overload`]. A write handler takes a [`command_request::Write`], which authorizes ([`auth`]),
 //! checks the `Idempotency-Key` and parses the body ([`extract`]); [`write`] runs it under its
 //! key; [`error`] is the one error type of the boundary.
 
@@ -22,6 +22,7 @@ pub mod member_requests;
 pub mod member_view;
 pub mod members;
 pub mod openapi;
+pub mod overload;
 pub mod program;
 pub mod promotion_docs;
 pub mod promotions;
@@ -136,6 +137,7 @@ pub fn router(
         )
         .route("/openapi.json", get(openapi::serve))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), overload::admit))
         .with_state(state)
         .merge(health)
         .fallback(not_found)

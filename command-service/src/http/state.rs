@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use common::credentials::Credentials;
+use common::overload::{InFlight, KeyRate};
 use sqlx::PgPool;
 use tokio_util::task::TaskTracker;
 
@@ -22,6 +23,18 @@ struct Inner {
     idempotency: Idempotency,
     tasks: TaskTracker,
     max_body_bytes: usize,
+    in_flight: InFlight,
+    key_rate: KeyRate,
+}
+
+/// How much load one process takes before it sheds (`common::overload`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    /// Requests worked on at once (0: no bound).
+    pub max_in_flight: usize,
+    /// Requests per second and API key (0: no limit).
+    pub rate_per_key: u32,
 }
 
 impl AppState {
@@ -31,7 +44,7 @@ impl AppState {
         commands: Commands,
         idempotency: Idempotency,
         tasks: TaskTracker,
-        max_body_bytes: usize,
+        limits: Limits,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -40,7 +53,9 @@ impl AppState {
                 commands,
                 idempotency,
                 tasks,
-                max_body_bytes,
+                max_body_bytes: limits.max_body_bytes,
+                in_flight: InFlight::new(limits.max_in_flight, "command"),
+                key_rate: KeyRate::new(limits.rate_per_key, "command"),
             }),
         }
     }
@@ -69,5 +84,15 @@ impl AppState {
 
     pub fn max_body_bytes(&self) -> usize {
         self.inner.max_body_bytes
+    }
+
+    /// The bound on requests in flight in this process.
+    pub fn in_flight(&self) -> &InFlight {
+        &self.inner.in_flight
+    }
+
+    /// The rate of each API key.
+    pub fn key_rate(&self) -> &KeyRate {
+        &self.inner.key_rate
     }
 }

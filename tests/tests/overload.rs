@@ -1,0 +1,272 @@
+//! Overload is shed, not queued (issue 15, SPEC §7): a process that already works on as many
+//! requests as it takes answers the next one at once with 503 `overloaded` and `Retry-After`,
+//! stores nothing for it, and stays healthy; a key over its rate gets 429 `rate_limited`; the
+//! query service sheds queries the same way. Work is held in flight by locking the tables the
+//! requests need, so nothing here depends on timing.
+
+use std::time::Duration;
+
+use common::keys::Role;
+use futures::future::join_all;
+use loyalty_tests::{
+    command_config, query_config, spawn_command_service_with, spawn_query_service_config, ApiClient,
+    ApiResponse, OrgKeys, TestDb, TestNats,
+};
+use serde_json::json;
+use sqlx::{Connection as _, PgConnection};
+use uuid::Uuid;
+
+/// Waits until `n` statements of `db` wait for a lock (the requests held in flight).
+async fn wait_for_lock_waiters(db: &TestDb, n: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(db.name())
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        if waiting >= n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{waiting} of {n} requests got in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn enroll(admin: &ApiClient, key: &str) -> Uuid {
+    let answer = admin.post("/v1/orgs/acme/members", key, &json!({})).await;
+    assert_eq!(answer.status, 201, "{}", answer.text);
+    answer.body["member_id"].as_str().unwrap().parse().unwrap()
+}
+
+async fn set_up(admin: &ApiClient) -> Uuid {
+    let program = json!({
+        "currency": "EUR",
+        "tiers": [{"name": "Member", "threshold_points": 0, "multiplier_bps": 10000}]
+    });
+    assert_eq!(
+        admin.put("/v1/orgs/acme/program", "p", &program).await.status,
+        200
+    );
+    let location = json!({"location_id": "store-1", "name": "Store"});
+    assert_eq!(
+        admin.post("/v1/orgs/acme/locations", "l", &location).await.status,
+        201
+    );
+    let answer = admin.post("/v1/orgs/acme/members", "m", &json!({})).await;
+    assert_eq!(answer.status, 201, "{}", answer.text);
+    answer.body["member_id"].as_str().unwrap().parse().unwrap()
+}
+
+fn purchase(n: usize) -> serde_json::Value {
+    json!({
+        "transaction_id": format!("T-{n}"),
+        "location_id": "store-1",
+        "amount_minor": 1_000,
+        "currency": "EUR",
+        "occurred_at": chrono::Utc::now(),
+    })
+}
+
+async fn purchases_in_store(db: &TestDb) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'PurchaseRecorded'")
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+}
+
+/// The value of a Prometheus sample line starting with `prefix`, if present.
+fn sample(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(prefix))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+fn retry_after(answer: &ApiResponse) -> u64 {
+    answer
+        .headers
+        .get("retry-after")
+        .unwrap_or_else(|| panic!("no Retry-After on {} {}", answer.status, answer.text))
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn requests_beyond_the_bound_are_shed_at_once_and_change_nothing() {
+    let db = TestDb::new().await;
+    let nats = TestNats::new().await;
+    let mut config = command_config(&db, &nats);
+    config.max_in_flight = 2;
+    let service = spawn_command_service_with(config).await;
+    let keys = OrgKeys::create(&db, "acme").await;
+    let admin = service.client(&keys.admin);
+    let pos = service.client(&keys.pos);
+    let member = set_up(&admin).await;
+    let other = enroll(&admin, "m2").await;
+    let path = format!("/v1/orgs/acme/members/{member}/purchases");
+
+    // Two purchases (of two members: one member's commands queue in the process) that cannot
+    // finish while the event store is locked.
+    let mut lock = PgConnection::connect(db.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
+    sqlx::query("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let held: Vec<_> = [member, other]
+        .into_iter()
+        .enumerate()
+        .map(|(n, id)| {
+            let pos = pos.clone();
+            let path = format!("/v1/orgs/acme/members/{id}/purchases");
+            tokio::spawn(async move { pos.post(&path, &format!("held-{n}"), &purchase(n)).await })
+        })
+        .collect();
+    let anonymous = service.anonymous();
+    wait_for_lock_waiters(&db, 2).await;
+
+    // A third is refused while the two are still held: it did not wait in a queue.
+    let shed = pos.post(&path, "third", &purchase(3)).await;
+    assert_eq!(shed.status, 503, "{}", shed.text);
+    assert_eq!(shed.body["error"]["code"], "overloaded");
+    assert!(shed.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("capacity"));
+    assert_eq!(retry_after(&shed), 1);
+    assert!(
+        held.iter().all(|task| !task.is_finished()),
+        "the held requests are still running"
+    );
+    // Health and metrics stay answered.
+    assert_eq!(anonymous.get("/healthz").await.status, 200);
+    let metrics = anonymous.get("/metrics").await.text;
+    assert!(
+        sample(&metrics, "command_requests_shed_total{reason=\"in_flight\"}").unwrap_or(0.0) >= 1.0,
+        "{metrics}"
+    );
+
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    for task in held {
+        let answer = task.await.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.text);
+    }
+    assert_eq!(
+        purchases_in_store(&db).await,
+        2,
+        "the shed purchase stored nothing"
+    );
+    // Retried with its key, it is simply evaluated now.
+    let retried = pos.post(&path, "third", &purchase(3)).await;
+    assert_eq!(retried.status, 200, "{}", retried.text);
+    assert_eq!(purchases_in_store(&db).await, 3);
+
+    service.stop().await.unwrap();
+    nats.cleanup().await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_key_over_its_rate_gets_429_and_other_keys_do_not_notice() {
+    let db = TestDb::new().await;
+    let nats = TestNats::new().await;
+    let keys = OrgKeys::create(&db, "acme").await;
+    // Set up through a process without a rate; measure through one with one request per
+    // second and key.
+    let open = spawn_command_service_with(command_config(&db, &nats)).await;
+    let member = set_up(&open.client(&keys.admin)).await;
+    let mut config = command_config(&db, &nats);
+    config.relay_enabled = false;
+    config.rate_limit_per_key = 1;
+    let service = spawn_command_service_with(config).await;
+    let pos = service.client(&keys.pos);
+    let member_path = format!("/v1/orgs/acme/members/{member}");
+
+    let answers = join_all((0..12).map(|_| pos.get(&member_path))).await;
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    let limited: Vec<&ApiResponse> = answers.iter().filter(|a| a.status == 429).collect();
+    assert!(limited.len() >= 10, "a burst of one request passes: {statuses:?}");
+    for answer in &limited {
+        assert_eq!(answer.body["error"]["code"], "rate_limited");
+        assert!(retry_after(answer) >= 1);
+    }
+    // A write over the rate stores nothing.
+    let path = format!("/v1/orgs/acme/members/{member}/purchases");
+    let refused = pos.post(&path, "buy", &purchase(1)).await;
+    assert_eq!(refused.status, 429, "{}", refused.text);
+    assert_eq!(purchases_in_store(&db).await, 0);
+    // Another key is not affected.
+    assert_eq!(service.client(&keys.admin).get(&member_path).await.status, 200);
+    // After the wait it asked for, the same request goes through.
+    tokio::time::sleep(Duration::from_secs(retry_after(&refused))).await;
+    let accepted = pos.post(&path, "buy", &purchase(1)).await;
+    assert_eq!(accepted.status, 200, "{}", accepted.text);
+    assert_eq!(purchases_in_store(&db).await, 1);
+
+    service.stop().await.unwrap();
+    open.stop().await.unwrap();
+    nats.cleanup().await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_query_service_sheds_queries_beyond_its_bound() {
+    let db = TestDb::new().await;
+    let nats = TestNats::new().await;
+    let mut config = query_config(&db, &nats);
+    config.max_in_flight = 1;
+    let service = spawn_query_service_config(config).await;
+    let analyst = common::keys::create_key(db.pool(), "acme", Role::Analyst)
+        .await
+        .unwrap();
+    let query = json!({
+        "query": "query($org: ID!) { members(orgId: $org, first: 5) { edges { node { memberId } } } }",
+        "variables": {"org": "acme"},
+    });
+    let http = reqwest::Client::new();
+    let ask = || {
+        http.post(service.url("/graphql"))
+            .bearer_auth(&analyst)
+            .json(&query)
+            .send()
+    };
+    // Answered while nothing is held.
+    assert_eq!(ask().await.unwrap().status(), 200);
+
+    let mut lock = PgConnection::connect(db.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
+    sqlx::query("LOCK TABLE rm.member_directory IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let held = tokio::spawn(ask());
+    wait_for_lock_waiters(&db, 1).await;
+    let shed = ask().await.unwrap();
+    assert_eq!(shed.status(), 503);
+    assert_eq!(shed.headers()["retry-after"], "1");
+    let body: serde_json::Value = shed.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "OVERLOADED", "{body}");
+    assert!(!held.is_finished());
+    assert_eq!(
+        http.get(service.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    assert_eq!(held.await.unwrap().unwrap().status(), 200);
+    assert_eq!(ask().await.unwrap().status(), 200);
+
+    service.stop().await.unwrap();
+    nats.cleanup().await;
+    db.cleanup().await;
+}
