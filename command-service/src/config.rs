@@ -52,8 +52,9 @@ pub struct Config {
     /// A write keeps running to its end; a retry with its Idempotency-Key gets its answer.
     #[arg(long, global = true, env = "REQUEST_TIMEOUT_SECS", default_value_t = 0)]
     pub request_timeout_secs: u64,
-    /// How long a running request holds its Idempotency-Key before a retry may take it over.
-    #[arg(long, global = true, env = "IDEMPOTENCY_LEASE_SECS", default_value_t = 30)]
+    /// How long a request holds its Idempotency-Key unless renewed (every third of it while the
+    /// command runs): a retry after a crash waits at most this long for the key to free.
+    #[arg(long, global = true, env = "IDEMPOTENCY_LEASE_SECS", default_value_t = 3)]
     pub idempotency_lease_secs: u64,
     /// How long stored responses of completed requests are kept for replay.
     #[arg(
@@ -88,7 +89,7 @@ impl Config {
             max_in_flight: 64,
             rate_limit_per_key: 0,
             request_timeout_secs: 0,
-            idempotency_lease_secs: 30,
+            idempotency_lease_secs: 3,
             idempotency_retention_hours: 168,
             job_concurrency: 4,
             shutdown_grace_secs: 20,

@@ -5,15 +5,29 @@
 //! and *completed* with the exact response body after it succeeded. A request whose command fails
 //! releases its reservation: it changed nothing, so a retry is simply evaluated again.
 //!
+//! The lease is short (`IDEMPOTENCY_LEASE_SECS`, 3 s by default) and renewed every third of it
+//! while the command runs, so a reservation outlives its request by at most one lease: a
+//! terminal retrying after a crash of the command service or of Postgres gets its answer within
+//! a lease of the service being back, not after a long wait. Renewals are cheap: most commands
+//! end before the first one, and they go through this module's `synchronous_commit = off`
+//! connections.
+//!
 //! Crash windows, and why each is safe:
-//! - reserved, nothing else: a retry within the lease gets 409 `request_in_progress`; after the
-//!   lease it takes the reservation over and runs the command. Nothing was applied.
+//! - reserved, nothing else: a retry within the lease gets 409 `request_in_progress` (with
+//!   `Retry-After: 1`); after the lease it takes the reservation over and runs the command.
+//!   Nothing was applied.
 //! - reserved and events committed, response not stored (crash, or the store failed after the
 //!   append): after the lease a retry runs the command again. Every command is idempotent on its
 //!   business ids (transaction, refund, redemption, adjustment ids; enrolment of a member id
 //!   derived from the idempotency key; `as_of` of the jobs), so it appends nothing the second
 //!   time, and the command layer answers with the events recorded under this idempotency key.
 //! - completed: replayed byte for byte.
+//! - the request is alive but its renewals did not land in time (a stalled pool, a Postgres
+//!   restart): a retry takes the key over while the first request still runs. Both run the
+//!   command; the optimistic lock on the aggregate lets one append, and the other finds its
+//!   business id recorded and appends nothing. The retry holds the lease, so its response is the
+//!   one stored and replayed; the first request's `complete` finds its lease gone and stores
+//!   nothing, and its own answer reports the same events (those recorded under the key).
 //!
 //! Concurrent requests with one key: only one holds the reservation; the other gets 409
 //! `request_in_progress` (same request) or `idempotency_key_reused` (different request).

@@ -6,6 +6,16 @@
 //! (the messages are redelivered after `ack_wait`); a crash between commit and ack redelivers
 //! messages that the checkpoints then skip. A batch that fails for a reason worth retrying is
 //! nak'ed with a delay.
+//!
+//! Messages delivered to a projector that died (or lost in a NATS restart before they reached
+//! it) wait for an ack that nobody will send; the server would redeliver them only after
+//! `ack_wait`, and members with no later event would keep a stale read model until then. So the
+//! consumer does not wait: at start-up, and whenever its ack floor has not moved for
+//! [`STUCK_AFTER`] while messages wait for an ack, it is re-created starting just past the ack
+//! floor (every message after it is delivered again; those already applied are skipped by the
+//! per-aggregate checkpoints). This is sound only because a consumer name belongs to one
+//! projector process: two processes sharing a name would re-create it under each other, and
+//! their batches could race on a checkpoint. Run one projector per consumer name.
 
 use std::time::{Duration, Instant};
 
@@ -40,6 +50,10 @@ const LINGER: Duration = Duration::from_millis(20);
 const PENDING_REFRESH: Duration = Duration::from_secs(1);
 /// Delay of a redelivery after a failed batch.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// How long the ack floor may stand still, with messages waiting for an ack, before those
+/// messages are taken for lost and the consumer is re-created past the floor. Longer than a
+/// failed batch's [`RETRY_DELAY`] plus a batch; a wrong guess only redelivers a few messages.
+const STUCK_AFTER: Duration = Duration::from_secs(3);
 
 /// The stream of the event store, as the relay (`command_service::relay`) creates it: every
 /// subject under the prefix, on disk, with the relay's default ten-minute duplicate window for
@@ -55,7 +69,23 @@ pub fn stream_config(nats: &NatsArgs) -> stream::Config {
     }
 }
 
-/// Gets (or creates) the stream and the durable consumer.
+/// The durable consumer's configuration, delivering from `deliver_policy`.
+fn consumer_config(settings: &ConsumerSettings, deliver_policy: DeliverPolicy) -> PullConfig {
+    // One subject filter per consumer: nats-server 2.9 ignores `filter_subjects`.
+    PullConfig {
+        durable_name: Some(settings.name.clone()),
+        description: Some("loyalty projector: read models".to_owned()),
+        deliver_policy,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: settings.ack_wait,
+        filter_subject: domain::wire::all_subjects(&settings.nats.nats_subject_prefix),
+        max_ack_pending: i64::try_from(settings.batch_size.saturating_mul(4)).unwrap_or(i64::MAX),
+        ..Default::default()
+    }
+}
+
+/// Gets (or creates) the stream and the durable consumer; a consumer left with messages waiting
+/// for an ack (a projector died holding them) is re-created past its ack floor (module docs).
 pub async fn consumer(
     client: &async_nats::Client,
     settings: &ConsumerSettings,
@@ -65,21 +95,73 @@ pub async fn consumer(
         .get_or_create_stream(stream_config(&settings.nats))
         .await
         .with_context(|| format!("getting or creating stream {}", settings.nats.nats_stream))?;
-    // One subject filter per consumer: nats-server 2.9 ignores `filter_subjects`.
-    let config = PullConfig {
-        durable_name: Some(settings.name.clone()),
-        description: Some("loyalty projector: read models".to_owned()),
-        deliver_policy: DeliverPolicy::All,
-        ack_policy: AckPolicy::Explicit,
-        ack_wait: settings.ack_wait,
-        filter_subject: domain::wire::all_subjects(&settings.nats.nats_subject_prefix),
-        max_ack_pending: i64::try_from(settings.batch_size.saturating_mul(4)).unwrap_or(i64::MAX),
-        ..Default::default()
+    let consumer: PullConsumer = stream
+        .get_or_create_consumer(&settings.name, consumer_config(settings, DeliverPolicy::All))
+        .await
+        .with_context(|| format!("getting or creating consumer {}", settings.name))?;
+    let info = consumer.cached_info();
+    if info.num_ack_pending == 0 {
+        return Ok(consumer);
+    }
+    let ack_floor = info.ack_floor.stream_sequence;
+    tracing::info!(
+        consumer = %settings.name,
+        ack_pending = info.num_ack_pending,
+        ack_floor,
+        "messages delivered before this start wait for an ack: delivering again past the ack floor"
+    );
+    restart_past(&stream, settings, ack_floor).await
+}
+
+/// Deletes the durable consumer and creates it again, delivering from stream sequence
+/// `ack_floor + 1`.
+async fn restart_past(
+    stream: &stream::Stream,
+    settings: &ConsumerSettings,
+    ack_floor: u64,
+) -> anyhow::Result<PullConsumer> {
+    let deliver_policy = match ack_floor {
+        0 => DeliverPolicy::All,
+        floor => DeliverPolicy::ByStartSequence {
+            start_sequence: floor + 1,
+        },
     };
     stream
-        .get_or_create_consumer(&settings.name, config)
+        .delete_consumer(&settings.name)
         .await
-        .with_context(|| format!("getting or creating consumer {}", settings.name))
+        .with_context(|| format!("deleting consumer {}", settings.name))?;
+    metrics::counter!("projector_consumer_restarts_total").increment(1);
+    stream
+        .create_consumer(consumer_config(settings, deliver_policy))
+        .await
+        .with_context(|| format!("creating consumer {} again", settings.name))
+}
+
+/// Watches the consumer's ack floor for messages nobody will ack (module docs).
+struct FloorWatch {
+    floor: u64,
+    since: Instant,
+}
+
+impl FloorWatch {
+    fn new() -> Self {
+        Self {
+            floor: 0,
+            since: Instant::now(),
+        }
+    }
+
+    /// The ack floor to restart past, when it stood still for [`STUCK_AFTER`] with messages
+    /// waiting for an ack.
+    fn stuck(&mut self, info: &async_nats::jetstream::consumer::Info) -> Option<u64> {
+        let floor = info.ack_floor.stream_sequence;
+        if floor != self.floor || info.num_ack_pending == 0 {
+            self.floor = floor;
+            self.since = Instant::now();
+            return None;
+        }
+        (self.since.elapsed() >= STUCK_AFTER).then_some(floor)
+    }
 }
 
 /// Consumes until `shutdown` is cancelled; the batch in progress is finished first.
@@ -91,7 +173,13 @@ pub async fn consume(
 ) -> anyhow::Result<()> {
     let mut consumer = consumer(&client, &settings).await?;
     let stream_name = settings.nats.nats_stream.clone();
-    let mut last_pending = Instant::now() - PENDING_REFRESH;
+    let stream = jetstream::new(client.clone())
+        .get_stream(&stream_name)
+        .await
+        .with_context(|| format!("getting stream {stream_name}"))?;
+    let mut watch = FloorWatch::new();
+    let mut refresh = tokio::time::interval(PENDING_REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     'reconnect: loop {
         let mut messages = consumer
             .stream()
@@ -105,6 +193,38 @@ pub async fn consume(
             let first = tokio::select! {
                 () = shutdown.cancelled() => break 'reconnect,
                 next = messages.next() => next,
+                _ = refresh.tick() => {
+                    // Also while idle: lost messages may be what keeps the consumer idle (they
+                    // count against max_ack_pending).
+                    let info = match consumer.info().await {
+                        Ok(info) => info.clone(),
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot read the consumer's info");
+                            continue;
+                        }
+                    };
+                    metrics::gauge!("projector_consumer_pending_messages").set(info.num_pending as f64);
+                    metrics::gauge!("projector_consumer_ack_pending_messages")
+                        .set(info.num_ack_pending as f64);
+                    let Some(floor) = watch.stuck(&info) else { continue };
+                    tracing::warn!(
+                        consumer = %settings.name,
+                        ack_pending = info.num_ack_pending,
+                        ack_floor = floor,
+                        "messages wait for an ack nobody will send: delivering again past the ack floor"
+                    );
+                    match restart_past(&stream, &settings, floor).await {
+                        Ok(restarted) => {
+                            consumer = restarted;
+                            watch = FloorWatch::new();
+                            continue 'reconnect;
+                        }
+                        Err(error) => {
+                            tracing::warn!(error = format!("{error:#}"), "cannot re-create the consumer");
+                            continue;
+                        }
+                    }
+                }
             };
             let mut batch = match first {
                 Some(Ok(message)) => vec![message],
@@ -129,17 +249,6 @@ pub async fn consume(
                 }
             }
             handle_batch(&projector, &stream_name, batch).await;
-            if last_pending.elapsed() >= PENDING_REFRESH {
-                last_pending = Instant::now();
-                match consumer.info().await {
-                    Ok(info) => {
-                        metrics::gauge!("projector_consumer_pending_messages").set(info.num_pending as f64);
-                        metrics::gauge!("projector_consumer_ack_pending_messages")
-                            .set(info.num_ack_pending as f64);
-                    }
-                    Err(error) => tracing::warn!(%error, "cannot read the consumer's info"),
-                }
-            }
         }
     }
     tracing::info!(consumer = %settings.name, "consumer stopped");

@@ -1,7 +1,8 @@
 //! Answers every operation of the API can give, added to the OpenAPI document in one place so
 //! that no operation forgets one (the fuzz test checks every status it receives is documented).
 
-use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::{ContentBuilder, Object, OpenApi, Ref, RefOr, ResponseBuilder, Type};
 
 /// Statuses any operation may answer before its handler runs, with why.
 const COMMON: &[(&str, &str)] = &[
@@ -55,6 +56,40 @@ pub fn add_common_responses(openapi: &mut OpenApi) {
                             .into()
                     });
             }
+        }
+    }
+}
+
+/// A 409 may be `request_in_progress` (a request with the same `Idempotency-Key` still runs, or
+/// the reservation of one that died has not expired yet), answered with `Retry-After: 1`: says
+/// so on every operation that documents a 409.
+pub fn add_retry_after_to_conflicts(openapi: &mut OpenApi) {
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let Some(RefOr::T(conflict)) = operation.responses.responses.get_mut("409") else {
+                continue;
+            };
+            conflict.description.push_str(
+                "; or `request_in_progress`: a request with this Idempotency-Key is still running \
+                 (or died less than a lease ago): retry with the same key after `Retry-After`",
+            );
+            conflict.headers.insert(
+                "Retry-After".to_owned(),
+                HeaderBuilder::new()
+                    .schema(Object::with_type(Type::Integer))
+                    .description(Some(
+                        "With `request_in_progress`: seconds to wait before retrying with the same \
+                         Idempotency-Key",
+                    ))
+                    .build(),
+            );
         }
     }
 }

@@ -60,6 +60,7 @@ struct BearerAuth;
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         doc_responses::add_common_responses(openapi);
+        doc_responses::add_retry_after_to_conflicts(openapi);
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "api_key",

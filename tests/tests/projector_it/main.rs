@@ -4,6 +4,7 @@
 //! to keep linking cheap; every test has its own database, stream and consumer.
 
 mod audit;
+mod catch_up;
 mod promotions;
 mod resilience;
 mod rfm;
