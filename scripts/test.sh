@@ -12,4 +12,7 @@ if [ "${SKIP_SERVICES:-0}" != 1 ]; then
 fi
 scripts/fuzz-deps.sh >/dev/null # the fuzz tests' schemathesis, installed when missing
 scripts/browser-deps.sh          # the browser tests' chromium and chromedriver, likewise
+# The chaos test runs the services' binaries as processes of their own: build them with the
+# same features as the tests (every target of the workspace), so that nothing is built twice.
+cargo build --workspace --all-targets
 exec cargo test --workspace "$@"

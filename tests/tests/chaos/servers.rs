@@ -194,6 +194,16 @@ impl Process {
         }
     }
 
+    /// `kill -TERM`, and waits for the process to end (a graceful stop).
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
     /// Whether the process ended by itself (not killed by the test); restarts it then.
     pub fn exited_by_itself(&mut self) -> Option<String> {
         let status = self.child.as_mut()?.try_wait().ok()??;
@@ -247,10 +257,10 @@ pub async fn wait_ok(http: &reqwest::Client, url: &str, timeout: Duration) {
     }
 }
 
-/// The workspace's debug binary `bin` of package `package`, built when missing. `cargo test`
-/// (and so `scripts/test.sh`) builds the workspace's binaries before it runs the tests, so they
-/// are current there; building them from here every time would rebuild dependencies whose
-/// build scripts see the test's environment.
+/// The workspace's debug binary `bin` of package `package`, built when missing.
+/// `scripts/test.sh` builds every target of the workspace before it runs the tests, so they are
+/// current there (run `cargo build --workspace --all-targets` first when running this test
+/// alone); building them from here every time would rebuild dependencies with other features.
 pub fn binary(package: &str, bin: &str) -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
