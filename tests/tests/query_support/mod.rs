@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use loyalty_client::{Enrolment, Location, Program, Reward, StampCard};
 use loyalty_tests::{
-    query_config, spawn_command_service, spawn_projector, spawn_query_service_config, OrgKeys,
-    TestCommandService, TestDb, TestNats, TestProjector, TestQueryService,
+    projector_config, query_config, spawn_command_service, spawn_projector_with, spawn_query_service_config,
+    OrgKeys, TestCommandService, TestDb, TestNats, TestProjector, TestQueryService,
 };
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -37,10 +37,22 @@ impl Stack {
 
     /// [`Stack::start`] with the query service's configuration adjusted by `configure`.
     pub async fn start_with(configure: impl FnOnce(&mut query_service::Config)) -> Self {
+        Self::start_full(configure, true).await
+    }
+
+    /// [`Stack::start`] with a projector that scores RFM only when asked (no eager recompute
+    /// racing the test's own `rfm::recompute`).
+    pub async fn start_without_eager_rfm() -> Self {
+        Self::start_full(|_| {}, false).await
+    }
+
+    async fn start_full(configure: impl FnOnce(&mut query_service::Config), rfm_eager: bool) -> Self {
         let db = TestDb::new().await;
         let nats = TestNats::new().await;
         let commands = spawn_command_service(&db, &nats).await;
-        let projector = spawn_projector(&db, &nats, "projector").await;
+        let mut projector_config = projector_config(&db, &nats, "projector");
+        projector_config.rfm_eager = rfm_eager;
+        let projector = spawn_projector_with(projector_config).await;
         // The relay creates the stream; the query service's live feed starts at its end.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !nats.stream_exists().await {
