@@ -18,11 +18,18 @@
 //!   the connection it does all its reading and checkpointing with; another process waits for it.
 //!   If that connection dies, Postgres releases the lock and the relay starts over.
 //! - **Wake-up.** A trigger on `events` NOTIFYs at commit; the relay LISTENs and also polls.
+//! - **A stream that lost its tail** (NATS killed before writing what it acknowledged, a stream
+//!   restored or re-created) is found by its sequences and refilled from the last event it
+//!   still holds ([`tail`]).
+
+mod tail;
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage, stream};
 use backon::{ConstantBuilder, Retryable as _};
 use chrono::{DateTime, Utc};
@@ -97,6 +104,31 @@ pub struct Checkpoint {
     pub global_position: i64,
 }
 
+impl Checkpoint {
+    /// Before the first event.
+    pub const START: Checkpoint = Checkpoint {
+        tx_id: 0,
+        global_position: 0,
+    };
+}
+
+/// Where the relay has got to: in the log, and in the stream (the highest sequence the stream
+/// acknowledged to it, see [`tail`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub checkpoint: Checkpoint,
+    pub acked_sequence: u64,
+}
+
+/// How a batch went.
+enum Published {
+    /// Every row acknowledged; the last one's position.
+    All(Checkpoint),
+    /// The stream acknowledged a new message at a sequence it had already given out: it lost
+    /// its messages after `kept`.
+    TailLost { kept: u64 },
+}
+
 /// What a relay is doing, for tests and readiness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayState {
@@ -111,6 +143,7 @@ pub enum RelayState {
 /// The relay of one stream.
 pub struct Relay {
     config: RelayConfig,
+    nats: async_nats::Client,
     jetstream: jetstream::Context,
     state: watch::Sender<RelayState>,
 }
@@ -134,7 +167,8 @@ impl Relay {
     pub fn new(config: RelayConfig, nats: async_nats::Client) -> Self {
         Self {
             config,
-            jetstream: jetstream::new(nats),
+            jetstream: jetstream::new(nats.clone()),
+            nats,
             state: watch::Sender::new(RelayState::Starting),
         }
     }
@@ -252,7 +286,15 @@ impl Relay {
             .context("connecting the relay's listener")?;
         listener.listen(NOTIFY_CHANNEL).await.context("LISTEN")?;
 
-        let mut checkpoint = load_checkpoint(&mut conn, &stream).await?;
+        let mut position = load_position(&mut conn, &stream).await?;
+        let mut connects = self.nats.statistics().connects.load(Ordering::Relaxed);
+        self.verify_tail(&mut conn, &mut position).await?;
+        tracing::info!(
+            stream = %stream,
+            global_position = position.checkpoint.global_position,
+            acked_sequence = position.acked_sequence,
+            "relay starts from its checkpoint"
+        );
         let batch_size = i64::from(self.config.args.relay_batch_size.max(1));
         let linger = Duration::from_millis(self.config.args.relay_linger_ms);
         // Whether the log is drained as far as the last read could see: then wait for a
@@ -278,14 +320,24 @@ impl Relay {
                     }
                     () = tokio::time::sleep(self.poll_interval()) => {}
                 }
+                // A reconnection may be to a server that came back without its last messages.
+                let now = self.nats.statistics().connects.load(Ordering::Relaxed);
+                if now != connects {
+                    connects = now;
+                    self.verify_tail(&mut conn, &mut position).await?;
+                }
             }
+            let checkpoint = position.checkpoint;
+            // ORDER BY names the table's columns: a bare `tx_id` would be the text output column
+            // and sort "10000" before "9999", skipping every row of a backlog behind a power of
+            // ten (found by the chaos test).
             let rows: Vec<Row> = sqlx::query_as(
                 "SELECT tx_id::text AS tx_id, global_position, event_id, aggregate_type, aggregate_id, \
                         sequence, event_type, event_version, payload, metadata, committed_at \
                  FROM events \
                  WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
                    AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-                 ORDER BY tx_id, global_position \
+                 ORDER BY events.tx_id, events.global_position \
                  LIMIT $3",
             )
             .bind(checkpoint.tx_id.to_string())
@@ -309,19 +361,27 @@ impl Relay {
             let full = rows.len() as i64 == batch_size;
             // A short batch took everything readable: the next read waits for a commit.
             drained = !full;
-            let last = tokio::select! {
+            let published = tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
-                published = self.publish(&rows) => published?,
+                published = self.publish(&rows, &mut position.acked_sequence) => published?,
+            };
+            let last = match published {
+                Published::All(last) => last,
+                Published::TailLost { kept } => {
+                    self.rewind(&mut conn, &mut position, kept).await?;
+                    drained = false;
+                    continue;
+                }
             };
             metrics::histogram!("relay_batch_publish_seconds", "stream" => stream.clone())
                 .record(started.elapsed().as_secs_f64());
 
-            save_checkpoint(&mut conn, &stream, last).await?;
-            checkpoint = last;
+            position.checkpoint = last;
+            save_position(&mut conn, &stream, position).await?;
             metrics::counter!("relay_events_published_total", "stream" => stream.clone())
                 .increment(rows.len() as u64);
             let lag = if full {
-                count_behind(&mut conn, checkpoint).await?
+                count_behind(&mut conn, last).await?
             } else {
                 0
             };
@@ -329,13 +389,61 @@ impl Relay {
         }
     }
 
+    /// Refills the stream when it holds fewer messages than it acknowledged (found when the
+    /// relay starts and after every reconnection to NATS).
+    async fn verify_tail(&self, conn: &mut PgConnection, position: &mut Position) -> anyhow::Result<()> {
+        let last = tail::last_sequence(&self.jetstream, &self.config.nats.nats_stream).await?;
+        if last < position.acked_sequence {
+            self.rewind(conn, position, last).await?;
+        }
+        Ok(())
+    }
+
+    /// Moves the checkpoint to the event of the stream's message `kept` (the last one that
+    /// survived a loss), so that everything after it is published again.
+    async fn rewind(
+        &self,
+        conn: &mut PgConnection,
+        position: &mut Position,
+        kept: u64,
+    ) -> anyhow::Result<()> {
+        let stream = &self.config.nats.nats_stream;
+        let from = tail::position_at(&self.jetstream, stream, conn, kept).await?;
+        let last = tail::last_sequence(&self.jetstream, stream).await?;
+        tracing::warn!(
+            stream = %stream,
+            acknowledged = position.acked_sequence,
+            kept,
+            from_global_position = from.global_position,
+            "the stream lost messages it had acknowledged; publishing again from the last event it holds"
+        );
+        metrics::counter!("relay_stream_rewinds_total", "stream" => stream.clone()).increment(1);
+        *position = Position {
+            checkpoint: from,
+            acked_sequence: last,
+        };
+        save_position(conn, stream, *position).await
+    }
+
     /// Publishes `rows` in order with a bounded window of unacknowledged publishes; returns the
-    /// position of the last row once every row was acknowledged.
-    async fn publish(&self, rows: &[Row]) -> anyhow::Result<Checkpoint> {
+    /// position of the last row once every row was acknowledged, raising `acked` to the highest
+    /// sequence acknowledged.
+    async fn publish(&self, rows: &[Row], acked: &mut u64) -> anyhow::Result<Published> {
         let prefix = &self.config.nats.nats_subject_prefix;
         let window = self.config.args.relay_max_in_flight.max(1);
         let mut in_flight: VecDeque<PublishAckFuture> = VecDeque::with_capacity(window);
         let mut duplicates = 0_u64;
+        // A new message acknowledged at a sequence already given out: the stream lost its tail.
+        let mut lost = None;
+        let mut settle = |ack: PublishAck| {
+            if ack.duplicate {
+                duplicates += 1;
+            } else if ack.sequence <= *acked {
+                lost.get_or_insert(ack.sequence);
+            } else {
+                *acked = ack.sequence;
+            }
+        };
         let mut last = None;
         for row in rows {
             let event = StoredEvent {
@@ -354,7 +462,7 @@ impl Relay {
             let payload = serde_json::to_vec(&event).context("serializing an event for the stream")?;
             if in_flight.len() >= window {
                 if let Some(ack) = in_flight.pop_front() {
-                    duplicates += u64::from(ack.await.context("JetStream ack")?.duplicate);
+                    settle(ack.await.context("JetStream ack")?);
                 }
             }
             let ack = self
@@ -378,55 +486,65 @@ impl Relay {
             });
         }
         while let Some(ack) = in_flight.pop_front() {
-            duplicates += u64::from(ack.await.context("JetStream ack")?.duplicate);
+            settle(ack.await.context("JetStream ack")?);
+        }
+        if let Some(sequence) = lost {
+            return Ok(Published::TailLost { kept: sequence - 1 });
         }
         if duplicates > 0 {
             // Expected after a restart mid-batch: JetStream recognised the republished events.
-            tracing::info!(duplicates, "JetStream dropped republished events as duplicates");
+            tracing::info!(
+                duplicates,
+                first = rows.first().map(|row| row.global_position),
+                last = rows.last().map(|row| row.global_position),
+                "JetStream dropped republished events as duplicates"
+            );
             metrics::counter!("relay_duplicates_total", "stream" => self.config.nats.nats_stream.clone())
                 .increment(duplicates);
         }
         match last {
-            Some(last) => Ok(last),
+            Some(last) => Ok(Published::All(last)),
             None => bail!("publish called with no rows"),
         }
     }
 }
 
-/// The stored checkpoint of `stream`, or the start of the log.
-pub async fn load_checkpoint(conn: &mut PgConnection, stream: &str) -> anyhow::Result<Checkpoint> {
-    let row: Option<(String, i64)> =
-        sqlx::query_as("SELECT tx_id::text, global_position FROM relay_checkpoints WHERE stream = $1")
-            .bind(stream)
-            .fetch_optional(&mut *conn)
-            .await
-            .context("reading the relay checkpoint")?;
+/// The stored position of the relay to `stream`, or the start of the log.
+pub async fn load_position(conn: &mut PgConnection, stream: &str) -> anyhow::Result<Position> {
+    let row: Option<(String, i64, i64)> = sqlx::query_as(
+        "SELECT tx_id::text, global_position, stream_sequence FROM relay_checkpoints WHERE stream = $1",
+    )
+    .bind(stream)
+    .fetch_optional(&mut *conn)
+    .await
+    .context("reading the relay checkpoint")?;
     Ok(match row {
-        Some((tx_id, global_position)) => Checkpoint {
-            tx_id: tx_id.parse().context("bad checkpoint tx_id")?,
-            global_position,
+        Some((tx_id, global_position, acked_sequence)) => Position {
+            checkpoint: Checkpoint {
+                tx_id: tx_id.parse().context("bad checkpoint tx_id")?,
+                global_position,
+            },
+            acked_sequence: u64::try_from(acked_sequence).context("negative stream_sequence")?,
         },
-        None => Checkpoint {
-            tx_id: 0,
-            global_position: 0,
+        None => Position {
+            checkpoint: Checkpoint::START,
+            acked_sequence: 0,
         },
     })
 }
 
-async fn save_checkpoint(
-    conn: &mut PgConnection,
-    stream: &str,
-    checkpoint: Checkpoint,
-) -> anyhow::Result<()> {
+async fn save_position(conn: &mut PgConnection, stream: &str, position: Position) -> anyhow::Result<()> {
     sqlx::query(
-        "INSERT INTO relay_checkpoints (stream, tx_id, global_position, updated_at) \
-         VALUES ($1, $2::text::xid8, $3, now()) \
+        "INSERT INTO relay_checkpoints (stream, tx_id, global_position, stream_sequence, updated_at) \
+         VALUES ($1, $2::text::xid8, $3, $4, now()) \
          ON CONFLICT (stream) DO UPDATE \
-             SET tx_id = EXCLUDED.tx_id, global_position = EXCLUDED.global_position, updated_at = now()",
+             SET tx_id = EXCLUDED.tx_id, global_position = EXCLUDED.global_position, \
+                 stream_sequence = EXCLUDED.stream_sequence, updated_at = now()",
     )
     .bind(stream)
-    .bind(checkpoint.tx_id.to_string())
-    .bind(checkpoint.global_position)
+    .bind(position.checkpoint.tx_id.to_string())
+    .bind(position.checkpoint.global_position)
+    .bind(i64::try_from(position.acked_sequence).context("stream sequence out of range")?)
     .execute(&mut *conn)
     .await
     .context("writing the relay checkpoint")?;

@@ -1,13 +1,15 @@
 //! The relay from the event store to JetStream (SPEC §5): every committed event row appears in
 //! the stream exactly once, with `Nats-Msg-Id = <aggregate_type>:<aggregate_id>:<sequence>`,
 //! also when the relay dies in the middle of a batch and when transactions commit out of the
-//! order of their global positions; and only one relay publishes at a time.
+//! order of their global positions, and when the stream lost messages it had acknowledged; and
+//! only one relay publishes at a time.
 
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::message::PublishMessage;
 use chrono::Utc;
 use command_service::relay::{Relay, RelayArgs, RelayConfig, RelayState};
 use domain::wire::StoredEvent;
@@ -387,6 +389,169 @@ async fn only_one_relay_publishes_and_a_standby_takes_over() {
     assert_eq!(*second_state.borrow(), RelayState::Stopped);
     let received = read_stream(&nats).await;
     assert_once_each(&received, &expected_msg_ids(&db).await);
+    nats.cleanup().await;
+    db.cleanup().await;
+}
+
+/// Runs a relay until the returned token is cancelled.
+fn start_relay(
+    db: &TestDb,
+    nats: &TestNats,
+) -> (CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(relay(db, nats, 50, 8).run(stop.clone()));
+    (stop, task)
+}
+
+async fn last_global_position(db: &TestDb) -> i64 {
+    sqlx::query_scalar("SELECT max(global_position) FROM events")
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+}
+
+/// Every event of the store is in the stream exactly once (in whatever order a refill left).
+fn assert_same_events(received: &[Received], expected: &[String]) {
+    let ids: Vec<&str> = received.iter().map(|r| r.msg_id.as_str()).collect();
+    let unique: BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "a message appears twice in the stream");
+    assert_eq!(
+        unique,
+        expected.iter().map(String::as_str).collect::<BTreeSet<_>>()
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_lost_its_last_messages_is_refilled_from_the_last_one_it_holds() {
+    let db = TestDb::new().await;
+    let nats = TestNats::new().await;
+    insert_events(&db, 200).await;
+    let (stop, task) = start_relay(&db, &nats);
+    let last = last_global_position(&db).await;
+    wait_until(
+        "the relay to publish everything",
+        Duration::from_secs(20),
+        || async { checkpoint(&db, &nats).await == Some(last) },
+    )
+    .await;
+
+    // What a NATS server killed before it wrote its last 80 acknowledged messages comes back
+    // with: the same stream holding only the first 120.
+    let survivors: Vec<Received> = read_stream(&nats).await.into_iter().take(120).collect();
+    let mut stream = nats.jetstream().get_stream(nats.stream()).await.unwrap();
+    let config = stream.info().await.unwrap().config.clone();
+    nats.jetstream().delete_stream(nats.stream()).await.unwrap();
+    nats.jetstream().create_stream(config).await.unwrap();
+    for message in &survivors {
+        let payload = serde_json::to_vec(&message.event).unwrap();
+        nats.jetstream()
+            .send_publish(
+                message.subject.clone(),
+                PublishMessage::build()
+                    .payload(payload.into())
+                    .message_id(message.msg_id.as_str()),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    assert_eq!(stream_count(&nats).await, 120);
+
+    // The next commit's ack gives away the loss.
+    insert_events(&db, 10).await;
+    wait_until("the stream to be refilled", Duration::from_secs(20), || async {
+        stream_count(&nats).await == 210
+    })
+    .await;
+    let last = last_global_position(&db).await;
+    wait_until("the relay's checkpoint", Duration::from_secs(10), || async {
+        checkpoint(&db, &nats).await == Some(last)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_same_events(&read_stream(&nats).await, &expected_msg_ids(&db).await);
+
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    nats.cleanup().await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_relay_restarted_on_a_recreated_stream_publishes_everything_again() {
+    let db = TestDb::new().await;
+    let nats = TestNats::new().await;
+    insert_events(&db, 100).await;
+    let (stop, task) = start_relay(&db, &nats);
+    let last = last_global_position(&db).await;
+    wait_until(
+        "the relay to publish everything",
+        Duration::from_secs(20),
+        || async { checkpoint(&db, &nats).await == Some(last) },
+    )
+    .await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+
+    // The stream is lost while no relay runs (an operator deleted it, NATS lost its disk).
+    nats.jetstream().delete_stream(nats.stream()).await.unwrap();
+    let (stop, task) = start_relay(&db, &nats);
+    wait_until(
+        "the new stream to hold every event",
+        Duration::from_secs(20),
+        || async { stream_count(&nats).await == 100 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_once_each(&read_stream(&nats).await, &expected_msg_ids(&db).await);
+
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    nats.cleanup().await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_backlog_across_a_power_of_ten_of_transaction_ids_is_relayed_in_order() {
+    let db = TestDb::new().await;
+    let nats = TestNats::new().await;
+    // Transactions 8 to 11 (ids below the oldest running transaction, so finished ones),
+    // inserted out of order: the relay must take them by number, not as text ("10" < "8").
+    for tx_id in [11, 8, 10, 9] {
+        sqlx::query(
+            "INSERT INTO events (tx_id, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             VALUES ($1::text::xid8, 'member', 'acme/' || gen_random_uuid(), 1, 'RelayProbe', '1', \
+                     json_build_object('RelayProbe', json_build_object('tx', $1::text)), '{}'::json)",
+        )
+        .bind(tx_id.to_string())
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
+    // Two rows a batch: a text order would checkpoint past 11 after the first batch.
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(relay(&db, &nats, 2, 2).run(stop.clone()));
+    wait_until(
+        "the relay to publish the backlog",
+        Duration::from_secs(10),
+        || async { stream_count(&nats).await == 4 },
+    )
+    .await;
+    let published: Vec<String> = read_stream(&nats)
+        .await
+        .iter()
+        .map(|message| {
+            message.event.payload["RelayProbe"]["tx"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(published, ["8", "9", "10", "11"]);
+
+    stop.cancel();
+    task.await.unwrap().unwrap();
     nats.cleanup().await;
     db.cleanup().await;
 }
