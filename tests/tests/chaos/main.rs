@@ -57,7 +57,7 @@ impl Kind {
         match self {
             Kind::CommandService => "kill -9 command-service",
             Kind::Projector => "kill -9 projector",
-            Kind::Nats => "nats-server restart",
+            Kind::Nats => "kill -9 nats-server",
             Kind::Postgres => "postgres stop -m immediate",
         }
     }
@@ -83,8 +83,6 @@ struct Platform {
     projector_url: String,
     http: reqwest::Client,
     db_url: String,
-    /// NATS faults are `kill -9` (else SIGTERM).
-    nats_kill9: bool,
 }
 
 impl Platform {
@@ -117,7 +115,8 @@ impl Platform {
                     common::config::DEFAULT_NATS_SUBJECT_PREFIX.to_owned(),
                 ),
                 ("LISTEN_ADDR", format!("127.0.0.1:{port}")),
-                ("RUST_LOG", "warn".to_owned()),
+                // The relay says where it starts and what JetStream dropped as duplicates.
+                ("RUST_LOG", "warn,command_service::relay=info".to_owned()),
             ]
         };
         let command_port = servers::free_port();
@@ -156,7 +155,6 @@ impl Platform {
                 .build()
                 .expect("an HTTP client"),
             db_url,
-            nats_kill9: false,
         };
         // The command service migrates the database; the projector needs the schema.
         platform.command.start();
@@ -180,10 +178,8 @@ impl Platform {
             Kind::CommandService => self.command.kill(),
             Kind::Projector => self.projector.kill(),
             // nats-server acknowledges a message before it is in its files: killed with -9 it
-            // can come back without messages it acknowledged (a finding of the full run, see
-            // the README's Chaos section). CI stops it gracefully; the full run kills it.
-            Kind::Nats if self.nats_kill9 => self.nats.kill(),
-            Kind::Nats => self.nats.terminate(),
+            // can come back without messages it acknowledged, which the relay must refill.
+            Kind::Nats => self.nats.kill(),
             Kind::Postgres => tokio::task::block_in_place(|| self.postgres.crash()),
         }
         tokio::time::sleep(pause).await;
@@ -335,7 +331,6 @@ async fn chaos() {
     let started = Instant::now();
     let scratch = Scratch::new();
     let mut platform = Platform::start(&scratch).await;
-    platform.nats_kill9 = full;
     let pool = platform.pool().await;
     let admin_key = common::keys::create_key(&pool, ORG, Role::Admin)
         .await
@@ -499,6 +494,11 @@ async fn chaos() {
     println!("  member balances checked      {balances_checked}");
     println!("  replays byte-identical       {replays}");
     println!("  stream messages = events     {in_stream}");
+    println!(
+        "  stream refills by the relay  {}",
+        // Logged by the relay when NATS came back without messages it had acknowledged.
+        servers::log_lines_with(&scratch.0, "command-service", "the stream lost messages")
+    );
     println!(
         "  projector audit              {}",
         if audit_clean { "clean" } else { "DIFFERENCES" }

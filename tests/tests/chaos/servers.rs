@@ -64,6 +64,13 @@ fn log_file(dir: &Path, name: &str) -> File {
         .expect("a log file")
 }
 
+/// How many lines of process `name`'s log contain `needle`.
+pub fn log_lines_with(dir: &Path, name: &str, needle: &str) -> usize {
+    std::fs::read_to_string(dir.join(format!("{name}.log")))
+        .map(|log| log.lines().filter(|line| line.contains(needle)).count())
+        .unwrap_or(0)
+}
+
 /// The test's scratch directory, removed when dropped (unless the test failed, for the logs).
 pub struct Scratch(pub PathBuf);
 
@@ -190,16 +197,6 @@ impl Process {
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// `kill -TERM`, and waits for the process to end (a graceful stop).
-    pub fn terminate(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
             let _ = child.wait();
         }
     }
