@@ -2,6 +2,8 @@
 //! its JSON error body (`{"error": {"code", "message", "field"}}`), or the answer was not what
 //! the contract says.
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -26,9 +28,14 @@ pub enum Error {
     /// No answer: connection refused, timeout, broken body.
     #[error("no answer from the command API: {0}")]
     Transport(#[from] reqwest::Error),
-    /// The API refused the request and said why.
+    /// The API refused the request and said why (and, for a refusal to take more load, when
+    /// to come back: its `Retry-After`).
     #[error("HTTP {status} {}: {}", .body.error.code, .body.error.message)]
-    Api { status: StatusCode, body: ErrorBody },
+    Api {
+        status: StatusCode,
+        body: ErrorBody,
+        retry_after: Option<Duration>,
+    },
     /// A failure status whose body is not the API's error shape (e.g. from a proxy).
     #[error("HTTP {status}: {text}")]
     Status { status: StatusCode, text: String },
@@ -71,10 +78,28 @@ impl Error {
     pub fn kind(&self) -> String {
         match self {
             Error::Transport(error) => transport_kind(error).to_owned(),
-            Error::Api { status, body } => format!("HTTP {} {}", status.as_u16(), body.error.code),
+            Error::Api { status, body, .. } => format!("HTTP {} {}", status.as_u16(), body.error.code),
             Error::Status { status, .. } => format!("HTTP {}", status.as_u16()),
             Error::BaseUrl(_) => "client: bad base URL".to_owned(),
             Error::Contract { .. } => "contract: unexpected success body".to_owned(),
+        }
+    }
+
+    /// Whether the API refused to take more load (503 `overloaded`, 429 `rate_limited`): the
+    /// request changed nothing and may be sent again after [`Error::retry_after`].
+    pub fn is_shed(&self) -> bool {
+        matches!(
+            (self.status(), self.code()),
+            (Some(StatusCode::SERVICE_UNAVAILABLE), Some("overloaded"))
+                | (Some(StatusCode::TOO_MANY_REQUESTS), Some("rate_limited"))
+        )
+    }
+
+    /// How long the API asked the caller to wait before sending the request again.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Api { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 }
@@ -104,7 +129,9 @@ mod tests {
                 r#"{"error": {"code": "idempotency_key_reused", "message": "m", "field": "Idempotency-Key"}}"#,
             )
             .unwrap(),
+            retry_after: None,
         };
+        assert!(!refused.is_shed());
         assert_eq!(refused.kind(), "HTTP 409 idempotency_key_reused");
         assert_eq!(refused.code(), Some("idempotency_key_reused"));
         assert_eq!(refused.status(), Some(StatusCode::CONFLICT));

@@ -2,6 +2,8 @@
 //! the typed calls cannot send on purpose (malformed JSON, a missing `Idempotency-Key`, an
 //! unknown route) and for checking the wire format itself.
 
+use std::time::Duration;
+
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
@@ -62,13 +64,24 @@ impl RawResponse {
             .unwrap_or_default()
     }
 
+    /// The `Retry-After` header, in its delay-seconds form (the only form the API sends).
+    pub fn retry_after(&self) -> Option<Duration> {
+        let value = self.headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+        value.trim().parse().ok().map(Duration::from_secs)
+    }
+
     /// The typed success body, or the typed failure.
     pub fn into_typed<T: DeserializeOwned>(self) -> Result<T, Error> {
         let status =
             reqwest::StatusCode::from_u16(self.status).unwrap_or(reqwest::StatusCode::INTERNAL_SERVER_ERROR);
         if !self.is_success() {
+            let retry_after = self.retry_after();
             return Err(match serde_json::from_value::<ErrorBody>(self.body) {
-                Ok(body) => Error::Api { status, body },
+                Ok(body) => Error::Api {
+                    status,
+                    body,
+                    retry_after,
+                },
                 Err(_) => Error::Status {
                     status,
                     text: self.text,

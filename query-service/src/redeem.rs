@@ -100,7 +100,7 @@ impl Redeemer {
 /// field named by the mutation's argument.
 fn refusal(error: loyalty_client::Error) -> QueryError {
     match error {
-        loyalty_client::Error::Api { status, body } if status.is_client_error() => {
+        loyalty_client::Error::Api { status, body, .. } if status.is_client_error() => {
             let detail = body.error;
             let field = detail.field.map(|field| match field.as_str() {
                 "redemption_id" | "Idempotency-Key" => "redemptionId".to_owned(),

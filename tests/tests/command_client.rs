@@ -150,7 +150,7 @@ async fn every_typed_call_reads_its_answer_and_refusals_are_typed() {
         .redeem_reward(ORG, by_id, "D-4", &coffee("D-4"))
         .await
         .unwrap_err();
-    let Error::Api { status, body } = &error else {
+    let Error::Api { status, body, .. } = &error else {
         panic!("not an API refusal: {error}");
     };
     assert_eq!(
