@@ -12,8 +12,13 @@ use tokio::sync::Semaphore;
 
 use crate::workload::Workload;
 
+/// How long a terminal waits after the platform shed its request: the `Retry-After` the
+/// command API sends with every 503 `overloaded` (and, at the rates a benchmark sets, with a
+/// 429 `rate_limited`). A terminal that came straight back would only feed the overload.
+const SHED_PAUSE: Duration = Duration::from_secs(1);
+
 /// Runs `concurrency` terminals, each sending its next request when the previous one is
-/// answered, until the window ends.
+/// answered (or [`SHED_PAUSE`] after it was shed), until the window ends.
 pub async fn closed_loop(workload: Arc<Workload>, concurrency: usize, seed: u64) {
     let workers: Vec<_> = (0..concurrency)
         .map(|i| {
@@ -21,7 +26,12 @@ pub async fn closed_loop(workload: Arc<Workload>, concurrency: usize, seed: u64)
             tokio::spawn(async move {
                 let mut rng = SmallRng::seed_from_u64(seed.wrapping_add(i as u64));
                 while Instant::now() < workload.window.end && workload.claim() {
-                    workload.step(&mut rng, Instant::now()).await;
+                    if workload.step(&mut rng, Instant::now()).await {
+                        tokio::time::sleep_until(
+                            (Instant::now() + SHED_PAUSE).min(workload.window.end).into(),
+                        )
+                        .await;
+                    }
                 }
             })
         })

@@ -5,7 +5,11 @@
 //! Every run uses fresh org ids (`<prefix>-<run id>-<n>`), so runs never see each other's data
 //! and a rerun against the same database needs no cleanup.
 
+use std::future::Future;
+use std::time::Duration;
+
 use anyhow::Context as _;
+use backon::{ConstantBuilder, Retryable as _};
 use chrono::{SubsecRound as _, Utc};
 use common::keys::Role;
 use futures::{stream, StreamExt as _, TryStreamExt as _};
@@ -18,6 +22,28 @@ use crate::api::{require_loopback, Api};
 
 /// Currency of every generated program.
 pub const CURRENCY: &str = "EUR";
+
+/// How long set-up keeps sending a request the platform sheds (503 `overloaded`, 429
+/// `rate_limited`) before it gives up.
+const SHED_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Sends a set-up request until the platform takes it, waiting what each refusal's
+/// `Retry-After` asks (1 s when it says nothing): set-up must not fail because the platform
+/// protects itself. Measured requests are never retried this way; they count as shed.
+pub async fn patiently<T, Fut>(send: impl FnMut() -> Fut) -> Result<T, loyalty_client::Error>
+where
+    Fut: Future<Output = Result<T, loyalty_client::Error>>,
+{
+    let pause = Duration::from_secs(1);
+    send.retry(
+        ConstantBuilder::default()
+            .with_delay(pause)
+            .with_max_times((SHED_PATIENCE.as_secs() / pause.as_secs()) as usize),
+    )
+    .when(loyalty_client::Error::is_shed)
+    .adjust(|error, delay| error.retry_after().or(delay))
+    .await
+}
 
 /// One org set up for a run.
 #[derive(Debug, Clone)]
@@ -119,8 +145,9 @@ pub async fn create_orgs(
             id,
         };
         let admin = api.commands(&org.admin_key);
-        admin
-            .configure_program(&org.id, &Uuid::new_v4().to_string(), &program())
+        let key = Uuid::new_v4().to_string();
+        let program = program();
+        patiently(|| admin.configure_program(&org.id, &key, &program))
             .await
             .with_context(|| format!("setting the program of {}", org.id))?;
         for location in &org.locations {
@@ -128,14 +155,14 @@ pub async fn create_orgs(
                 location_id: location.clone(),
                 name: format!("Store {location}"),
             };
-            admin
-                .register_location(&org.id, &Uuid::new_v4().to_string(), &location)
+            let key = Uuid::new_v4().to_string();
+            patiently(|| admin.register_location(&org.id, &key, &location))
                 .await
                 .with_context(|| format!("registering location {} of {}", location.location_id, org.id))?;
         }
         for promotion in &promotions {
-            admin
-                .add_promotion(&org.id, &Uuid::new_v4().to_string(), promotion)
+            let key = Uuid::new_v4().to_string();
+            patiently(|| admin.add_promotion(&org.id, &key, promotion))
                 .await
                 .with_context(|| format!("adding promotion {} to {}", promotion.promotion_id, org.id))?;
         }
@@ -166,8 +193,9 @@ pub async fn enrol_members(
     stream::iter(first..first + count)
         .map(|n| async move {
             let member_id = Uuid::new_v4();
-            let answer = pos
-                .enroll(&org.id, &Uuid::new_v4().to_string(), &enrolment(member_id, n))
+            let key = Uuid::new_v4().to_string();
+            let enrolment = enrolment(member_id, n);
+            let answer = patiently(|| pos.enroll(&org.id, &key, &enrolment))
                 .await
                 .with_context(|| format!("enrolling member {n} of {}", org.id))?;
             anyhow::ensure!(

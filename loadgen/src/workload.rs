@@ -111,8 +111,9 @@ impl Workload {
         }
     }
 
-    /// One simulated request, scheduled to start at `scheduled`.
-    pub async fn step(&self, rng: &mut SmallRng, scheduled: Instant) {
+    /// One simulated request, scheduled to start at `scheduled`. Returns whether the platform
+    /// shed it (503 `overloaded`, 429 `rate_limited`).
+    pub async fn step(&self, rng: &mut SmallRng, scheduled: Instant) -> bool {
         let kind = self.mix.pick(rng);
         let org = rng.random_range(0..self.orgs.len());
         let (name, outcome) = if kind == OpKind::Enrol {
@@ -126,7 +127,9 @@ impl Workload {
                 ),
             }
         };
+        let shed = outcome.as_ref().is_err_and(|error| crate::stats::is_shed(error));
         self.record(scheduled, name, outcome);
+        shed
     }
 
     async fn enrol(&self, org: usize, scheduled: Instant) -> Result<(), String> {
