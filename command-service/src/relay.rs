@@ -44,6 +44,11 @@ use uuid::Uuid;
 /// How long the relay pauses before it starts over after a failure.
 const RESTART_PAUSE: Duration = Duration::from_secs(1);
 
+/// How long a JetStream request (a publish's ack) may take before the relay starts over. The
+/// acks of what a killed server never received never come; async-nats' default of 5 s kept the
+/// read models that much behind a NATS restart.
+const JETSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The channel the `events` insert trigger notifies (migration 0003).
 pub const NOTIFY_CHANNEL: &str = "loyalty_events_inserted";
 
@@ -165,9 +170,11 @@ struct Row {
 
 impl Relay {
     pub fn new(config: RelayConfig, nats: async_nats::Client) -> Self {
+        let mut jetstream = jetstream::new(nats.clone());
+        jetstream.set_timeout(JETSTREAM_TIMEOUT);
         Self {
             config,
-            jetstream: jetstream::new(nats.clone()),
+            jetstream,
             nats,
             state: watch::Sender::new(RelayState::Starting),
         }

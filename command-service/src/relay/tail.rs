@@ -1,9 +1,10 @@
 //! When the stream forgets what it acknowledged.
 //!
-//! JetStream acknowledges a publish before its file store has written it, so a NATS server
-//! killed with `kill -9` can come back without the last messages it acknowledged (and a stream
-//! restored from a backup, or deleted and created again, without many more). The relay's
-//! checkpoint is past them; publishing on from it would leave them out of the stream forever.
+//! JetStream acknowledges a publish once it is in the file store's buffers, not once it is on
+//! disk (it syncs periodically), so a machine that crashes can bring NATS back without the last
+//! messages it acknowledged; a stream restored from a backup, or deleted and created again,
+//! lacks many more. The relay's checkpoint is past them; publishing on from it would leave them
+//! out of the stream forever.
 //!
 //! Sequences tell: a stream that keeps its messages numbers them 1, 2, 3… and never hands out
 //! a sequence twice, so every new

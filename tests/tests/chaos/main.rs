@@ -177,8 +177,8 @@ impl Platform {
         match kind {
             Kind::CommandService => self.command.kill(),
             Kind::Projector => self.projector.kill(),
-            // nats-server acknowledges a message before it is in its files: killed with -9 it
-            // can come back without messages it acknowledged, which the relay must refill.
+            // Killed with -9 in the middle of a publish: the relay must neither lose nor double
+            // what was in flight.
             Kind::Nats => self.nats.kill(),
             Kind::Postgres => tokio::task::block_in_place(|| self.postgres.crash()),
         }
