@@ -231,4 +231,23 @@ impl ApiClient {
         self.send(Method::PUT, path, Some(idempotency_key), Some(body))
             .await
     }
+
+    /// Gives org `acme` a one-tier program (every purchase earns at the same rate, whatever
+    /// the order), a location `store-1` and one member; returns the member's id.
+    pub async fn acme_with_one_member(&self) -> uuid::Uuid {
+        let program = serde_json::json!({
+            "currency": "EUR",
+            "tiers": [{"name": "Member", "threshold_points": 0, "multiplier_bps": 10000}]
+        });
+        let answer = self.put("/v1/orgs/acme/program", "p", &program).await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        let location = serde_json::json!({"location_id": "store-1", "name": "Store"});
+        let answer = self.post("/v1/orgs/acme/locations", "l", &location).await;
+        assert_eq!(answer.status, 201, "{}", answer.text);
+        let answer = self
+            .post("/v1/orgs/acme/members", "m", &serde_json::json!({}))
+            .await;
+        assert_eq!(answer.status, 201, "{}", answer.text);
+        answer.body["member_id"].as_str().unwrap().parse().unwrap()
+    }
 }

@@ -577,6 +577,10 @@ pub use command_api::{
     ApiClient, ApiResponse, OrgKeys, TestCommandService,
 };
 
+// --- The stream, read back whole ----------------------------------------------------------------
+
+pub mod stream;
+
 // --- GraphQL subscriptions ------------------------------------------------------------------
 
 mod graphql_ws;

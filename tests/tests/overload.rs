@@ -44,25 +44,6 @@ async fn enroll(admin: &ApiClient, key: &str) -> Uuid {
     answer.body["member_id"].as_str().unwrap().parse().unwrap()
 }
 
-async fn set_up(admin: &ApiClient) -> Uuid {
-    let program = json!({
-        "currency": "EUR",
-        "tiers": [{"name": "Member", "threshold_points": 0, "multiplier_bps": 10000}]
-    });
-    assert_eq!(
-        admin.put("/v1/orgs/acme/program", "p", &program).await.status,
-        200
-    );
-    let location = json!({"location_id": "store-1", "name": "Store"});
-    assert_eq!(
-        admin.post("/v1/orgs/acme/locations", "l", &location).await.status,
-        201
-    );
-    let answer = admin.post("/v1/orgs/acme/members", "m", &json!({})).await;
-    assert_eq!(answer.status, 201, "{}", answer.text);
-    answer.body["member_id"].as_str().unwrap().parse().unwrap()
-}
-
 fn purchase(n: usize) -> serde_json::Value {
     json!({
         "transaction_id": format!("T-{n}"),
@@ -110,7 +91,7 @@ async fn requests_beyond_the_bound_are_shed_at_once_and_change_nothing() {
     let keys = OrgKeys::create(&db, "acme").await;
     let admin = service.client(&keys.admin);
     let pos = service.client(&keys.pos);
-    let member = set_up(&admin).await;
+    let member = admin.acme_with_one_member().await;
     let other = enroll(&admin, "m2").await;
     let path = format!("/v1/orgs/acme/members/{member}/purchases");
 
@@ -183,7 +164,7 @@ async fn a_key_over_its_rate_gets_429_and_other_keys_do_not_notice() {
     // Set up through a process without a rate; measure through one with one request per
     // second and key.
     let open = spawn_command_service_with(command_config(&db, &nats)).await;
-    let member = set_up(&open.client(&keys.admin)).await;
+    let member = open.client(&keys.admin).acme_with_one_member().await;
     let mut config = command_config(&db, &nats);
     config.relay_enabled = false;
     config.rate_limit_per_key = 1;

@@ -8,12 +8,10 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::message::PublishMessage;
 use chrono::Utc;
 use command_service::relay::{Relay, RelayArgs, RelayConfig, RelayState};
-use domain::wire::StoredEvent;
-use futures::StreamExt as _;
+use loyalty_tests::stream::Received;
 use loyalty_tests::{spawn_command_service, OrgKeys, TestDb, TestNats};
 use serde_json::json;
 use sqlx::{Connection as _, PgConnection};
@@ -55,46 +53,9 @@ async fn stream_count(nats: &TestNats) -> u64 {
     }
 }
 
-/// A message of the stream.
-struct Received {
-    subject: String,
-    msg_id: String,
-    event: StoredEvent,
-}
-
 /// Every message of the stream, in stream order.
 async fn read_stream(nats: &TestNats) -> Vec<Received> {
-    let expected = stream_count(nats).await as usize;
-    let stream = nats.jetstream().get_stream(nats.stream()).await.unwrap();
-    let consumer = stream
-        .create_consumer(pull::Config {
-            deliver_policy: DeliverPolicy::All,
-            ack_policy: AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
-    let mut received = Vec::with_capacity(expected);
-    while received.len() < expected {
-        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .expect("reading the stream timed out")
-            .expect("the stream ended")
-            .expect("a message");
-        let msg_id = message
-            .headers
-            .as_ref()
-            .and_then(|headers| headers.get("Nats-Msg-Id"))
-            .map(|value| value.as_str().to_owned())
-            .expect("every message has a Nats-Msg-Id");
-        received.push(Received {
-            subject: message.subject.to_string(),
-            msg_id,
-            event: serde_json::from_slice(&message.payload).expect("a StoredEvent"),
-        });
-    }
-    received
+    loyalty_tests::stream::read_stream(nats.jetstream(), nats.stream()).await
 }
 
 /// `Nats-Msg-Id`s every row of the events table should have, in relay order.

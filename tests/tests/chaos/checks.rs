@@ -3,10 +3,7 @@
 //! byte the first answer, the stream holds exactly the store's events, the read models agree.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
-use futures::StreamExt as _;
 use loyalty_client::Client;
 use reqwest::Method;
 use serde_json::Value;
@@ -142,32 +139,11 @@ pub async fn stream_equals_store(pool: &PgPool, nats: &async_nats::Client, strea
             .into_iter()
             .collect();
     let jetstream = async_nats::jetstream::new(nats.clone());
-    let mut stream = jetstream.get_stream(stream).await.expect("the stream");
-    let count = stream.info().await.expect("stream info").state.messages as usize;
-    let consumer = stream
-        .create_consumer(pull::Config {
-            deliver_policy: DeliverPolicy::All,
-            ack_policy: AckPolicy::None,
-            ..Default::default()
-        })
+    let ids: Vec<String> = loyalty_tests::stream::read_stream(&jetstream, stream)
         .await
-        .expect("a reader of the stream");
-    let mut messages = consumer.messages().await.expect("reading the stream");
-    let mut ids = Vec::with_capacity(count);
-    while ids.len() < count {
-        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .expect("reading the stream timed out")
-            .expect("the stream ended")
-            .expect("a message");
-        let id = message
-            .headers
-            .as_ref()
-            .and_then(|headers| headers.get("Nats-Msg-Id"))
-            .map(|value| value.as_str().to_owned())
-            .expect("every message has a Nats-Msg-Id");
-        ids.push(id);
-    }
+        .into_iter()
+        .map(|message| message.msg_id)
+        .collect();
     let unique: BTreeSet<String> = ids.iter().cloned().collect();
     assert_eq!(unique.len(), ids.len(), "a message appears twice in the stream");
     let missing: Vec<_> = expected.difference(&unique).take(10).collect();
