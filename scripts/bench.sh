@@ -320,12 +320,12 @@ echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine
     echo
     echo "## Purchases vs the pgbench ceiling"
     echo
-    echo "| concurrency | pgbench tps | purchases/s | ratio | p50 ms | p99 ms | p99.9 ms | errors |"
-    echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+    echo "| concurrency | pgbench tps | purchases/s | ratio | p50 ms | p99 ms | p99.9 ms | errors | shed (503/429) |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     for c in $CONCURRENCIES; do
         tps=$(grep -o 'tps = [0-9.]*' "$OUT/pgbench_c$c.txt" | awk '{print $3}')
         jq -r --arg c "$c" --arg tps "$tps" \
-            '"| \($c) | \($tps) | \(.commands_per_second) | \((.commands_per_second / ($tps | tonumber) * 100 | round))% | \(.latency.p50_ms) | \(.latency.p99_ms) | \(.latency.p999_ms) | \(.errors_total) |"' \
+            '"| \($c) | \($tps) | \(.commands_per_second) | \((.commands_per_second / ($tps | tonumber) * 100 | round))% | \(.latency.p50_ms) | \(.latency.p99_ms) | \(.latency.p999_ms) | \(.errors_total) | \(.shed_total) |"' \
             "$OUT/purchases_c$c.json"
     done
     echo

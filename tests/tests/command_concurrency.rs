@@ -11,26 +11,6 @@ use uuid::Uuid;
 
 const PURCHASES: usize = 50;
 
-/// A one-tier program, so that every purchase earns at the same rate whatever the order.
-async fn set_up(admin: &ApiClient) -> Uuid {
-    let program = json!({
-        "currency": "EUR",
-        "tiers": [{"name": "Member", "threshold_points": 0, "multiplier_bps": 10000}]
-    });
-    assert_eq!(
-        admin.put("/v1/orgs/acme/program", "p", &program).await.status,
-        200
-    );
-    let location = json!({"location_id": "store-1", "name": "Store"});
-    assert_eq!(
-        admin.post("/v1/orgs/acme/locations", "l", &location).await.status,
-        201
-    );
-    let answer = admin.post("/v1/orgs/acme/members", "m", &json!({})).await;
-    assert_eq!(answer.status, 201, "{}", answer.text);
-    answer.body["member_id"].as_str().unwrap().parse().unwrap()
-}
-
 fn amount(i: usize) -> i64 {
     1_000 + 37 * i as i64
 }
@@ -89,9 +69,13 @@ async fn assert_every_purchase_counted(db: &TestDb, client: &ApiClient, member: 
 async fn fifty_concurrent_purchases_on_one_member_all_count() {
     let db = TestDb::new().await;
     let nats = TestNats::new().await;
-    let service = spawn_command_service(&db, &nats).await;
+    // Fifty at once is beyond the default bound on requests in flight: this test is about
+    // every one of them counting, not about shedding (tests/tests/overload.rs).
+    let mut config = command_config(&db, &nats);
+    config.max_in_flight = PURCHASES;
+    let service = spawn_command_service_with(config).await;
     let keys = OrgKeys::create(&db, "acme").await;
-    let member = set_up(&service.client(&keys.admin)).await;
+    let member = service.client(&keys.admin).acme_with_one_member().await;
     let pos = service.client(&keys.pos);
 
     purchase_all(&pos, member, (0..PURCHASES).collect()).await;
@@ -111,7 +95,7 @@ async fn two_processes_purchasing_for_one_member_lose_no_update() {
     config.relay_enabled = false;
     let second = spawn_command_service_with(config).await;
     let keys = OrgKeys::create(&db, "acme").await;
-    let member = set_up(&first.client(&keys.admin)).await;
+    let member = first.client(&keys.admin).acme_with_one_member().await;
     let (a, b) = (first.client(&keys.pos), second.client(&keys.pos));
     // Both load the member first, so that each process decides on its own cached copy.
     for client in [&a, &b] {
