@@ -231,6 +231,8 @@ echo "$backlog events applied in $catch_up_ms ms" | tee "$OUT/catch_up.txt" >&2
 # --- 3. projection lag at a sustained rate ----------------------------------------------------------
 LAG_RATE=""
 for rate in $LAG_RATES; do
+    # A rate that was not sustained leaves the projector a backlog; each rate starts settled.
+    wait_projected 900
     logged "lag_r$rate" "${LOADGEN[@]}" run "${TARGET[@]}" --mix purchase=1 --rate "$rate" \
         --orgs 4 --members 2500 --duration "$LAG_DURATION" --warmup "$WARMUP" "${WATCH[@]}" \
         --json "$OUT/lag_r$rate.json"
@@ -247,6 +249,7 @@ for rate in $LAG_RATES; do
 done
 echo "${LAG_RATE:-none}" >"$OUT/lag_rate.txt"
 if [ -n "$LAG_RATE" ]; then
+    wait_projected 900
     # The same rate, with the lag observed the way a storefront widget sees it: through GraphQL.
     logged "lag_graphql_r$LAG_RATE" "${LOADGEN[@]}" run "${TARGET[@]}" --mix purchase=1 --rate "$LAG_RATE" \
         --orgs 4 --members 2500 --duration "$DURATION" --warmup "$WARMUP" --lag-source graphql \
@@ -260,6 +263,7 @@ fi
 capacity=$(jq -r '.commands_per_second | floor' "$OUT/purchases_c32.json" 2>/dev/null || echo 500)
 OVERLOAD_RATE=$((capacity * 2))
 echo "$capacity $OVERLOAD_RATE" >"$OUT/overload_rate.txt"
+wait_projected 900
 logged "overload_r$OVERLOAD_RATE" "${LOADGEN[@]}" run "${TARGET[@]}" --mix purchase=1 --rate "$OVERLOAD_RATE" \
     --orgs 4 --members 5000 --duration "$OVERLOAD_DURATION" --warmup "$WARMUP" --no-lag "${WATCH[@]}" \
     --json "$OUT/overload.json"
