@@ -371,6 +371,25 @@ async fn last_global_position(db: &TestDb) -> i64 {
         .unwrap()
 }
 
+/// Inserts `n` events and runs a relay until it has published them all; the relay goes on until
+/// the returned token is cancelled.
+async fn relay_events(
+    db: &TestDb,
+    nats: &TestNats,
+    n: i64,
+) -> (CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    insert_events(db, n).await;
+    let relay = start_relay(db, nats);
+    let last = last_global_position(db).await;
+    wait_until(
+        "the relay to publish everything",
+        Duration::from_secs(20),
+        || async { checkpoint(db, nats).await == Some(last) },
+    )
+    .await;
+    relay
+}
+
 /// Every event of the store is in the stream exactly once (in whatever order a refill left).
 fn assert_same_events(received: &[Received], expected: &[String]) {
     let ids: Vec<&str> = received.iter().map(|r| r.msg_id.as_str()).collect();
@@ -386,18 +405,10 @@ fn assert_same_events(received: &[Received], expected: &[String]) {
 async fn a_stream_that_lost_its_last_messages_is_refilled_from_the_last_one_it_holds() {
     let db = TestDb::new().await;
     let nats = TestNats::new().await;
-    insert_events(&db, 200).await;
-    let (stop, task) = start_relay(&db, &nats);
-    let last = last_global_position(&db).await;
-    wait_until(
-        "the relay to publish everything",
-        Duration::from_secs(20),
-        || async { checkpoint(&db, &nats).await == Some(last) },
-    )
-    .await;
+    let (stop, task) = relay_events(&db, &nats, 200).await;
 
-    // What a NATS server killed before it wrote its last 80 acknowledged messages comes back
-    // with: the same stream holding only the first 120.
+    // What a NATS server that crashed before its last 80 acknowledged messages reached the disk
+    // comes back with: the same stream holding only the first 120.
     let survivors: Vec<Received> = read_stream(&nats).await.into_iter().take(120).collect();
     let mut stream = nats.jetstream().get_stream(nats.stream()).await.unwrap();
     let config = stream.info().await.unwrap().config.clone();
@@ -443,15 +454,7 @@ async fn a_stream_that_lost_its_last_messages_is_refilled_from_the_last_one_it_h
 async fn a_relay_restarted_on_a_recreated_stream_publishes_everything_again() {
     let db = TestDb::new().await;
     let nats = TestNats::new().await;
-    insert_events(&db, 100).await;
-    let (stop, task) = start_relay(&db, &nats);
-    let last = last_global_position(&db).await;
-    wait_until(
-        "the relay to publish everything",
-        Duration::from_secs(20),
-        || async { checkpoint(&db, &nats).await == Some(last) },
-    )
-    .await;
+    let (stop, task) = relay_events(&db, &nats, 100).await;
     stop.cancel();
     task.await.unwrap().unwrap();
 
