@@ -18,9 +18,9 @@
 //!   the connection it does all its reading and checkpointing with; another process waits for it.
 //!   If that connection dies, Postgres releases the lock and the relay starts over.
 //! - **Wake-up.** A trigger on `events` NOTIFYs at commit; the relay LISTENs and also polls.
-//! - **A stream that lost its tail** (NATS killed before writing what it acknowledged, a stream
-//!   restored or re-created) is found by its sequences and refilled from the last event it
-//!   still holds ([`tail`]).
+//! - **A stream that lost its tail** (a machine crash before NATS synced what it acknowledged,
+//!   a stream restored or re-created) is found by its sequences and refilled from the last
+//!   event it still holds ([`tail`]).
 
 mod tail;
 
