@@ -42,11 +42,15 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Most API requests worked on at once; beyond it a request is answered 503 `overloaded`
     /// with `Retry-After` at once instead of queueing (0: no bound). The default serves 32
-    /// terminals without shedding and keeps accepted requests under 250 ms at p99 when twice
-    /// the capacity is offered on 2 cores (BENCHMARKS.md); it is a few times the database pool,
-    /// so raise both together.
+    /// terminals without shedding on 2 cores (BENCHMARKS.md); it is a few times the database
+    /// pool, so raise both together.
     #[arg(long, global = true, env = "MAX_IN_FLIGHT", default_value_t = 32)]
     pub max_in_flight: usize,
+    /// The latency, in milliseconds, that accepted requests are kept near at p99: while
+    /// requests take longer, fewer are worked on at once (down to 4) and more are shed; the
+    /// bound climbs back to `MAX_IN_FLIGHT` when they are fast again (0: a fixed bound).
+    #[arg(long, global = true, env = "SHED_LATENCY_TARGET_MS", default_value_t = 150)]
+    pub shed_latency_target_ms: u64,
     /// Requests per second each API key may make (a burst of one second's worth); beyond it
     /// 429 `rate_limited` with `Retry-After` (0: no limit).
     #[arg(long, global = true, env = "RATE_LIMIT_PER_KEY", default_value_t = 0)]
@@ -90,6 +94,7 @@ impl Config {
             command_max_attempts: 10,
             max_body_bytes: 64 * 1024,
             max_in_flight: 32,
+            shed_latency_target_ms: 150,
             rate_limit_per_key: 0,
             request_timeout_secs: 0,
             idempotency_lease_secs: 3,

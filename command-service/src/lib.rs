@@ -85,6 +85,8 @@ pub async fn run(
         http::state::Limits {
             max_body_bytes: config.max_body_bytes,
             max_in_flight: config.max_in_flight,
+            latency_target: (config.shed_latency_target_ms > 0)
+                .then(|| Duration::from_millis(config.shed_latency_target_ms)),
             rate_per_key: config.rate_limit_per_key,
         },
     );

@@ -5,73 +5,165 @@
 //! ten, and the requests that are accepted stay fast.
 //!
 //! Both services use the same two pieces; each maps a refusal to its own error body.
-//! Metrics: `<service>_requests_in_flight` (gauge), `<service>_requests_shed_total{reason}`
-//! with reason `in_flight` or `rate_limit`.
+//! Metrics: `<service>_requests_in_flight` and `<service>_requests_in_flight_bound` (gauges),
+//! `<service>_requests_shed_total{reason}` with reason `in_flight` or `rate_limit`.
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 /// What a shed request is told to wait before retrying, at least.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// The bound on requests in flight in one process.
+/// The bound on requests in flight in one process: a fixed count, or one that follows latency.
+///
+/// With a latency target the bound works like TCP's congestion window (AIMD): a request that
+/// took longer than the target cuts the bound by a quarter, at most once for the requests
+/// admitted under the same bound (those admitted before the cut say nothing about the new
+/// one), and every request answered in time while the process was at least half busy raises
+/// it by `1 / bound`, up to the configured count. Requests beyond the bound wait inside the
+/// process (for a database connection, a lock, a CPU); fewer of them at once answer sooner,
+/// so on a slow or noisy machine the accepted ones stay near the target instead of queueing,
+/// and the bound climbs back when the machine recovers. In equilibrium about one request in
+/// `bound² / 4` is slower than the target: the target sits near the p99.
 #[derive(Clone)]
 pub struct InFlight {
-    permits: Arc<Semaphore>,
-    limit: usize,
-    service: &'static str,
+    shared: Arc<Shared>,
 }
 
-/// A request's place among those in flight; dropping it frees the place.
+struct Shared {
+    service: &'static str,
+    /// Requests being worked on.
+    busy: AtomicUsize,
+    /// The bound they are admitted under (`usize::MAX`: none).
+    bound: AtomicUsize,
+    /// Bumped by every cut: a request remembers the one it was admitted in.
+    generation: AtomicU64,
+    aimd: Option<Mutex<Aimd>>,
+}
+
+/// A request's place among those in flight; dropping it frees the place and, under a latency
+/// target, tells the bound how long the request took.
 pub struct Admitted {
-    _permit: OwnedSemaphorePermit,
-    gauge: metrics::Gauge,
+    shared: Arc<Shared>,
+    started: Instant,
+    generation: u64,
+    /// At least half of the bound was busy when it was admitted.
+    saturated: bool,
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        self.gauge.decrement(1.0);
+        let shared = &self.shared;
+        shared.busy.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!(format!("{}_requests_in_flight", shared.service)).decrement(1.0);
+        let Some(aimd) = &shared.aimd else {
+            return;
+        };
+        let mut aimd = aimd.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = shared.generation.load(Ordering::Acquire);
+        let cut = aimd.observe(self.started.elapsed(), self.generation == current, self.saturated);
+        if cut {
+            shared.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        let bound = aimd.bound();
+        shared.bound.store(bound, Ordering::Release);
+        metrics::gauge!(format!("{}_requests_in_flight_bound", shared.service)).set(bound as f64);
     }
 }
 
 impl InFlight {
-    /// At most `limit` requests at once (`0`: no bound); `service` prefixes the metric names.
-    pub fn new(limit: usize, service: &'static str) -> Self {
-        let limit = if limit == 0 { Semaphore::MAX_PERMITS } else { limit };
+    /// At most `limit` requests at once (`0`: no bound); with `latency_target`, fewer while
+    /// requests take longer than it (see the type). `service` prefixes the metric names.
+    pub fn new(limit: usize, latency_target: Option<Duration>, service: &'static str) -> Self {
+        let aimd = match (limit, latency_target) {
+            (0, _) | (_, None) => None,
+            (limit, Some(target)) => Some(Mutex::new(Aimd::new(limit, target))),
+        };
+        let bound = if limit == 0 { usize::MAX } else { limit };
+        metrics::gauge!(format!("{service}_requests_in_flight_bound")).set(bound as f64);
         Self {
-            permits: Arc::new(Semaphore::new(limit)),
-            limit,
-            service,
+            shared: Arc::new(Shared {
+                service,
+                busy: AtomicUsize::new(0),
+                bound: AtomicUsize::new(bound),
+                generation: AtomicU64::new(0),
+                aimd,
+            }),
         }
     }
 
-    /// The bound.
+    /// The bound now.
     pub fn limit(&self) -> usize {
-        self.limit
+        self.shared.bound.load(Ordering::Acquire)
     }
 
     /// A place for one more request, or `None` when every place is taken (counted as shed).
     pub fn try_admit(&self) -> Option<Admitted> {
-        match Arc::clone(&self.permits).try_acquire_owned() {
-            Ok(permit) => {
-                let gauge = metrics::gauge!(format!("{}_requests_in_flight", self.service));
-                gauge.increment(1.0);
-                Some(Admitted {
-                    _permit: permit,
-                    gauge,
-                })
-            }
-            Err(_) => {
-                shed(self.service, "in_flight");
-                None
-            }
+        let shared = &self.shared;
+        let generation = shared.generation.load(Ordering::Acquire);
+        let bound = shared.bound.load(Ordering::Acquire);
+        let busy = shared.busy.fetch_add(1, Ordering::AcqRel);
+        if busy >= bound {
+            shared.busy.fetch_sub(1, Ordering::AcqRel);
+            shed(shared.service, "in_flight");
+            return None;
         }
+        metrics::gauge!(format!("{}_requests_in_flight", shared.service)).increment(1.0);
+        Some(Admitted {
+            shared: Arc::clone(shared),
+            started: Instant::now(),
+            generation,
+            saturated: (busy + 1) * 2 >= bound,
+        })
+    }
+}
+
+/// The arithmetic of the latency-following bound, apart from clocks and atomics. The bound is
+/// kept in thousandths of a place, so that the additive increase of `1 / bound` adds up.
+#[derive(Debug)]
+struct Aimd {
+    milli: u64,
+    min: u64,
+    max: u64,
+    target: Duration,
+}
+
+impl Aimd {
+    fn new(max: usize, target: Duration) -> Self {
+        let max = u64::try_from(max).unwrap_or(u64::MAX / 1_000_000) * 1_000;
+        Self {
+            milli: max,
+            // Never fewer than the cores' worth of work, so a burst of slow requests cannot
+            // starve the process.
+            min: max.min(4_000),
+            max,
+            target,
+        }
+    }
+
+    /// One answered request: it took `elapsed`, was admitted under the bound in force now
+    /// (`current`) and while the process was at least half busy (`saturated`). `true` if the
+    /// bound was cut (to three quarters).
+    fn observe(&mut self, elapsed: Duration, current: bool, saturated: bool) -> bool {
+        if elapsed > self.target {
+            if current && self.milli > self.min {
+                self.milli = (self.milli * 3 / 4).max(self.min);
+                return true;
+            }
+        } else if saturated {
+            self.milli = (self.milli + 1_000_000 / self.milli).min(self.max);
+        }
+        false
+    }
+
+    fn bound(&self) -> usize {
+        usize::try_from(self.milli / 1_000).unwrap_or(usize::MAX)
     }
 }
 
@@ -123,7 +215,7 @@ mod tests {
 
     #[test]
     fn places_are_bounded_and_given_back() {
-        let in_flight = InFlight::new(2, "test");
+        let in_flight = InFlight::new(2, None, "test");
         let a = in_flight.try_admit().expect("first place");
         let _b = in_flight.try_admit().expect("second place");
         assert!(in_flight.try_admit().is_none(), "a third request is shed");
@@ -131,9 +223,71 @@ mod tests {
         assert!(in_flight.try_admit().is_some(), "a freed place is taken again");
     }
 
+    const TARGET: Duration = Duration::from_millis(100);
+    const SLOW: Duration = Duration::from_millis(150);
+    const FAST: Duration = Duration::from_millis(20);
+
+    #[test]
+    fn answers_within_the_target_keep_the_configured_bound() {
+        let mut aimd = Aimd::new(32, TARGET);
+        for _ in 0..1_000 {
+            assert!(!aimd.observe(FAST, true, true));
+        }
+        assert_eq!(aimd.bound(), 32, "never above the configured count");
+    }
+
+    #[test]
+    fn a_slow_answer_cuts_the_bound_once_for_the_requests_admitted_under_it() {
+        let mut aimd = Aimd::new(32, TARGET);
+        assert!(aimd.observe(SLOW, true, true), "the first slow answer cuts");
+        assert_eq!(aimd.bound(), 24);
+        // The other requests admitted under 32 come back slow too: they say nothing about 24.
+        for _ in 0..31 {
+            assert!(!aimd.observe(SLOW, false, true));
+        }
+        assert_eq!(aimd.bound(), 24);
+        assert!(aimd.observe(SLOW, true, true), "one admitted under 24 cuts again");
+        assert_eq!(aimd.bound(), 18);
+    }
+
+    #[test]
+    fn the_bound_never_falls_below_its_floor_and_climbs_back_when_answers_are_fast_again() {
+        let mut aimd = Aimd::new(32, TARGET);
+        for _ in 0..20 {
+            aimd.observe(SLOW, true, true);
+        }
+        assert_eq!(aimd.bound(), 4, "the floor");
+        for _ in 0..100 {
+            aimd.observe(FAST, true, false);
+        }
+        assert_eq!(aimd.bound(), 4, "an idle process does not raise its bound");
+        let answers = (1..)
+            .find(|_| {
+                aimd.observe(FAST, true, true);
+                aimd.bound() == 32
+            })
+            .unwrap();
+        // Additive: about (32² − 4²) / 2 answers, a second or two of full load.
+        assert!(
+            (400..=600).contains(&answers),
+            "back to 32 after {answers} answers"
+        );
+    }
+
+    #[test]
+    fn a_slow_request_makes_room_for_fewer() {
+        let in_flight = InFlight::new(8, Some(Duration::from_millis(1)), "test");
+        let slow = in_flight.try_admit().expect("a place");
+        std::thread::sleep(Duration::from_millis(5));
+        drop(slow);
+        assert_eq!(in_flight.limit(), 6);
+        let held: Vec<_> = (0..8).map(|_| in_flight.try_admit()).collect();
+        assert_eq!(held.iter().filter(|admitted| admitted.is_some()).count(), 6);
+    }
+
     #[test]
     fn zero_means_unbounded() {
-        let in_flight = InFlight::new(0, "test");
+        let in_flight = InFlight::new(0, None, "test");
         let held: Vec<_> = (0..1_000).map(|_| in_flight.try_admit()).collect();
         assert!(held.iter().all(Option::is_some));
         assert!(KeyRate::new(0, "test").check(Uuid::new_v4()).is_ok());

@@ -157,7 +157,7 @@ pub async fn run(
         schemas,
         credentials,
         demo: demo.clone(),
-        in_flight: common::overload::InFlight::new(config.max_in_flight, "graphql"),
+        in_flight: common::overload::InFlight::new(config.max_in_flight, None, "graphql"),
     })
     .merge(web::router(demo))
     .merge(common::health::router(pool, Some(nats)));

@@ -197,8 +197,11 @@ async fn a_running_request_holds_its_key_for_one_short_lease_past_its_last_renew
     let mut longest_left = Duration::ZERO;
     let watched = Instant::now();
     while watched.elapsed() < Duration::from_millis(3_500) {
+        // clock_timestamp(), not now(): a renewal that commits after this statement began but
+        // before its snapshot would otherwise look longer than a lease.
         let left: Option<f64> = sqlx::query_scalar(
-            "SELECT extract(epoch FROM locked_until - now())::float8 FROM command_idempotency_keys \
+            "SELECT extract(epoch FROM locked_until - clock_timestamp())::float8 \
+             FROM command_idempotency_keys \
              WHERE org_id = 'acme' AND idempotency_key = 'till-7:3'",
         )
         .fetch_optional(s.db.pool())

@@ -156,6 +156,79 @@ async fn requests_beyond_the_bound_are_shed_at_once_and_change_nothing() {
     db.cleanup().await;
 }
 
+/// Holds every purchase at the event store until the returned connection rolls back.
+async fn lock_the_event_store(db: &TestDb) -> PgConnection {
+    let mut lock = PgConnection::connect(db.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
+    sqlx::query("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    lock
+}
+
+#[tokio::test]
+async fn after_answers_slower_than_the_target_the_service_takes_fewer_requests_at_once() {
+    let db = TestDb::new().await;
+    let nats = TestNats::new().await;
+    let mut config = command_config(&db, &nats);
+    config.max_in_flight = 8;
+    config.shed_latency_target_ms = 50;
+    let service = spawn_command_service_with(config).await;
+    let keys = OrgKeys::create(&db, "acme").await;
+    let admin = service.client(&keys.admin);
+    let pos = service.client(&keys.pos);
+    let mut members = vec![admin.acme_with_one_member().await];
+    for n in 1..8 {
+        members.push(enroll(&admin, &format!("m{n}")).await);
+    }
+    let bound = |metrics: &str| sample(metrics, "command_requests_in_flight_bound");
+    let anonymous = service.anonymous();
+    assert_eq!(bound(&anonymous.get("/metrics").await.text), Some(8.0));
+    let buy = |n: usize| {
+        let pos = pos.clone();
+        let path = format!("/v1/orgs/acme/members/{}/purchases", members[n % 8]);
+        tokio::spawn(async move { pos.post(&path, &format!("buy-{n}"), &purchase(n)).await })
+    };
+
+    // One purchase answered well past the 50 ms target: the process was too busy for 8.
+    let lock = lock_the_event_store(&db).await;
+    let slow = buy(0);
+    wait_for_lock_waiters(&db, 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    lock.close().await.unwrap();
+    assert_eq!(slow.await.unwrap().status, 200);
+    assert_eq!(bound(&anonymous.get("/metrics").await.text), Some(6.0));
+
+    // Eight at once now: six are taken, two are shed at once.
+    let lock = lock_the_event_store(&db).await;
+    let burst: Vec<_> = (1..=8).map(buy).collect();
+    let answered = || burst.iter().filter(|task| task.is_finished()).count();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while answered() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        answered(),
+        2,
+        "two of eight answered (refused) while six are held"
+    );
+    lock.close().await.unwrap();
+    let statuses: Vec<u16> = join_all(burst)
+        .await
+        .into_iter()
+        .map(|answer| answer.unwrap().status)
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 6, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 503).count(), 2, "{statuses:?}");
+    assert_eq!(purchases_in_store(&db).await, 7, "the shed ones stored nothing");
+
+    service.stop().await.unwrap();
+    nats.cleanup().await;
+    db.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_key_over_its_rate_gets_429_and_other_keys_do_not_notice() {
     let db = TestDb::new().await;

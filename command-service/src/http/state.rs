@@ -1,6 +1,7 @@
 //! The shared state of the handlers.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::credentials::Credentials;
 use common::overload::{InFlight, KeyRate};
@@ -33,6 +34,8 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Requests worked on at once (0: no bound).
     pub max_in_flight: usize,
+    /// Accepted requests are kept near it by working on fewer at once (`None`: a fixed bound).
+    pub latency_target: Option<Duration>,
     /// Requests per second and API key (0: no limit).
     pub rate_per_key: u32,
 }
@@ -54,7 +57,7 @@ impl AppState {
                 idempotency,
                 tasks,
                 max_body_bytes: limits.max_body_bytes,
-                in_flight: InFlight::new(limits.max_in_flight, "command"),
+                in_flight: InFlight::new(limits.max_in_flight, limits.latency_target, "command"),
                 key_rate: KeyRate::new(limits.rate_per_key, "command"),
             }),
         }
