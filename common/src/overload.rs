@@ -25,8 +25,8 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// With a latency target the bound works like TCP's congestion window (AIMD): a request that
 /// took longer than the target cuts the bound by a quarter, at most once for the requests
 /// admitted under the same bound (those admitted before the cut say nothing about the new
-/// one), and every request answered in time while the process was at least half busy raises
-/// it by `1 / bound`, up to the configured count. Requests beyond the bound wait inside the
+/// one), and every request answered in time raises it by `1 / bound`, up to the configured
+/// count (so a quiet spell after a storm restores it too, before the next burst). Requests beyond the bound wait inside the
 /// process (for a database connection, a lock, a CPU); fewer of them at once answer sooner,
 /// so on a slow or noisy machine the accepted ones stay near the target instead of queueing,
 /// and the bound climbs back when the machine recovers. In equilibrium about one request in
@@ -53,8 +53,6 @@ pub struct Admitted {
     shared: Arc<Shared>,
     started: Instant,
     generation: u64,
-    /// At least half of the bound was busy when it was admitted.
-    saturated: bool,
 }
 
 impl Drop for Admitted {
@@ -67,7 +65,7 @@ impl Drop for Admitted {
         };
         let mut aimd = aimd.lock().unwrap_or_else(PoisonError::into_inner);
         let current = shared.generation.load(Ordering::Acquire);
-        let cut = aimd.observe(self.started.elapsed(), self.generation == current, self.saturated);
+        let cut = aimd.observe(self.started.elapsed(), self.generation == current);
         if cut {
             shared.generation.fetch_add(1, Ordering::AcqRel);
         }
@@ -119,7 +117,6 @@ impl InFlight {
             shared: Arc::clone(shared),
             started: Instant::now(),
             generation,
-            saturated: (busy + 1) * 2 >= bound,
         })
     }
 }
@@ -147,16 +144,15 @@ impl Aimd {
         }
     }
 
-    /// One answered request: it took `elapsed`, was admitted under the bound in force now
-    /// (`current`) and while the process was at least half busy (`saturated`). `true` if the
-    /// bound was cut (to three quarters).
-    fn observe(&mut self, elapsed: Duration, current: bool, saturated: bool) -> bool {
+    /// One answered request: it took `elapsed` and was admitted under the bound in force now
+    /// (`current`). `true` if the bound was cut (to three quarters).
+    fn observe(&mut self, elapsed: Duration, current: bool) -> bool {
         if elapsed > self.target {
             if current && self.milli > self.min {
                 self.milli = (self.milli * 3 / 4).max(self.min);
                 return true;
             }
-        } else if saturated {
+        } else {
             self.milli = (self.milli + 1_000_000 / self.milli).min(self.max);
         }
         false
@@ -231,7 +227,7 @@ mod tests {
     fn answers_within_the_target_keep_the_configured_bound() {
         let mut aimd = Aimd::new(32, TARGET);
         for _ in 0..1_000 {
-            assert!(!aimd.observe(FAST, true, true));
+            assert!(!aimd.observe(FAST, true));
         }
         assert_eq!(aimd.bound(), 32, "never above the configured count");
     }
@@ -239,14 +235,14 @@ mod tests {
     #[test]
     fn a_slow_answer_cuts_the_bound_once_for_the_requests_admitted_under_it() {
         let mut aimd = Aimd::new(32, TARGET);
-        assert!(aimd.observe(SLOW, true, true), "the first slow answer cuts");
+        assert!(aimd.observe(SLOW, true), "the first slow answer cuts");
         assert_eq!(aimd.bound(), 24);
         // The other requests admitted under 32 come back slow too: they say nothing about 24.
         for _ in 0..31 {
-            assert!(!aimd.observe(SLOW, false, true));
+            assert!(!aimd.observe(SLOW, false));
         }
         assert_eq!(aimd.bound(), 24);
-        assert!(aimd.observe(SLOW, true, true), "one admitted under 24 cuts again");
+        assert!(aimd.observe(SLOW, true), "one admitted under 24 cuts again");
         assert_eq!(aimd.bound(), 18);
     }
 
@@ -254,20 +250,16 @@ mod tests {
     fn the_bound_never_falls_below_its_floor_and_climbs_back_when_answers_are_fast_again() {
         let mut aimd = Aimd::new(32, TARGET);
         for _ in 0..20 {
-            aimd.observe(SLOW, true, true);
+            aimd.observe(SLOW, true);
         }
         assert_eq!(aimd.bound(), 4, "the floor");
-        for _ in 0..100 {
-            aimd.observe(FAST, true, false);
-        }
-        assert_eq!(aimd.bound(), 4, "an idle process does not raise its bound");
         let answers = (1..)
             .find(|_| {
-                aimd.observe(FAST, true, true);
+                aimd.observe(FAST, true);
                 aimd.bound() == 32
             })
             .unwrap();
-        // Additive: about (32² − 4²) / 2 answers, a second or two of full load.
+        // Additive: about (32² − 4²) / 2 answers, a second of full load.
         assert!(
             (400..=600).contains(&answers),
             "back to 32 after {answers} answers"

@@ -86,8 +86,16 @@ async fn timed_purchase(
     org_ids: &[String],
     member: Uuid,
 ) -> Result<(Duration, Duration), String> {
+    // Measured: sent once, never retried after a refusal.
+    let purchase = setup::purchase_of(org, 1_000);
+    let key = Uuid::new_v4().to_string();
     let t = Instant::now();
-    let balance = setup::purchase(api, org, member, 1_000).await?.balance;
+    let balance = api
+        .commands(&org.pos_key)
+        .record_purchase(&org.id, MemberRef::Id(member), &key, &purchase)
+        .await
+        .map_err(|e| e.kind())?
+        .balance;
     let latency = t.elapsed();
     let acked = Instant::now();
     lag::wait_until_shown(

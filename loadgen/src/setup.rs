@@ -210,25 +210,27 @@ pub async fn enrol_members(
         .await
 }
 
-/// One purchase of `amount_minor` at the org's first location, now.
+/// A set-up purchase of `amount_minor` at the org's first location, now, sent until the
+/// platform takes it.
 pub async fn purchase(api: &Api, org: &Org, member: Uuid, amount_minor: i64) -> Result<MemberWrite, String> {
-    let purchase = Purchase {
+    let purchase = purchase_of(org, amount_minor);
+    let key = Uuid::new_v4().to_string();
+    let pos = api.commands(&org.pos_key);
+    patiently(|| pos.record_purchase(&org.id, MemberRef::Id(member), &key, &purchase))
+        .await
+        .map_err(|e| e.kind())
+}
+
+/// A purchase of `amount_minor` at the org's first location, now, with a new transaction id.
+pub fn purchase_of(org: &Org, amount_minor: i64) -> Purchase {
+    Purchase {
         transaction_id: format!("tx-{}", Uuid::new_v4()),
         location_id: org.locations[0].clone(),
         amount_minor,
         currency: CURRENCY.to_owned(),
         occurred_at: Utc::now().trunc_subsecs(3),
         items: None,
-    };
-    api.commands(&org.pos_key)
-        .record_purchase(
-            &org.id,
-            MemberRef::Id(member),
-            &Uuid::new_v4().to_string(),
-            &purchase,
-        )
-        .await
-        .map_err(|e| e.kind())
+    }
 }
 
 #[cfg(test)]
