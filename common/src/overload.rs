@@ -26,11 +26,12 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// took longer than the target cuts the bound by a quarter, at most once for the requests
 /// admitted under the same bound (those admitted before the cut say nothing about the new
 /// one), and every request answered in time raises it by `1 / bound`, up to the configured
-/// count (so a quiet spell after a storm restores it too, before the next burst). Requests beyond the bound wait inside the
-/// process (for a database connection, a lock, a CPU); fewer of them at once answer sooner,
-/// so on a slow or noisy machine the accepted ones stay near the target instead of queueing,
-/// and the bound climbs back when the machine recovers. In equilibrium about one request in
-/// `bound² / 4` is slower than the target: the target sits near the p99.
+/// count (so a quiet spell after a storm restores it too, before the next burst). Requests
+/// beyond the bound would wait inside the process (for a database connection, a lock, a CPU);
+/// fewer of them at once answer sooner, so on a slow or noisy machine the accepted ones stay
+/// near the target instead of queueing, and the bound climbs back when the machine recovers.
+/// In equilibrium about one request in `bound² / 4` is slower than the target: the target
+/// sits near the p99.
 #[derive(Clone)]
 pub struct InFlight {
     shared: Arc<Shared>,

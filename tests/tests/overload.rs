@@ -38,6 +38,17 @@ async fn wait_for_lock_waiters(db: &TestDb, n: i64) {
     }
 }
 
+/// Holds every statement on `table` until the returned connection rolls back or closes.
+async fn hold_lock(db: &TestDb, table: &str) -> PgConnection {
+    let mut lock = PgConnection::connect(db.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
+    sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    lock
+}
+
 async fn enroll(admin: &ApiClient, key: &str) -> Uuid {
     let answer = admin.post("/v1/orgs/acme/members", key, &json!({})).await;
     assert_eq!(answer.status, 201, "{}", answer.text);
@@ -97,12 +108,7 @@ async fn requests_beyond_the_bound_are_shed_at_once_and_change_nothing() {
 
     // Two purchases (of two members: one member's commands queue in the process) that cannot
     // finish while the event store is locked.
-    let mut lock = PgConnection::connect(db.url()).await.unwrap();
-    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
-    sqlx::query("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut lock)
-        .await
-        .unwrap();
+    let mut lock = hold_lock(&db, "events").await;
     let held: Vec<_> = [member, other]
         .into_iter()
         .enumerate()
@@ -156,17 +162,6 @@ async fn requests_beyond_the_bound_are_shed_at_once_and_change_nothing() {
     db.cleanup().await;
 }
 
-/// Holds every purchase at the event store until the returned connection rolls back.
-async fn lock_the_event_store(db: &TestDb) -> PgConnection {
-    let mut lock = PgConnection::connect(db.url()).await.unwrap();
-    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
-    sqlx::query("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut lock)
-        .await
-        .unwrap();
-    lock
-}
-
 #[tokio::test]
 async fn after_answers_slower_than_the_target_the_service_takes_fewer_requests_at_once() {
     let db = TestDb::new().await;
@@ -192,7 +187,7 @@ async fn after_answers_slower_than_the_target_the_service_takes_fewer_requests_a
     };
 
     // One purchase answered well past the 50 ms target: the process was too busy for 8.
-    let lock = lock_the_event_store(&db).await;
+    let lock = hold_lock(&db, "events").await;
     let slow = buy(0);
     wait_for_lock_waiters(&db, 1).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -201,7 +196,7 @@ async fn after_answers_slower_than_the_target_the_service_takes_fewer_requests_a
     assert_eq!(bound(&anonymous.get("/metrics").await.text), Some(6.0));
 
     // Eight at once now: six are taken, two are shed at once.
-    let lock = lock_the_event_store(&db).await;
+    let lock = hold_lock(&db, "events").await;
     let burst: Vec<_> = (1..=8).map(buy).collect();
     let answered = || burst.iter().filter(|task| task.is_finished()).count();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -297,12 +292,7 @@ async fn the_query_service_sheds_queries_beyond_its_bound() {
     // Answered while nothing is held.
     assert_eq!(ask().await.unwrap().status(), 200);
 
-    let mut lock = PgConnection::connect(db.url()).await.unwrap();
-    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
-    sqlx::query("LOCK TABLE rm.member_directory IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut lock)
-        .await
-        .unwrap();
+    let mut lock = hold_lock(&db, "rm.member_directory").await;
     let held = tokio::spawn(ask());
     wait_for_lock_waiters(&db, 1).await;
     let shed = ask().await.unwrap();
