@@ -39,6 +39,8 @@ pub struct InFlight {
 
 struct Shared {
     service: &'static str,
+    in_flight_gauge: metrics::Gauge,
+    bound_gauge: metrics::Gauge,
     /// Requests being worked on.
     busy: AtomicUsize,
     /// The bound they are admitted under (`usize::MAX`: none).
@@ -60,7 +62,7 @@ impl Drop for Admitted {
     fn drop(&mut self) {
         let shared = &self.shared;
         shared.busy.fetch_sub(1, Ordering::AcqRel);
-        metrics::gauge!(format!("{}_requests_in_flight", shared.service)).decrement(1.0);
+        shared.in_flight_gauge.decrement(1.0);
         let Some(aimd) = &shared.aimd else {
             return;
         };
@@ -72,7 +74,7 @@ impl Drop for Admitted {
         }
         let bound = aimd.bound();
         shared.bound.store(bound, Ordering::Release);
-        metrics::gauge!(format!("{}_requests_in_flight_bound", shared.service)).set(bound as f64);
+        shared.bound_gauge.set(bound as f64);
     }
 }
 
@@ -85,10 +87,16 @@ impl InFlight {
             (limit, Some(target)) => Some(Mutex::new(Aimd::new(limit, target))),
         };
         let bound = if limit == 0 { usize::MAX } else { limit };
-        metrics::gauge!(format!("{service}_requests_in_flight_bound")).set(bound as f64);
+        // The handles are taken once, from the installed recorder (they would be no-ops if taken
+        // before it), not formatted and looked up again on every request.
+        crate::metrics::handle();
+        let bound_gauge = metrics::gauge!(format!("{service}_requests_in_flight_bound"));
+        bound_gauge.set(bound as f64);
         Self {
             shared: Arc::new(Shared {
                 service,
+                in_flight_gauge: metrics::gauge!(format!("{service}_requests_in_flight")),
+                bound_gauge,
                 busy: AtomicUsize::new(0),
                 bound: AtomicUsize::new(bound),
                 generation: AtomicU64::new(0),
@@ -113,7 +121,7 @@ impl InFlight {
             shed(shared.service, "in_flight");
             return None;
         }
-        metrics::gauge!(format!("{}_requests_in_flight", shared.service)).increment(1.0);
+        shared.in_flight_gauge.increment(1.0);
         Some(Admitted {
             shared: Arc::clone(shared),
             started: Instant::now(),
