@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use common::promotions::*;
 use domain::ledger::{postings, Account};
@@ -25,7 +26,7 @@ fn achievement(id: &str, criteria: Value, fields: Value) -> Achievement {
 
 fn shop(achievements: Vec<Achievement>) -> Shop {
     let mut shop = Shop::new(vec![]);
-    shop.program.config.achievements = achievements;
+    Arc::make_mut(&mut shop.program.config).achievements = achievements;
     shop
 }
 

@@ -9,6 +9,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::Duration;
 use common::promotions::*;
@@ -66,7 +67,7 @@ proptest! {
         steps in steps(),
     ) {
         let mut shop = Shop::new(vec![]);
-        shop.program.config.achievements = achievements.clone();
+        Arc::make_mut(&mut shop.program.config).achievements = achievements.clone();
         let mut log: Vec<MemberEvent> = Vec::new();
         let mut bought: Vec<(String, i64)> = Vec::new();
         let mut unlocked: BTreeMap<String, usize> = BTreeMap::new();
@@ -127,10 +128,10 @@ proptest! {
         // The simulator, under the program in force, decides every purchase again identically.
         let mut simulator = Simulator::new(common::ORG, Draft::InForce, utc("2000-01-01T00:00:00Z"), utc("2100-01-01T00:00:00Z"));
         simulator.feed_program(ProgramEvent::ProgramConfigured {
-            org_id: common::ORG.into(), version: shop.program.version, config: shop.program.config.clone(),
+            org_id: common::ORG.into(), version: shop.program.version, config: (*shop.program.config).clone(),
             configured_at: utc("2025-01-01T00:00:00Z"),
         });
-        for location in &shop.program.locations {
+        for location in shop.program.locations.iter() {
             simulator.feed_program(ProgramEvent::LocationRegistered {
                 org_id: common::ORG.into(), location_id: location.clone(), name: location.clone(),
                 registered_at: utc("2025-01-01T00:00:00Z"),

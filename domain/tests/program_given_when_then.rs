@@ -395,9 +395,9 @@ fn snapshot_carries_the_version_rules_and_locations_in_force() {
     }
     let snapshot = program.snapshot().unwrap();
     assert_eq!(snapshot.version, 2);
-    assert_eq!(snapshot.config, richer_config());
+    assert_eq!(*snapshot.config, richer_config());
     assert_eq!(
-        snapshot.locations.into_iter().collect::<Vec<_>>(),
+        snapshot.locations.iter().cloned().collect::<Vec<_>>(),
         vec![STORE.to_owned()]
     );
     assert_eq!(Program::default().snapshot(), None);

@@ -338,7 +338,7 @@ fn adding_a_promotion_appends_it_in_a_new_version() {
     let added = promo(json!({"promotion_id": "q", "conditions": {"location_ids": [STORE]}}));
     let config = next_version(&mut program, add(added.clone()));
     assert_eq!(config, with_promotions(vec![promo(json!({})), added.clone()]));
-    assert_eq!(program.config, Some(config));
+    assert_eq!(program.config.as_deref(), Some(&config));
     assert_eq!(
         program.execute(add(added)),
         Err(ProgramError::PromotionExists("q".into()))
@@ -460,8 +460,8 @@ fn two_admins_changing_different_promotions_both_keep_their_change() {
         .config
         .unwrap()
         .promotions
-        .into_iter()
-        .map(|p| (p.promotion_id, p.effect))
+        .iter()
+        .map(|p| (p.promotion_id.clone(), p.effect))
         .collect();
     assert_eq!(
         ids_and_effects,

@@ -408,8 +408,8 @@ mod tests {
         let config: domain::ProgramConfig = serde_json::from_value(body).expect("program body");
         ProgramSnapshot {
             version: 1,
-            config,
-            locations: ["store-1".to_owned(), "store-2".to_owned()].into(),
+            config: config.into(),
+            locations: std::sync::Arc::new(["store-1".to_owned(), "store-2".to_owned()].into()),
         }
     }
 

@@ -47,7 +47,7 @@ pub async fn simulate(
     let request = Request {
         org_id: org.to_owned(),
         draft: match &draft {
-            Some(config) => Draft::Program(Box::new(config.clone())),
+            Some(config) => Draft::Program(config.clone().into()),
             None => Draft::InForce,
         },
         from,

@@ -304,7 +304,7 @@ async fn simulating_the_programs_in_force_reproduces_every_point_and_a_draft_add
         "effect": {"bonus": {"points": 7}}, "stackable": true})).unwrap());
     let request = Request {
         org_id: ORG.into(),
-        draft: Draft::Program(Box::new(draft)),
+        draft: Draft::Program(draft.into()),
         from: started,
         to: Utc::now(),
     };

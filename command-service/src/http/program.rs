@@ -1,5 +1,7 @@
 //! Program administration (admin keys): configure the program, register locations, read both.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -150,7 +152,7 @@ pub struct ProgramView {
     pub version: u64,
     /// `null` until configured.
     #[schema(value_type = Option<ProgramConfigDoc>)]
-    pub config: Option<ProgramConfig>,
+    pub config: Option<Arc<ProgramConfig>>,
     pub locations: Vec<LocationView>,
 }
 

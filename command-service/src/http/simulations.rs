@@ -100,7 +100,7 @@ pub async fn simulate(
         }
         let run = Request {
             org_id: org.clone(),
-            draft: Draft::Program(Box::new(request.draft.clone())),
+            draft: Draft::Program(request.draft.clone().into()),
             from: request.from,
             to: request.to,
         };

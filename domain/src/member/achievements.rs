@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::state::{in_window, Member};
+use super::state::{window, Member};
 use crate::calendar::{Period, TimeZone};
 use crate::program::{Achievement, Criteria};
 
@@ -97,10 +97,11 @@ pub fn progress(
     at: DateTime<Utc>,
     visits: &[Visit<'_>],
 ) -> i64 {
+    let in_window = achievement.window_days.map(|days| window(at, days));
     let in_scope = |v: &&Visit<'_>| {
-        achievement
-            .window_days
-            .is_none_or(|days| in_window(v.occurred_at, at, days))
+        in_window
+            .as_ref()
+            .is_none_or(|in_window| in_window(v.occurred_at))
     };
     let counted = visits.iter().filter(in_scope).filter(|v| v.counts());
     match achievement.criteria {

@@ -97,11 +97,15 @@ pub struct Member {
 
 /// `true` when `occurred_at` lies in the qualification window `(as_of − window_days, as_of]`.
 pub(crate) fn in_window(occurred_at: DateTime<Utc>, as_of: DateTime<Utc>, window_days: u32) -> bool {
+    window(as_of, window_days)(occurred_at)
+}
+
+/// The qualification window `(as_of − window_days, as_of]` as a test, its start computed once
+/// for the whole history it is applied to.
+pub(crate) fn window(as_of: DateTime<Utc>, window_days: u32) -> impl Fn(DateTime<Utc>) -> bool {
     // A window reaching back before the calendar's start includes everything up to as_of.
-    let after_start = as_of
-        .checked_sub_signed(Duration::days(i64::from(window_days)))
-        .is_none_or(|start| occurred_at > start);
-    after_start && occurred_at <= as_of
+    let start = as_of.checked_sub_signed(Duration::days(i64::from(window_days)));
+    move |occurred_at| start.is_none_or(|start| occurred_at > start) && occurred_at <= as_of
 }
 
 impl Member {
@@ -112,9 +116,10 @@ impl Member {
     /// Points earned by purchases (net of their clawbacks) with `occurred_at` in the window
     /// `(as_of − window_days, as_of]`.
     pub fn qualifying_points(&self, as_of: DateTime<Utc>, window_days: u32) -> i64 {
+        let in_window = window(as_of, window_days);
         self.purchases
             .values()
-            .filter(|p| in_window(p.occurred_at, as_of, window_days))
+            .filter(|p| in_window(p.occurred_at))
             .map(|p| p.points_earned - p.clawed_back)
             .sum()
     }

@@ -3,6 +3,7 @@
 //! the snapshot of it that member commands carry.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -295,9 +296,11 @@ impl ProgramConfig {
 }
 
 /// The program in force, as passed inside member commands (an external fact for the member).
+/// Shared, not copied: every command of a version carries the same program (a replay decides
+/// hundreds of thousands of commands with one), so cloning a snapshot clones two pointers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgramSnapshot {
     pub version: u64,
-    pub config: ProgramConfig,
-    pub locations: BTreeSet<String>,
+    pub config: Arc<ProgramConfig>,
+    pub locations: Arc<BTreeSet<String>>,
 }

@@ -85,7 +85,7 @@ fn registered(program: &Program) -> BTreeSet<String> {
 }
 
 fn in_force(program: &Program) -> Result<&ProgramConfig, ProgramError> {
-    program.config.as_ref().ok_or(ProgramError::NotConfigured)
+    program.config.as_deref().ok_or(ProgramError::NotConfigured)
 }
 
 fn promotion_mut<'c>(
@@ -113,7 +113,7 @@ fn reconfigure(
     at: DateTime<Utc>,
 ) -> Result<Vec<ProgramEvent>, ProgramError> {
     config.validate(&registered(program))?;
-    if program.config.as_ref() == Some(&config) {
+    if program.config.as_deref() == Some(&config) {
         return Ok(Vec::new());
     }
     Ok(vec![ProgramEvent::ProgramConfigured {

@@ -1,6 +1,7 @@
 //! An org's program and locations as rebuilt from its events.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +13,8 @@ use super::events::ProgramEvent;
 pub struct Program {
     pub org_id: Option<String>,
     pub version: u64,
-    pub config: Option<ProgramConfig>,
+    /// Shared with every [`ProgramSnapshot`] taken of this version.
+    pub config: Option<Arc<ProgramConfig>>,
     /// location_id → name
     pub locations: BTreeMap<String, String>,
 }
@@ -22,8 +24,8 @@ impl Program {
     pub fn snapshot(&self) -> Option<ProgramSnapshot> {
         Some(ProgramSnapshot {
             version: self.version,
-            config: self.config.clone()?,
-            locations: self.locations.keys().cloned().collect(),
+            config: Arc::clone(self.config.as_ref()?),
+            locations: Arc::new(self.locations.keys().cloned().collect()),
         })
     }
 
@@ -38,7 +40,7 @@ impl Program {
             } => {
                 self.org_id = Some(org_id);
                 self.version = version;
-                self.config = Some(config);
+                self.config = Some(Arc::new(config));
             }
             ProgramEvent::LocationRegistered {
                 org_id,

@@ -18,6 +18,7 @@ mod commands;
 pub mod report;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -34,8 +35,8 @@ pub use report::{Report, MAX_TIER_CHANGES};
 pub enum Draft {
     /// The programs that really were in force, version by version.
     InForce,
-    /// One draft program for every command of the window.
-    Program(Box<ProgramConfig>),
+    /// One draft program for every command of the window (shared by all of them).
+    Program(Arc<ProgramConfig>),
 }
 
 /// Where a logged member event sits: when its command was recorded and which command it was.
@@ -65,9 +66,9 @@ pub struct Simulator {
     draft: Draft,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-    programs: BTreeMap<u64, ProgramConfig>,
+    programs: BTreeMap<u64, Arc<ProgramConfig>>,
     version: u64,
-    locations: BTreeSet<String>,
+    locations: Arc<BTreeSet<String>>,
     members: HashMap<Uuid, Simulated>,
     spent: BTreeMap<String, i64>,
     tally: Tally,
@@ -83,7 +84,7 @@ impl Simulator {
             to,
             programs: BTreeMap::new(),
             version: 0,
-            locations: BTreeSet::new(),
+            locations: Arc::default(),
             members: HashMap::new(),
             spent: BTreeMap::new(),
             tally: Tally::default(),
@@ -106,11 +107,11 @@ impl Simulator {
     pub fn feed_program(&mut self, event: ProgramEvent) {
         match event {
             ProgramEvent::ProgramConfigured { version, config, .. } => {
-                self.programs.insert(version, config);
+                self.programs.insert(version, Arc::new(config));
                 self.version = self.version.max(version);
             }
             ProgramEvent::LocationRegistered { location_id, .. } => {
-                self.locations.insert(location_id);
+                Arc::make_mut(&mut self.locations).insert(location_id);
             }
         }
     }
@@ -119,7 +120,7 @@ impl Simulator {
     /// really decided it (the one its event names, else the latest one logged).
     fn program_for(&self, event: &MemberEvent) -> Option<ProgramSnapshot> {
         let (version, config) = match &self.draft {
-            Draft::Program(config) => (self.version + 1, config.as_ref()),
+            Draft::Program(config) => (self.version + 1, config),
             Draft::InForce => {
                 let named = match event {
                     MemberEvent::MemberEnrolled { program_version, .. }
@@ -133,8 +134,8 @@ impl Simulator {
         };
         Some(ProgramSnapshot {
             version,
-            config: config.clone(),
-            locations: self.locations.clone(),
+            config: Arc::clone(config),
+            locations: Arc::clone(&self.locations),
         })
     }
 

@@ -8,6 +8,7 @@
 pub mod promotions;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use cqrs_es::event_sink::EventSink;
@@ -73,8 +74,8 @@ pub fn program() -> ProgramSnapshot {
 pub fn snapshot(config: ProgramConfig) -> ProgramSnapshot {
     ProgramSnapshot {
         version: 1,
-        config,
-        locations: BTreeSet::from([STORE.to_owned()]),
+        config: Arc::new(config),
+        locations: Arc::new(BTreeSet::from([STORE.to_owned()])),
     }
 }
 

@@ -3,6 +3,7 @@
 //! `Member` aggregate (command in, events out).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use domain::member::earn::{Breakdown, Line};
@@ -61,7 +62,7 @@ impl Shop {
         config.stamp_cards.clear();
         config.promotions = promotions;
         let mut program = snapshot(config);
-        program.locations.insert("store-2".into());
+        Arc::make_mut(&mut program.locations).insert("store-2".into());
         let mut member = Member::default();
         member
             .execute(MemberCommand::Enroll(NewMember {
@@ -82,12 +83,12 @@ impl Shop {
 
     /// The program's time zone.
     pub fn in_zone(mut self, time_zone: &str) -> Self {
-        self.program.config.time_zone = time_zone.parse().unwrap();
+        Arc::make_mut(&mut self.program.config).time_zone = time_zone.parse().unwrap();
         self
     }
 
     pub fn cap(mut self, points: i64, period: &str) -> Self {
-        self.program.config.earn_cap =
+        Arc::make_mut(&mut self.program.config).earn_cap =
             Some(serde_json::from_value(json!({"points": points, "period": period})).unwrap());
         self
     }

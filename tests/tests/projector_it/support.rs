@@ -554,7 +554,7 @@ pub async fn random_workload(
                 log.reevaluate(org, member, clock).await;
             }
             _ => {
-                let mut config = log.snapshot(org).config;
+                let mut config = (*log.snapshot(org).config).clone();
                 config.earn_rate = if config.earn_rate == 1 { 2 } else { 1 };
                 log.configure(org, config, clock).await;
             }
