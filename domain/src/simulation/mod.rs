@@ -183,7 +183,7 @@ impl Simulator {
                 ..
             } => {
                 let week = iso_week(self.time_zone(), *occurred_at);
-                self.tally.purchase(side, tier, location_id, &week, breakdown);
+                self.tally.purchase(side, tier, location_id, week, breakdown);
                 if let Some(points) = self.member_points.as_mut() {
                     let sums = points.entry(member_id).or_default();
                     match side {
@@ -222,7 +222,11 @@ impl Simulator {
             None => is_head(&event),
         };
         if head {
-            sim.last_command = logged.command.map(str::to_owned);
+            match (logged.command, &mut sim.last_command) {
+                // The member's buffer is reused: one allocation per member, not per command.
+                (Some(command), Some(last)) => command.clone_into(last),
+                (command, last) => *last = command.map(str::to_owned),
+            }
         }
         if !in_window {
             self.draw(&event);

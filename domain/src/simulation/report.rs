@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Datelike as _, Utc};
+use chrono::{DateTime, Datelike as _, IsoWeek, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -92,7 +92,9 @@ pub(super) struct Tally {
     by_promotion: BTreeMap<String, (i64, i64)>,
     by_tier: BTreeMap<String, (i64, i64)>,
     by_location: BTreeMap<String, (i64, i64)>,
-    by_week: BTreeMap<String, (i64, i64)>,
+    /// Keyed by the week itself, named only in the report (a name per purchase was an
+    /// allocation per purchase).
+    by_week: BTreeMap<IsoWeek, (i64, i64)>,
 }
 
 fn add(map: &mut BTreeMap<String, (i64, i64)>, key: &str, side: Side, points: i64) {
@@ -107,15 +109,26 @@ fn add(map: &mut BTreeMap<String, (i64, i64)>, key: &str, side: Side, points: i6
     *sum = sum.saturating_add(points);
 }
 
-/// `YYYY-Www` of the local ISO week of `at`.
-pub(super) fn iso_week(time_zone: TimeZone, at: DateTime<Utc>) -> String {
-    let week = time_zone.period_start(Period::Week, at).iso_week();
+/// The local ISO week of `at`.
+pub(super) fn iso_week(time_zone: TimeZone, at: DateTime<Utc>) -> IsoWeek {
+    time_zone.period_start(Period::Week, at).iso_week()
+}
+
+/// `YYYY-Www`.
+fn week_name(week: IsoWeek) -> String {
     format!("{}-W{:02}", week.year(), week.week())
 }
 
 impl Tally {
     /// Counts one purchase's awarded points on `side`.
-    pub fn purchase(&mut self, side: Side, tier: &str, location_id: &str, week: &str, breakdown: &Breakdown) {
+    pub fn purchase(
+        &mut self,
+        side: Side,
+        tier: &str,
+        location_id: &str,
+        week: IsoWeek,
+        breakdown: &Breakdown,
+    ) {
         let total = match side {
             Side::Actual => &mut self.report.actual_points,
             Side::Draft => &mut self.report.draft_points,
@@ -131,7 +144,12 @@ impl Tally {
         }
         add(&mut self.by_tier, tier, side, breakdown.total);
         add(&mut self.by_location, location_id, side, breakdown.total);
-        add(&mut self.by_week, week, side, breakdown.total);
+        let (actual, draft) = self.by_week.entry(week).or_default();
+        let sum = match side {
+            Side::Actual => actual,
+            Side::Draft => draft,
+        };
+        *sum = sum.saturating_add(breakdown.total);
     }
 
     pub fn reward(&mut self, side: Side, points: i64) {
@@ -157,7 +175,17 @@ impl Tally {
             by_promotion: list(&self.by_promotion, |promotion_id| PromotionKey { promotion_id }),
             by_tier: list(&self.by_tier, |tier| TierKey { tier }),
             by_location: list(&self.by_location, |location_id| LocationKey { location_id }),
-            by_week: list(&self.by_week, |week| WeekKey { week }),
+            by_week: self
+                .by_week
+                .iter()
+                .map(|(&week, &(actual_points, draft_points))| Comparison {
+                    key: WeekKey {
+                        week: week_name(week),
+                    },
+                    actual_points,
+                    draft_points,
+                })
+                .collect(),
             ..self.report.clone()
         }
     }
