@@ -71,9 +71,8 @@ ORG=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["orgs"][0]
 "${PSQL[@]}" -d "$DB" -Atc "SELECT count(*) FROM events WHERE aggregate_id LIKE '$ORG/%'" >"$OUT/org_events.txt"
 # The history a marketer simulates is weeks old: vacuumed, its pages' hint bits set, long
 # checkpointed. A log bulk-loaded a second ago is none of these (and autovacuum may be off, as
-# on CI machines): its first reads set hint bits on every page and the checkpointer writes them
-# back while the runs below read, which doubled their time in the measurements. Settle it as
-# autovacuum and the checkpointer would have.
+# on CI machines). Settle it as autovacuum and the checkpointer would have. (The first replays
+# of a fresh seed were still slower than later ones of the same log: BENCHMARKS.md, 8a.)
 "${PSQL[@]}" -d "$DB" -c "VACUUM (ANALYZE) events" -c "CHECKPOINT"
 
 # The draft: the org's program with three promotions, an earn cap and two achievements.
