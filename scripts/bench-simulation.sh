@@ -31,6 +31,8 @@ ADDR=127.0.0.1:28090
 BIN=${CARGO_TARGET_DIR:-target}/release
 
 say() { echo "bench-simulation: $*" >&2; }
+# js_delete_stream NAME
+. scripts/jetstream.sh
 mkdir -p "$OUT"
 : >"$OUT/commands.txt"
 timed() {
@@ -56,6 +58,7 @@ SERVICE=$!
 cleanup() {
     kill -TERM "$SERVICE" 2>/dev/null || true
     wait "$SERVICE" 2>/dev/null || true
+    js_delete_stream "$NATS_STREAM"
     [ "${BENCH_KEEP:-0}" = 1 ] || "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null || true
 }
 trap cleanup EXIT
