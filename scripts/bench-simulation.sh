@@ -72,6 +72,10 @@ timed seed "$BIN/loadgen" seed --command-url "http://$ADDR" --graphql-url "http:
     --no-progress --events "$EVENTS" --orgs 1 --members "$MEMBERS" --json "$OUT/seed.json"
 ORG=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["orgs"][0])' "$OUT/seed.json")
 "${PSQL[@]}" -d "$DB" -Atc "SELECT count(*) FROM events WHERE aggregate_id LIKE '$ORG/%'" >"$OUT/org_events.txt"
+# The command service was needed for the seed's set-up only; left running, its relay would
+# still be publishing the bulk-appended log to JetStream while the replays below run.
+kill -TERM "$SERVICE"
+wait "$SERVICE" 2>/dev/null || true
 # The history a marketer simulates is weeks old: vacuumed, its pages' hint bits set, long
 # checkpointed. A log bulk-loaded a second ago is none of these (and autovacuum may be off, as
 # on CI machines). Settle it as autovacuum and the checkpointer would have. (The first replays
