@@ -1,7 +1,7 @@
 //! Running a what-if simulation (SPEC §9) against the event store: one org's log streamed once
-//! in log order from a consistent snapshot, decoded by the one codec and folded by the pure
-//! [`domain::simulation::Simulator`] on a blocking thread while the next rows are read; and the
-//! reports kept in `simulations`. Nothing is written to the event store or the read models.
+//! in log order from a consistent snapshot, decoded by the one codec on the blocking pool and
+//! folded in order by the pure [`domain::simulation::Simulator`] on one blocking thread while
+//! the next rows are read; and the reports kept in `simulations`. Nothing is written to the event store or the read models.
 //! Shared by the command API (`POST /v1/orgs/{org}/program/simulations`) and
 //! `projector simulate`.
 

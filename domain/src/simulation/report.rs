@@ -102,9 +102,14 @@ fn add(map: &mut BTreeMap<String, (i64, i64)>, key: &str, side: Side, points: i6
         Some(entry) => entry,
         None => map.entry(key.to_owned()).or_default(),
     };
+    add_to(entry, side, points);
+}
+
+/// Adds `points` to the `side` of an `(actual, draft)` pair.
+fn add_to(sums: &mut (i64, i64), side: Side, points: i64) {
     let sum = match side {
-        Side::Actual => &mut entry.0,
-        Side::Draft => &mut entry.1,
+        Side::Actual => &mut sums.0,
+        Side::Draft => &mut sums.1,
     };
     *sum = sum.saturating_add(points);
 }
@@ -144,12 +149,7 @@ impl Tally {
         }
         add(&mut self.by_tier, tier, side, breakdown.total);
         add(&mut self.by_location, location_id, side, breakdown.total);
-        let (actual, draft) = self.by_week.entry(week).or_default();
-        let sum = match side {
-            Side::Actual => actual,
-            Side::Draft => draft,
-        };
-        *sum = sum.saturating_add(breakdown.total);
+        add_to(self.by_week.entry(week).or_default(), side, breakdown.total);
     }
 
     pub fn reward(&mut self, side: Side, points: i64) {
@@ -162,31 +162,67 @@ impl Tally {
 
     /// The report so far, with its breakdowns sorted by key.
     pub fn report(&self) -> Report {
-        fn list<K>(map: &BTreeMap<String, (i64, i64)>, key: impl Fn(String) -> K) -> Vec<Comparison<K>> {
+        fn list<M, K>(map: &BTreeMap<M, (i64, i64)>, key: impl Fn(&M) -> K) -> Vec<Comparison<K>> {
             map.iter()
                 .map(|(k, &(actual_points, draft_points))| Comparison {
-                    key: key(k.clone()),
+                    key: key(k),
                     actual_points,
                     draft_points,
                 })
                 .collect()
         }
         Report {
-            by_promotion: list(&self.by_promotion, |promotion_id| PromotionKey { promotion_id }),
-            by_tier: list(&self.by_tier, |tier| TierKey { tier }),
-            by_location: list(&self.by_location, |location_id| LocationKey { location_id }),
-            by_week: self
-                .by_week
-                .iter()
-                .map(|(&week, &(actual_points, draft_points))| Comparison {
-                    key: WeekKey {
-                        week: week_name(week),
-                    },
-                    actual_points,
-                    draft_points,
-                })
-                .collect(),
+            by_promotion: list(&self.by_promotion, |id| PromotionKey {
+                promotion_id: id.clone(),
+            }),
+            by_tier: list(&self.by_tier, |tier| TierKey { tier: tier.clone() }),
+            by_location: list(&self.by_location, |id| LocationKey {
+                location_id: id.clone(),
+            }),
+            by_week: list(&self.by_week, |&week| WeekKey {
+                week: week_name(week),
+            }),
             ..self.report.clone()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn purchase(tally: &mut Tally, side: Side, at: &str, total: i64) {
+        let at: DateTime<Utc> = at.parse().unwrap();
+        let breakdown = Breakdown {
+            total,
+            ..Breakdown::default()
+        };
+        let zone: TimeZone = "Europe/Paris".parse().unwrap();
+        tally.purchase(side, "Bronze", "store-1", iso_week(zone, at), &breakdown);
+    }
+
+    #[test]
+    fn points_are_reported_per_local_iso_week_in_week_order() {
+        let mut tally = Tally::default();
+        // Sunday 23:30 UTC is already Monday in Paris: the next ISO week there.
+        purchase(&mut tally, Side::Actual, "2026-01-04T23:30:00Z", 10);
+        purchase(&mut tally, Side::Draft, "2026-01-04T23:30:00Z", 15);
+        // ISO week 1 of 2026 starts on Monday 2025-12-29.
+        purchase(&mut tally, Side::Actual, "2025-12-30T12:00:00Z", 7);
+        purchase(&mut tally, Side::Actual, "2025-12-28T12:00:00Z", 3);
+        let weeks: Vec<_> = tally
+            .report()
+            .by_week
+            .into_iter()
+            .map(|c| (c.key.week, c.actual_points, c.draft_points))
+            .collect();
+        assert_eq!(
+            weeks,
+            vec![
+                ("2025-W52".to_owned(), 3, 0),
+                ("2026-W01".to_owned(), 7, 0),
+                ("2026-W02".to_owned(), 10, 15),
+            ]
+        );
     }
 }
