@@ -2,10 +2,11 @@
 //!
 //! Resolving a field of many members at once queues one key per member; the loader runs one
 //! statement for the whole batch. Batching by time window alone is not a guarantee (a big page
-//! may take longer to walk than the window), so list fields also [`prefetch`] what their
-//! selection needs for the whole page up front, one statement per read model: a page of 100
-//! members with balance, tier, RFM and stamp cards costs the same handful of statements as a
-//! page of one.
+//! may take longer to walk than the window), so list fields and the `member` field
+//! [`prefetch`] what their selection needs up front, every read model in one statement
+//! ([`Db::read_models`]): a page of 100 members with balance, tier, RFM and stamp cards costs
+//! the same statement as a page of one, and a storefront's member card one statement (plus
+//! its history, read from the event store).
 //!
 //! Each HTTP request gets its own loaders with a cache ([`for_request`]): nothing outlives the
 //! request, so no answer shows data older than its request. Subscriptions use a schema-wide
@@ -20,7 +21,7 @@ use domain::ids::MemberKey;
 
 use crate::db::{
     BalanceRow, Db, FullProgram, LeaderboardRow, MemberAchievementRow, MemberRow, PeriodKeys,
-    PromotionHistoryRow, RfmRow, StampCardRow, TierChangeRow, TierRow, TransitionRow,
+    PromotionHistoryRow, ReadModelRows, RfmRow, StampCardRow, TierChangeRow, TierRow, TransitionRow, Wanted,
 };
 use crate::error::{QueryError, QueryResult};
 
@@ -100,10 +101,30 @@ macro_rules! member_loader {
     };
 }
 
+/// A loader whose value says whether the member has a row: a member without one is cached as
+/// such, so a prefetched request does not ask again (many members have no RFM row yet).
+macro_rules! optional_member_loader {
+    ($key:ident, $value:ty, $method:ident) => {
+        impl Loader<$key> for ReadModels {
+            type Value = Option<$value>;
+            type Error = QueryError;
+
+            async fn load(&self, keys: &[$key]) -> Result<HashMap<$key, Option<$value>>, QueryError> {
+                let members = member_keys(keys.iter().map(|key| &key.0));
+                let mut found = self.db.$method(&members).await?;
+                Ok(keys
+                    .iter()
+                    .map(|key| (key.clone(), found.remove(&key.0)))
+                    .collect())
+            }
+        }
+    };
+}
+
 member_loader!(DirectoryOf, MemberRow, members);
 member_loader!(BalanceOf, BalanceRow, balances);
-member_loader!(TierOf, TierRow, tiers);
-member_loader!(RfmOf, RfmRow, rfm);
+optional_member_loader!(TierOf, TierRow, tiers);
+optional_member_loader!(RfmOf, RfmRow, rfm);
 member_loader!(StampCardsOf, Vec<StampCardRow>, stamp_cards);
 member_loader!(TierHistoryOf, Vec<TierChangeRow>, tier_history);
 member_loader!(TransitionsOf, Vec<TransitionRow>, member_transitions);
@@ -115,18 +136,22 @@ impl Loader<RanksOf> for ReadModels {
     type Error = QueryError;
 
     async fn load(&self, keys: &[RanksOf]) -> Result<HashMap<RanksOf, Vec<LeaderboardRow>>, QueryError> {
-        let periods = PeriodKeys::at(chrono::Utc::now());
-        // Usually one location per batch (the same field of every member of a page).
-        let mut by_location: HashMap<&str, Vec<MemberKey>> = HashMap::new();
-        for RanksOf(member, location) in keys {
-            by_location.entry(location).or_default().push(member.clone());
-        }
-        let mut ranks = HashMap::new();
-        for (location, members) in by_location {
-            let found = self.db.ranks(&members, location, &periods).await?;
-            ranks.extend(rekey(found, |member| RanksOf(member, location.to_owned())));
-        }
-        Ok(ranks)
+        let members = member_keys(keys.iter().map(|key| &key.0));
+        let mut locations: Vec<String> = keys.iter().map(|key| key.1.clone()).collect();
+        locations.sort();
+        locations.dedup();
+        let mut found = self
+            .db
+            .ranks(&members, &locations, &PeriodKeys::at(chrono::Utc::now()))
+            .await?;
+        // Every key answered, with no ranks when the member has no points on those boards.
+        Ok(keys
+            .iter()
+            .map(|key| {
+                let ranks = found.remove(&(key.0.clone(), key.1.clone())).unwrap_or_default();
+                (key.clone(), ranks)
+            })
+            .collect())
     }
 }
 
@@ -165,119 +190,149 @@ impl Loader<BudgetsOf> for ReadModels {
 /// a `Member` in a list) asks for, so that resolving the list's items hits the cache only.
 ///
 /// A member's `segmentHistory { member { ... } }` names the same member again: that nested
-/// selection is prefetched the same way, so the whole tree costs one statement per read model
-/// and level.
-pub fn prefetch<'a>(
-    loaders: &'a Loaders,
-    member: &'a Lookahead<'a>,
-    keys: &'a [MemberKey],
-) -> futures::future::BoxFuture<'a, QueryResult<()>> {
-    Box::pin(prefetch_level(loaders, member, keys))
+/// selection is read in the same statement.
+pub async fn prefetch(loaders: &Loaders, member: &Lookahead<'_>, keys: &[MemberKey]) -> QueryResult<()> {
+    let mut wanted = Wanted::default();
+    wants(member, &mut wanted);
+    prefetch_wanted(loaders, keys, wanted).await
 }
 
-async fn prefetch_level(loaders: &Loaders, member: &Lookahead<'_>, keys: &[MemberKey]) -> QueryResult<()> {
-    if keys.is_empty() {
-        return Ok(());
-    }
-    let wants = |field: &str| member.field(field).exists();
-    let mut orgs: Vec<String> = keys.iter().map(|key| key.org_id.clone()).collect();
-    orgs.sort();
-    orgs.dedup();
-    // One set of keys per location the selection names (usually just the org-wide board).
-    let mut locations: Vec<String> = member
-        .field("leaderboardRanks")
-        .selection_fields()
-        .iter()
-        .map(|field| {
-            let arguments = field.arguments().unwrap_or_default();
-            match arguments.iter().find(|(name, _)| name.as_str() == "locationId") {
-                Some((_, Value::String(location))) => location.clone(),
-                _ => String::new(),
-            }
-        })
-        .collect();
-    locations.sort();
-    locations.dedup();
+/// [`prefetch`] for members whose directory rows are not loaded yet: those too.
+pub async fn prefetch_members(
+    loaders: &Loaders,
+    member: &Lookahead<'_>,
+    keys: &[MemberKey],
+) -> QueryResult<()> {
+    let mut wanted = Wanted {
+        directory: true,
+        ..Wanted::default()
+    };
+    wants(member, &mut wanted);
+    prefetch_wanted(loaders, keys, wanted).await
+}
 
-    let balance = async {
-        if wants("balance") || wants("affordableRewards") {
-            loaders.load_many(each(keys, BalanceOf)).await?;
+/// Adds what the selection `member` of a `Member` reads to `wanted`.
+fn wants(member: &Lookahead<'_>, wanted: &mut Wanted) {
+    let has = |field: &str| member.field(field).exists();
+    wanted.balances |= has("balance") || has("affordableRewards");
+    wanted.tiers |= has("tier") || has("activePromotions");
+    wanted.rfm |= has("rfm");
+    wanted.stamp_cards |= has("stampCards");
+    wanted.tier_history |= has("tierHistory");
+    wanted.achievements |= has("badges") || has("achievements");
+    // The entry tier of members without a tier row comes from the program, too.
+    wanted.programs |=
+        has("affordableRewards") || has("tier") || has("activePromotions") || has("achievements");
+    wanted.promotion_histories |= has("activePromotions");
+    wanted.budgets |= has("activePromotions");
+    // One set of ranks per location the selection names (usually just the org-wide boards).
+    for field in member.field("leaderboardRanks").selection_fields() {
+        let arguments = field.arguments().unwrap_or_default();
+        let location = match arguments.iter().find(|(name, _)| name.as_str() == "locationId") {
+            Some((_, Value::String(location))) => location.clone(),
+            _ => String::new(),
+        };
+        if !wanted.rank_locations.contains(&location) {
+            wanted.rank_locations.push(location);
         }
-        Ok::<_, QueryError>(())
-    };
-    let tier = async {
-        if wants("tier") {
-            loaders.load_many(each(keys, TierOf)).await?;
+    }
+    if has("segmentHistory") {
+        wanted.transitions = true;
+        let nested = member.field("segmentHistory").field("member");
+        if nested.exists() {
+            wanted.directory = true;
+            wants(&nested, wanted);
         }
-        Ok(())
-    };
-    let rfm = async {
-        if wants("rfm") {
-            loaders.load_many(each(keys, RfmOf)).await?;
-        }
-        Ok(())
-    };
-    let cards = async {
-        if wants("stampCards") {
-            loaders.load_many(each(keys, StampCardsOf)).await?;
-        }
-        Ok(())
-    };
-    let tier_history = async {
-        if wants("tierHistory") {
-            loaders.load_many(each(keys, TierHistoryOf)).await?;
-        }
-        Ok(())
-    };
-    let transitions = async {
-        if wants("segmentHistory") {
-            loaders.load_many(each(keys, TransitionsOf)).await?;
-            let nested = member.field("segmentHistory").field("member");
-            if nested.exists() {
-                loaders.load_many(each(keys, DirectoryOf)).await?;
-                prefetch(loaders, &nested, keys).await?;
-            }
-        }
-        Ok(())
-    };
-    let program = async {
-        // The entry tier of members without a tier row comes from the program, too.
-        if wants("affordableRewards") || wants("tier") || wants("activePromotions") {
-            loaders.load_many(orgs.iter().cloned().map(ProgramOf)).await?;
-        }
-        Ok(())
-    };
-    let promotions = async {
-        if wants("activePromotions") {
-            futures::try_join!(
-                loaders.load_many(each(keys, TierOf)),
-                loaders.load_many(each(keys, PromotionHistoryOf)),
-                loaders.load_many(orgs.iter().cloned().map(BudgetsOf)),
-            )?;
-        }
-        Ok(())
-    };
-    let ranks = async {
-        for location in &locations {
-            let keys = keys.iter().map(|key| RanksOf(key.clone(), location.clone()));
-            loaders.load_many(keys).await?;
-        }
-        Ok(())
-    };
-    futures::try_join!(
-        balance,
-        tier,
-        rfm,
-        cards,
-        tier_history,
-        transitions,
-        program,
-        promotions,
-        ranks
-    )?;
+    }
+}
+
+async fn prefetch_wanted(loaders: &Loaders, keys: &[MemberKey], wanted: Wanted) -> QueryResult<()> {
+    let periods = PeriodKeys::at(chrono::Utc::now());
+    let rows = loaders.loader().db.read_models(keys, &wanted, &periods).await?;
+    feed(loaders, keys, &wanted, rows).await;
     Ok(())
 }
 
-fn each<K>(keys: &[MemberKey], wrap: fn(MemberKey) -> K) -> Vec<K> {
-    keys.iter().cloned().map(wrap).collect()
+/// Puts what [`Db::read_models`] read into the loaders' cache: for every key of a wanted read
+/// model, its rows (none, for a list or an optional row, when it has none), so that the fields
+/// resolved next find them there.
+async fn feed(loaders: &Loaders, keys: &[MemberKey], wanted: &Wanted, mut rows: ReadModelRows) {
+    if wanted.directory {
+        loaders.feed_many(rekey(rows.directory, DirectoryOf)).await;
+    }
+    if wanted.balances {
+        loaders.feed_many(rekey(rows.balances, BalanceOf)).await;
+    }
+    if wanted.tiers {
+        let tiers = keys
+            .iter()
+            .map(|key| (TierOf(key.clone()), rows.tiers.remove(key)));
+        loaders.feed_many(tiers).await;
+    }
+    if wanted.rfm {
+        let rfm = keys.iter().map(|key| (RfmOf(key.clone()), rows.rfm.remove(key)));
+        loaders.feed_many(rfm).await;
+    }
+    if wanted.stamp_cards {
+        let cards = keys.iter().map(|key| {
+            (
+                StampCardsOf(key.clone()),
+                rows.stamp_cards.remove(key).unwrap_or_default(),
+            )
+        });
+        loaders.feed_many(cards).await;
+    }
+    if wanted.tier_history {
+        let history = keys.iter().map(|key| {
+            (
+                TierHistoryOf(key.clone()),
+                rows.tier_history.remove(key).unwrap_or_default(),
+            )
+        });
+        loaders.feed_many(history).await;
+    }
+    if wanted.transitions {
+        let transitions = keys.iter().map(|key| {
+            (
+                TransitionsOf(key.clone()),
+                rows.transitions.remove(key).unwrap_or_default(),
+            )
+        });
+        loaders.feed_many(transitions).await;
+    }
+    if wanted.promotion_histories {
+        loaders
+            .feed_many(rekey(rows.promotion_histories, PromotionHistoryOf))
+            .await;
+    }
+    if wanted.achievements {
+        let achievements = keys.iter().map(|key| {
+            (
+                AchievementsOf(key.clone()),
+                rows.achievements.remove(key).unwrap_or_default(),
+            )
+        });
+        loaders.feed_many(achievements).await;
+    }
+    if wanted.programs {
+        loaders
+            .feed_many(
+                rows.programs
+                    .into_iter()
+                    .map(|(org, program)| (ProgramOf(org), program)),
+            )
+            .await;
+    }
+    if wanted.budgets {
+        loaders
+            .feed_many(rows.budgets.into_iter().map(|(org, left)| (BudgetsOf(org), left)))
+            .await;
+    }
+    for location in &wanted.rank_locations {
+        let ranks = keys.iter().map(|key| {
+            let found = rows.ranks.remove(&(key.clone(), location.clone()));
+            (RanksOf(key.clone(), location.clone()), found.unwrap_or_default())
+        });
+        loaders.feed_many(ranks).await;
+    }
 }

@@ -13,7 +13,7 @@ use super::Db;
 use crate::error::QueryResult;
 
 /// A member's standing on one achievement, as of their latest purchase or refund.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct MemberAchievementRow {
     pub achievement_id: String,
     pub progress: i64,
@@ -64,6 +64,14 @@ pub struct SimulationRow {
     pub report: Json<domain::simulation::Report>,
 }
 
+/// Achievement rows of the members `$1`/`$2` name, by achievement id.
+pub(super) const MEMBER_ACHIEVEMENTS: &str =
+    "SELECT a.org_id, a.member_id, a.achievement_id, a.progress, a.target, \
+        a.updated_at, a.unlocked_at, a.badge, a.reward_points \
+ FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+ JOIN rm.member_achievements a USING (org_id, member_id) \
+ ORDER BY a.org_id, a.member_id, a.achievement_id";
+
 impl Db {
     /// Every member's achievement rows, by achievement id; members without any are absent.
     pub async fn member_achievements(
@@ -71,17 +79,11 @@ impl Db {
         keys: &[MemberKey],
     ) -> QueryResult<HashMap<MemberKey, Vec<MemberAchievementRow>>> {
         let (orgs, ids) = key_arrays(keys);
-        let rows: Vec<Keyed<MemberAchievementRow>> = sqlx::query_as(
-            "SELECT a.org_id, a.member_id, a.achievement_id, a.progress, a.target, a.updated_at, a.unlocked_at, \
-                    a.badge, a.reward_points \
-             FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
-             JOIN rm.member_achievements a USING (org_id, member_id) \
-             ORDER BY a.org_id, a.member_id, a.achievement_id",
-        )
-        .bind(orgs)
-        .bind(ids)
-        .fetch_all(self.pool())
-        .await?;
+        let rows: Vec<Keyed<MemberAchievementRow>> = sqlx::query_as(MEMBER_ACHIEVEMENTS)
+            .bind(orgs)
+            .bind(ids)
+            .fetch_all(self.pool())
+            .await?;
         Ok(grouped(rows.into_iter().map(Keyed::split)))
     }
 

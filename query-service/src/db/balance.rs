@@ -9,7 +9,7 @@ use super::keys::{key_arrays, keyed, Keyed};
 use super::Db;
 use crate::error::QueryResult;
 
-#[derive(Debug, Clone, Default, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, sqlx::FromRow, serde::Deserialize)]
 pub struct BalanceRow {
     pub balance: i64,
     pub lifetime_earned: i64,
@@ -21,19 +21,21 @@ pub struct BalanceRow {
     pub next_expiry_at: Option<DateTime<Utc>>,
 }
 
+/// Balances of the members `$1`/`$2` name.
+pub(super) const BALANCES: &str =
+    "SELECT b.org_id, b.member_id, b.balance, b.lifetime_earned, b.redeemed, b.expired, \
+        b.clawed_back, b.adjusted, b.next_expiry_points, b.next_expiry_at \
+ FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+ JOIN rm.member_balances b USING (org_id, member_id)";
+
 impl Db {
     pub async fn balances(&self, keys: &[MemberKey]) -> QueryResult<HashMap<MemberKey, BalanceRow>> {
         let (orgs, ids) = key_arrays(keys);
-        let rows: Vec<Keyed<BalanceRow>> = sqlx::query_as(
-            "SELECT b.org_id, b.member_id, b.balance, b.lifetime_earned, b.redeemed, b.expired, \
-                    b.clawed_back, b.adjusted, b.next_expiry_points, b.next_expiry_at \
-             FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
-             JOIN rm.member_balances b USING (org_id, member_id)",
-        )
-        .bind(orgs)
-        .bind(ids)
-        .fetch_all(self.pool())
-        .await?;
+        let rows: Vec<Keyed<BalanceRow>> = sqlx::query_as(BALANCES)
+            .bind(orgs)
+            .bind(ids)
+            .fetch_all(self.pool())
+            .await?;
         Ok(keyed(rows))
     }
 

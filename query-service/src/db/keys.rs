@@ -4,6 +4,7 @@
 //! does not depend on how many there are (and a prepared plan serves every batch size).
 
 use std::collections::HashMap;
+use std::hash::Hash;
 
 use domain::ids::MemberKey;
 use uuid::Uuid;
@@ -13,12 +14,14 @@ pub(super) fn key_arrays(keys: &[MemberKey]) -> (Vec<String>, Vec<Uuid>) {
     keys.iter().map(|key| (key.org_id.clone(), key.member_id)).unzip()
 }
 
-/// A read-model row with the member it belongs to.
-#[derive(sqlx::FromRow)]
+/// A read-model row with the member it belongs to (from a statement's columns, or from the
+/// JSON object of a row of [`super::read_models`]).
+#[derive(sqlx::FromRow, serde::Deserialize)]
 pub(super) struct Keyed<T> {
     org_id: String,
     member_id: Uuid,
     #[sqlx(flatten)]
+    #[serde(flatten)]
     row: T,
 }
 
@@ -37,9 +40,10 @@ pub(super) fn keyed<T>(rows: Vec<Keyed<T>>) -> HashMap<MemberKey, T> {
     rows.into_iter().map(Keyed::split).collect()
 }
 
-/// Rows of a read model with many rows per member, in the order the statement returned them.
-pub(super) fn grouped<T>(rows: impl IntoIterator<Item = (MemberKey, T)>) -> HashMap<MemberKey, Vec<T>> {
-    let mut groups: HashMap<MemberKey, Vec<T>> = HashMap::new();
+/// Rows of a read model with many rows per member (or per other key), in the order the
+/// statement returned them.
+pub(super) fn grouped<K: Eq + Hash, T>(rows: impl IntoIterator<Item = (K, T)>) -> HashMap<K, Vec<T>> {
+    let mut groups: HashMap<K, Vec<T>> = HashMap::new();
     for (key, row) in rows {
         groups.entry(key).or_default().push(row);
     }

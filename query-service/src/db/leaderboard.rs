@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use domain::ids::MemberKey;
 use uuid::Uuid;
 
-use super::keys::{grouped, key_arrays, Keyed};
+use super::keys::{grouped, key_arrays};
 use super::Db;
 use crate::error::QueryResult;
 
@@ -39,41 +39,77 @@ impl PeriodKeys {
     }
 }
 
+/// Ranks of the members `$1`/`$2` name on the boards of the locations in `$3` (`""`:
+/// org-wide) of the current week (`$4`), month (`$5`) and all time.
+///
+/// Not through the `rm.leaderboard` view: its rank() would rank every member of every board
+/// before the join picks a few. A standard competition rank is 1 + the number of members of the
+/// board with strictly more points, counted on the ranking index.
+pub(super) const RANKS: &str = "SELECT s.org_id, s.member_id, s.location_id, s.period, s.period_key, \
+        1 + (SELECT count(*) FROM rm.leaderboard_scores o \
+             WHERE o.org_id = s.org_id AND o.location_id = s.location_id \
+               AND o.period = s.period AND o.period_key = s.period_key \
+               AND o.points > s.points) AS rank, \
+        coalesce(d.display_name, rm.member_pseudonym(s.member_id)) AS display_name, s.points \
+ FROM rm.leaderboard_scores s \
+ JOIN unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) USING (org_id, member_id) \
+ LEFT JOIN rm.member_directory d ON d.org_id = s.org_id AND d.member_id = s.member_id \
+ WHERE s.location_id = ANY($3::text[]) \
+   AND ((s.period = 'week' AND s.period_key = $4) OR (s.period = 'month' AND s.period_key = $5) \
+        OR (s.period = 'all' AND s.period_key = 'all'))";
+
+/// A row of [`RANKS`]: a member's rank on one board.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
+pub(super) struct RankRow {
+    org_id: String,
+    member_id: Uuid,
+    location_id: String,
+    period: String,
+    period_key: String,
+    rank: i64,
+    display_name: String,
+    points: i64,
+}
+
+/// A member's ranks on the boards of one location (`""`: org-wide).
+pub type RanksKey = (MemberKey, String);
+
+/// Rows of [`RANKS`] by member and location.
+pub(super) fn ranks_by_member(rows: Vec<RankRow>) -> HashMap<RanksKey, Vec<LeaderboardRow>> {
+    grouped(rows.into_iter().map(|row| {
+        let key = (MemberKey::new(row.org_id, row.member_id), row.location_id);
+        let rank = LeaderboardRow {
+            period: row.period,
+            period_key: row.period_key,
+            rank: row.rank,
+            member_id: row.member_id,
+            display_name: row.display_name,
+            points: row.points,
+        };
+        (key, rank)
+    }))
+}
+
 impl Db {
-    /// Ranks of members on the boards of the current week, month and all time (of `location_id`,
-    /// or org-wide for `""`), one statement for all of them.
+    /// Ranks of members on the boards of the current week, month and all time of each of
+    /// `locations`, one statement for all of them; a member without points on a location's
+    /// boards is absent for it.
     pub async fn ranks(
         &self,
         keys: &[MemberKey],
-        location_id: &str,
+        locations: &[String],
         periods: &PeriodKeys,
-    ) -> QueryResult<HashMap<MemberKey, Vec<LeaderboardRow>>> {
+    ) -> QueryResult<HashMap<RanksKey, Vec<LeaderboardRow>>> {
         let (orgs, ids) = key_arrays(keys);
-        let rows: Vec<Keyed<LeaderboardRow>> = sqlx::query_as(
-            // Not through the `rm.leaderboard` view: its rank() would rank every member of every
-            // board before the join picks a few. A standard competition rank is 1 + the number
-            // of members of the board with strictly more points, counted on the ranking index.
-            "SELECT s.org_id, s.member_id, s.period, s.period_key, \
-                    1 + (SELECT count(*) FROM rm.leaderboard_scores o \
-                         WHERE o.org_id = s.org_id AND o.location_id = s.location_id \
-                           AND o.period = s.period AND o.period_key = s.period_key \
-                           AND o.points > s.points) AS rank, \
-                    coalesce(d.display_name, rm.member_pseudonym(s.member_id)) AS display_name, s.points \
-             FROM rm.leaderboard_scores s \
-             JOIN unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) USING (org_id, member_id) \
-             LEFT JOIN rm.member_directory d ON d.org_id = s.org_id AND d.member_id = s.member_id \
-             WHERE s.location_id = $3 \
-               AND ((s.period = 'week' AND s.period_key = $4) OR (s.period = 'month' AND s.period_key = $5) \
-                    OR (s.period = 'all' AND s.period_key = 'all'))",
-        )
-        .bind(orgs)
-        .bind(ids)
-        .bind(location_id)
-        .bind(&periods.week)
-        .bind(&periods.month)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(grouped(rows.into_iter().map(Keyed::split)))
+        let rows: Vec<RankRow> = sqlx::query_as(RANKS)
+            .bind(orgs)
+            .bind(ids)
+            .bind(locations)
+            .bind(&periods.week)
+            .bind(&periods.month)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(ranks_by_member(rows))
     }
 
     /// The top `limit` of a board of the period containing now.

@@ -13,7 +13,7 @@ use super::Db;
 use crate::error::QueryResult;
 
 /// A member of the directory.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct MemberRow {
     pub org_id: String,
     pub member_id: Uuid,
@@ -66,6 +66,14 @@ pub enum MemberAfter {
 
 const MEMBER_COLUMNS: &str = "d.org_id, d.member_id, d.external_id, d.display_name, d.enrolled_at";
 
+/// The directory rows of the members `$1`/`$2` name.
+pub(super) fn members_statement() -> String {
+    format!(
+        "SELECT {MEMBER_COLUMNS} FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+         JOIN rm.member_directory d USING (org_id, member_id)"
+    )
+}
+
 impl Db {
     /// A member by external id (unique per org on the command side).
     pub async fn member_by_external_id(
@@ -101,14 +109,11 @@ impl Db {
     /// Many members by key, in one statement.
     pub async fn members(&self, keys: &[MemberKey]) -> QueryResult<HashMap<MemberKey, MemberRow>> {
         let (orgs, ids) = key_arrays(keys);
-        let rows: Vec<MemberRow> = sqlx::query_as(&format!(
-            "SELECT {MEMBER_COLUMNS} FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
-             JOIN rm.member_directory d USING (org_id, member_id)"
-        ))
-        .bind(orgs)
-        .bind(ids)
-        .fetch_all(self.pool())
-        .await?;
+        let rows: Vec<MemberRow> = sqlx::query_as(&members_statement())
+            .bind(orgs)
+            .bind(ids)
+            .fetch_all(self.pool())
+            .await?;
         Ok(rows.into_iter().map(|row| (row.key(), row)).collect())
     }
 

@@ -9,7 +9,7 @@ use domain::program::ProgramConfig;
 use super::Db;
 use crate::error::QueryResult;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct ProgramRow {
     pub org_id: String,
     pub version: i64,
@@ -51,9 +51,10 @@ pub struct LocationRow {
     pub name: String,
 }
 
-#[derive(sqlx::FromRow)]
-struct ProgramWithParts {
+#[derive(sqlx::FromRow, serde::Deserialize)]
+pub(super) struct ProgramWithParts {
     #[sqlx(flatten)]
+    #[serde(flatten)]
     program: ProgramRow,
     tiers: sqlx::types::Json<Vec<ProgramTierRow>>,
     rewards: sqlx::types::Json<Vec<RewardRow>>,
@@ -75,48 +76,50 @@ pub struct FullProgram {
     pub config: ProgramConfig,
 }
 
+/// The programs of the orgs in `$1`, each with its parts as JSON: a storefront query asks for
+/// the program on every request, and each round trip costs both processes more than the few
+/// rows it carries.
+pub(super) const PROGRAMS: &str = "SELECT p.org_id, p.version, p.currency, p.earn_rate, p.expiry_days, \
+        p.qualification_window_days, p.downgrade_grace_days, p.configured_at, \
+        (SELECT coalesce(json_agg(json_build_object('name', t.name, \
+                  'threshold_points', t.threshold_points, 'multiplier_bps', t.multiplier_bps) \
+                  ORDER BY t.position), '[]') \
+         FROM rm.program_tiers t WHERE t.org_id = p.org_id) AS tiers, \
+        (SELECT coalesce(json_agg(json_build_object('reward_id', r.reward_id, 'name', r.name, \
+                  'points_cost', r.points_cost, 'active', r.active) \
+                  ORDER BY r.points_cost, r.reward_id), '[]') \
+         FROM rm.program_rewards r WHERE r.org_id = p.org_id) AS rewards, \
+        (SELECT coalesce(json_agg(json_build_object('card_id', c.card_id, 'name', c.name, \
+                  'stamps_required', c.stamps_required, 'reward_id', c.reward_id, \
+                  'min_amount_minor', c.min_amount_minor) ORDER BY c.card_id), '[]') \
+         FROM rm.program_stamp_cards c WHERE c.org_id = p.org_id) AS stamp_cards, \
+        (SELECT coalesce(json_agg(json_build_object('location_id', l.location_id, \
+                  'name', l.name) ORDER BY l.location_id), '[]') \
+         FROM rm.program_locations l WHERE l.org_id = p.org_id) AS locations, \
+        p.config \
+ FROM rm.programs p WHERE p.org_id = ANY($1::text[])";
+
+/// Programs by org.
+pub(super) fn by_org(rows: Vec<ProgramWithParts>) -> HashMap<String, FullProgram> {
+    rows.into_iter()
+        .map(|row| {
+            let full = FullProgram {
+                program: row.program,
+                tiers: row.tiers.0,
+                rewards: row.rewards.0,
+                stamp_cards: row.stamp_cards.0,
+                locations: row.locations.0,
+                config: row.config.0,
+            };
+            (full.program.org_id.clone(), full)
+        })
+        .collect()
+}
+
 impl Db {
     /// Programs of many orgs (ladder, catalogue, cards): one statement however many orgs.
     pub async fn programs(&self, orgs: &[String]) -> QueryResult<HashMap<String, FullProgram>> {
-        // One statement: a storefront query asks for the program on every request, and each
-        // round trip costs both processes more than the few rows it carries.
-        let rows: Vec<ProgramWithParts> = sqlx::query_as(
-            "SELECT p.org_id, p.version, p.currency, p.earn_rate, p.expiry_days, \
-                    p.qualification_window_days, p.downgrade_grace_days, p.configured_at, \
-                    (SELECT coalesce(json_agg(json_build_object('name', t.name, \
-                              'threshold_points', t.threshold_points, 'multiplier_bps', t.multiplier_bps) \
-                              ORDER BY t.position), '[]') \
-                     FROM rm.program_tiers t WHERE t.org_id = p.org_id) AS tiers, \
-                    (SELECT coalesce(json_agg(json_build_object('reward_id', r.reward_id, 'name', r.name, \
-                              'points_cost', r.points_cost, 'active', r.active) \
-                              ORDER BY r.points_cost, r.reward_id), '[]') \
-                     FROM rm.program_rewards r WHERE r.org_id = p.org_id) AS rewards, \
-                    (SELECT coalesce(json_agg(json_build_object('card_id', c.card_id, 'name', c.name, \
-                              'stamps_required', c.stamps_required, 'reward_id', c.reward_id, \
-                              'min_amount_minor', c.min_amount_minor) ORDER BY c.card_id), '[]') \
-                     FROM rm.program_stamp_cards c WHERE c.org_id = p.org_id) AS stamp_cards, \
-                    (SELECT coalesce(json_agg(json_build_object('location_id', l.location_id, \
-                              'name', l.name) ORDER BY l.location_id), '[]') \
-                     FROM rm.program_locations l WHERE l.org_id = p.org_id) AS locations, \
-                    p.config \
-             FROM rm.programs p WHERE p.org_id = ANY($1)",
-        )
-        .bind(orgs)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                let full = FullProgram {
-                    program: row.program,
-                    tiers: row.tiers.0,
-                    rewards: row.rewards.0,
-                    stamp_cards: row.stamp_cards.0,
-                    locations: row.locations.0,
-                    config: row.config.0,
-                };
-                (full.program.org_id.clone(), full)
-            })
-            .collect())
+        let rows: Vec<ProgramWithParts> = sqlx::query_as(PROGRAMS).bind(orgs).fetch_all(self.pool()).await?;
+        Ok(by_org(rows))
     }
 }

@@ -44,10 +44,48 @@ pub struct UseRow {
 
 /// What a member's past purchases say about promotions: enough to rebuild their
 /// `EarnHistory` (first purchase, inactivity, per-member limits).
-#[derive(Debug, Clone, Default, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, sqlx::FromRow, serde::Deserialize)]
 pub struct PromotionHistoryRow {
     pub last_purchase_at: Option<DateTime<Utc>>,
     pub uses: Json<Vec<UseRow>>,
+}
+
+/// The last purchase and promotion uses of each member `$1`/`$2` name.
+pub(super) const PROMOTION_HISTORIES: &str = "SELECT k.org_id, k.member_id, r.last_purchase_at, \
+        (SELECT coalesce(json_agg(json_build_object('promotion_id', u.promotion_id, \
+                  'occurred_at', u.occurred_at)), '[]') \
+         FROM rm.promotion_uses u WHERE u.org_id = k.org_id AND u.member_id = k.member_id) AS uses \
+ FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+ LEFT JOIN rm.rfm_members r USING (org_id, member_id)";
+
+/// What is left of the budget of each budgeted promotion of the orgs in `$1`.
+pub(super) const BUDGETS_LEFT: &str = "SELECT p.org_id, p.promotion_id, \
+        greatest(p.budget_points - coalesce(s.budget_drawn, 0), 0) AS points_left \
+ FROM rm.program_promotions p LEFT JOIN rm.promotion_stats s USING (org_id, promotion_id) \
+ WHERE p.org_id = ANY($1::text[]) AND p.budget_points IS NOT NULL";
+
+/// A budgeted promotion's budget left.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
+pub(super) struct BudgetRow {
+    org_id: String,
+    promotion_id: String,
+    points_left: i64,
+}
+
+/// Budgets left per org, every org of `orgs` present (with none when it has no budget).
+pub(super) fn budgets_by_org(
+    orgs: &[String],
+    rows: Vec<BudgetRow>,
+) -> HashMap<String, BTreeMap<String, i64>> {
+    let mut budgets: HashMap<String, BTreeMap<String, i64>> =
+        orgs.iter().map(|org| (org.clone(), BTreeMap::new())).collect();
+    for row in rows {
+        budgets
+            .entry(row.org_id)
+            .or_default()
+            .insert(row.promotion_id, row.points_left);
+    }
+    budgets
 }
 
 impl Db {
@@ -82,36 +120,20 @@ impl Db {
         keys: &[MemberKey],
     ) -> QueryResult<HashMap<MemberKey, PromotionHistoryRow>> {
         let (orgs, ids) = key_arrays(keys);
-        let rows: Vec<Keyed<PromotionHistoryRow>> = sqlx::query_as(
-            "SELECT k.org_id, k.member_id, r.last_purchase_at, \
-                    (SELECT coalesce(json_agg(json_build_object('promotion_id', u.promotion_id, \
-                              'occurred_at', u.occurred_at)), '[]') \
-                     FROM rm.promotion_uses u WHERE u.org_id = k.org_id AND u.member_id = k.member_id) AS uses \
-             FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
-             LEFT JOIN rm.rfm_members r USING (org_id, member_id)",
-        )
-        .bind(orgs)
-        .bind(ids)
-        .fetch_all(self.pool())
-        .await?;
+        let rows: Vec<Keyed<PromotionHistoryRow>> = sqlx::query_as(PROMOTION_HISTORIES)
+            .bind(orgs)
+            .bind(ids)
+            .fetch_all(self.pool())
+            .await?;
         Ok(keyed(rows))
     }
 
     /// What is left of each budgeted promotion's budget, per org.
     pub async fn budgets_left(&self, orgs: &[String]) -> QueryResult<HashMap<String, BTreeMap<String, i64>>> {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT p.org_id, p.promotion_id, greatest(p.budget_points - coalesce(s.budget_drawn, 0), 0) \
-             FROM rm.program_promotions p LEFT JOIN rm.promotion_stats s USING (org_id, promotion_id) \
-             WHERE p.org_id = ANY($1) AND p.budget_points IS NOT NULL",
-        )
-        .bind(orgs)
-        .fetch_all(self.pool())
-        .await?;
-        let mut budgets: HashMap<String, BTreeMap<String, i64>> =
-            orgs.iter().map(|org| (org.clone(), BTreeMap::new())).collect();
-        for (org, promotion, left) in rows {
-            budgets.entry(org).or_default().insert(promotion, left);
-        }
-        Ok(budgets)
+        let rows: Vec<BudgetRow> = sqlx::query_as(BUDGETS_LEFT)
+            .bind(orgs)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(budgets_by_org(orgs, rows))
     }
 }

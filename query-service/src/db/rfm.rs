@@ -18,7 +18,7 @@ use super::keys::{grouped, key_arrays, keyed, Keyed};
 use super::Db;
 use crate::error::QueryResult;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct RfmRow {
     /// The scoring the scores come from (for provisional scores: the one ranked against).
     pub computed_at: DateTime<Utc>,
@@ -33,7 +33,7 @@ pub struct RfmRow {
     pub segment: String,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct TransitionRow {
     pub org_id: String,
     pub member_id: Uuid,
@@ -44,7 +44,7 @@ pub struct TransitionRow {
 
 /// See the module documentation. Scores are `1 + floor(5 × W / N)` as in the projector's
 /// scoring, W and N counted over the members of the last scoring plus this one.
-const MEMBER_RFM: &str = "
+pub(super) const MEMBER_RFM: &str = "
 WITH raw AS (
     SELECT m.org_id, m.member_id,
            greatest(0, floor(extract(epoch FROM (now() - m.last_purchase_at)) / 86400))::int AS recency_days,
@@ -83,6 +83,21 @@ LEFT JOIN LATERAL (
     WHERE s.member_id IS NULL AND o.org_id = raw.org_id
 ) p ON true
 WHERE s.member_id IS NOT NULL OR p.n > 0";
+
+/// Segment changes of the members `$1`/`$2` name, oldest first.
+pub(super) const MEMBER_TRANSITIONS: &str =
+    "SELECT t.org_id, t.member_id, t.at, t.from_segment, t.to_segment \
+ FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+ JOIN rm.rfm_segment_transitions t USING (org_id, member_id) \
+ ORDER BY t.org_id, t.member_id, t.at";
+
+/// The rows keep their member: a transition is also listed org-wide, with its member.
+pub(super) fn transitions_by_member(rows: Vec<TransitionRow>) -> HashMap<MemberKey, Vec<TransitionRow>> {
+    grouped(
+        rows.into_iter()
+            .map(|row| (MemberKey::new(row.org_id.clone(), row.member_id), row)),
+    )
+}
 
 impl Db {
     /// Live metrics and the scores of each member with purchases, once its org has scores.
@@ -162,19 +177,11 @@ impl Db {
         keys: &[MemberKey],
     ) -> QueryResult<HashMap<MemberKey, Vec<TransitionRow>>> {
         let (orgs, ids) = key_arrays(keys);
-        let rows: Vec<TransitionRow> = sqlx::query_as(
-            "SELECT t.org_id, t.member_id, t.at, t.from_segment, t.to_segment \
-             FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
-             JOIN rm.rfm_segment_transitions t USING (org_id, member_id) \
-             ORDER BY t.org_id, t.member_id, t.at",
-        )
-        .bind(orgs)
-        .bind(ids)
-        .fetch_all(self.pool())
-        .await?;
-        // The rows keep their member: a transition is also listed org-wide, with its member.
-        Ok(grouped(rows.into_iter().map(|row| {
-            (MemberKey::new(row.org_id.clone(), row.member_id), row)
-        })))
+        let rows: Vec<TransitionRow> = sqlx::query_as(MEMBER_TRANSITIONS)
+            .bind(orgs)
+            .bind(ids)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(transitions_by_member(rows))
     }
 }

@@ -7,7 +7,7 @@ use super::keys::{grouped, key_arrays, Keyed};
 use super::Db;
 use crate::error::QueryResult;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct StampCardRow {
     pub card_id: String,
     /// `None` when the card is no longer in the program.
@@ -18,6 +18,15 @@ pub struct StampCardRow {
     pub cards_completed: i32,
 }
 
+/// Stamp cards of the members `$1`/`$2` name, in card order.
+pub(super) const STAMP_CARDS: &str =
+    "SELECT c.org_id, c.member_id, c.card_id, p.name, p.reward_id, c.stamps, \
+        c.stamps_required, c.cards_completed \
+ FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+ JOIN rm.stamp_cards c USING (org_id, member_id) \
+ LEFT JOIN rm.program_stamp_cards p ON p.org_id = c.org_id AND p.card_id = c.card_id \
+ ORDER BY c.org_id, c.member_id, c.card_id";
+
 impl Db {
     /// Every member's cards, in card order; members without any are absent.
     pub async fn stamp_cards(
@@ -25,18 +34,11 @@ impl Db {
         keys: &[MemberKey],
     ) -> QueryResult<HashMap<MemberKey, Vec<StampCardRow>>> {
         let (orgs, ids) = key_arrays(keys);
-        let rows: Vec<Keyed<StampCardRow>> = sqlx::query_as(
-            "SELECT c.org_id, c.member_id, c.card_id, p.name, p.reward_id, c.stamps, c.stamps_required, \
-                    c.cards_completed \
-             FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
-             JOIN rm.stamp_cards c USING (org_id, member_id) \
-             LEFT JOIN rm.program_stamp_cards p ON p.org_id = c.org_id AND p.card_id = c.card_id \
-             ORDER BY c.org_id, c.member_id, c.card_id",
-        )
-        .bind(orgs)
-        .bind(ids)
-        .fetch_all(self.pool())
-        .await?;
+        let rows: Vec<Keyed<StampCardRow>> = sqlx::query_as(STAMP_CARDS)
+            .bind(orgs)
+            .bind(ids)
+            .fetch_all(self.pool())
+            .await?;
         Ok(grouped(rows.into_iter().map(Keyed::split)))
     }
 }

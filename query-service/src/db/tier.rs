@@ -10,7 +10,7 @@ use super::keys::{grouped, key_arrays, keyed, Keyed};
 use super::Db;
 use crate::error::QueryResult;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct TierRow {
     pub tier: String,
     pub multiplier_bps: i32,
@@ -22,7 +22,7 @@ pub struct TierRow {
     pub in_grace: bool,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct TierChangeRow {
     pub sequence: i64,
     pub change: String,
@@ -33,19 +33,29 @@ pub struct TierChangeRow {
     pub downgrade_after: Option<DateTime<Utc>>,
 }
 
+/// Tier progress of the members `$1`/`$2` name.
+pub(super) const TIERS: &str =
+    "SELECT t.org_id, t.member_id, t.tier, t.multiplier_bps, t.qualifying_points, t.next_tier, \
+        t.points_to_next, t.points_to_keep, t.keep_by, t.in_grace \
+ FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+ JOIN rm.member_tier_progress t USING (org_id, member_id)";
+
+/// Tier changes of the members `$1`/`$2` name, oldest first.
+pub(super) const TIER_HISTORY: &str =
+    "SELECT h.org_id, h.member_id, h.sequence, h.change, h.from_tier, h.to_tier, \
+        h.qualifying_points, h.at, h.downgrade_after \
+ FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+ JOIN rm.tier_history h USING (org_id, member_id) \
+ ORDER BY h.org_id, h.member_id, h.sequence";
+
 impl Db {
     pub async fn tiers(&self, keys: &[MemberKey]) -> QueryResult<HashMap<MemberKey, TierRow>> {
         let (orgs, ids) = key_arrays(keys);
-        let rows: Vec<Keyed<TierRow>> = sqlx::query_as(
-            "SELECT t.org_id, t.member_id, t.tier, t.multiplier_bps, t.qualifying_points, t.next_tier, \
-                    t.points_to_next, t.points_to_keep, t.keep_by, t.in_grace \
-             FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
-             JOIN rm.member_tier_progress t USING (org_id, member_id)",
-        )
-        .bind(orgs)
-        .bind(ids)
-        .fetch_all(self.pool())
-        .await?;
+        let rows: Vec<Keyed<TierRow>> = sqlx::query_as(TIERS)
+            .bind(orgs)
+            .bind(ids)
+            .fetch_all(self.pool())
+            .await?;
         Ok(keyed(rows))
     }
 
@@ -55,17 +65,11 @@ impl Db {
         keys: &[MemberKey],
     ) -> QueryResult<HashMap<MemberKey, Vec<TierChangeRow>>> {
         let (orgs, ids) = key_arrays(keys);
-        let rows: Vec<Keyed<TierChangeRow>> = sqlx::query_as(
-            "SELECT h.org_id, h.member_id, h.sequence, h.change, h.from_tier, h.to_tier, h.qualifying_points, \
-                    h.at, h.downgrade_after \
-             FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
-             JOIN rm.tier_history h USING (org_id, member_id) \
-             ORDER BY h.org_id, h.member_id, h.sequence",
-        )
-        .bind(orgs)
-        .bind(ids)
-        .fetch_all(self.pool())
-        .await?;
+        let rows: Vec<Keyed<TierChangeRow>> = sqlx::query_as(TIER_HISTORY)
+            .bind(orgs)
+            .bind(ids)
+            .fetch_all(self.pool())
+            .await?;
         Ok(grouped(rows.into_iter().map(Keyed::split)))
     }
 

@@ -65,7 +65,7 @@ impl Member {
 
     /// The member's tier and the progress to the next one.
     async fn tier(&self, ctx: &Context<'_>) -> QueryResult<TierProgress> {
-        if let Some(row) = loaders(ctx).load_one(TierOf(self.key())).await? {
+        if let Some(row) = loaders(ctx).load_one(TierOf(self.key())).await?.flatten() {
             return Ok(TierProgress::from(row));
         }
         // Enrolled but not yet projected into the tier model: the program's entry tier.
@@ -79,7 +79,7 @@ impl Member {
     /// has purchased and its org has been scored once (the projector scores a new org right
     /// after its first purchases).
     async fn rfm(&self, ctx: &Context<'_>) -> QueryResult<Option<Rfm>> {
-        Ok(loaders(ctx).load_one(RfmOf(self.key())).await?.map(Rfm))
+        Ok(loaders(ctx).load_one(RfmOf(self.key())).await?.flatten().map(Rfm))
     }
 
     /// Progress on each stamp card the member has collected stamps on.
@@ -123,6 +123,7 @@ impl Member {
         };
         // A member not yet in the tier model is in the program's entry tier.
         let tier = tier
+            .flatten()
             .map(|row| row.tier)
             .or_else(|| program.tiers.first().map(|t| t.name.clone()))
             .unwrap_or_default();
