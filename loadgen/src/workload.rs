@@ -20,7 +20,7 @@ use crate::mix::{Mix, OpKind};
 use crate::promotions::basket;
 use crate::setup::{enrolment, CURRENCY};
 use crate::state::{MemberState, OrgCtx, PurchaseRec, Sent, Write, REFUNDABLE_KEPT};
-use crate::stats::Recorder;
+use crate::stats::{is_shed, Recorder};
 
 /// Bounds of the run.
 #[derive(Debug, Clone, Copy)]
@@ -281,11 +281,18 @@ impl Workload {
             Ok(answer) if answer == sent.answer => Ok(()),
             Ok(_) => Err("idempotency: the replay answered another body than the original".to_owned()),
             Err(error @ loyalty_client::Error::Transport(_)) => Err(error.kind()),
-            Err(error) => Err(format!(
-                "idempotency: replay answered {} instead of the original 200",
-                error.kind()
-            )),
+            Err(error) => Err(replay_refused(error.kind())),
         }
+    }
+}
+
+/// How a replay answered with an error counts: shed (the platform refused the load and said
+/// when to come back, which is not a wrong answer), or a broken idempotency promise.
+fn replay_refused(kind: String) -> String {
+    if is_shed(&kind) {
+        kind
+    } else {
+        format!("idempotency: replay answered {kind} instead of the original 200")
     }
 }
 
@@ -325,5 +332,17 @@ mod tests {
         let at: chrono::DateTime<Utc> = occurred_at(&mut rng);
         assert!(at <= Utc::now());
         assert!(at > Utc::now() - chrono::Duration::hours(7));
+    }
+
+    #[test]
+    fn a_shed_replay_counts_as_shed_and_any_other_refusal_as_broken_idempotency() {
+        let shed = replay_refused("HTTP 503 overloaded".to_owned());
+        assert!(is_shed(&shed), "{shed}");
+        let wrong = replay_refused("HTTP 409 idempotency_key_reused".to_owned());
+        assert!(!is_shed(&wrong), "{wrong}");
+        assert!(
+            wrong.starts_with("idempotency: replay answered HTTP 409"),
+            "{wrong}"
+        );
     }
 }
