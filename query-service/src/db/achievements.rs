@@ -68,7 +68,7 @@ pub struct SimulationRow {
 pub(super) const MEMBER_ACHIEVEMENTS: &str =
     "SELECT a.org_id, a.member_id, a.achievement_id, a.progress, a.target, \
         a.updated_at, a.unlocked_at, a.badge, a.reward_points \
- FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+ FROM rm.member_keys($1::text[], $2::uuid[]) AS k \
  JOIN rm.member_achievements a USING (org_id, member_id) \
  ORDER BY a.org_id, a.member_id, a.achievement_id";
 

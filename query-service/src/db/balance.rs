@@ -25,7 +25,7 @@ pub struct BalanceRow {
 pub(super) const BALANCES: &str =
     "SELECT b.org_id, b.member_id, b.balance, b.lifetime_earned, b.redeemed, b.expired, \
         b.clawed_back, b.adjusted, b.next_expiry_points, b.next_expiry_at \
- FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+ FROM rm.member_keys($1::text[], $2::uuid[]) AS k \
  JOIN rm.member_balances b USING (org_id, member_id)";
 
 impl Db {

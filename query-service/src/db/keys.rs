@@ -1,7 +1,9 @@
 //! Batch reads: many members' keys in, one statement, rows keyed by member out.
 //!
-//! Keys are passed as two parallel arrays and joined through `unnest`, so the statement text
-//! does not depend on how many there are (and a prepared plan serves every batch size).
+//! Keys are passed as two parallel arrays and joined through `rm.member_keys` (migration
+//! 0012: an `unnest` whose row estimate keeps the generic plan on the primary keys), so the
+//! statement text does not depend on how many there are and one prepared plan serves every
+//! batch size.
 
 use std::collections::HashMap;
 use std::hash::Hash;

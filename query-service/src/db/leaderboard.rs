@@ -52,7 +52,7 @@ pub(super) const RANKS: &str = "SELECT s.org_id, s.member_id, s.location_id, s.p
                AND o.points > s.points) AS rank, \
         coalesce(d.display_name, rm.member_pseudonym(s.member_id)) AS display_name, s.points \
  FROM rm.leaderboard_scores s \
- JOIN unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) USING (org_id, member_id) \
+ JOIN rm.member_keys($1::text[], $2::uuid[]) AS k USING (org_id, member_id) \
  LEFT JOIN rm.member_directory d ON d.org_id = s.org_id AND d.member_id = s.member_id \
  WHERE s.location_id = ANY($3::text[]) \
    AND ((s.period = 'week' AND s.period_key = $4) OR (s.period = 'month' AND s.period_key = $5) \

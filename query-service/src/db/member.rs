@@ -69,7 +69,7 @@ const MEMBER_COLUMNS: &str = "d.org_id, d.member_id, d.external_id, d.display_na
 /// The directory rows of the members `$1`/`$2` name.
 pub(super) fn members_statement() -> String {
     format!(
-        "SELECT {MEMBER_COLUMNS} FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+        "SELECT {MEMBER_COLUMNS} FROM rm.member_keys($1::text[], $2::uuid[]) AS k \
          JOIN rm.member_directory d USING (org_id, member_id)"
     )
 }

@@ -55,7 +55,7 @@ pub(super) const PROMOTION_HISTORIES: &str = "SELECT k.org_id, k.member_id, r.la
         (SELECT coalesce(json_agg(json_build_object('promotion_id', u.promotion_id, \
                   'occurred_at', u.occurred_at)), '[]') \
          FROM rm.promotion_uses u WHERE u.org_id = k.org_id AND u.member_id = k.member_id) AS uses \
- FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+ FROM rm.member_keys($1::text[], $2::uuid[]) AS k \
  LEFT JOIN rm.rfm_members r USING (org_id, member_id)";
 
 /// What is left of the budget of each budgeted promotion of the orgs in `$1`.

@@ -50,7 +50,7 @@ WITH raw AS (
            greatest(0, floor(extract(epoch FROM (now() - m.last_purchase_at)) / 86400))::int AS recency_days,
            CASE WHEN w.whole THEN m.purchases::int ELSE old.frequency END AS frequency,
            CASE WHEN w.whole THEN m.amount_minor - m.refunded_minor ELSE old.monetary_minor END AS monetary_minor
-    FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id)
+    FROM rm.member_keys($1::text[], $2::uuid[]) AS k
     JOIN rm.rfm_members m USING (org_id, member_id)
     -- Every purchase of a member whose first one is inside the window counts: no need to read them.
     CROSS JOIN LATERAL (SELECT m.first_purchase_at > now() - interval '365 days'
@@ -87,7 +87,7 @@ WHERE s.member_id IS NOT NULL OR p.n > 0";
 /// Segment changes of the members `$1`/`$2` name, oldest first.
 pub(super) const MEMBER_TRANSITIONS: &str =
     "SELECT t.org_id, t.member_id, t.at, t.from_segment, t.to_segment \
- FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+ FROM rm.member_keys($1::text[], $2::uuid[]) AS k \
  JOIN rm.rfm_segment_transitions t USING (org_id, member_id) \
  ORDER BY t.org_id, t.member_id, t.at";
 

@@ -22,7 +22,7 @@ pub struct StampCardRow {
 pub(super) const STAMP_CARDS: &str =
     "SELECT c.org_id, c.member_id, c.card_id, p.name, p.reward_id, c.stamps, \
         c.stamps_required, c.cards_completed \
- FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+ FROM rm.member_keys($1::text[], $2::uuid[]) AS k \
  JOIN rm.stamp_cards c USING (org_id, member_id) \
  LEFT JOIN rm.program_stamp_cards p ON p.org_id = c.org_id AND p.card_id = c.card_id \
  ORDER BY c.org_id, c.member_id, c.card_id";

@@ -37,14 +37,14 @@ pub struct TierChangeRow {
 pub(super) const TIERS: &str =
     "SELECT t.org_id, t.member_id, t.tier, t.multiplier_bps, t.qualifying_points, t.next_tier, \
         t.points_to_next, t.points_to_keep, t.keep_by, t.in_grace \
- FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+ FROM rm.member_keys($1::text[], $2::uuid[]) AS k \
  JOIN rm.member_tier_progress t USING (org_id, member_id)";
 
 /// Tier changes of the members `$1`/`$2` name, oldest first.
 pub(super) const TIER_HISTORY: &str =
     "SELECT h.org_id, h.member_id, h.sequence, h.change, h.from_tier, h.to_tier, \
         h.qualifying_points, h.at, h.downgrade_after \
- FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+ FROM rm.member_keys($1::text[], $2::uuid[]) AS k \
  JOIN rm.tier_history h USING (org_id, member_id) \
  ORDER BY h.org_id, h.member_id, h.sequence";
 
