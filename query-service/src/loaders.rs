@@ -257,6 +257,7 @@ async fn prefetch_wanted(loaders: &Loaders, keys: &[MemberKey], wanted: Wanted) 
 /// model, its rows (none, for a list or an optional row, when it has none), so that the fields
 /// resolved next find them there.
 async fn feed(loaders: &Loaders, keys: &[MemberKey], wanted: &Wanted, mut rows: ReadModelRows) {
+    use std::convert::identity;
     if wanted.directory {
         loaders.feed_many(rekey(rows.directory, DirectoryOf)).await;
     }
@@ -264,40 +265,21 @@ async fn feed(loaders: &Loaders, keys: &[MemberKey], wanted: &Wanted, mut rows: 
         loaders.feed_many(rekey(rows.balances, BalanceOf)).await;
     }
     if wanted.tiers {
-        let tiers = keys
-            .iter()
-            .map(|key| (TierOf(key.clone()), rows.tiers.remove(key)));
-        loaders.feed_many(tiers).await;
+        loaders.feed_many(every(keys, TierOf, rows.tiers, identity)).await;
     }
     if wanted.rfm {
-        let rfm = keys.iter().map(|key| (RfmOf(key.clone()), rows.rfm.remove(key)));
-        loaders.feed_many(rfm).await;
+        loaders.feed_many(every(keys, RfmOf, rows.rfm, identity)).await;
     }
     if wanted.stamp_cards {
-        let cards = keys.iter().map(|key| {
-            (
-                StampCardsOf(key.clone()),
-                rows.stamp_cards.remove(key).unwrap_or_default(),
-            )
-        });
+        let cards = every(keys, StampCardsOf, rows.stamp_cards, Option::unwrap_or_default);
         loaders.feed_many(cards).await;
     }
     if wanted.tier_history {
-        let history = keys.iter().map(|key| {
-            (
-                TierHistoryOf(key.clone()),
-                rows.tier_history.remove(key).unwrap_or_default(),
-            )
-        });
+        let history = every(keys, TierHistoryOf, rows.tier_history, Option::unwrap_or_default);
         loaders.feed_many(history).await;
     }
     if wanted.transitions {
-        let transitions = keys.iter().map(|key| {
-            (
-                TransitionsOf(key.clone()),
-                rows.transitions.remove(key).unwrap_or_default(),
-            )
-        });
+        let transitions = every(keys, TransitionsOf, rows.transitions, Option::unwrap_or_default);
         loaders.feed_many(transitions).await;
     }
     if wanted.promotion_histories {
@@ -306,12 +288,7 @@ async fn feed(loaders: &Loaders, keys: &[MemberKey], wanted: &Wanted, mut rows: 
             .await;
     }
     if wanted.achievements {
-        let achievements = keys.iter().map(|key| {
-            (
-                AchievementsOf(key.clone()),
-                rows.achievements.remove(key).unwrap_or_default(),
-            )
-        });
+        let achievements = every(keys, AchievementsOf, rows.achievements, Option::unwrap_or_default);
         loaders.feed_many(achievements).await;
     }
     if wanted.programs {
@@ -335,4 +312,17 @@ async fn feed(loaders: &Loaders, keys: &[MemberKey], wanted: &Wanted, mut rows: 
         });
         loaders.feed_many(ranks).await;
     }
+}
+
+/// An entry for each of `keys`: what `found` holds for it, through `value` (which says what a
+/// member without a row gets).
+fn every<K, V, W>(
+    keys: &[MemberKey],
+    wrap: fn(MemberKey) -> K,
+    mut found: HashMap<MemberKey, V>,
+    value: fn(Option<V>) -> W,
+) -> Vec<(K, W)> {
+    keys.iter()
+        .map(|key| (wrap(key.clone()), value(found.remove(key))))
+        .collect()
 }

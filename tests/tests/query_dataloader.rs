@@ -53,20 +53,8 @@ async fn a_page_of_members_costs_a_constant_number_of_statements() {
         );
     }
     stack.wait_for_balance(members[59], 69).await;
-    projector::rfm::recompute(stack.db.pool(), "rm", ORG, chrono::Utc::now())
-        .await
-        .unwrap();
-
-    let db = Db::new(stack.db.pool().clone());
-    let schemas = Schemas::new(
-        db.clone(),
-        Arc::new(LiveFeed::default()),
-        query_service::Limits::default(),
-    );
-    let analyst = common::keys::authenticate(stack.db.pool(), &stack.keys.analyst)
-        .await
-        .unwrap()
-        .unwrap();
+    let (db, schemas) = counted_schemas(&stack).await;
+    let analyst = key(&stack, &stack.keys.analyst).await;
 
     let mut statements = Vec::new();
     for first in [3, 60] {
@@ -114,20 +102,8 @@ async fn a_storefront_member_card_costs_one_statement_and_one_for_its_history() 
     stack.purchase(other, "rcpt-2", 1_000).await;
     stack.wait_for_balance(other, 10).await;
     stack.wait_for_balance(member, 25).await;
-    projector::rfm::recompute(stack.db.pool(), "rm", ORG, chrono::Utc::now())
-        .await
-        .unwrap();
-
-    let db = Db::new(stack.db.pool().clone());
-    let schemas = Schemas::new(
-        db.clone(),
-        Arc::new(LiveFeed::default()),
-        query_service::Limits::default(),
-    );
-    let storefront = common::keys::authenticate(stack.db.pool(), &stack.keys.storefront)
-        .await
-        .unwrap()
-        .unwrap();
+    let (db, schemas) = counted_schemas(&stack).await;
+    let storefront = key(&stack, &stack.keys.storefront).await;
     let before = db.statements();
     let response = schemas
         .execute_json(
@@ -164,4 +140,25 @@ async fn a_storefront_member_card_costs_one_statement_and_one_for_its_history() 
     assert_eq!(statements, 2, "the card and its history");
 
     stack.cleanup().await;
+}
+
+/// The org's RFM scored, and a schema over a `Db` that counts the statements it runs.
+async fn counted_schemas(stack: &Stack) -> (Db, Schemas) {
+    projector::rfm::recompute(stack.db.pool(), "rm", ORG, chrono::Utc::now())
+        .await
+        .unwrap();
+    let db = Db::new(stack.db.pool().clone());
+    let schemas = Schemas::new(
+        db.clone(),
+        Arc::new(LiveFeed::default()),
+        query_service::Limits::default(),
+    );
+    (db, schemas)
+}
+
+async fn key(stack: &Stack, secret: &str) -> common::keys::ApiKey {
+    common::keys::authenticate(stack.db.pool(), secret)
+        .await
+        .unwrap()
+        .unwrap()
 }
