@@ -40,12 +40,12 @@ pub struct ConsumerSettings {
     /// Durable consumer name.
     pub name: String,
     pub batch_size: usize,
+    /// How long a batch waits for more messages after its first one.
+    pub linger: Duration,
     /// How long the server waits for an ack before redelivering.
     pub ack_wait: Duration,
 }
 
-/// How long a batch waits for more messages after its first one.
-const LINGER: Duration = Duration::from_millis(20);
 /// How often the consumer's pending count is refreshed for the lag gauge.
 const PENDING_REFRESH: Duration = Duration::from_secs(1);
 /// Delay of a redelivery after a failed batch.
@@ -237,7 +237,7 @@ pub async fn consume(
                     continue 'reconnect;
                 }
             };
-            let deadline = tokio::time::Instant::now() + LINGER;
+            let deadline = tokio::time::Instant::now() + settings.linger;
             while batch.len() < settings.batch_size {
                 match tokio::time::timeout_at(deadline, messages.next()).await {
                     Ok(Some(Ok(message))) => batch.push(message),

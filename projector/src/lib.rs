@@ -74,6 +74,11 @@ pub struct Config {
     #[arg(long, global = true, env = "PROJECTOR_BATCH_SIZE", default_value_t = 500,
           value_parser = clap::value_parser!(u16).range(1..=10_000))]
     pub batch_size: u16,
+    /// Milliseconds a batch waits for more messages after its first, when they are not already
+    /// waiting (0: apply what has arrived at once).
+    #[arg(long, global = true, env = "PROJECTOR_BATCH_LINGER_MS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(0..=1_000))]
+    pub batch_linger_ms: u64,
     /// Seconds JetStream waits for an ack before redelivering a message.
     #[arg(long, global = true, env = "PROJECTOR_ACK_WAIT_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
@@ -104,6 +109,7 @@ impl Config {
             listen: ListenArgs::default(),
             consumer: "projector".to_owned(),
             batch_size: 500,
+            batch_linger_ms: 20,
             ack_wait_secs: 30,
             rfm_interval_secs: 900,
             rfm_eager: true,
@@ -116,6 +122,7 @@ impl Config {
             nats: self.nats.clone(),
             name: self.consumer.clone(),
             batch_size: usize::from(self.batch_size),
+            linger: Duration::from_millis(self.batch_linger_ms),
             ack_wait: Duration::from_secs(self.ack_wait_secs),
         }
     }

@@ -46,6 +46,7 @@ async fn a_restarted_projector_does_not_wait_for_its_predecessors_unacked_messag
         nats: nats.nats_args(),
         name: config.consumer.clone(),
         batch_size: usize::from(config.batch_size),
+        linger: Duration::from_millis(config.batch_linger_ms),
         ack_wait: ACK_WAIT,
     };
     let consumer = projector::consumer::consumer(nats.client(), &settings)
