@@ -85,8 +85,7 @@ async fn graphql(State(state): State<AppState>, headers: HeaderMap, request: Gra
     let (org, role) = caller.describe();
     let operation = request.operation_name.clone().unwrap_or_default();
     let span = tracing::info_span!("graphql", org, role, operation);
-    let (_, kind) = state.schemas.for_request(&request);
-    let response = state.schemas.execute(request, caller).instrument(span).await;
+    let (response, kind) = state.schemas.execute_kind(request, caller).instrument(span).await;
     let outcome = if response.errors.is_empty() { "ok" } else { "error" };
     metrics::counter!("graphql_requests_total", "kind" => kind, "outcome" => outcome).increment(1);
     metrics::histogram!("graphql_request_duration_seconds", "kind" => kind)
