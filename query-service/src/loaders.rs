@@ -194,15 +194,17 @@ impl Loader<BudgetsOf> for ReadModels {
 pub async fn prefetch(loaders: &Loaders, member: &Lookahead<'_>, keys: &[MemberKey]) -> QueryResult<()> {
     let mut wanted = Wanted::default();
     wants(member, &mut wanted);
-    prefetch_wanted(loaders, keys, wanted).await
+    prefetch_wanted(loaders, keys, wanted).await?;
+    Ok(())
 }
 
-/// [`prefetch`] for members whose directory rows are not loaded yet: those too.
+/// [`prefetch`] for members whose directory rows are not loaded yet: those too, returned (a
+/// member absent from them does not exist, and the directory loader need not ask again).
 pub async fn prefetch_members(
     loaders: &Loaders,
     member: &Lookahead<'_>,
     keys: &[MemberKey],
-) -> QueryResult<()> {
+) -> QueryResult<HashMap<MemberKey, MemberRow>> {
     let mut wanted = Wanted {
         directory: true,
         ..Wanted::default()
@@ -246,11 +248,17 @@ fn wants(member: &Lookahead<'_>, wanted: &mut Wanted) {
     }
 }
 
-async fn prefetch_wanted(loaders: &Loaders, keys: &[MemberKey], wanted: Wanted) -> QueryResult<()> {
+/// Reads and feeds what `wanted` names; returns the directory rows read.
+async fn prefetch_wanted(
+    loaders: &Loaders,
+    keys: &[MemberKey],
+    wanted: Wanted,
+) -> QueryResult<HashMap<MemberKey, MemberRow>> {
     let periods = PeriodKeys::at(chrono::Utc::now());
     let rows = loaders.loader().db.read_models(keys, &wanted, &periods).await?;
+    let directory = rows.directory.clone();
     feed(loaders, keys, &wanted, rows).await;
-    Ok(())
+    Ok(directory)
 }
 
 /// Puts what [`Db::read_models`] read into the loaders' cache: for every key of a wanted read

@@ -139,6 +139,24 @@ async fn a_storefront_member_card_costs_one_statement_and_one_for_its_history() 
     );
     assert_eq!(statements, 2, "the card and its history");
 
+    // A member the org does not have: null, from that one statement alone.
+    let before = db.statements();
+    let storefront = key(&stack, &stack.keys.storefront).await;
+    let response = schemas
+        .execute_json(
+            Caller::Key(storefront),
+            loadgen::MEMBER_QUERY,
+            json!({"orgId": ORG, "memberId": uuid::Uuid::new_v4().to_string()}),
+        )
+        .await;
+    assert!(response.get("errors").is_none(), "{response:#}");
+    assert!(response["data"]["member"].is_null(), "{response:#}");
+    assert_eq!(
+        db.statements() - before,
+        1,
+        "one statement for a member that does not exist"
+    );
+
     stack.cleanup().await;
 }
 

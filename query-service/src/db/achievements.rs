@@ -8,7 +8,7 @@ use domain::ids::MemberKey;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::keys::{grouped, key_arrays, Keyed};
+use super::keys::{grouped_keyed, key_arrays, Keyed};
 use super::Db;
 use crate::error::QueryResult;
 
@@ -84,7 +84,7 @@ impl Db {
             .bind(ids)
             .fetch_all(self.pool())
             .await?;
-        Ok(grouped(rows.into_iter().map(Keyed::split)))
+        Ok(grouped_keyed(rows))
     }
 
     /// Unlocks per achievement per week, oldest week first.

@@ -51,3 +51,8 @@ pub(super) fn grouped<K: Eq + Hash, T>(rows: impl IntoIterator<Item = (K, T)>) -
     }
     groups
 }
+
+/// [`grouped`] rows that carry their member.
+pub(super) fn grouped_keyed<T>(rows: Vec<Keyed<T>>) -> HashMap<MemberKey, Vec<T>> {
+    grouped(rows.into_iter().map(Keyed::split))
+}

@@ -2,6 +2,7 @@
 //! org's members.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use domain::ids::MemberKey;
@@ -66,13 +67,13 @@ pub enum MemberAfter {
 
 const MEMBER_COLUMNS: &str = "d.org_id, d.member_id, d.external_id, d.display_name, d.enrolled_at";
 
-/// The directory rows of the members `$1`/`$2` name.
-pub(super) fn members_statement() -> String {
+/// The directory rows of the members `$1`/`$2` name (built once: it is on every card's path).
+pub(super) static MEMBERS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {MEMBER_COLUMNS} FROM rm.member_keys($1::text[], $2::uuid[]) AS k \
          JOIN rm.member_directory d USING (org_id, member_id)"
     )
-}
+});
 
 impl Db {
     /// A member by external id (unique per org on the command side).
@@ -109,7 +110,7 @@ impl Db {
     /// Many members by key, in one statement.
     pub async fn members(&self, keys: &[MemberKey]) -> QueryResult<HashMap<MemberKey, MemberRow>> {
         let (orgs, ids) = key_arrays(keys);
-        let rows: Vec<MemberRow> = sqlx::query_as(&members_statement())
+        let rows: Vec<MemberRow> = sqlx::query_as(MEMBERS.as_str())
             .bind(orgs)
             .bind(ids)
             .fetch_all(self.pool())

@@ -7,8 +7,9 @@
 //! aggregated into a JSON array of its rows, so a card costs one round trip instead of one per
 //! read model (each round trip cost both processes more than the rows it carried). A row decodes
 //! into the same type as from its own statement. The subqueries keep their `ORDER BY`, and
-//! `json_agg` over an ordered subquery keeps that order (the documented usual behaviour for an
-//! aggregate fed by a sorted subquery, and the plan here never reorders: no join above it).
+//! `json_agg` fed by an ordered subquery keeps that order: what Postgres documents as the usual
+//! behaviour, not as a guarantee (an aggregate's own `ORDER BY` would be, but each part would
+//! then have to name its sort keys twice).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -20,9 +21,9 @@ use sqlx::Row as _;
 
 use super::achievements::MEMBER_ACHIEVEMENTS;
 use super::balance::BALANCES;
-use super::keys::{grouped, key_arrays, keyed, Keyed};
+use super::keys::{grouped_keyed, key_arrays, keyed, Keyed};
 use super::leaderboard::{ranks_by_member, RankRow, RanksKey, RANKS};
-use super::member::members_statement;
+use super::member::MEMBERS;
 use super::program::{by_org, ProgramWithParts, PROGRAMS};
 use super::promotions::{budgets_by_org, BudgetRow, BUDGETS_LEFT, PROMOTION_HISTORIES};
 use super::rfm::{transitions_by_member, MEMBER_RFM, MEMBER_TRANSITIONS};
@@ -82,9 +83,8 @@ impl Db {
         wanted: &Wanted,
         periods: &PeriodKeys,
     ) -> QueryResult<ReadModelRows> {
-        let members = members_statement();
         let parts: [(bool, &str, &str); 12] = [
-            (wanted.directory, "directory", &members),
+            (wanted.directory, "directory", &MEMBERS),
             (wanted.balances, "balances", BALANCES),
             (wanted.tiers, "tiers", TIERS),
             (wanted.rfm, "rfm", MEMBER_RFM),
@@ -140,10 +140,10 @@ impl Db {
             rows.rfm = keyed(part::<Keyed<RfmRow>>(&row, "rfm")?);
         }
         if wanted.stamp_cards {
-            rows.stamp_cards = grouped_by_member(part(&row, "stamp_cards")?);
+            rows.stamp_cards = grouped_keyed(part(&row, "stamp_cards")?);
         }
         if wanted.tier_history {
-            rows.tier_history = grouped_by_member(part(&row, "tier_history")?);
+            rows.tier_history = grouped_keyed(part(&row, "tier_history")?);
         }
         if wanted.transitions {
             rows.transitions = transitions_by_member(part(&row, "transitions")?);
@@ -153,7 +153,7 @@ impl Db {
                 keyed(part::<Keyed<PromotionHistoryRow>>(&row, "promotion_histories")?);
         }
         if wanted.achievements {
-            rows.achievements = grouped_by_member(part(&row, "achievements")?);
+            rows.achievements = grouped_keyed(part(&row, "achievements")?);
         }
         if wanted.programs {
             rows.programs = by_org(part::<ProgramWithParts>(&row, "programs")?);
@@ -175,8 +175,4 @@ impl Db {
 fn part<T: DeserializeOwned>(row: &PgRow, name: &str) -> QueryResult<Vec<T>> {
     let Json(rows): Json<Vec<T>> = row.try_get(name)?;
     Ok(rows)
-}
-
-fn grouped_by_member<T>(rows: Vec<Keyed<T>>) -> HashMap<MemberKey, Vec<T>> {
-    grouped(rows.into_iter().map(Keyed::split))
 }

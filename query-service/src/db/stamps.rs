@@ -3,7 +3,7 @@
 use domain::ids::MemberKey;
 use std::collections::HashMap;
 
-use super::keys::{grouped, key_arrays, Keyed};
+use super::keys::{grouped_keyed, key_arrays, Keyed};
 use super::Db;
 use crate::error::QueryResult;
 
@@ -39,6 +39,6 @@ impl Db {
             .bind(ids)
             .fetch_all(self.pool())
             .await?;
-        Ok(grouped(rows.into_iter().map(Keyed::split)))
+        Ok(grouped_keyed(rows))
     }
 }

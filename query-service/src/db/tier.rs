@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use domain::ids::MemberKey;
 
-use super::keys::{grouped, key_arrays, keyed, Keyed};
+use super::keys::{grouped_keyed, key_arrays, keyed, Keyed};
 use super::Db;
 use crate::error::QueryResult;
 
@@ -70,7 +70,7 @@ impl Db {
             .bind(ids)
             .fetch_all(self.pool())
             .await?;
-        Ok(grouped(rows.into_iter().map(Keyed::split)))
+        Ok(grouped_keyed(rows))
     }
 
     /// Members per tier: the program's ladder in order (empty tiers included), then any tier

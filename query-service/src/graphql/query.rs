@@ -60,9 +60,13 @@ impl QueryRoot {
                 // The member and every read model its selection asks for, in one statement;
                 // not for a customer naming another member, who is refused below.
                 if names_own != Some(false) {
-                    loaders::prefetch_members(loaders, &ctx.look_ahead(), std::slice::from_ref(&key)).await?;
+                    let keys = std::slice::from_ref(&key);
+                    loaders::prefetch_members(loaders, &ctx.look_ahead(), keys)
+                        .await?
+                        .remove(&key)
+                } else {
+                    loaders.load_one(DirectoryOf(key)).await?
                 }
-                loaders.load_one(DirectoryOf(key)).await?
             }
             (None, Some(external_id)) => db.member_by_external_id(&org_id, &external_id).await?,
             _ => {
