@@ -1,26 +1,41 @@
 //! `Idempotency-Key` handling (SPEC §7): the same key with the same request returns the original
 //! response; the same key with a different request gets 409.
 //!
-//! A key is *reserved* before the command runs (a row in `command_idempotency_keys` with a lease)
-//! and *completed* with the exact response body after it succeeded. A request whose command fails
-//! releases its reservation: it changed nothing, so a retry is simply evaluated again.
+//! Two ways to keep the promise, by the kind of command:
 //!
-//! The lease is short (`IDEMPOTENCY_LEASE_SECS`, 3 s by default) and renewed every third of it
-//! while the command runs, so a reservation outlives its request by at most one lease: a
-//! terminal retrying after a crash of the command service or of Postgres gets its answer within
-//! a lease of the service being back, not after a long wait. Renewals are cheap: most commands
-//! end before the first one, and they go through this module's `synchronous_commit = off`
-//! connections.
+//! **Member commands** (enrol, purchase, refund, redeem, adjust) store their answer *with their
+//! events*: the record, completed with the exact response body, is written by the statement that
+//! appends the events (`store`), and only if the key is free — so the events and the answer commit
+//! together or not at all, and a command costs one transaction. Nothing is reserved first:
+//! - a retry of a request that committed appends nothing (every member command is idempotent on
+//!   its business ids) and finds the stored answer, which it replays byte for byte;
+//! - two requests with one key race like any two commands: on one member they queue on the
+//!   member (in one process) or meet at the optimistic lock, and the second appends nothing and
+//!   replays the first; on different members the second one's append finds the key taken and
+//!   writes nothing (`KeyRecord` below), then answers from the record: replay, or 409
+//!   `idempotency_key_reused` for a different request;
+//! - a crash before the commit left nothing; after it, the answer is there for the retry.
 //!
-//! Crash windows, and why each is safe:
+//! A member command that appends nothing (a duplicate, a refusal) stores or replays its answer
+//! afterwards (`settle`, `found`).
+//!
+//! **Every other write** (program, locations, promotions, jobs, keys) *reserves* the key before
+//! the command runs (a row with a lease) and *completes* it with the response afterwards; a
+//! request whose command fails releases its reservation: it changed nothing, so a retry is simply
+//! evaluated again. The lease is short (`IDEMPOTENCY_LEASE_SECS`, 3 s by default) and renewed
+//! every third of it while the command runs, so a reservation outlives its request by at most one
+//! lease: a terminal retrying after a crash gets its answer within a lease of the service being
+//! back. Renewals are cheap: most commands end before the first one, and they go through this
+//! module's `synchronous_commit = off` connections.
+//!
+//! Crash windows of a reservation, and why each is safe:
 //! - reserved, nothing else: a retry within the lease gets 409 `request_in_progress` (with
 //!   `Retry-After: 1`); after the lease it takes the reservation over and runs the command.
 //!   Nothing was applied.
 //! - reserved and events committed, response not stored (crash, or the store failed after the
 //!   append): after the lease a retry runs the command again. Every command is idempotent on its
-//!   business ids (transaction, refund, redemption, adjustment ids; enrolment of a member id
-//!   derived from the idempotency key; `as_of` of the jobs), so it appends nothing the second
-//!   time, and the command layer answers with the events recorded under this idempotency key.
+//!   business ids, so it appends nothing the second time, and the command layer answers with the
+//!   events recorded under this idempotency key.
 //! - completed: replayed byte for byte.
 //! - the request is alive but its renewals did not land in time (a stalled pool, a Postgres
 //!   restart): a retry takes the key over while the first request still runs. Both run the
@@ -29,8 +44,9 @@
 //!   one stored and replayed; the first request's `complete` finds its lease gone and stores
 //!   nothing, and its own answer reports the same events (those recorded under the key).
 //!
-//! Concurrent requests with one key: only one holds the reservation; the other gets 409
-//! `request_in_progress` (same request) or `idempotency_key_reused` (different request).
+//! A member command meeting a live reservation of its key (a request of the reserving kind with
+//! the same key and body, or a row left by an earlier version of the service) appends nothing and
+//! answers 409 `request_in_progress` until the lease runs out, then takes the key over.
 
 use std::time::Duration;
 
@@ -124,6 +140,52 @@ pub enum Reservation {
     Reused,
 }
 
+/// A completed record, written by the statement that appends a member command's events.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    pub org_id: String,
+    pub key: String,
+    pub request_hash: String,
+    pub key_id: Uuid,
+    pub status: u16,
+    /// The exact response body, replayed to every retry.
+    pub body: String,
+}
+
+/// Writes a completed record (`$1` org, `$2` key, `$3` request hash, `$4` key id, `$5` status,
+/// `$6` body) unless the key is taken: completed already, reserved by a live lease, or used for
+/// another request. Returns a row only when it wrote. A reservation whose lease ran out is taken
+/// over, as `reserve` does.
+pub const COMPLETE_IF_FREE: &str = "\
+INSERT INTO command_idempotency_keys \
+    (org_id, idempotency_key, request_hash, key_id, status_code, response_body, completed_at) \
+VALUES ($1, $2, $3, $4, $5, $6, now()) \
+ON CONFLICT (org_id, idempotency_key) DO UPDATE \
+    SET key_id = EXCLUDED.key_id, status_code = EXCLUDED.status_code, \
+        response_body = EXCLUDED.response_body, completed_at = EXCLUDED.completed_at, \
+        lease_id = NULL, locked_until = NULL \
+    WHERE command_idempotency_keys.status_code IS NULL \
+      AND command_idempotency_keys.locked_until < now() \
+      AND command_idempotency_keys.request_hash = EXCLUDED.request_hash \
+RETURNING 1";
+
+impl KeyRecord {
+    /// Binds this record as `COMPLETE_IF_FREE`'s parameters.
+    pub fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> anyhow::Result<sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>> {
+        let status = i16::try_from(self.status).context("status code out of range")?;
+        Ok(query
+            .bind(&self.org_id)
+            .bind(&self.key)
+            .bind(&self.request_hash)
+            .bind(self.key_id)
+            .bind(status)
+            .bind(&self.body))
+    }
+}
+
 /// The idempotency records of the command API.
 #[derive(Clone)]
 pub struct Idempotency {
@@ -195,6 +257,19 @@ impl Idempotency {
             }));
         }
 
+        self.found(org_id, key, request_hash)
+            .await
+            .map(|found| found.unwrap_or(Reservation::InProgress))
+    }
+
+    /// What holds `key` of `org` for a request with fingerprint `request_hash`, if anything:
+    /// its stored answer, another request, or a live reservation. Never `Acquired`.
+    pub async fn found(
+        &self,
+        org_id: &str,
+        key: &str,
+        request_hash: &str,
+    ) -> anyhow::Result<Option<Reservation>> {
         let existing: Option<(String, Option<i16>, Option<String>)> = sqlx::query_as(
             "SELECT request_hash, status_code, response_body FROM command_idempotency_keys \
              WHERE org_id = $1 AND idempotency_key = $2",
@@ -205,16 +280,31 @@ impl Idempotency {
         .await
         .context("reading an idempotency key")?;
         Ok(match existing {
-            Some((hash, _, _)) if hash != request_hash => Reservation::Reused,
-            Some((_, Some(status), Some(body))) => Reservation::Replay {
+            None => None,
+            Some((hash, _, _)) if hash != request_hash => Some(Reservation::Reused),
+            Some((_, Some(status), Some(body))) => Some(Reservation::Replay {
                 status: u16::try_from(status).context("stored status code out of range")?,
                 body,
-            },
-            Some(_) => Reservation::InProgress,
-            // Released between the two statements: the other request failed. Rare; the
-            // client retries.
-            None => Reservation::InProgress,
+            }),
+            Some(_) => Some(Reservation::InProgress),
         })
+    }
+
+    /// Stores the answer of a member command that appended nothing (a duplicate, or a command
+    /// that changed nothing) unless the key is taken; returns what holds it then.
+    pub async fn settle(&self, record: &KeyRecord) -> anyhow::Result<Option<Reservation>> {
+        let stored = record
+            .bind(sqlx::query(COMPLETE_IF_FREE))?
+            .fetch_optional(&self.pool)
+            .await
+            .context("storing an idempotent response")?;
+        if stored.is_some() {
+            return Ok(None);
+        }
+        // Taken: by what? (Freed in between, by a reservation's release: the client retries.)
+        self.found(&record.org_id, &record.key, &record.request_hash)
+            .await
+            .map(|found| Some(found.unwrap_or(Reservation::InProgress)))
     }
 
     /// How long a reservation lasts unless renewed.

@@ -1,6 +1,12 @@
-//! The command executor: load an aggregate, decide on a copy, append the new events, all on the
-//! postgres-es event repository in event-store mode (SPEC §5: its snapshot and aggregate-store
-//! modes apply new events twice).
+//! The command executor: load an aggregate, decide on a copy, append the new events, on the
+//! postgres-es event table in event-store mode (SPEC §5: its snapshot and aggregate-store modes
+//! apply new events twice).
+//!
+//! Events are loaded through postgres-es's repository, and appended by one statement of our own
+//! (`APPEND`, `APPEND_ANSWERED`) instead of its `persist` (a transaction of one `INSERT` per
+//! event, three round trips and more): all of a command's events in one multi-row insert, and,
+//! for a request, its `Idempotency-Key` record completed with the answer in the same statement,
+//! so the events and the answer commit together in one transaction (see `idempotency`).
 //!
 //! Loading a member with a long history stays cheap thanks to an in-process cache of
 //! `(aggregate, last sequence)` per aggregate id: a command reads only the events newer than the
@@ -19,19 +25,21 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex as SyncMutex};
+use std::sync::{Arc, LazyLock, Mutex as SyncMutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
+use cqrs_es::persist::PersistedEventRepository;
 use cqrs_es::{Aggregate, DomainEvent, EventEnvelope};
 use domain::codec::{Codec, Decodable};
 use lru::LruCache;
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::idempotency::{KeyRecord, COMPLETE_IF_FREE};
 
 /// Metadata stored with every event of a command (org, command, idempotency key, key id,
 /// request id).
@@ -68,6 +76,10 @@ pub enum ExecuteError<E: std::error::Error> {
     /// Other writers kept winning the optimistic lock; nothing was appended by this command.
     #[error("gave up after {attempts} optimistic-lock conflicts")]
     Contention { attempts: u32 },
+    /// The request's `Idempotency-Key` was taken (answered, reserved, or used for another
+    /// request) when the events were to be appended with its answer; nothing was appended.
+    #[error("the Idempotency-Key is taken")]
+    KeyTaken,
     /// The store failed; whether the events were appended is unknown (a retry will tell, since
     /// every command is idempotent on its business ids).
     #[error(transparent)]
@@ -84,6 +96,9 @@ pub struct Committed<A: Aggregate, R> {
     pub summary: R,
     /// The aggregate's last sequence number after the command.
     pub sequence: usize,
+    /// The answer stored with the events under the request's `Idempotency-Key`, if the caller
+    /// gave one (`answer`) and the command appended events.
+    pub answered: Option<KeyRecord>,
 }
 
 /// How often and how patiently a command is retried on optimistic-lock conflicts.
@@ -157,6 +172,7 @@ type SlotRef<A> = Arc<Mutex<Slot<A>>>;
 /// the module docs.
 pub struct AggregateStore<A: Aggregate> {
     repo: PostgresEventRepository,
+    pool: PgPool,
     slots: SyncMutex<LruCache<String, SlotRef<A>>>,
     retry: RetryPolicy,
 }
@@ -170,7 +186,8 @@ where
     /// A store on `pool` caching at most `capacity` aggregates (least recently used evicted).
     pub fn new(pool: PgPool, capacity: NonZeroUsize, retry: RetryPolicy) -> Self {
         Self {
-            repo: PostgresEventRepository::new(pool),
+            repo: PostgresEventRepository::new(pool.clone()),
+            pool,
             slots: SyncMutex::new(LruCache::new(capacity)),
             retry,
         }
@@ -235,6 +252,11 @@ where
     /// Executes `command` on aggregate `id`, appends its events with `metadata`, and returns
     /// them with `summarize(aggregate after the command)`.
     ///
+    /// `answer(events, summary)` is the request's completed `Idempotency-Key` record, if the
+    /// command is a request whose answer is stored with its events: it is appended in the same
+    /// statement, only if the key is free (`ExecuteError::KeyTaken` otherwise, and nothing is
+    /// appended). It is not asked when the command appends nothing.
+    ///
     /// The decision is made on the cached aggregate itself, not on a copy: the domain writes
     /// no event unless the whole command is accepted, so a refusal leaves it untouched, and
     /// events that fail to commit leave the slot untrusted, to be rebuilt from the store.
@@ -243,7 +265,8 @@ where
         id: &str,
         command: A::Command,
         metadata: &Metadata,
-        summarize: impl FnOnce(&A) -> R,
+        summarize: impl Fn(&A) -> R,
+        answer: impl Fn(&[EventEnvelope<A>], &R) -> anyhow::Result<Option<KeyRecord>>,
     ) -> Result<Committed<A, R>, ExecuteError<A::Error>> {
         let mut slot = self.lock(id).await;
         let mut fresh = false;
@@ -281,6 +304,7 @@ where
                         events: Vec::new(),
                         summary: summarize(&slot.aggregate),
                         sequence: slot.sequence,
+                        answered: None,
                     }),
                 };
             }
@@ -297,16 +321,20 @@ where
                     metadata: metadata.clone(),
                 })
                 .collect();
-            match self.persist(&envelopes).await {
+            let summary = summarize(&slot.aggregate);
+            let answered = answer(&envelopes, &summary)?;
+            match self.persist(&envelopes, answered.as_ref()).await {
                 Ok(()) => {
                     slot.sequence += envelopes.len();
                     slot.trusted = true;
                     return Ok(Committed {
                         events: envelopes,
-                        summary: summarize(&slot.aggregate),
+                        summary,
                         sequence: slot.sequence,
+                        answered,
                     });
                 }
+                Err(PersistFailure::KeyTaken) => return Err(ExecuteError::KeyTaken),
                 Err(PersistFailure::Conflict) => {
                     conflicts += 1;
                     metrics::counter!("command_optimistic_lock_conflicts_total", "aggregate" => A::TYPE)
@@ -340,59 +368,138 @@ where
         }
     }
 
-    async fn persist(&self, envelopes: &[EventEnvelope<A>]) -> Result<(), PersistFailure> {
-        let serialized = envelopes
-            .iter()
-            .map(|envelope| {
-                Ok(SerializedEvent::new(
-                    envelope.aggregate_id.clone(),
-                    envelope.sequence,
-                    A::TYPE.to_owned(),
-                    envelope.payload.event_type(),
-                    envelope.payload.event_version(),
-                    serde_json::to_value(&envelope.payload)?,
-                    serde_json::to_value(&envelope.metadata)?,
-                ))
-            })
-            .collect::<Result<Vec<_>, serde_json::Error>>()
-            .context("serializing events")
-            .map_err(PersistFailure::Other)?;
-        self.repo
-            .persist::<A>(&serialized, None)
+    /// Appends `envelopes` (and `answered`, if any) in one statement, hence one transaction.
+    async fn persist(
+        &self,
+        envelopes: &[EventEnvelope<A>],
+        answered: Option<&KeyRecord>,
+    ) -> Result<(), PersistFailure> {
+        let mut columns = EventColumns::default();
+        for envelope in envelopes {
+            columns
+                .push(envelope)
+                .context("serializing events")
+                .map_err(PersistFailure::Other)?;
+        }
+        let Some(first) = envelopes.first() else {
+            return Ok(());
+        };
+        let query = match answered {
+            None => sqlx::query(&APPEND),
+            Some(record) => record
+                .bind(sqlx::query(&APPEND_ANSWERED))
+                .map_err(PersistFailure::Other)?,
+        };
+        let appended: i64 = query
+            .bind(A::TYPE)
+            .bind(&first.aggregate_id)
+            .bind(columns.sequences)
+            .bind(columns.types)
+            .bind(columns.versions)
+            .bind(columns.payloads)
+            .bind(columns.metadata)
+            .fetch_one(&self.pool)
             .await
-            .map_err(PersistFailure::from)
+            .and_then(|row| sqlx::Row::try_get(&row, 0))
+            .map_err(PersistFailure::from)?;
+        if appended == 0 {
+            // Only the answered statement appends nothing: its key was taken.
+            return Err(PersistFailure::KeyTaken);
+        }
+        Ok(())
     }
 }
 
+/// The new events of one command as the arrays `APPEND` unnests. Payloads and metadata are sent
+/// as the text of their JSON values, exactly what postgres-es stores.
+#[derive(Default)]
+struct EventColumns {
+    sequences: Vec<i64>,
+    types: Vec<String>,
+    versions: Vec<String>,
+    payloads: Vec<String>,
+    metadata: Vec<String>,
+}
+
+impl EventColumns {
+    fn push<A: Aggregate>(&mut self, envelope: &EventEnvelope<A>) -> anyhow::Result<()> {
+        self.sequences
+            .push(i64::try_from(envelope.sequence).context("sequence out of range")?);
+        self.types.push(envelope.payload.event_type());
+        self.versions.push(envelope.payload.event_version());
+        self.payloads
+            .push(serde_json::to_value(&envelope.payload)?.to_string());
+        self.metadata
+            .push(serde_json::to_value(&envelope.metadata)?.to_string());
+        Ok(())
+    }
+}
+
+/// The insert of a command's events from the parameters numbered from `first`: the aggregate
+/// type and id, then the columns of `EventColumns` in order (so `global_position` follows the
+/// sequence).
+fn insert_events(first: usize) -> String {
+    let p = |offset: usize| format!("${}", first + offset);
+    format!(
+        "INSERT INTO events \
+             (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         SELECT {}, {}, e.sequence, e.event_type, e.event_version, e.payload::json, e.metadata::json \
+         FROM unnest({}::bigint[], {}::text[], {}::text[], {}::text[], {}::text[]) \
+             WITH ORDINALITY AS e(sequence, event_type, event_version, payload, metadata, n)",
+        p(0),
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5),
+        p(6)
+    )
+}
+
+/// A command's events alone; answers how many were appended.
+static APPEND: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH appended AS ({} ORDER BY e.n RETURNING 1) SELECT count(*) FROM appended",
+        insert_events(1)
+    )
+});
+
+/// A command's events and its request's answer (`idempotency::COMPLETE_IF_FREE`, `$1`–`$6`):
+/// the events only if the answer was written, so none (count 0) when its key was taken.
+static APPEND_ANSWERED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH answer AS ({COMPLETE_IF_FREE}), \
+              appended AS ({} WHERE EXISTS (SELECT FROM answer) ORDER BY e.n RETURNING 1) \
+         SELECT count(*) FROM appended",
+        insert_events(7)
+    )
+});
+
 enum PersistFailure {
     Conflict,
+    KeyTaken,
     Constraint(Constraint),
     Other(anyhow::Error),
 }
 
-impl From<PersistenceError> for PersistFailure {
-    fn from(error: PersistenceError) -> Self {
-        match error {
-            PersistenceError::OptimisticLockError => PersistFailure::Conflict,
-            PersistenceError::ConnectionError(error)
-            | PersistenceError::DeserializationError(error)
-            | PersistenceError::UnknownError(error) => {
-                let code = error
-                    .downcast_ref::<sqlx::Error>()
-                    .and_then(|error| error.as_database_error())
-                    .and_then(|error| error.code())
-                    .map(|code| code.into_owned());
-                match code.as_deref() {
-                    Some(SQLSTATE_EXTERNAL_ID_TAKEN) => {
-                        PersistFailure::Constraint(Constraint::ExternalIdTaken)
-                    }
-                    Some(SQLSTATE_TRANSACTION_CLAIMED) => {
-                        PersistFailure::Constraint(Constraint::TransactionClaimed)
-                    }
-                    Some(SQLSTATE_BUDGET_CHANGED) => PersistFailure::Constraint(Constraint::BudgetChanged),
-                    _ => PersistFailure::Other(anyhow::Error::from_boxed(error).context("appending events")),
-                }
+impl From<sqlx::Error> for PersistFailure {
+    fn from(error: sqlx::Error) -> Self {
+        let code = error
+            .as_database_error()
+            .and_then(|error| error.code())
+            .map(|code| code.into_owned());
+        match code.as_deref() {
+            // The primary key (aggregate_type, aggregate_id, sequence): another writer appended
+            // these sequence numbers first.
+            Some("23505")
+                if error.as_database_error().and_then(|error| error.constraint()) == Some("events_pkey") =>
+            {
+                PersistFailure::Conflict
             }
+            Some(SQLSTATE_EXTERNAL_ID_TAKEN) => PersistFailure::Constraint(Constraint::ExternalIdTaken),
+            Some(SQLSTATE_TRANSACTION_CLAIMED) => PersistFailure::Constraint(Constraint::TransactionClaimed),
+            Some(SQLSTATE_BUDGET_CHANGED) => PersistFailure::Constraint(Constraint::BudgetChanged),
+            _ => PersistFailure::Other(anyhow::Error::from(error).context("appending events")),
         }
     }
 }

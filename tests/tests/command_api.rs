@@ -892,8 +892,65 @@ async fn a_request_in_progress_holds_its_key_until_its_lease_ends() {
 }
 
 #[tokio::test]
-async fn a_long_running_request_keeps_its_key_past_the_lease() {
-    let f = Fixture::with_config(true, |config| config.idempotency_lease_secs = 1).await;
+async fn two_different_requests_racing_with_one_key_append_once_and_the_loser_changes_nothing() {
+    let f = Fixture::new(true).await;
+    let ann = f.enroll("enrol-ann", json!({})).await;
+    let bob = f.enroll("enrol-bob", json!({})).await;
+    for round in 0..5 {
+        let key = format!("shared-{round}");
+        let (ann_path, bob_path) = (
+            format!("/v1/orgs/acme/members/{ann}/purchases"),
+            format!("/v1/orgs/acme/members/{bob}/purchases"),
+        );
+        let (ann_body, bob_body) = (
+            purchase(&format!("A-{round}"), 1_000, Utc::now()),
+            purchase(&format!("B-{round}"), 2_000, Utc::now()),
+        );
+        let (to_ann, to_bob) = tokio::join!(
+            f.pos.post(&ann_path, &key, &ann_body),
+            f.pos.post(&bob_path, &key, &bob_body),
+        );
+        let (won, lost) = if to_ann.status == 200 {
+            (to_ann, to_bob)
+        } else {
+            (to_bob, to_ann)
+        };
+        assert_eq!(won.status, 200, "{}", won.text);
+        assert_error(&lost, 409, "idempotency_key_reused", Some("Idempotency-Key"));
+        // Only the winner's purchase is in the log, and the key answers it.
+        assert_eq!(
+            f.count(&format!(
+                "SELECT count(*) FROM events WHERE event_type = 'PurchaseRecorded' \
+                 AND metadata ->> 'idempotency_key' = '{key}'"
+            ))
+            .await,
+            1
+        );
+        let stored: String = sqlx::query_scalar(
+            "SELECT response_body FROM command_idempotency_keys WHERE idempotency_key = $1",
+        )
+        .bind(&key)
+        .fetch_one(f.db.pool())
+        .await
+        .unwrap();
+        assert_eq!(stored, won.text);
+    }
+    // The losers' members were not changed: each later purchase is its member's next one.
+    let answer = f
+        .pos
+        .post(
+            &format!("/v1/orgs/acme/members/{ann}/purchases"),
+            "after",
+            &purchase("A-after", 1_000, Utc::now()),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_duplicate_of_a_running_member_command_waits_for_it_and_replays_its_answer() {
+    let f = Fixture::new(true).await;
     let member = f.enroll("enrol", json!({})).await;
     let path = format!("/v1/orgs/acme/members/{member}/purchases");
     let body = purchase("T-1", 1_000, Utc::now());
@@ -904,26 +961,46 @@ async fn a_long_running_request_keeps_its_key_past_the_lease() {
         .execute(&mut *blocker)
         .await
         .unwrap();
-    let slow = tokio::spawn({
-        let pos = f.pos.clone();
-        let (path, body) = (path.clone(), body.clone());
-        async move { pos.post(&path, "slow", &body).await }
-    });
-    // Well past the 1 s lease, the running request still holds the key.
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let meanwhile = f.pos.post(&path, "slow", &body).await;
-    assert_error(&meanwhile, 409, "request_in_progress", Some("Idempotency-Key"));
+    let send =
+        |pos: ApiClient, path: String, body: Value| async move { pos.post(&path, "slow", &body).await };
+    let first = tokio::spawn(send(f.pos.clone(), path.clone(), body.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let duplicate = tokio::spawn(send(f.pos.clone(), path.clone(), body.clone()));
+    // The running request reserved nothing: its answer is written with its events.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        f.count("SELECT count(*) FROM command_idempotency_keys WHERE idempotency_key = 'slow'")
+            .await,
+        0
+    );
 
     blocker.rollback().await.unwrap();
-    let first = slow.await.unwrap();
+    let first = first.await.unwrap();
+    let duplicate = duplicate.await.unwrap();
     assert_eq!(first.status, 200, "{}", first.text);
-    let replay = f.pos.post(&path, "slow", &body).await;
-    assert_eq!((replay.status, replay.text.as_str()), (200, first.text.as_str()));
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    assert_eq!(
+        (duplicate.status, duplicate.text.as_str()),
+        (200, first.text.as_str()),
+        "the duplicate gets the first request's answer"
+    );
+    assert_eq!(duplicate.headers["idempotent-replayed"], "true");
     assert_eq!(
         f.count("SELECT count(*) FROM events WHERE event_type = 'PurchaseRecorded'")
             .await,
         1
     );
+    // The answer was stored by the transaction that appended the events.
+    let (same_transaction, stored): (bool, String) = sqlx::query_as(
+        "SELECT k.xmin = e.xmin, k.response_body FROM command_idempotency_keys k \
+         JOIN events e ON e.metadata ->> 'idempotency_key' = k.idempotency_key \
+         WHERE k.idempotency_key = 'slow' AND e.event_type = 'PurchaseRecorded'",
+    )
+    .fetch_one(f.db.pool())
+    .await
+    .unwrap();
+    assert!(same_transaction);
+    assert_eq!(stored, first.text);
     f.cleanup().await;
 }
 

@@ -2,6 +2,7 @@
 
 use uuid::Uuid;
 
+use crate::commands::MemberOutcome;
 use crate::store::Metadata;
 
 /// Who asked for a command, recorded in every event's metadata.
@@ -11,6 +12,41 @@ pub struct CommandContext {
     pub idempotency_key: String,
     pub key_id: Uuid,
     pub request_id: String,
+    /// How the answer of a member command is stored with its events, when the command is a
+    /// request whose `Idempotency-Key` is kept that way (see `idempotency`).
+    pub answer: Option<Answer>,
+}
+
+/// The answer a member command's request will give, rendered when its events are decided so it
+/// can be stored with them.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The request's fingerprint (`idempotency::request_hash`).
+    pub request_hash: String,
+    /// The status of a successful answer (201 for an enrolment, 200 otherwise).
+    pub status: u16,
+    /// The response body of an outcome, exactly as sent.
+    pub render: fn(&MemberOutcome) -> anyhow::Result<String>,
+}
+
+impl CommandContext {
+    /// The completed `Idempotency-Key` record of `outcome`, if this request stores one.
+    pub fn key_record(
+        &self,
+        outcome: &MemberOutcome,
+    ) -> anyhow::Result<Option<crate::idempotency::KeyRecord>> {
+        let Some(answer) = &self.answer else {
+            return Ok(None);
+        };
+        Ok(Some(crate::idempotency::KeyRecord {
+            org_id: self.org_id.clone(),
+            key: self.idempotency_key.clone(),
+            request_hash: answer.request_hash.clone(),
+            key_id: self.key_id,
+            status: answer.status,
+            body: (answer.render)(outcome)?,
+        }))
+    }
 }
 
 impl CommandContext {

@@ -74,6 +74,7 @@ impl Commands {
                     balance: balance_after(&earlier).unwrap_or(balance),
                     events: earlier,
                     breakdown: None,
+                    stored_answer: None,
                 })
             }
             Err(CommandError::ExternalIdTaken(_)) => {

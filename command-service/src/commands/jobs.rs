@@ -89,6 +89,7 @@ impl Commands {
                                 command,
                                 &metadata,
                                 |_| (),
+                                |_, _| Ok(None),
                             )
                             .await
                             .map_err(|error| rejected(error, "member"))?;

@@ -159,6 +159,15 @@ impl Commands {
                 command,
                 &metadata,
                 |member| member.points.balance,
+                |events, balance| {
+                    ctx.key_record(&MemberOutcome {
+                        member_id,
+                        events: events.to_vec(),
+                        balance: *balance,
+                        breakdown: breakdown_of(events),
+                        stored_answer: None,
+                    })
+                },
             )
             .await;
         let committed = match result {
@@ -175,6 +184,10 @@ impl Commands {
                 record_outcome(name, 0);
                 return Err(CommandError::ExternalIdTaken(String::new()));
             }
+            Err(ExecuteError::KeyTaken) => {
+                record_outcome(name, 0);
+                return Err(CommandError::KeyTaken);
+            }
             Err(error) => {
                 record_outcome(name, 0);
                 return Err(rejected(error, "member"));
@@ -187,6 +200,7 @@ impl Commands {
                 breakdown: breakdown_of(&committed.events),
                 events: committed.events,
                 balance: committed.summary,
+                stored_answer: committed.answered.map(|record| record.body),
             });
         }
         // A duplicate the aggregate ignored: if it is a retry of a request that was applied but
@@ -197,6 +211,7 @@ impl Commands {
             balance: balance_after(&events).unwrap_or(committed.summary),
             breakdown: breakdown_of(&events),
             events,
+            stored_answer: None,
         })
     }
 }

@@ -26,7 +26,7 @@ use sqlx::PgPool;
 
 use crate::store::{AggregateStore, RetryPolicy};
 
-pub use context::{CommandContext, MemberRef};
+pub use context::{Answer, CommandContext, MemberRef};
 pub use jobs::{Job, JobReport};
 pub use outcome::{CommandError, MemberOutcome, ProgramOutcome, PromotionOutcome};
 

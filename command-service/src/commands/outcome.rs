@@ -31,6 +31,10 @@ pub enum CommandError {
     /// first); nothing was recorded. Inside the service, the signal to decide again.
     #[error("too many concurrent purchases drew on the same promotion budget; retry")]
     BudgetContention,
+    /// The request's `Idempotency-Key` was taken when its events were to be appended with its
+    /// answer; nothing was appended. Answered from the key's record by the HTTP layer.
+    #[error("the Idempotency-Key is taken")]
+    KeyTaken,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -44,6 +48,7 @@ where
         ExecuteError::Rejected(error) => error.into(),
         ExecuteError::Contention { .. } => CommandError::Contention(aggregate),
         ExecuteError::Store(error) => CommandError::Internal(error),
+        ExecuteError::KeyTaken => CommandError::KeyTaken,
         ExecuteError::Constraint(constraint) => {
             CommandError::Internal(anyhow::anyhow!("unexpected store constraint {constraint:?}"))
         }
@@ -60,6 +65,9 @@ pub struct MemberOutcome {
     /// Purchases: the breakdown of the purchase's points, from its `PurchaseRecorded` event
     /// (this request's, or the one recorded earlier for the same `transaction_id`).
     pub breakdown: Option<Breakdown>,
+    /// The response body stored with `events` under the request's `Idempotency-Key` (the request
+    /// answers exactly this); `None` when nothing was stored with them.
+    pub stored_answer: Option<String>,
 }
 
 /// The breakdown of the purchase among `events`, if any.

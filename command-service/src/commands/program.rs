@@ -45,7 +45,7 @@ impl Commands {
         &self,
         ctx: &CommandContext,
         command: ProgramCommand,
-        summarize: impl FnOnce(&Program) -> R,
+        summarize: impl Fn(&Program) -> R,
     ) -> Result<(Vec<EventEnvelope<Program>>, R), CommandError> {
         let name = command.name();
         let committed = self
@@ -55,6 +55,7 @@ impl Commands {
                 command,
                 &ctx.metadata(name),
                 summarize,
+                |_, _| Ok(None),
             )
             .await
             .map_err(|error| rejected(error, "program"))?;

@@ -19,7 +19,7 @@ use crate::http::auth::{Action, Caller};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, MemberPath, OrgPath, RequestContext};
 use crate::http::state::AppState;
-use crate::http::write::{Idempotent, MemberWriteResponse};
+use crate::http::write::Idempotent;
 use crate::idempotency;
 
 /// The body of a command: what it is called and who may send it.
@@ -175,6 +175,7 @@ impl<P: Target, T: CommandRequest> FromRequest<AppState> for Write<P, T> {
                 idempotency_key: key,
                 key_id: caller.key.key_id,
                 request_id: ctx.request_id,
+                answer: None,
             },
             span,
         };
@@ -225,15 +226,27 @@ impl<P: Target, T: CommandRequest> Write<P, T> {
     }
 }
 
+impl<P: Target, T: CommandRequest> Write<P, T> {
+    /// Runs a member command whose answer (`status` and the outcome) is stored with its events
+    /// under the request's `Idempotency-Key`.
+    pub async fn run_member<F, Fut>(self, status: StatusCode, work: F) -> Result<Response, ApiError>
+    where
+        F: FnOnce(AppState, CommandContext, P::Resolved, T) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<MemberOutcome, ApiError>> + Send + 'static,
+    {
+        let (request, target) = (self.request, self.target);
+        self.idempotent
+            .run_member(status, move |app, ctx| work(app, ctx, target, request))
+            .await
+    }
+}
+
 impl<T: MemberRequest> Write<MemberPath, T> {
     /// Runs the member command under the request's `Idempotency-Key`.
     pub async fn execute(self) -> Result<Response, ApiError> {
-        let (request, member) = (self.request, self.target);
-        self.idempotent
-            .run(move |app, ctx| async move {
-                let outcome = request.execute(app.commands(), &ctx, &member).await?;
-                Ok((StatusCode::OK, MemberWriteResponse::from_outcome(&outcome)?))
-            })
-            .await
+        self.run_member(StatusCode::OK, |app, ctx, member, request| async move {
+            Ok(request.execute(app.commands(), &ctx, &member).await?)
+        })
+        .await
     }
 }

@@ -162,6 +162,8 @@ impl ApiError {
                 C::ExternalIdTaken(_) | C::TransactionClaimed(_) => StatusCode::CONFLICT,
                 C::AsOfInFuture(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 C::Contention(_) | C::BudgetContention => StatusCode::SERVICE_UNAVAILABLE,
+                // Answered from the key's record by the write path; this is its fallback.
+                C::KeyTaken => StatusCode::CONFLICT,
                 C::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
         }
@@ -199,6 +201,7 @@ impl ApiError {
                 C::AsOfInFuture(_) => "as_of_in_future",
                 C::Contention(_) => "contention",
                 C::BudgetContention => "budget_contention",
+                C::KeyTaken => "request_in_progress",
                 C::Internal(_) => "internal",
             },
         }
@@ -222,6 +225,7 @@ impl ApiError {
                 C::ExternalIdTaken(_) => Some("external_id".to_owned()),
                 C::TransactionClaimed(_) => Some("transaction_id".to_owned()),
                 C::AsOfInFuture(_) => Some("as_of".to_owned()),
+                C::KeyTaken => Some("Idempotency-Key".to_owned()),
                 C::ProgramNotConfigured(_) | C::Contention(_) | C::BudgetContention | C::Internal(_) => None,
             },
             _ => None,
@@ -313,7 +317,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::RequestInProgress
             | ApiError::Overloaded
-            | ApiError::Command(CommandError::Contention(_) | CommandError::BudgetContention) => {
+            | ApiError::Command(
+                CommandError::Contention(_) | CommandError::BudgetContention | CommandError::KeyTaken,
+            ) => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -41,9 +41,8 @@ use crate::http::write::MemberWriteResponse;
 )]
 pub async fn enroll(write: OrgWrite<EnrollRequest>) -> Result<Response, ApiError> {
     write
-        .run(|app, ctx, request| async move {
-            let outcome = request.execute(app.commands(), &ctx).await?;
-            Ok((StatusCode::CREATED, MemberWriteResponse::from_outcome(&outcome)?))
+        .run_member(StatusCode::CREATED, |app, ctx, (), request| async move {
+            Ok(request.execute(app.commands(), &ctx).await?)
         })
         .await
 }

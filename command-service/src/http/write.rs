@@ -1,5 +1,7 @@
-//! The path every write takes: reserve the `Idempotency-Key`, run the command, store the exact
-//! response (or release the key if the command failed), answer.
+//! The paths a write takes under its `Idempotency-Key` (see `idempotency`): a member command
+//! stores its exact response with its events, or, if it appended nothing, right after; every
+//! other write reserves the key, runs the command, stores the exact response (or releases the key
+//! if the command failed), and answers.
 //!
 //! The work runs in a task of its own, so a client that hangs up (or a proxy timeout) cannot
 //! cancel a command half-way between appending its events and storing its response; graceful
@@ -18,7 +20,7 @@ use tracing::{Instrument as _, Span};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::commands::{CommandContext, MemberOutcome};
+use crate::commands::{Answer, CommandContext, MemberOutcome};
 use crate::http::error::ApiError;
 use crate::http::promotion_docs::BreakdownDoc;
 use crate::http::state::AppState;
@@ -92,6 +94,11 @@ impl MemberWriteResponse {
         };
         serde_json::to_value(response).context("serializing a response")
     }
+
+    /// The body answered for `outcome`, exactly as sent, stored and replayed.
+    pub fn render(outcome: &MemberOutcome) -> anyhow::Result<String> {
+        serde_json::to_string(&Self::from_outcome(outcome)?).context("serializing a response")
+    }
 }
 
 struct Written {
@@ -135,6 +142,35 @@ impl Idempotent {
     }
 }
 
+impl Idempotent {
+    /// Runs a member command whose answer, `status` and the outcome's body, is stored with its
+    /// events: no reservation first (module docs of `idempotency`).
+    pub async fn run_member<F, Fut>(self, status: StatusCode, work: F) -> Result<Response, ApiError>
+    where
+        F: FnOnce(AppState, CommandContext) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<MemberOutcome, ApiError>> + Send + 'static,
+    {
+        let Self {
+            app,
+            mut command,
+            request_hash,
+            span,
+        } = self;
+        command.answer = Some(Answer {
+            request_hash,
+            status: status.as_u16(),
+            render: MemberWriteResponse::render,
+        });
+        let task = answer_member(app.clone(), command, status, work).instrument(span);
+        let written = app
+            .tasks()
+            .spawn(task)
+            .await
+            .map_err(|error| ApiError::Internal(anyhow::anyhow!(error).context("command task")))??;
+        Ok(written.into_response())
+    }
+}
+
 impl IntoResponse for Written {
     fn into_response(self) -> Response {
         let mut response = (self.status, self.body).into_response();
@@ -163,16 +199,8 @@ where
         .reserve(&ctx.org_id, &ctx.idempotency_key, &request_hash, ctx.key_id)
         .await?;
     let lease = match reservation {
-        Reservation::Replay { status, body } => {
-            return Ok(Written {
-                status: StatusCode::from_u16(status).context("stored status code")?,
-                body,
-                replayed: true,
-            });
-        }
-        Reservation::InProgress => return Err(ApiError::RequestInProgress),
-        Reservation::Reused => return Err(ApiError::IdempotencyKeyReused),
         Reservation::Acquired(lease) => lease,
+        taken => return answer_taken(taken),
     };
     match renewing(&store, &lease, work(app, ctx)).await {
         Ok((status, value)) => {
@@ -200,6 +228,76 @@ where
             }
             Err(error)
         }
+    }
+}
+
+/// Runs a member command and answers it: with the answer stored with its events, or, when it
+/// appended nothing, with the key's record (stored now if the key is free).
+async fn answer_member<F, Fut>(
+    app: AppState,
+    ctx: CommandContext,
+    status: StatusCode,
+    work: F,
+) -> Result<Written, ApiError>
+where
+    F: FnOnce(AppState, CommandContext) -> Fut,
+    Fut: Future<Output = Result<MemberOutcome, ApiError>>,
+{
+    let store = app.idempotency().clone();
+    match work(app, ctx.clone()).await {
+        Ok(MemberOutcome {
+            stored_answer: Some(body),
+            ..
+        }) => Ok(Written {
+            status,
+            body,
+            replayed: false,
+        }),
+        Ok(outcome) => {
+            // A duplicate, or a command that changed nothing: this request's answer unless the
+            // key already holds one.
+            let record = ctx
+                .key_record(&outcome)?
+                .context("a member command's request without its answer")?;
+            match store.settle(&record).await? {
+                None => Ok(Written {
+                    status,
+                    body: record.body,
+                    replayed: false,
+                }),
+                Some(taken) => answer_taken(taken),
+            }
+        }
+        Err(error) => {
+            // Refused, or its key was taken: a key that holds an answer or another request
+            // decides what this request is told.
+            let hash = ctx.answer.as_ref().map(|answer| answer.request_hash.as_str());
+            let found = match hash {
+                Some(hash) => store.found(&ctx.org_id, &ctx.idempotency_key, hash).await,
+                None => Ok(None),
+            };
+            match found {
+                Ok(Some(taken)) => answer_taken(taken),
+                Ok(None) => Err(error),
+                Err(lookup) => {
+                    tracing::warn!(error = format!("{lookup:#}"), "could not read an idempotency key");
+                    Err(error)
+                }
+            }
+        }
+    }
+}
+
+/// The answer to a request whose key another request holds or answered.
+fn answer_taken(taken: Reservation) -> Result<Written, ApiError> {
+    match taken {
+        Reservation::Replay { status, body } => Ok(Written {
+            status: StatusCode::from_u16(status).context("stored status code")?,
+            body,
+            replayed: true,
+        }),
+        Reservation::Reused => Err(ApiError::IdempotencyKeyReused),
+        Reservation::InProgress | Reservation::Acquired(_) => Err(ApiError::RequestInProgress),
     }
 }
 
