@@ -71,6 +71,13 @@ pub struct Config {
         default_value_t = 168
     )]
     pub idempotency_retention_hours: u64,
+    /// Statements appending events in flight at once; each takes every command waiting for it
+    /// (group commit), so a few serve any load.
+    #[arg(long, global = true, env = "APPEND_WORKERS", default_value_t = 4)]
+    pub append_workers: usize,
+    /// Most commands appended by one statement (1: each command alone).
+    #[arg(long, global = true, env = "APPEND_BATCH_MAX", default_value_t = 64)]
+    pub append_batch_max: usize,
     /// Members processed concurrently by a system job.
     #[arg(long, global = true, env = "JOB_CONCURRENCY", default_value_t = 4)]
     pub job_concurrency: usize,
@@ -99,6 +106,8 @@ impl Config {
             request_timeout_secs: 0,
             idempotency_lease_secs: 3,
             idempotency_retention_hours: 168,
+            append_workers: 4,
+            append_batch_max: 64,
             job_concurrency: 4,
             shutdown_grace_secs: 20,
         }

@@ -48,6 +48,7 @@
 //! the same key and body, or a row left by an earlier version of the service) appends nothing and
 //! answers 409 `request_in_progress` until the lease runs out, then takes the key over.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -147,44 +148,44 @@ pub struct KeyRecord {
     pub key: String,
     pub request_hash: String,
     pub key_id: Uuid,
-    pub status: u16,
+    pub status: i16,
     /// The exact response body, replayed to every retry.
     pub body: String,
 }
 
-/// Writes a completed record (`$1` org, `$2` key, `$3` request hash, `$4` key id, `$5` status,
-/// `$6` body) unless the key is taken: completed already, reserved by a live lease, or used for
-/// another request. Returns a row only when it wrote. A reservation whose lease ran out is taken
-/// over, as `reserve` does.
-pub const COMPLETE_IF_FREE: &str = "\
-INSERT INTO command_idempotency_keys \
-    (org_id, idempotency_key, request_hash, key_id, status_code, response_body, completed_at) \
-VALUES ($1, $2, $3, $4, $5, $6, now()) \
+/// The completion of records that are free: not completed, not reserved by a live lease, not
+/// used for another request (a reservation whose lease ran out is taken over, as `reserve` does).
+/// Follows the rows to write.
+const UNLESS_TAKEN: &str = "\
 ON CONFLICT (org_id, idempotency_key) DO UPDATE \
     SET key_id = EXCLUDED.key_id, status_code = EXCLUDED.status_code, \
         response_body = EXCLUDED.response_body, completed_at = EXCLUDED.completed_at, \
         lease_id = NULL, locked_until = NULL \
     WHERE command_idempotency_keys.status_code IS NULL \
       AND command_idempotency_keys.locked_until < now() \
-      AND command_idempotency_keys.request_hash = EXCLUDED.request_hash \
-RETURNING 1";
+      AND command_idempotency_keys.request_hash = EXCLUDED.request_hash";
 
-impl KeyRecord {
-    /// Binds this record as `COMPLETE_IF_FREE`'s parameters.
-    pub fn bind<'q>(
-        &'q self,
-        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> anyhow::Result<sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>> {
-        let status = i16::try_from(self.status).context("status code out of range")?;
-        Ok(query
-            .bind(&self.org_id)
-            .bind(&self.key)
-            .bind(&self.request_hash)
-            .bind(self.key_id)
-            .bind(status)
-            .bind(&self.body))
-    }
-}
+const COMPLETE_INTO: &str = "\
+INSERT INTO command_idempotency_keys \
+    (org_id, idempotency_key, request_hash, key_id, status_code, response_body, completed_at)";
+
+/// Writes one completed record (`$1` org, `$2` key, `$3` request hash, `$4` key id, `$5` status,
+/// `$6` body) unless its key is taken; returns a row only when it wrote.
+static COMPLETE_IF_FREE: LazyLock<String> = LazyLock::new(|| {
+    format!("{COMPLETE_INTO} VALUES ($1, $2, $3, $4, $5, $6, now()) {UNLESS_TAKEN} RETURNING 1")
+});
+
+/// Writes the completed records of the arrays `$1`–`$6` (as `COMPLETE_IF_FREE`'s parameters)
+/// whose key is free; a `RETURNING` clause may follow.
+pub static COMPLETE_ALL_IF_FREE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{COMPLETE_INTO} \
+         SELECT a.org_id, a.key, a.request_hash, a.key_id, a.status, a.body, now() \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::smallint[], $6::text[]) \
+             AS a(org_id, key, request_hash, key_id, status, body) \
+         {UNLESS_TAKEN}"
+    )
+});
 
 /// The idempotency records of the command API.
 #[derive(Clone)]
@@ -293,8 +294,13 @@ impl Idempotency {
     /// Stores the answer of a member command that appended nothing (a duplicate, or a command
     /// that changed nothing) unless the key is taken; returns what holds it then.
     pub async fn settle(&self, record: &KeyRecord) -> anyhow::Result<Option<Reservation>> {
-        let stored = record
-            .bind(sqlx::query(COMPLETE_IF_FREE))?
+        let stored = sqlx::query(&COMPLETE_IF_FREE)
+            .bind(&record.org_id)
+            .bind(&record.key)
+            .bind(&record.request_hash)
+            .bind(record.key_id)
+            .bind(record.status)
+            .bind(&record.body)
             .fetch_optional(&self.pool)
             .await
             .context("storing an idempotent response")?;

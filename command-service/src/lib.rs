@@ -43,7 +43,7 @@ pub use config::Config;
 use crate::commands::{Commands, CommandsConfig};
 use crate::idempotency::Idempotency;
 use crate::relay::{Relay, RelayConfig};
-use crate::store::RetryPolicy;
+use crate::store::{GroupCommit, RetryPolicy};
 
 /// How often completed idempotency records past their retention are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
@@ -71,6 +71,10 @@ pub async fn run(
             },
             budget_retry: RetryPolicy::BUDGET,
             job_concurrency: config.job_concurrency,
+            group_commit: GroupCommit {
+                workers: config.append_workers,
+                max_batch: config.append_batch_max,
+            },
         },
     );
     let idempotency = Idempotency::new(&pool, config.idempotency_lease());

@@ -1,5 +1,6 @@
 //! Who asks for a command and which member it names.
 
+use anyhow::Context as _;
 use uuid::Uuid;
 
 use crate::commands::MemberOutcome;
@@ -43,7 +44,7 @@ impl CommandContext {
             key: self.idempotency_key.clone(),
             request_hash: answer.request_hash.clone(),
             key_id: self.key_id,
-            status: answer.status,
+            status: i16::try_from(answer.status).context("status code out of range")?,
             body: (answer.render)(outcome)?,
         }))
     }

@@ -24,7 +24,7 @@ use std::num::NonZeroUsize;
 use domain::{Member, Program};
 use sqlx::PgPool;
 
-use crate::store::{AggregateStore, RetryPolicy};
+use crate::store::{AggregateStore, Appender, GroupCommit, RetryPolicy};
 
 pub use context::{Answer, CommandContext, MemberRef};
 pub use jobs::{Job, JobReport};
@@ -38,6 +38,8 @@ pub struct CommandsConfig {
     /// Deciding a purchase again when a promotion budget changed under it.
     pub budget_retry: RetryPolicy,
     pub job_concurrency: usize,
+    /// How concurrent commands share the statements appending their events.
+    pub group_commit: GroupCommit,
 }
 
 /// The command side of the platform.
@@ -55,9 +57,15 @@ impl Commands {
         // Programs are one per org and small; a fraction of the member capacity is plenty.
         let program_capacity =
             NonZeroUsize::new((config.cache_capacity.get() / 10).max(16)).unwrap_or(NonZeroUsize::MIN);
+        let appender = Appender::new(pool.clone(), config.group_commit);
         Self {
-            members: AggregateStore::new(pool.clone(), config.cache_capacity, config.retry),
-            programs: AggregateStore::new(pool.clone(), program_capacity, config.retry),
+            members: AggregateStore::new(
+                pool.clone(),
+                appender.clone(),
+                config.cache_capacity,
+                config.retry,
+            ),
+            programs: AggregateStore::new(pool.clone(), appender, program_capacity, config.retry),
             pool,
             budget_retry: config.budget_retry,
             budget_gates: budgets::BudgetGates::default(),

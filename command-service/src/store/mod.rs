@@ -2,11 +2,11 @@
 //! postgres-es event table in event-store mode (SPEC §5: its snapshot and aggregate-store modes
 //! apply new events twice).
 //!
-//! Events are loaded through postgres-es's repository, and appended by one statement of our own
-//! (`APPEND`, `APPEND_ANSWERED`) instead of its `persist` (a transaction of one `INSERT` per
-//! event, three round trips and more): all of a command's events in one multi-row insert, and,
-//! for a request, its `Idempotency-Key` record completed with the answer in the same statement,
-//! so the events and the answer commit together in one transaction (see `idempotency`).
+//! Events are loaded through postgres-es's repository, and appended by a statement of our own
+//! (`append`) instead of its `persist` (a transaction of one `INSERT` per event, three round trips
+//! and more): a command's events in one multi-row insert with, for a request, its
+//! `Idempotency-Key` record completed with the answer, so the events and the answer commit
+//! together (see `idempotency`); concurrent commands share the statement (group commit).
 //!
 //! Loading a member with a long history stays cheap thanks to an in-process cache of
 //! `(aggregate, last sequence)` per aggregate id: a command reads only the events newer than the
@@ -25,21 +25,26 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, LazyLock, Mutex as SyncMutex};
+use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::PersistedEventRepository;
-use cqrs_es::{Aggregate, DomainEvent, EventEnvelope};
+use cqrs_es::{Aggregate, EventEnvelope};
 use domain::codec::{Codec, Decodable};
 use lru::LruCache;
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::idempotency::{KeyRecord, COMPLETE_IF_FREE};
+use crate::idempotency::KeyRecord;
+
+mod append;
+
+use append::{Append, PersistFailure};
+pub use append::{Appender, GroupCommit};
 
 /// Metadata stored with every event of a command (org, command, idempotency key, key id,
 /// request id).
@@ -172,7 +177,7 @@ type SlotRef<A> = Arc<Mutex<Slot<A>>>;
 /// the module docs.
 pub struct AggregateStore<A: Aggregate> {
     repo: PostgresEventRepository,
-    pool: PgPool,
+    appender: Appender,
     slots: SyncMutex<LruCache<String, SlotRef<A>>>,
     retry: RetryPolicy,
 }
@@ -183,11 +188,12 @@ where
     A::Event: Decodable,
     A::Command: Clone,
 {
-    /// A store on `pool` caching at most `capacity` aggregates (least recently used evicted).
-    pub fn new(pool: PgPool, capacity: NonZeroUsize, retry: RetryPolicy) -> Self {
+    /// A store loading from `pool`, appending through `appender`, caching at most `capacity`
+    /// aggregates (least recently used evicted).
+    pub fn new(pool: PgPool, appender: Appender, capacity: NonZeroUsize, retry: RetryPolicy) -> Self {
         Self {
-            repo: PostgresEventRepository::new(pool.clone()),
-            pool,
+            repo: PostgresEventRepository::new(pool),
+            appender,
             slots: SyncMutex::new(LruCache::new(capacity)),
             retry,
         }
@@ -368,139 +374,14 @@ where
         }
     }
 
-    /// Appends `envelopes` (and `answered`, if any) in one statement, hence one transaction.
+    /// Appends `envelopes` (and `answered`, if any) atomically, in a group commit.
     async fn persist(
         &self,
         envelopes: &[EventEnvelope<A>],
         answered: Option<&KeyRecord>,
     ) -> Result<(), PersistFailure> {
-        let mut columns = EventColumns::default();
-        for envelope in envelopes {
-            columns
-                .push(envelope)
-                .context("serializing events")
-                .map_err(PersistFailure::Other)?;
-        }
-        let Some(first) = envelopes.first() else {
-            return Ok(());
-        };
-        let query = match answered {
-            None => sqlx::query(&APPEND),
-            Some(record) => record
-                .bind(sqlx::query(&APPEND_ANSWERED))
-                .map_err(PersistFailure::Other)?,
-        };
-        let appended: i64 = query
-            .bind(A::TYPE)
-            .bind(&first.aggregate_id)
-            .bind(columns.sequences)
-            .bind(columns.types)
-            .bind(columns.versions)
-            .bind(columns.payloads)
-            .bind(columns.metadata)
-            .fetch_one(&self.pool)
-            .await
-            .and_then(|row| sqlx::Row::try_get(&row, 0))
-            .map_err(PersistFailure::from)?;
-        if appended == 0 {
-            // Only the answered statement appends nothing: its key was taken.
-            return Err(PersistFailure::KeyTaken);
-        }
-        Ok(())
-    }
-}
-
-/// The new events of one command as the arrays `APPEND` unnests. Payloads and metadata are sent
-/// as the text of their JSON values, exactly what postgres-es stores.
-#[derive(Default)]
-struct EventColumns {
-    sequences: Vec<i64>,
-    types: Vec<String>,
-    versions: Vec<String>,
-    payloads: Vec<String>,
-    metadata: Vec<String>,
-}
-
-impl EventColumns {
-    fn push<A: Aggregate>(&mut self, envelope: &EventEnvelope<A>) -> anyhow::Result<()> {
-        self.sequences
-            .push(i64::try_from(envelope.sequence).context("sequence out of range")?);
-        self.types.push(envelope.payload.event_type());
-        self.versions.push(envelope.payload.event_version());
-        self.payloads
-            .push(serde_json::to_value(&envelope.payload)?.to_string());
-        self.metadata
-            .push(serde_json::to_value(&envelope.metadata)?.to_string());
-        Ok(())
-    }
-}
-
-/// The insert of a command's events from the parameters numbered from `first`: the aggregate
-/// type and id, then the columns of `EventColumns` in order (so `global_position` follows the
-/// sequence).
-fn insert_events(first: usize) -> String {
-    let p = |offset: usize| format!("${}", first + offset);
-    format!(
-        "INSERT INTO events \
-             (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-         SELECT {}, {}, e.sequence, e.event_type, e.event_version, e.payload::json, e.metadata::json \
-         FROM unnest({}::bigint[], {}::text[], {}::text[], {}::text[], {}::text[]) \
-             WITH ORDINALITY AS e(sequence, event_type, event_version, payload, metadata, n)",
-        p(0),
-        p(1),
-        p(2),
-        p(3),
-        p(4),
-        p(5),
-        p(6)
-    )
-}
-
-/// A command's events alone; answers how many were appended.
-static APPEND: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH appended AS ({} ORDER BY e.n RETURNING 1) SELECT count(*) FROM appended",
-        insert_events(1)
-    )
-});
-
-/// A command's events and its request's answer (`idempotency::COMPLETE_IF_FREE`, `$1`–`$6`):
-/// the events only if the answer was written, so none (count 0) when its key was taken.
-static APPEND_ANSWERED: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH answer AS ({COMPLETE_IF_FREE}), \
-              appended AS ({} WHERE EXISTS (SELECT FROM answer) ORDER BY e.n RETURNING 1) \
-         SELECT count(*) FROM appended",
-        insert_events(7)
-    )
-});
-
-enum PersistFailure {
-    Conflict,
-    KeyTaken,
-    Constraint(Constraint),
-    Other(anyhow::Error),
-}
-
-impl From<sqlx::Error> for PersistFailure {
-    fn from(error: sqlx::Error) -> Self {
-        let code = error
-            .as_database_error()
-            .and_then(|error| error.code())
-            .map(|code| code.into_owned());
-        match code.as_deref() {
-            // The primary key (aggregate_type, aggregate_id, sequence): another writer appended
-            // these sequence numbers first.
-            Some("23505")
-                if error.as_database_error().and_then(|error| error.constraint()) == Some("events_pkey") =>
-            {
-                PersistFailure::Conflict
-            }
-            Some(SQLSTATE_EXTERNAL_ID_TAKEN) => PersistFailure::Constraint(Constraint::ExternalIdTaken),
-            Some(SQLSTATE_TRANSACTION_CLAIMED) => PersistFailure::Constraint(Constraint::TransactionClaimed),
-            Some(SQLSTATE_BUDGET_CHANGED) => PersistFailure::Constraint(Constraint::BudgetChanged),
-            _ => PersistFailure::Other(anyhow::Error::from(error).context("appending events")),
-        }
+        let append = Append::new(envelopes, answered.cloned()).map_err(PersistFailure::Other)?;
+        self.appender.append(append).await
     }
 }
 
