@@ -115,6 +115,11 @@ struct Setup {
 /// A service with one append worker (and `extra` more services with the defaults on the same
 /// database), org `acme` with its program, location `store-1` and `members` members.
 async fn setup(members: usize, extra: usize) -> Setup {
+    setup_with(program(), members, extra).await
+}
+
+/// As `setup`, with `program`.
+async fn setup_with(program: Value, members: usize, extra: usize) -> Setup {
     let db = TestDb::new().await;
     let nats = TestNats::new().await;
     let mut config = command_config(&db, &nats);
@@ -126,7 +131,7 @@ async fn setup(members: usize, extra: usize) -> Setup {
     let keys = OrgKeys::create(&db, "acme").await;
     let admin = services[0].client(&keys.admin);
     let pos = services[0].client(&keys.pos);
-    let answer = admin.put("/v1/orgs/acme/program", "program", &program()).await;
+    let answer = admin.put("/v1/orgs/acme/program", "program", &program).await;
     assert_eq!(answer.status, 200, "{}", answer.text);
     let location = json!({"location_id": "store-1", "name": "Store 1"});
     let answer = admin.post("/v1/orgs/acme/locations", "location", &location).await;
@@ -205,6 +210,59 @@ async fn purchases_of_different_members_waiting_together_commit_in_one_transacti
     .await
     .unwrap();
     assert_eq!(answers, 3);
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_purchase_drawing_on_a_budget_is_appended_by_a_statement_of_its_own() {
+    // 5 bonus points on purchases from 50.00, from a budget: a row every such purchase writes.
+    let promotion = loyalty_client::Promotion {
+        budget_points: Some(1_000),
+        conditions: loyalty_client::Conditions {
+            min_amount_minor: Some(5_000),
+            ..Default::default()
+        },
+        ..loyalty_client::Promotion::new(
+            "big-baskets",
+            "5 points on big baskets",
+            Utc::now() - chrono::Duration::hours(1),
+            loyalty_client::Effect::Bonus { points: 5 },
+        )
+    };
+    let program = loyalty_client::Program {
+        earn_rate: Some(1),
+        promotions: vec![promotion],
+        ..loyalty_client::Program::new("EUR")
+    };
+    let s = setup_with(serde_json::to_value(&program).unwrap(), 5, 0).await;
+    let held = hold_key(s.db.pool(), "first").await;
+    let first = s.post(purchases(s.members[0]), "first", purchase("T-0", 1_000));
+    wait_for_blocked_append(s.db.pool()).await;
+    let waiting = [
+        s.post(purchases(s.members[1]), "big", purchase("T-BIG", 5_000)),
+        s.post(purchases(s.members[2]), "p-2", purchase("T-2", 1_000)),
+        s.post(purchases(s.members[3]), "p-3", purchase("T-3", 1_000)),
+    ];
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    held.rollback().await.unwrap();
+
+    assert_eq!(first.await.unwrap().status, 200);
+    let mut balances = Vec::new();
+    for answer in waiting {
+        let answer = answer.await.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        balances.push(answer.body["balance"].as_i64().unwrap());
+    }
+    assert_eq!(balances, [55, 10, 10], "the big basket got its bonus");
+    let plain = writing_transactions(s.db.pool(), &["T-2", "T-3"]).await;
+    assert_eq!(plain.len(), 1, "the plain purchases share one transaction");
+    let big = writing_transactions(s.db.pool(), &["T-BIG"]).await;
+    assert_ne!(big, plain, "the budget's draw went alone");
+    let spent: i64 = sqlx::query_scalar("SELECT spent FROM command_promotion_budgets")
+        .fetch_one(s.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(spent, 5);
     s.cleanup().await;
 }
 

@@ -9,6 +9,10 @@
 //! workers each take every append waiting when they are free (up to a batch's bound) while the
 //! others commit theirs, so batches grow with the load and an idle service adds no wait.
 //!
+//! A command whose events write a row other commands write too (`Contended`: a draw on a
+//! promotion budget) is appended by a statement of its own, in parallel with the batch, as it
+//! would be without group commit: those draws queue on the row's lock, not in a batch.
+//!
 //! A batch commits whole or not at all, but a command's outcome is its own: when the batch's
 //! statement is refused (one command lost the optimistic lock, or hit a trigger's rule on
 //! `external_id`, a transaction id or a promotion budget; two shared a key), every command of
@@ -25,7 +29,9 @@ use cqrs_es::{Aggregate, DomainEvent, EventEnvelope};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::{Constraint, SQLSTATE_BUDGET_CHANGED, SQLSTATE_EXTERNAL_ID_TAKEN, SQLSTATE_TRANSACTION_CLAIMED};
+use super::{
+    Constraint, Contended, SQLSTATE_BUDGET_CHANGED, SQLSTATE_EXTERNAL_ID_TAKEN, SQLSTATE_TRANSACTION_CLAIMED,
+};
 use crate::idempotency::{KeyRecord, COMPLETE_ALL_IF_FREE};
 
 /// How commands are grouped into one statement.
@@ -69,13 +75,18 @@ pub(super) struct Append {
     payloads: Vec<String>,
     metadata: Vec<String>,
     answer: Option<KeyRecord>,
+    /// Appended by a statement of its own (`Contended`).
+    alone: bool,
 }
 
 impl Append {
     pub(super) fn new<A: Aggregate>(
         envelopes: &[EventEnvelope<A>],
         answer: Option<KeyRecord>,
-    ) -> anyhow::Result<Self> {
+    ) -> anyhow::Result<Self>
+    where
+        A::Event: Contended,
+    {
         let mut append = Self {
             aggregate_type: A::TYPE.to_owned(),
             aggregate_id: envelopes
@@ -88,6 +99,7 @@ impl Append {
             payloads: Vec::with_capacity(envelopes.len()),
             metadata: Vec::with_capacity(envelopes.len()),
             answer,
+            alone: envelopes.iter().any(|envelope| envelope.payload.contended()),
         };
         for envelope in envelopes {
             append
@@ -151,8 +163,17 @@ async fn work(pool: PgPool, receiver: Arc<Mutex<mpsc::UnboundedReceiver<Pending>
                 return;
             }
         }
-        metrics::histogram!("command_append_batch_size").record(batch.len() as f64);
-        commit(&pool, batch).await;
+        let (alone, shared): (Vec<Pending>, Vec<Pending>) =
+            batch.into_iter().partition(|pending| pending.append.alone);
+        let statements = alone
+            .into_iter()
+            .map(|pending| vec![pending])
+            .chain((!shared.is_empty()).then_some(shared))
+            .map(|batch| {
+                metrics::histogram!("command_append_batch_size").record(batch.len() as f64);
+                commit(&pool, batch)
+            });
+        futures::future::join_all(statements).await;
     }
 }
 

@@ -195,4 +195,14 @@ impl MemberEvent {
             MemberEvent::AchievementUnlocked { .. } => "AchievementUnlocked",
         }
     }
+
+    /// Whether this is a purchase that drew on a promotion's budget: its append draws the
+    /// points from the budget, a row every such purchase of the org writes.
+    pub fn draws_on_a_budget(&self) -> bool {
+        matches!(
+            self,
+            MemberEvent::PurchaseRecorded { breakdown, .. }
+                if breakdown.promotions.iter().any(|applied| applied.budget_left.is_some())
+        )
+    }
 }
