@@ -107,7 +107,7 @@ pub(crate) async fn load(
     let (types, ids): (Vec<String>, Vec<String>) = aggregates.iter().cloned().unzip();
     let checkpoints: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT c.aggregate_type, c.aggregate_id, c.last_sequence FROM projection_checkpoints c \
-         JOIN unnest($1::text[], $2::text[]) AS k(aggregate_type, aggregate_id) USING (aggregate_type, aggregate_id)",
+         JOIN public.aggregate_keys($1, $2) AS k(aggregate_type, aggregate_id) USING (aggregate_type, aggregate_id)",
     )
     .bind(&types)
     .bind(&ids)
@@ -117,7 +117,7 @@ pub(crate) async fn load(
     // An aggregate is blocked by its earliest parked event.
     let blocked: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT p.aggregate_type, p.aggregate_id, min(p.sequence) FROM parked_events p \
-         JOIN unnest($1::text[], $2::text[]) AS k(aggregate_type, aggregate_id) USING (aggregate_type, aggregate_id) \
+         JOIN public.aggregate_keys($1, $2) AS k(aggregate_type, aggregate_id) USING (aggregate_type, aggregate_id) \
          GROUP BY p.aggregate_type, p.aggregate_id",
     )
     .bind(&types)

@@ -133,7 +133,7 @@ pub(super) async fn load(
     );
     let rows: Vec<Tuple> = sqlx::query_as(
         "SELECT a.org_id, a.member_id, achievement_id, progress, target, updated_at, unlocked_at, badge, \
-         reward_points FROM member_achievements a JOIN unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+         reward_points FROM member_achievements a JOIN rm.member_keys($1, $2) AS k(org_id, member_id) \
          USING (org_id, member_id)",
     )
     .bind(orgs)

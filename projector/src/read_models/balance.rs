@@ -210,7 +210,7 @@ pub(super) async fn load(
     type BalanceTuple = (String, Uuid, i64, i64, i64, i64, i64, i64);
     let rows: Vec<BalanceTuple> = sqlx::query_as(
         "SELECT b.org_id, b.member_id, balance, lifetime_earned, redeemed, expired, clawed_back, adjusted \
-         FROM member_balances b JOIN unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+         FROM member_balances b JOIN rm.member_keys($1, $2) AS k(org_id, member_id) \
          USING (org_id, member_id)",
     )
     .bind(orgs)
@@ -238,7 +238,7 @@ pub(super) async fn load(
     type LotTuple = (String, Uuid, DateTime<Utc>, Option<DateTime<Utc>>, i64);
     let rows: Vec<LotTuple> = sqlx::query_as(
         "SELECT l.org_id, l.member_id, earned_at, expires_at, remaining \
-         FROM member_lots l JOIN unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+         FROM member_lots l JOIN rm.member_keys($1, $2) AS k(org_id, member_id) \
          USING (org_id, member_id) ORDER BY l.org_id, l.member_id, l.lot_no",
     )
     .bind(orgs)
@@ -331,7 +331,7 @@ async fn flush_lots(
     }
     if !cut_orgs.is_empty() {
         sqlx::query(
-            "DELETE FROM member_lots l USING unnest($1::text[], $2::uuid[], $3::int[]) AS k(org_id, member_id, from_no) \
+            "DELETE FROM member_lots l USING public.lot_cuts($1, $2, $3) AS k(org_id, member_id, from_no) \
              WHERE l.org_id = k.org_id AND l.member_id = k.member_id AND l.lot_no >= k.from_no",
         )
         .bind(&cut_orgs)

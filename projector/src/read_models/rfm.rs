@@ -156,7 +156,7 @@ pub(super) async fn load(
     let rows: Vec<PurchaseTuple> = sqlx::query_as(
         "SELECT p.org_id, p.member_id, p.transaction_id, location_id, occurred_at, amount_minor, \
          refunded_minor, points_earned, clawed_back \
-         FROM purchases p JOIN unnest($1::text[], $2::uuid[], $3::text[]) AS k(org_id, member_id, transaction_id) \
+         FROM purchases p JOIN public.purchase_keys($1, $2, $3) AS k(org_id, member_id, transaction_id) \
          USING (org_id, member_id, transaction_id)",
     )
     .bind(&orgs)
@@ -247,7 +247,7 @@ pub(super) async fn flush(
         let (orgs, ids) = key_arrays(writes.members.iter());
         sqlx::query(&format!(
             "{MEMBERS_FROM_PURCHASES} \
-             JOIN unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) USING (org_id, member_id) \
+             JOIN rm.member_keys($1, $2) AS k(org_id, member_id) USING (org_id, member_id) \
              GROUP BY p.org_id, p.member_id \
              ON CONFLICT (org_id, member_id) DO UPDATE SET first_purchase_at = excluded.first_purchase_at, \
              last_purchase_at = excluded.last_purchase_at, purchases = excluded.purchases, \

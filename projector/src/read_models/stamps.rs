@@ -96,7 +96,7 @@ pub(super) async fn load(
     type StampTuple = (String, Uuid, String, i32, i32, i32, Option<NaiveDate>);
     let rows: Vec<StampTuple> = sqlx::query_as(
         "SELECT s.org_id, s.member_id, card_id, stamps, stamps_required, cards_completed, last_stamp_day \
-         FROM stamp_cards s JOIN unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+         FROM stamp_cards s JOIN rm.member_keys($1, $2) AS k(org_id, member_id) \
          USING (org_id, member_id)",
     )
     .bind(orgs)

@@ -215,7 +215,7 @@ pub(super) async fn load(
     let rows: Vec<TierTuple> = sqlx::query_as(
         "SELECT t.org_id, t.member_id, tier, multiplier_bps, qualifying_points, qualifying_as_of, \
          tier_since, program_version, grace_started_at, grace_threshold_points, downgrade_after \
-         FROM member_tiers t JOIN unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+         FROM member_tiers t JOIN rm.member_keys($1, $2) AS k(org_id, member_id) \
          USING (org_id, member_id)",
     )
     .bind(orgs)
