@@ -4,6 +4,7 @@ use anyhow::Context as _;
 use uuid::Uuid;
 
 use crate::commands::MemberOutcome;
+use crate::idempotency::KeyRecord;
 use crate::store::Metadata;
 
 /// Who asked for a command, recorded in every event's metadata.
@@ -32,14 +33,11 @@ pub struct Answer {
 
 impl CommandContext {
     /// The completed `Idempotency-Key` record of `outcome`, if this request stores one.
-    pub fn key_record(
-        &self,
-        outcome: &MemberOutcome,
-    ) -> anyhow::Result<Option<crate::idempotency::KeyRecord>> {
+    pub fn key_record(&self, outcome: &MemberOutcome) -> anyhow::Result<Option<KeyRecord>> {
         let Some(answer) = &self.answer else {
             return Ok(None);
         };
-        Ok(Some(crate::idempotency::KeyRecord {
+        Ok(Some(KeyRecord {
             org_id: self.org_id.clone(),
             key: self.idempotency_key.clone(),
             request_hash: answer.request_hash.clone(),
@@ -48,9 +46,7 @@ impl CommandContext {
             body: (answer.render)(outcome)?,
         }))
     }
-}
 
-impl CommandContext {
     pub(super) fn metadata(&self, command: &str) -> Metadata {
         Metadata::from([
             ("org_id".to_owned(), self.org_id.clone()),

@@ -140,9 +140,7 @@ impl Idempotent {
             .map_err(|error| ApiError::Internal(anyhow::anyhow!(error).context("command task")))??;
         Ok(written.into_response())
     }
-}
 
-impl Idempotent {
     /// Runs a member command whose answer, `status` and the outcome's body, is stored with its
     /// events: no reservation first (module docs of `idempotency`).
     pub async fn run_member<F, Fut>(self, status: StatusCode, work: F) -> Result<Response, ApiError>

@@ -29,10 +29,25 @@ use cqrs_es::{Aggregate, DomainEvent, EventEnvelope};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::{
-    Constraint, Contended, SQLSTATE_BUDGET_CHANGED, SQLSTATE_EXTERNAL_ID_TAKEN, SQLSTATE_TRANSACTION_CLAIMED,
-};
+use super::{Constraint, SQLSTATE_BUDGET_CHANGED, SQLSTATE_EXTERNAL_ID_TAKEN, SQLSTATE_TRANSACTION_CLAIMED};
 use crate::idempotency::{KeyRecord, COMPLETE_ALL_IF_FREE};
+
+/// Whether an event's append writes a row that concurrent commands write too (a promotion
+/// budget): its command is then appended by a statement of its own, since in a shared statement
+/// the second write of the row would be refused and take the whole batch down with it.
+pub trait Contended {
+    fn contended(&self) -> bool {
+        false
+    }
+}
+
+impl Contended for domain::MemberEvent {
+    fn contended(&self) -> bool {
+        self.draws_on_a_budget()
+    }
+}
+
+impl Contended for domain::ProgramEvent {}
 
 /// How commands are grouped into one statement.
 #[derive(Debug, Clone, Copy)]

@@ -44,24 +44,7 @@ use crate::idempotency::KeyRecord;
 mod append;
 
 use append::{Append, PersistFailure};
-pub use append::{Appender, GroupCommit};
-
-/// Whether an event's append writes a row that concurrent commands write too (a promotion
-/// budget): its command is then appended by a statement of its own, since in a shared statement
-/// the second write of the row would be refused and take the whole batch down with it.
-pub trait Contended {
-    fn contended(&self) -> bool {
-        false
-    }
-}
-
-impl Contended for domain::MemberEvent {
-    fn contended(&self) -> bool {
-        self.draws_on_a_budget()
-    }
-}
-
-impl Contended for domain::ProgramEvent {}
+pub use append::{Appender, Contended, GroupCommit};
 
 /// Metadata stored with every event of a command (org, command, idempotency key, key id,
 /// request id).
