@@ -133,12 +133,7 @@ impl Idempotent {
             span,
         } = self;
         let task = write_once(app.clone(), command, request_hash, work).instrument(span);
-        let written = app
-            .tasks()
-            .spawn(task)
-            .await
-            .map_err(|error| ApiError::Internal(anyhow::anyhow!(error).context("command task")))??;
-        Ok(written.into_response())
+        in_own_task(&app, task).await
     }
 
     /// Runs a member command whose answer, `status` and the outcome's body, is stored with its
@@ -160,13 +155,21 @@ impl Idempotent {
             render: MemberWriteResponse::render,
         });
         let task = answer_member(app.clone(), command, status, work).instrument(span);
-        let written = app
-            .tasks()
-            .spawn(task)
-            .await
-            .map_err(|error| ApiError::Internal(anyhow::anyhow!(error).context("command task")))??;
-        Ok(written.into_response())
+        in_own_task(&app, task).await
     }
+}
+
+/// Runs a write in a task of its own (module docs) and answers what it wrote.
+async fn in_own_task(
+    app: &AppState,
+    task: impl Future<Output = Result<Written, ApiError>> + Send + 'static,
+) -> Result<Response, ApiError> {
+    let written = app
+        .tasks()
+        .spawn(task)
+        .await
+        .map_err(|error| ApiError::Internal(anyhow::anyhow!(error).context("command task")))??;
+    Ok(written.into_response())
 }
 
 impl IntoResponse for Written {
