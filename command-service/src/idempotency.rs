@@ -153,17 +153,40 @@ pub struct KeyRecord {
     pub body: String,
 }
 
-/// The completion of records that are free: not completed, not reserved by a live lease, not
-/// used for another request (a reservation whose lease ran out is taken over, as `reserve` does).
-/// Follows the rows to write.
-const UNLESS_TAKEN: &str = "\
-ON CONFLICT (org_id, idempotency_key) DO UPDATE \
-    SET key_id = EXCLUDED.key_id, status_code = EXCLUDED.status_code, \
-        response_body = EXCLUDED.response_body, completed_at = EXCLUDED.completed_at, \
-        lease_id = NULL, locked_until = NULL \
-    WHERE command_idempotency_keys.status_code IS NULL \
-      AND command_idempotency_keys.locked_until < now() \
-      AND command_idempotency_keys.request_hash = EXCLUDED.request_hash";
+/// When an existing record may be taken over by the row being inserted: it is a reservation whose
+/// lease ran out (its request died) and the same request asks again (a different one could find
+/// the first one's events already committed). Otherwise the key is taken: completed, reserved
+/// by a live lease, or used for another request.
+const FREE_TO_TAKE_OVER: &str = "\
+    command_idempotency_keys.status_code IS NULL \
+    AND command_idempotency_keys.locked_until < now() \
+    AND command_idempotency_keys.request_hash = EXCLUDED.request_hash";
+
+/// Reserves a key (`$1` org, `$2` key, `$3` request hash, `$4` key id, `$5` lease id, `$6` lease
+/// in seconds) unless it is taken; returns the lease id only when it reserved.
+static RESERVE_IF_FREE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO command_idempotency_keys \
+             (org_id, idempotency_key, request_hash, key_id, lease_id, locked_until) \
+         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6)) \
+         ON CONFLICT (org_id, idempotency_key) DO UPDATE \
+             SET key_id = EXCLUDED.key_id, lease_id = EXCLUDED.lease_id, \
+                 locked_until = EXCLUDED.locked_until \
+             WHERE {FREE_TO_TAKE_OVER} \
+         RETURNING lease_id"
+    )
+});
+
+/// The completion of the rows to write whose key is free (`FREE_TO_TAKE_OVER`); follows them.
+static UNLESS_TAKEN: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "ON CONFLICT (org_id, idempotency_key) DO UPDATE \
+             SET key_id = EXCLUDED.key_id, status_code = EXCLUDED.status_code, \
+                 response_body = EXCLUDED.response_body, completed_at = EXCLUDED.completed_at, \
+                 lease_id = NULL, locked_until = NULL \
+             WHERE {FREE_TO_TAKE_OVER}"
+    )
+});
 
 const COMPLETE_INTO: &str = "\
 INSERT INTO command_idempotency_keys \
@@ -172,7 +195,10 @@ INSERT INTO command_idempotency_keys \
 /// Writes one completed record (`$1` org, `$2` key, `$3` request hash, `$4` key id, `$5` status,
 /// `$6` body) unless its key is taken; returns a row only when it wrote.
 static COMPLETE_IF_FREE: LazyLock<String> = LazyLock::new(|| {
-    format!("{COMPLETE_INTO} VALUES ($1, $2, $3, $4, $5, $6, now()) {UNLESS_TAKEN} RETURNING 1")
+    format!(
+        "{COMPLETE_INTO} VALUES ($1, $2, $3, $4, $5, $6, now()) {} RETURNING 1",
+        *UNLESS_TAKEN
+    )
 });
 
 /// Writes the completed records of the arrays `$1`–`$6` (as `COMPLETE_IF_FREE`'s parameters)
@@ -183,7 +209,8 @@ pub static COMPLETE_ALL_IF_FREE: LazyLock<String> = LazyLock::new(|| {
          SELECT a.org_id, a.key, a.request_hash, a.key_id, a.status, a.body, now() \
          FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::smallint[], $6::text[]) \
              AS a(org_id, key, request_hash, key_id, status, body) \
-         {UNLESS_TAKEN}"
+         {}",
+        *UNLESS_TAKEN
     )
 });
 
@@ -226,30 +253,16 @@ impl Idempotency {
     ) -> anyhow::Result<Reservation> {
         let lease_id = Uuid::new_v4();
         let lease_secs = self.lease.as_secs_f64();
-        // A reservation whose lease ran out belongs to a request that died; it may be taken
-        // over, but only by the same request (a different one could find the first one's
-        // events already committed).
-        let acquired: Option<Uuid> = sqlx::query_scalar(
-            "INSERT INTO command_idempotency_keys \
-                 (org_id, idempotency_key, request_hash, key_id, lease_id, locked_until) \
-             VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6)) \
-             ON CONFLICT (org_id, idempotency_key) DO UPDATE \
-                 SET key_id = EXCLUDED.key_id, lease_id = EXCLUDED.lease_id, \
-                     locked_until = EXCLUDED.locked_until \
-                 WHERE command_idempotency_keys.status_code IS NULL \
-                   AND command_idempotency_keys.locked_until < now() \
-                   AND command_idempotency_keys.request_hash = EXCLUDED.request_hash \
-             RETURNING lease_id",
-        )
-        .bind(org_id)
-        .bind(key)
-        .bind(request_hash)
-        .bind(key_id)
-        .bind(lease_id)
-        .bind(lease_secs)
-        .fetch_optional(&self.pool)
-        .await
-        .context("reserving an idempotency key")?;
+        let acquired: Option<Uuid> = sqlx::query_scalar(&RESERVE_IF_FREE)
+            .bind(org_id)
+            .bind(key)
+            .bind(request_hash)
+            .bind(key_id)
+            .bind(lease_id)
+            .bind(lease_secs)
+            .fetch_optional(&self.pool)
+            .await
+            .context("reserving an idempotency key")?;
         if acquired.is_some() {
             return Ok(Reservation::Acquired(Lease {
                 org_id: org_id.to_owned(),

@@ -153,7 +153,32 @@ async fn setup_with(program: Value, members: usize, extra: usize) -> Setup {
     }
 }
 
+/// The one append worker kept busy by the test: a purchase of the first member under key
+/// `first`, which the test holds, its statement waiting.
+struct Occupied {
+    held: Transaction<'static, Postgres>,
+    first: tokio::task::JoinHandle<ApiResponse>,
+}
+
+impl Occupied {
+    /// Frees the worker once the purchases sent meanwhile have reached its queue; its own
+    /// purchase then commits (and is answered 200), and the queue is the next batch.
+    async fn release(self) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.held.rollback().await.unwrap();
+        let first = self.first.await.unwrap();
+        assert_eq!(first.status, 200, "{}", first.text);
+    }
+}
+
 impl Setup {
+    async fn occupy_the_worker(&self) -> Occupied {
+        let held = hold_key(self.db.pool(), "first").await;
+        let first = self.post(purchases(self.members[0]), "first", purchase("T-0", 1_000));
+        wait_for_blocked_append(self.db.pool()).await;
+        Occupied { held, first }
+    }
+
     fn post(&self, path: String, key: &str, body: Value) -> tokio::task::JoinHandle<ApiResponse> {
         let (pos, key) = (self.pos.clone(), key.to_owned());
         tokio::spawn(async move { pos.post(&path, &key, &body).await })
@@ -171,9 +196,7 @@ impl Setup {
 #[tokio::test]
 async fn purchases_of_different_members_waiting_together_commit_in_one_transaction() {
     let s = setup(4, 0).await;
-    let held = hold_key(s.db.pool(), "first").await;
-    let first = s.post(purchases(s.members[0]), "first", purchase("T-0", 1_000));
-    wait_for_blocked_append(s.db.pool()).await;
+    let occupied = s.occupy_the_worker().await;
     let waiting: Vec<_> = (1..4)
         .map(|i| {
             s.post(
@@ -183,11 +206,8 @@ async fn purchases_of_different_members_waiting_together_commit_in_one_transacti
             )
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    held.rollback().await.unwrap();
+    occupied.release().await;
 
-    let first = first.await.unwrap();
-    assert_eq!(first.status, 200, "{}", first.text);
     for answer in waiting {
         let answer = answer.await.unwrap();
         assert_eq!(answer.status, 200, "{}", answer.text);
@@ -235,18 +255,14 @@ async fn a_purchase_drawing_on_a_budget_is_appended_by_a_statement_of_its_own() 
         ..loyalty_client::Program::new("EUR")
     };
     let s = setup_with(serde_json::to_value(&program).unwrap(), 5, 0).await;
-    let held = hold_key(s.db.pool(), "first").await;
-    let first = s.post(purchases(s.members[0]), "first", purchase("T-0", 1_000));
-    wait_for_blocked_append(s.db.pool()).await;
+    let occupied = s.occupy_the_worker().await;
     let waiting = [
         s.post(purchases(s.members[1]), "big", purchase("T-BIG", 5_000)),
         s.post(purchases(s.members[2]), "p-2", purchase("T-2", 1_000)),
         s.post(purchases(s.members[3]), "p-3", purchase("T-3", 1_000)),
     ];
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    held.rollback().await.unwrap();
+    occupied.release().await;
 
-    assert_eq!(first.await.unwrap().status, 200);
     let mut balances = Vec::new();
     for answer in waiting {
         let answer = answer.await.unwrap();
@@ -289,9 +305,7 @@ async fn a_batch_with_a_conflict_and_a_claimed_transaction_commits_the_others_an
         .await;
     assert_eq!(answer.status, 200, "{}", answer.text);
 
-    let held = hold_key(s.db.pool(), "first").await;
-    let first = s.post(purchases(m[0]), "first", purchase("T-0", 1_000));
-    wait_for_blocked_append(s.db.pool()).await;
+    let occupied = s.occupy_the_worker().await;
     let good = s.post(purchases(m[1]), "good", purchase("T-GOOD", 1_000));
     let stale = s.post(purchases(m[2]), "stale", purchase("T-STALE", 4_000));
     let claimed = s.post(purchases(m[5]), "claimed", purchase("T-CLAIM", 1_000));
@@ -300,10 +314,8 @@ async fn a_batch_with_a_conflict_and_a_claimed_transaction_commits_the_others_an
         "refused",
         json!({"redemption_id": "R-1", "reward_id": "coffee"}),
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    held.rollback().await.unwrap();
+    occupied.release().await;
 
-    assert_eq!(first.await.unwrap().status, 200);
     let good = good.await.unwrap();
     assert_eq!(
         (good.status, &good.body["balance"]),

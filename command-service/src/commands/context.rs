@@ -31,20 +31,27 @@ pub struct Answer {
     pub render: fn(&MemberOutcome) -> anyhow::Result<String>,
 }
 
+impl Answer {
+    /// The completed `Idempotency-Key` record of request `ctx` answered with `outcome`.
+    pub fn record(&self, ctx: &CommandContext, outcome: &MemberOutcome) -> anyhow::Result<KeyRecord> {
+        Ok(KeyRecord {
+            org_id: ctx.org_id.clone(),
+            key: ctx.idempotency_key.clone(),
+            request_hash: self.request_hash.clone(),
+            key_id: ctx.key_id,
+            status: i16::try_from(self.status).context("status code out of range")?,
+            body: (self.render)(outcome)?,
+        })
+    }
+}
+
 impl CommandContext {
     /// The completed `Idempotency-Key` record of `outcome`, if this request stores one.
-    pub fn key_record(&self, outcome: &MemberOutcome) -> anyhow::Result<Option<KeyRecord>> {
-        let Some(answer) = &self.answer else {
-            return Ok(None);
-        };
-        Ok(Some(KeyRecord {
-            org_id: self.org_id.clone(),
-            key: self.idempotency_key.clone(),
-            request_hash: answer.request_hash.clone(),
-            key_id: self.key_id,
-            status: i16::try_from(answer.status).context("status code out of range")?,
-            body: (answer.render)(outcome)?,
-        }))
+    pub(super) fn key_record(&self, outcome: &MemberOutcome) -> anyhow::Result<Option<KeyRecord>> {
+        self.answer
+            .as_ref()
+            .map(|answer| answer.record(self, outcome))
+            .transpose()
     }
 
     pub(super) fn metadata(&self, command: &str) -> Metadata {

@@ -145,16 +145,11 @@ impl Idempotent {
     {
         let Self {
             app,
-            mut command,
+            command,
             request_hash,
             span,
         } = self;
-        command.answer = Some(Answer {
-            request_hash,
-            status: status.as_u16(),
-            render: MemberWriteResponse::render,
-        });
-        let task = answer_member(app.clone(), command, status, work).instrument(span);
+        let task = answer_member(app.clone(), command, request_hash, status, work).instrument(span);
         in_own_task(&app, task).await
     }
 }
@@ -236,7 +231,8 @@ where
 /// appended nothing, with the key's record (stored now if the key is free).
 async fn answer_member<F, Fut>(
     app: AppState,
-    ctx: CommandContext,
+    mut ctx: CommandContext,
+    request_hash: String,
     status: StatusCode,
     work: F,
 ) -> Result<Written, ApiError>
@@ -244,6 +240,12 @@ where
     F: FnOnce(AppState, CommandContext) -> Fut,
     Fut: Future<Output = Result<MemberOutcome, ApiError>>,
 {
+    let answer = Answer {
+        request_hash,
+        status: status.as_u16(),
+        render: MemberWriteResponse::render,
+    };
+    ctx.answer = Some(answer.clone());
     let store = app.idempotency().clone();
     match work(app, ctx.clone()).await {
         Ok(MemberOutcome {
@@ -257,9 +259,7 @@ where
         Ok(outcome) => {
             // A duplicate, or a command that changed nothing: this request's answer unless the
             // key already holds one.
-            let record = ctx
-                .key_record(&outcome)?
-                .context("a member command's request without its answer")?;
+            let record = answer.record(&ctx, &outcome)?;
             match store.settle(&record).await? {
                 None => Ok(Written {
                     status,
@@ -272,12 +272,10 @@ where
         Err(error) => {
             // Refused, or its key was taken: a key that holds an answer or another request
             // decides what this request is told.
-            let hash = ctx.answer.as_ref().map(|answer| answer.request_hash.as_str());
-            let found = match hash {
-                Some(hash) => store.found(&ctx.org_id, &ctx.idempotency_key, hash).await,
-                None => Ok(None),
-            };
-            match found {
+            match store
+                .found(&ctx.org_id, &ctx.idempotency_key, &answer.request_hash)
+                .await
+            {
                 Ok(Some(taken)) => answer_taken(taken),
                 Ok(None) => Err(error),
                 Err(lookup) => {

@@ -58,15 +58,6 @@ pub struct GroupCommit {
     pub max_batch: usize,
 }
 
-impl Default for GroupCommit {
-    fn default() -> Self {
-        Self {
-            workers: 4,
-            max_batch: 64,
-        }
-    }
-}
-
 /// Why an append did not happen (or may not have).
 #[derive(Debug)]
 pub(super) enum PersistFailure {
@@ -200,13 +191,7 @@ async fn commit(pool: &PgPool, batch: Vec<Pending>) {
     match execute(pool, &appends).await {
         Ok(appended) => {
             for (append, reply) in appends.iter().zip(replies) {
-                let outcome = if appended.get(append.aggregate_id.as_str()).is_some_and(|&n| n > 0) {
-                    Ok(())
-                } else {
-                    // Only a command with an answer appends nothing without an error.
-                    Err(PersistFailure::KeyTaken)
-                };
-                let _ = reply.send(outcome);
+                let _ = reply.send(outcome(&appended, append));
             }
         }
         Err(error) if appends.len() == 1 => {
@@ -219,8 +204,7 @@ async fn commit(pool: &PgPool, batch: Vec<Pending>) {
             metrics::counter!("command_append_batch_splits_total").increment(1);
             let alone = appends.iter().map(|append| async move {
                 match execute(pool, std::slice::from_ref(append)).await {
-                    Ok(appended) if appended.is_empty() => Err(PersistFailure::KeyTaken),
-                    Ok(_) => Ok(()),
+                    Ok(appended) => outcome(&appended, append),
                     Err(error) => Err(failure(error)),
                 }
             });
@@ -237,6 +221,16 @@ async fn commit(pool: &PgPool, batch: Vec<Pending>) {
                 ))));
             }
         }
+    }
+}
+
+/// What a statement that went through means for `append`, from how many events each aggregate
+/// got: only a command with an answer appends nothing without an error, when its key was taken.
+fn outcome(appended: &HashMap<String, i64>, append: &Append) -> Result<(), PersistFailure> {
+    if appended.get(&append.aggregate_id).is_some_and(|&n| n > 0) {
+        Ok(())
+    } else {
+        Err(PersistFailure::KeyTaken)
     }
 }
 
