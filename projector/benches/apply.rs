@@ -203,7 +203,7 @@ async fn bench(pool: &PgPool, members: usize, batch: i64) -> anyhow::Result<()> 
                 from_store: true,
             })
             .collect();
-        applied += projector.process(&incoming).await?.applied;
+        applied += projector.process(incoming).await?.applied;
     }
     let elapsed = started.elapsed();
     println!(

@@ -9,8 +9,19 @@
 //!   later event of its aggregate is parked behind it (`blocked_by`) until an operator retries
 //!   them ([`Projector::retry_parked`]); other aggregates go on.
 //!
-//! Batches take a transaction-level advisory lock per read-model schema, so two projector
-//! processes on the same schema never interleave their batches.
+//! A batch is split by aggregate into [`PARTITIONS`] parts applied side by side, each in its
+//! own transaction on its own connection: an aggregate's events are all in one part, so each
+//! part keeps its aggregates' order and checkpoints as a single batch would, and the parts'
+//! member rows are disjoint. The only rows two parts both write are per org (liability, RFM
+//! versions, promotion and achievement counts), written last (`read_models::flush`). One
+//! transaction was the projector's ceiling: a batch's Postgres work runs on one backend, hence
+//! one core, and the projector fell behind the write path. A part that fails is retried by the
+//! redelivery of the whole batch; what the other part committed is then skipped by the
+//! checkpoints.
+//!
+//! Each part takes a transaction-level advisory lock of its own per read-model schema, so two
+//! projector processes on the same schema never interleave their batches of one aggregate;
+//! the one-by-one and retry paths take every part's lock.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -264,8 +275,34 @@ pub fn is_poison(error: &anyhow::Error) -> bool {
     })
 }
 
-/// Begins a transaction on the read models of `schema`, holding the schema's projector lock.
-pub async fn begin(pool: &PgPool, schema: &str) -> anyhow::Result<Transaction<'static, Postgres>> {
+/// Parts of a batch applied side by side (module docs). Part of the lock keys: every projector
+/// process on one schema must use the same value.
+pub const PARTITIONS: usize = 2;
+
+/// The part of a batch an input belongs to: by aggregate, with a hash that does not depend on
+/// the build (FNV-1a), so that every process puts an aggregate under the same lock.
+fn partition_of(input: &Incoming) -> usize {
+    let Incoming::Event { event, .. } = input else {
+        return 0;
+    };
+    let hash = event
+        .aggregate_type
+        .bytes()
+        .chain([0])
+        .chain(event.aggregate_id.bytes())
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    usize::try_from(hash % PARTITIONS as u64).unwrap_or(0)
+}
+
+/// Begins a transaction on the read models of `schema`, holding the projector locks of the
+/// batch parts `parts` (all of them: `0..PARTITIONS`).
+pub async fn begin(
+    pool: &PgPool,
+    schema: &str,
+    parts: std::ops::Range<usize>,
+) -> anyhow::Result<Transaction<'static, Postgres>> {
     check_schema_name(schema)?;
     let mut tx = pool.begin().await.context("beginning a transaction")?;
     sqlx::query("SELECT set_config('search_path', $1, true)")
@@ -282,11 +319,17 @@ pub async fn begin(pool: &PgPool, schema: &str) -> anyhow::Result<Transaction<'s
     .execute(&mut *tx)
     .await
     .context("setting the batch's planner options")?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-        .bind(format!("loyalty-projector:{schema}"))
-        .execute(&mut *tx)
-        .await
-        .context("taking the projector lock")?;
+    // In ascending order, whoever takes them: two transactions never wait for each other's.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtext($1 || ':' || part)) FROM generate_series($2::int, $3::int) part \
+         ORDER BY part",
+    )
+    .bind(format!("loyalty-projector:{schema}"))
+    .bind(i32::try_from(parts.start).context("part out of range")?)
+    .bind(i32::try_from(parts.end).context("part out of range")? - 1)
+    .execute(&mut *tx)
+    .await
+    .context("taking the projector locks")?;
     Ok(tx)
 }
 
@@ -325,19 +368,36 @@ impl Projector {
         &self.schema
     }
 
-    /// Applies `incoming` in one transaction. If Postgres refuses the batch for a reason that
-    /// would recur (bad data), the inputs are applied one by one so that only the culprit is
-    /// parked. Errors returned are worth retrying (the caller leaves the messages unacked).
-    pub async fn process(&self, incoming: &[Incoming]) -> anyhow::Result<BatchReport> {
-        let report = self.process_batch(incoming).await?;
+    /// Applies `incoming`, its parts side by side, each in one transaction (module docs). If
+    /// Postgres refuses a part for a reason that would recur (bad data), its inputs are applied
+    /// one by one so that only the culprit is parked. Errors returned are worth retrying (the
+    /// caller leaves the messages unacked; a part that committed is skipped when they come
+    /// again).
+    pub async fn process(&self, incoming: Vec<Incoming>) -> anyhow::Result<BatchReport> {
+        let mut parts: Vec<Vec<Incoming>> = (0..PARTITIONS).map(|_| Vec::new()).collect();
+        for input in incoming {
+            parts[partition_of(&input)].push(input);
+        }
+        let results = futures::future::join_all(
+            parts
+                .iter()
+                .enumerate()
+                .filter(|(_, part)| !part.is_empty())
+                .map(|(k, part)| self.process_part(k, part)),
+        )
+        .await;
+        let mut report = BatchReport::default();
+        for result in results {
+            report.add(result?);
+        }
         if let Some(trigger) = &self.rfm {
             trigger.changed(&report.rfm_orgs);
         }
         Ok(report)
     }
 
-    async fn process_batch(&self, incoming: &[Incoming]) -> anyhow::Result<BatchReport> {
-        match self.process_in_tx(incoming).await {
+    async fn process_part(&self, part: usize, incoming: &[Incoming]) -> anyhow::Result<BatchReport> {
+        match self.process_in_tx(part..part + 1, incoming).await {
             Ok(report) => Ok(report),
             Err(error) if is_poison(&error) => {
                 tracing::warn!(
@@ -347,7 +407,7 @@ impl Projector {
                 );
                 let mut total = BatchReport::default();
                 for input in incoming {
-                    total.add(self.process_one(input).await?);
+                    total.add(self.process_one(part, input).await?);
                 }
                 Ok(total)
             }
@@ -355,19 +415,26 @@ impl Projector {
         }
     }
 
-    async fn process_in_tx(&self, incoming: &[Incoming]) -> anyhow::Result<BatchReport> {
-        let mut tx = begin(&self.pool, &self.schema).await?;
+    async fn process_in_tx(
+        &self,
+        parts: std::ops::Range<usize>,
+        incoming: &[Incoming],
+    ) -> anyhow::Result<BatchReport> {
+        let mut tx = begin(&self.pool, &self.schema, parts).await?;
         let report = apply_batch(&mut tx, incoming).await?;
         tx.commit().await.context("committing a batch")?;
         Ok(report)
     }
 
-    async fn process_one(&self, input: &Incoming) -> anyhow::Result<BatchReport> {
-        match self.process_in_tx(std::slice::from_ref(input)).await {
+    async fn process_one(&self, part: usize, input: &Incoming) -> anyhow::Result<BatchReport> {
+        match self
+            .process_in_tx(part..part + 1, std::slice::from_ref(input))
+            .await
+        {
             Err(error) if is_poison(&error) => {
                 let message = format!("{error:#}");
                 tracing::error!(error = %message, "event refused by Postgres: parked");
-                let mut tx = begin(&self.pool, &self.schema).await?;
+                let mut tx = begin(&self.pool, &self.schema, part..part + 1).await?;
                 let progress = progress::Progress {
                     parked: vec![parked_incoming(input, message)],
                     ..Default::default()
@@ -404,7 +471,7 @@ impl Projector {
         let mut report = RetryReport::default();
         for (aggregate_type, aggregate_id, checkpoint, last) in aggregates {
             let aggregate = (aggregate_type, aggregate_id);
-            let mut tx = begin(&self.pool, &self.schema).await?;
+            let mut tx = begin(&self.pool, &self.schema, 0..PARTITIONS).await?;
             sqlx::query("DELETE FROM parked_events WHERE aggregate_type = $1 AND aggregate_id = $2")
                 .bind(&aggregate.0)
                 .bind(&aggregate.1)

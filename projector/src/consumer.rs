@@ -1,10 +1,10 @@
 //! The live consumer: a durable JetStream pull consumer with explicit acks.
 //!
-//! Messages are pulled continuously and grouped into batches (up to `batch_size`, or whatever
-//! arrived within a few milliseconds of the first); a batch is applied in one Postgres
-//! transaction and acked only after it committed. A crash before the commit loses nothing
-//! (the messages are redelivered after `ack_wait`); a crash between commit and ack redelivers
-//! messages that the checkpoints then skip. A batch that fails for a reason worth retrying is
+//! Messages are pulled continuously and grouped into batches (up to `batch_size` of those
+//! waiting, optionally lingering for more); a batch is applied (`Projector::process`: two
+//! parts, one transaction each) and acked only after it committed. A crash before the commit
+//! loses nothing (the messages are redelivered after `ack_wait`); a crash between commit and
+//! ack redelivers messages that the checkpoints then skip. A batch that fails for a reason worth retrying is
 //! nak'ed with a delay.
 //!
 //! Messages delivered to a projector that died (or lost in a NATS restart before they reached
@@ -265,7 +265,7 @@ async fn handle_batch(projector: &Projector, stream: &str, batch: Vec<Message>) 
         })
         .collect();
     let result = projector
-        .process(&incoming)
+        .process(incoming)
         .instrument(tracing::info_span!("batch", size = batch.len()))
         .await;
     match result {

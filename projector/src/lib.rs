@@ -2,8 +2,8 @@
 //! audits them against the event store.
 //!
 //! - [`consumer`]: a durable JetStream pull consumer (explicit acks) feeding batches to
-//!   [`batch::Projector`], which applies each batch in one transaction together with the
-//!   per-aggregate checkpoints: exactly-once effect on an at-least-once stream, sequence gaps
+//!   [`batch::Projector`], which applies each batch in two parts side by side (by aggregate),
+//!   each in one transaction together with its per-aggregate checkpoints: exactly-once effect on an at-least-once stream, sequence gaps
 //!   filled from the `events` table, poison events parked (`rm.parked_events`) instead of
 //!   redelivered forever.
 //! - [`read_models`]: one module per read model (balance and ledger, tier, stamps, RFM,
@@ -75,8 +75,10 @@ pub struct Config {
           value_parser = clap::value_parser!(u16).range(1..=10_000))]
     pub batch_size: u16,
     /// Milliseconds a batch waits for more messages after its first, when they are not already
-    /// waiting (0: apply what has arrived at once).
-    #[arg(long, global = true, env = "PROJECTOR_BATCH_LINGER_MS", default_value_t = 20,
+    /// waiting (0: apply what has arrived at once). 0 by default: batches grow by themselves
+    /// while the previous one is applied, and a wait only adds to the lag (at 1,200 purchases/s,
+    /// 20 ms of linger gave a lag p99 of 190-200 ms, none 136-142 ms, same throughput).
+    #[arg(long, global = true, env = "PROJECTOR_BATCH_LINGER_MS", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=1_000))]
     pub batch_linger_ms: u64,
     /// Seconds JetStream waits for an ack before redelivering a message.
@@ -109,7 +111,7 @@ impl Config {
             listen: ListenArgs::default(),
             consumer: "projector".to_owned(),
             batch_size: 500,
-            batch_linger_ms: 20,
+            batch_linger_ms: 0,
             ack_wait_secs: 30,
             rfm_interval_secs: 900,
             rfm_eager: true,

@@ -408,7 +408,7 @@ async fn batch_replay(pool: &PgPool, live: &str, replay: &str) -> anyhow::Result
             })
             .collect::<Result<_, _>>()?;
         // The live consumer's own path, fallback for batches Postgres refuses included.
-        let batch = replayer.process(&incoming).await?;
+        let batch = replayer.process(incoming).await?;
         replayed += batch.received;
     }
 

@@ -160,13 +160,8 @@ pub(super) async fn load(
     Ok(())
 }
 
-/// Writes the achievement rows the batch changed, and the weekly unlock increments.
-pub(super) async fn flush(
-    conn: &mut PgConnection,
-    touched: &Touched<'_>,
-    writes: &AchievementWrites,
-    mode: Mode,
-) -> anyhow::Result<()> {
+/// Writes the achievement rows the batch changed.
+pub(super) async fn flush(conn: &mut PgConnection, touched: &Touched<'_>, mode: Mode) -> anyhow::Result<()> {
     let rows: Vec<(&MemberKey, &String, &AchievementRow)> = touched
         .iter()
         .flat_map(|(k, s)| s.achievements.iter().map(move |(id, row)| (*k, id, row)))
@@ -198,6 +193,12 @@ pub(super) async fn flush(
         .await
         .context("writing member_achievements")?;
     }
+    Ok(())
+}
+
+/// Adds the batch's unlocks to the weekly counts (per org: [`super::flush`] writes those
+/// last).
+pub(super) async fn flush_per_org(conn: &mut PgConnection, writes: &AchievementWrites) -> anyhow::Result<()> {
     if writes.weekly.is_empty() {
         return Ok(());
     }

@@ -414,5 +414,11 @@ pub(super) async fn flush_ledger(conn: &mut PgConnection, ledger: &LedgerWrites)
         .await
         .context("writing postings")?;
     }
+    Ok(())
+}
+
+/// Adds the batch's liability changes to its orgs' (a per-org row: [`super::flush`] writes
+/// those last).
+pub(super) async fn flush_liability(conn: &mut PgConnection, ledger: &LedgerWrites) -> anyhow::Result<()> {
     add_per_org(conn, "org_liability", "points", ledger.liability.iter()).await
 }

@@ -356,9 +356,15 @@ pub(crate) async fn add_per_org(
     Ok(())
 }
 
-/// Writes the batch back: member rows of touched members, then additions and increments,
-/// checkpoints last. Returns how many events were newly parked (a redelivered parked event
-/// is not parked twice).
+/// Writes the batch back: member rows of touched members, then additions, then the per-org
+/// increments, checkpoints last. Returns how many events were newly parked (a redelivered
+/// parked event is not parked twice).
+///
+/// The per-org rows (liability, RFM versions, promotion and achievement counts) come last,
+/// always in this order and each statement in key order: batches of disjoint members run side
+/// by side (`crate::batch`), and these are the only rows two of them write. Written last, a
+/// batch waits for the other's commit only at its very end, and the one order of locking
+/// means two batches never deadlock.
 pub async fn flush(
     conn: &mut PgConnection,
     members: &HashMap<MemberKey, MemberState>,
@@ -377,7 +383,11 @@ pub async fn flush(
     leaderboard::flush(conn, &writes.leaderboard, mode).await?;
     program::flush(conn, &writes.program).await?;
     promotions::flush(conn, &writes.promotions).await?;
-    achievements::flush(conn, &touched, &writes.achievements, mode).await?;
+    achievements::flush(conn, &touched, mode).await?;
+    rfm::flush_per_org(conn, &writes.rfm).await?;
+    balance::flush_liability(conn, &writes.ledger).await?;
+    promotions::flush_per_org(conn, &writes.promotions).await?;
+    achievements::flush_per_org(conn, &writes.achievements).await?;
     progress::flush(conn, &writes.progress, mode).await
 }
 

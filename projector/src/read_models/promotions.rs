@@ -208,8 +208,7 @@ pub(super) async fn load(
     Ok(())
 }
 
-/// Writes the batch's uses and adds its increments (upserts in every mode: the per-promotion
-/// rows gather many members).
+/// Writes the batch's uses.
 pub(super) async fn flush(conn: &mut PgConnection, writes: &PromotionWrites) -> anyhow::Result<()> {
     if !writes.uses.is_empty() {
         let u = &writes.uses;
@@ -231,6 +230,12 @@ pub(super) async fn flush(conn: &mut PgConnection, writes: &PromotionWrites) -> 
         .await
         .context("writing promotion_uses")?;
     }
+    Ok(())
+}
+
+/// Adds the batch's increments to the per-promotion rows (per org: [`super::flush`] writes
+/// those last).
+pub(super) async fn flush_per_org(conn: &mut PgConnection, writes: &PromotionWrites) -> anyhow::Result<()> {
     if !writes.stats.is_empty() {
         let s = &writes.stats;
         sqlx::query(

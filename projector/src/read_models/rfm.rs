@@ -259,6 +259,12 @@ pub(super) async fn flush(
         .await
         .context("writing rfm_members")?;
     }
+    Ok(())
+}
+
+/// Adds the batch's purchase and refund counts to its orgs' RFM versions (a per-org row:
+/// [`super::flush`] writes those last).
+pub(super) async fn flush_per_org(conn: &mut PgConnection, writes: &RfmWrites) -> anyhow::Result<()> {
     add_per_org(conn, "rfm_orgs", "raw_version", writes.orgs.iter()).await
 }
 
