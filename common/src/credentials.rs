@@ -23,11 +23,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -41,8 +39,6 @@ pub const CHANNEL: &str = "loyalty_credentials";
 pub const MAX_KEYS: usize = 10_000;
 /// Most orgs whose secrets are kept.
 pub const MAX_ORGS: usize = 10_000;
-/// Wait before listening again after the listening connection failed.
-const RELISTEN_DELAY: Duration = Duration::from_secs(1);
 
 /// API keys and signing secrets, cached, invalidated by LISTEN/NOTIFY. Cheap to clone.
 #[derive(Clone)]
@@ -76,7 +72,12 @@ impl Credentials {
             listening: AtomicBool::new(false),
             _stop_listener: stop.clone().drop_guard(),
         });
-        tokio::spawn(listen(Arc::downgrade(&inner), stop));
+        tokio::spawn(crate::notify::listen(
+            inner.pool.clone(),
+            CHANNEL,
+            Arc::downgrade(&inner),
+            stop,
+        ));
         Self { inner }
     }
 
@@ -181,61 +182,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Listens on [`CHANNEL`] and empties the cache on every notification, until `stop`.
-async fn listen(inner: Weak<Inner>, stop: CancellationToken) {
-    loop {
-        let Some(pool) = inner.upgrade().map(|inner| inner.pool.clone()) else {
-            return;
-        };
-        let subscribed = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen(CHANNEL).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        let mut listener = tokio::select! {
-            () = stop.cancelled() => return,
-            subscribed = subscribed => match subscribed {
-                Ok(listener) => listener,
-                Err(error) => {
-                    if pool.is_closed() {
-                        return;
-                    }
-                    tracing::warn!(%error, "cannot listen for credential changes: not caching credentials");
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = tokio::time::sleep(RELISTEN_DELAY) => continue,
-                    }
-                }
-            },
-        };
-        // Whatever was cached before this subscription may have missed a change.
-        match inner.upgrade() {
-            Some(inner) => {
-                inner.invalidate();
-                inner.listening.store(true, Ordering::Release);
-            }
-            None => return,
-        }
-        loop {
-            let next = tokio::select! {
-                () = stop.cancelled() => return,
-                next = listener.try_recv() => next,
-            };
-            let Some(inner) = inner.upgrade() else { return };
-            match next {
-                Ok(Some(_)) => inner.invalidate(),
-                // The connection was lost and is re-established: what was sent meanwhile is lost.
-                Ok(None) => inner.invalidate(),
-                Err(error) => {
-                    inner.listening.store(false, Ordering::Release);
-                    inner.invalidate();
-                    if pool.is_closed() {
-                        return;
-                    }
-                    tracing::warn!(%error, "listening for credential changes failed: not caching until it is back");
-                    break;
-                }
-            }
-        }
+impl crate::notify::Subscriber for Inner {
+    fn changed(&self, _: Option<&str>) {
+        self.invalidate();
+    }
+
+    fn listening(&self, on: bool) {
+        self.listening.store(on, Ordering::Release);
     }
 }

@@ -10,6 +10,7 @@
 //! - [`signing_secrets`] and [`customer_token`]: the storefront identity of SPEC §10, the
 //!   signing secrets of each org and the customer tokens they sign.
 //! - [`credentials`]: keys and secrets cached per process, invalidated by LISTEN/NOTIFY.
+//! - [`notify`]: the LISTEN loop that keeps such a cache fresh.
 //! - [`simulation`]: what-if simulations run against the event store, and their stored reports.
 //! - [`overload`]: bounded requests in flight and per-key rates: overload shed, not queued.
 //! - [`shutdown`]: the signal every service's graceful shutdown waits for.
@@ -21,6 +22,7 @@ pub mod customer_token;
 pub mod health;
 pub mod keys;
 pub mod metrics;
+pub mod notify;
 pub mod overload;
 pub mod shutdown;
 pub mod signing_secrets;

@@ -133,3 +133,123 @@ async fn two_processes_purchasing_for_one_member_lose_no_update() {
     nats.cleanup().await;
     db.cleanup().await;
 }
+
+/// Buys 10.00 at `store-1` through `client` and returns the points earned.
+async fn points_of_a_purchase(client: &ApiClient, member: Uuid, transaction: &str) -> i64 {
+    let body = json!({
+        "transaction_id": transaction,
+        "location_id": "store-1",
+        "amount_minor": 1_000,
+        "currency": "EUR",
+        "occurred_at": Utc::now(),
+    });
+    let answer = client
+        .post(
+            &format!("/v1/orgs/acme/members/{member}/purchases"),
+            transaction,
+            &body,
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    answer.body["events"][0]["payload"]["points_earned"]
+        .as_i64()
+        .unwrap()
+}
+
+/// Purchases through `client` until one earns `expected` points; panics if none does within a
+/// second of `changed_at`.
+async fn earns_within_a_second(
+    client: &ApiClient,
+    member: Uuid,
+    expected: i64,
+    changed_at: std::time::Instant,
+    tag: &str,
+) {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let points = points_of_a_purchase(client, member, &format!("{tag}-{attempt}")).await;
+        if points == expected {
+            return;
+        }
+        assert!(
+            changed_at.elapsed() < std::time::Duration::from_secs(1),
+            "{:?} after the program changed, purchases still earn {points} points, not {expected}",
+            changed_at.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Each process keeps the programs in memory (a purchase does not read its program from the
+/// store); a change made through another process reaches it by notification, within a second,
+/// also after its listening connection was lost.
+#[tokio::test]
+async fn a_program_changed_by_another_process_applies_to_purchases_within_a_second() {
+    let db = TestDb::new().await;
+    let nats = TestNats::new().await;
+    let first = spawn_command_service(&db, &nats).await;
+    let mut config = command_config(&db, &nats);
+    config.relay_enabled = false;
+    let second = spawn_command_service_with(config).await;
+    let keys = OrgKeys::create(&db, "acme").await;
+    let member = first.client(&keys.admin).acme_with_one_member().await;
+    let pos = first.client(&keys.pos);
+    let program = |earn_rate: i64| {
+        json!({
+            "currency": "EUR",
+            "earn_rate": earn_rate,
+            "tiers": [{"name": "Member", "threshold_points": 0, "multiplier_bps": 10000}]
+        })
+    };
+    // The first process has the program in memory.
+    assert_eq!(points_of_a_purchase(&pos, member, "before").await, 10);
+    assert_eq!(points_of_a_purchase(&pos, member, "cached").await, 10);
+
+    let answer = second
+        .client(&keys.admin)
+        .put("/v1/orgs/acme/program", "rate-3", &program(3))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    earns_within_a_second(&pos, member, 30, std::time::Instant::now(), "after").await;
+
+    // Lose every listening connection of the program channel, then change the program again:
+    // the first process must not keep deciding with what it held.
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%loyalty_program_changed%'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert!(killed >= 1, "no connection listened for program changes");
+    let answer = second
+        .client(&keys.admin)
+        .put("/v1/orgs/acme/program", "rate-5", &program(5))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    earns_within_a_second(&pos, member, 50, std::time::Instant::now(), "relisten").await;
+
+    // Purchases were decided with the program in memory (the counter is per test binary).
+    let metrics = reqwest::get(first.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let cached = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("command_aggregate_loads_total")
+                && l.contains("aggregate=\"program\"")
+                && l.contains("source=\"cache\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    assert!(cached > 0.0, "no program was loaded from the cache:\n{metrics}");
+
+    second.stop().await.unwrap();
+    first.stop().await.unwrap();
+    nats.cleanup().await;
+    db.cleanup().await;
+}

@@ -24,7 +24,7 @@ use std::num::NonZeroUsize;
 use domain::{Member, Program};
 use sqlx::PgPool;
 
-use crate::store::{AggregateStore, Appender, GroupCommit, RetryPolicy};
+use crate::store::{AggregateStore, Appender, GroupCommit, RetryPolicy, PROGRAM_CHANNEL};
 
 pub use context::{Answer, CommandContext, MemberRef};
 pub use jobs::{Job, JobReport};
@@ -65,7 +65,10 @@ impl Commands {
                 config.cache_capacity,
                 config.retry,
             ),
-            programs: AggregateStore::new(pool.clone(), appender, program_capacity, config.retry),
+            // Every purchase reads its org's program: kept fresh by notification instead of a
+            // read of the store per command.
+            programs: AggregateStore::new(pool.clone(), appender, program_capacity, config.retry)
+                .announced(pool.clone(), PROGRAM_CHANNEL),
             pool,
             budget_retry: config.budget_retry,
             budget_gates: budgets::BudgetGates::default(),

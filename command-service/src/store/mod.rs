@@ -19,12 +19,18 @@
 //!   is not verified by any write, so it is only returned once the cache was caught up with the
 //!   store during this execution.
 //!
+//! An aggregate read by every command of others (an org's program, read by each purchase) is
+//! not even asked for newer events: its store is [`announced`](AggregateStore::announced), a
+//! trigger notifies each append, and the notified slot is dropped (`common::notify`). While the
+//! notifications are not received, it is read as above.
+//!
 //! Commands on one aggregate are serialized inside the process by a per-aggregate async mutex
 //! (the cache slot itself), so concurrent requests on one member queue up instead of failing each
 //! other's optimistic lock; across processes the lock and the retry take over.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::Duration;
 
@@ -38,6 +44,7 @@ use lru::LruCache;
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::idempotency::KeyRecord;
 
@@ -58,6 +65,10 @@ pub const SQLSTATE_TRANSACTION_CLAIMED: &str = "LY002";
 /// SQLSTATE raised by the `events` insert trigger when a purchase drew on a promotion budget
 /// whose remainder changed since it was read (migration 0006): decide again on a fresh read.
 pub const SQLSTATE_BUDGET_CHANGED: &str = "LY003";
+
+/// The channel the `events` insert trigger of migration 0014 notifies, with the org's id, when
+/// a program event is appended.
+pub const PROGRAM_CHANNEL: &str = "loyalty_program_changed";
 
 /// A rule spanning aggregates that the store refused to break (see migrations 0003 and 0006).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,13 +184,47 @@ impl<A: Default> Default for Slot<A> {
 
 type SlotRef<A> = Arc<Mutex<Slot<A>>>;
 
+/// The cached aggregates of a store.
+struct Slots<A> {
+    map: SyncMutex<LruCache<String, SlotRef<A>>>,
+    /// Whether every append of this aggregate type is announced to the store
+    /// ([`AggregateStore::announced`]) right now: a trusted slot is then up to date, and
+    /// [`AggregateStore::load`] uses it without asking the store.
+    listening: AtomicBool,
+}
+
+impl<A> Slots<A> {
+    fn map(&self) -> std::sync::MutexGuard<'_, LruCache<String, SlotRef<A>>> {
+        self.map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A notification names an aggregate that another writer appended to: its slot is dropped (a
+/// command holding it finishes on it, as with an evicted slot), and the next load reads it
+/// afresh.
+impl<A: Send + 'static> common::notify::Subscriber for Slots<A> {
+    fn changed(&self, id: Option<&str>) {
+        match id {
+            Some(id) => {
+                self.map().pop(id);
+            }
+            None => self.map().clear(),
+        }
+    }
+
+    fn listening(&self, on: bool) {
+        self.listening.store(on, Ordering::Release);
+    }
+}
+
 /// Executes commands of one aggregate type against the event store, with the cache described in
 /// the module docs.
 pub struct AggregateStore<A: Aggregate> {
     repo: PostgresEventRepository,
     appender: Appender,
-    slots: SyncMutex<LruCache<String, SlotRef<A>>>,
+    slots: Arc<Slots<A>>,
     retry: RetryPolicy,
+    _stop_listener: Option<DropGuard>,
 }
 
 impl<A> AggregateStore<A>
@@ -194,8 +239,34 @@ where
         Self {
             repo: PostgresEventRepository::new(pool),
             appender,
-            slots: SyncMutex::new(LruCache::new(capacity)),
+            slots: Arc::new(Slots {
+                map: SyncMutex::new(LruCache::new(capacity)),
+                listening: AtomicBool::new(false),
+            }),
             retry,
+            _stop_listener: None,
+        }
+    }
+
+    /// The same store, told of every append of its aggregate type by the notifications on
+    /// `channel` (payload: the aggregate id), so that [`load`](Self::load) answers from the
+    /// cache without a round trip while they are received, and reads the store as before while
+    /// they are not. A change made by another process is seen once its notification arrived
+    /// (Postgres delivers it at commit). Must run inside a Tokio runtime.
+    pub fn announced(self, pool: PgPool, channel: &'static str) -> Self
+    where
+        A: 'static,
+    {
+        let stop = CancellationToken::new();
+        tokio::spawn(common::notify::listen(
+            pool,
+            channel,
+            Arc::downgrade(&self.slots),
+            stop.clone(),
+        ));
+        Self {
+            _stop_listener: Some(stop.drop_guard()),
+            ..self
         }
     }
 
@@ -206,10 +277,11 @@ where
     /// the next one; the two then race through the optimistic lock like two processes, which is
     /// correct, only slower.
     async fn lock(&self, id: &str) -> OwnedMutexGuard<Slot<A>> {
-        let slot = {
-            let mut slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            slots.get_or_insert(id.to_owned(), SlotRef::default).clone()
-        };
+        let slot = self
+            .slots
+            .map()
+            .get_or_insert(id.to_owned(), SlotRef::default)
+            .clone();
         slot.lock_owned().await
     }
 
@@ -248,10 +320,18 @@ where
     }
 
     /// `inspect(aggregate, last sequence)` on the current state of aggregate `id` (sequence 0:
-    /// no events yet).
+    /// no events yet); for an [`announced`](Self::announced) store, as of the last
+    /// notification.
     pub async fn load<R>(&self, id: &str, inspect: impl FnOnce(&A, usize) -> R) -> anyhow::Result<R> {
         let mut slot = self.lock(id).await;
-        self.catch_up(id, &mut slot).await?;
+        let source = if slot.trusted && self.slots.listening.load(Ordering::Acquire) {
+            "cache"
+        } else {
+            self.catch_up(id, &mut slot).await?;
+            "store"
+        };
+        metrics::counter!("command_aggregate_loads_total", "aggregate" => A::TYPE, "source" => source)
+            .increment(1);
         Ok(inspect(&slot.aggregate, slot.sequence))
     }
 
