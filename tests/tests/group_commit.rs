@@ -282,6 +282,70 @@ async fn a_purchase_drawing_on_a_budget_is_appended_by_a_statement_of_its_own() 
     s.cleanup().await;
 }
 
+/// The budget conflicts this test binary's services counted (`command_budget_conflicts_total`).
+async fn budget_conflicts(service: &TestCommandService) -> f64 {
+    let metrics = reqwest::get(service.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("command_budget_conflicts_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn purchases_drawing_on_one_budget_take_turns_and_none_loses_its_draw() {
+    // 5 bonus points on every purchase, from a budget.
+    let promotion = loyalty_client::Promotion {
+        budget_points: Some(1_000),
+        ..loyalty_client::Promotion::new(
+            "every-basket",
+            "5 points on every basket",
+            Utc::now() - chrono::Duration::hours(1),
+            loyalty_client::Effect::Bonus { points: 5 },
+        )
+    };
+    let program = loyalty_client::Program {
+        earn_rate: Some(1),
+        promotions: vec![promotion],
+        ..loyalty_client::Program::new("EUR")
+    };
+    let s = setup_with(serde_json::to_value(&program).unwrap(), 21, 0).await;
+    let first = s
+        .pos
+        .post(&purchases(s.members[0]), "first", &purchase("T-0", 1_000))
+        .await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    let before = budget_conflicts(&s.services[0]).await;
+
+    // The org's purchases draw on the budget: twenty at once take turns, each decided with
+    // what the previous one left, so none is refused by the budget's trigger.
+    let answers = futures::future::join_all((1..=20).map(|i| {
+        s.post(
+            purchases(s.members[i]),
+            &format!("p-{i}"),
+            purchase(&format!("T-{i}"), 1_000),
+        )
+    }))
+    .await;
+    for answer in answers {
+        let answer = answer.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        assert_eq!(answer.body["balance"], 15, "{}", answer.text);
+    }
+    assert_eq!(budget_conflicts(&s.services[0]).await - before, 0.0);
+    let spent: i64 = sqlx::query_scalar("SELECT spent FROM command_promotion_budgets")
+        .fetch_one(s.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(spent, 21 * 5);
+    s.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_batch_with_a_conflict_and_a_claimed_transaction_commits_the_others_and_answers_each() {
     // Service 0 appends with one worker; service 1 writes behind its back.

@@ -1,25 +1,33 @@
 //! Promotion budgets on the command side (SPEC §9, migration 0006).
 //!
-//! A purchase is decided with what is left of each budgeted promotion's budget, read with one
-//! statement from `command_promotion_budgets` (only when the program has budgeted promotions).
-//! The trigger on the events insert draws the points in the same transaction as the purchase
-//! event and refuses the append (LY003) when the budget left it was decided with is stale; the
-//! purchase is then decided again on a fresh read ([`RetryPolicy::BUDGET`]).
+//! A purchase is decided with what is left of each budgeted promotion's budget (only when the
+//! program has budgeted promotions). The trigger on the events insert draws the points in the
+//! same transaction as the purchase event and refuses the append (LY003) when the budget left
+//! it was decided with is stale; the purchase is then decided again on a fresh read
+//! ([`RetryPolicy::BUDGET`]).
 //!
-//! Draws on one budget are serialized by its row lock, so concurrent purchases on it conflict
-//! and retry. To keep the retries few, a purchase that lost once queues behind the org's *budget
-//! gate* of this process before it tries again: within a process the losers then take turns,
-//! and only the first attempts and the other processes still race.
+//! Draws on one budget are serialized by its row lock anyway, and purchases that race for it
+//! lose to each other. So in each process, purchases of an org that draw on its budgets take
+//! turns at the org's *budget gate*, and the gate keeps what is left of each budget as the last
+//! purchase through it left it (the `budget_left` its event recorded): a purchase in turn reads
+//! nothing and, unless another process drew meanwhile, does not lose. Whether a purchase will
+//! draw is only known once it is decided, so a purchase takes its turn when the org's last
+//! purchase drew (in a program whose budgeted promotion applies to most purchases, they all
+//! take turns), or after it lost once; the others (a budget for big baskets only) go without
+//! turns, read the budgets, and share the group commit. Whatever the gate holds is only a guess
+//! that the trigger verifies: after a refusal, or an outcome that does not say what was drawn,
+//! it is read again from `command_promotion_budgets`.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex as SyncMutex};
 
 use anyhow::Context as _;
 use domain::program::Promotion;
 use domain::ProgramConfig;
 use lru::LruCache;
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::Mutex;
 
 use super::{CommandError, Commands};
 
@@ -27,8 +35,21 @@ use super::{CommandError, Commands};
 /// still held by a purchase only means that two queues race, which is correct, only slower).
 const GATES: NonZeroUsize = NonZeroUsize::new(1024).unwrap();
 
-/// The per-org queues of purchases that found a budget changed under them.
-pub(super) struct BudgetGates(SyncMutex<LruCache<String, Arc<Mutex<()>>>>);
+/// What is left of each budget of an org, as far as this process knows (promotion id →
+/// points); held only by the purchase whose turn it is.
+pub(super) type BudgetsLeft = BTreeMap<String, i64>;
+
+/// The budget gate of one org.
+#[derive(Default)]
+pub(super) struct BudgetGate {
+    /// The turn, with what is left of the org's budgets.
+    pub(super) turn: Arc<Mutex<BudgetsLeft>>,
+    /// Whether the org's last purchase drew on a budget (or lost its draw).
+    pub(super) drawing: AtomicBool,
+}
+
+/// The budget gates of the orgs.
+pub(super) struct BudgetGates(SyncMutex<LruCache<String, Arc<BudgetGate>>>);
 
 impl Default for BudgetGates {
     fn default() -> Self {
@@ -37,17 +58,34 @@ impl Default for BudgetGates {
 }
 
 impl BudgetGates {
-    /// Waits for the org's turn; the guard is the turn.
-    pub(super) async fn enter(&self, org_id: &str) -> OwnedMutexGuard<()> {
-        let gate = {
-            let mut gates = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            gates.get_or_insert(org_id.to_owned(), Arc::default).clone()
-        };
-        gate.lock_owned().await
+    /// The org's gate.
+    pub(super) fn of(&self, org_id: &str) -> Arc<BudgetGate> {
+        let mut gates = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        gates.get_or_insert(org_id.to_owned(), Arc::default).clone()
     }
 }
 
 impl Commands {
+    /// What is left of the budget of each budgeted promotion of `config`: as `known` says, or
+    /// read (and then known) if it misses one.
+    pub(super) async fn budgets_left_known(
+        &self,
+        org_id: &str,
+        config: &ProgramConfig,
+        known: &mut BudgetsLeft,
+    ) -> Result<BTreeMap<String, i64>, CommandError> {
+        let cached: Option<BTreeMap<String, i64>> = config
+            .budgeted_promotions()
+            .map(|p| Some((p.promotion_id.clone(), *known.get(&p.promotion_id)?)))
+            .collect();
+        if let Some(left) = cached {
+            return Ok(left);
+        }
+        let left = self.budgets_left(org_id, config).await?;
+        known.clone_from(&left);
+        Ok(left)
+    }
+
     /// What is left of the budget of each budgeted promotion of `config` (none when it has no
     /// budgeted promotion, without asking the database).
     pub(super) async fn budgets_left(

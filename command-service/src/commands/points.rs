@@ -1,21 +1,56 @@
 //! The member use cases that move points: purchases (and their quotes), refunds, redemptions and
 //! adjustments.
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use domain::ids::member_aggregate_id;
 use domain::member::earn::Breakdown;
 use domain::member::{Adjustment, Purchase, Receipt, Redemption, Refund};
 use domain::MemberCommand;
+use tokio::sync::OwnedMutexGuard;
 
-use super::outcome::record_outcome;
+use super::budgets::BudgetsLeft;
+use super::outcome::{breakdown_of, record_outcome};
 use super::{CommandContext, CommandError, Commands, MemberOutcome, MemberRef};
+
+/// Whether a purchase drew on a budget (or tried to and lost).
+fn drew(result: &Result<MemberOutcome, CommandError>) -> bool {
+    match result {
+        Ok(outcome) => breakdown_of(&outcome.events)
+            .is_some_and(|b| b.promotions.iter().any(|p| p.budget_left.is_some())),
+        Err(error) => matches!(error, CommandError::BudgetContention),
+    }
+}
+
+/// What a purchase's outcome says about its org's budgets: the `budget_left` its event recorded
+/// for each budget it drew on. Any other outcome (refused by the trigger, nothing appended, not
+/// known) leaves nothing worth keeping: the next purchase reads the budgets.
+fn learn_budgets(known: &mut BudgetsLeft, result: &Result<MemberOutcome, CommandError>) {
+    let breakdown = match result {
+        Ok(outcome) => breakdown_of(&outcome.events),
+        Err(_) => None,
+    };
+    let Some(breakdown) = breakdown else {
+        known.clear();
+        return;
+    };
+    for promotion in breakdown.promotions {
+        if let Some(left) = promotion.budget_left {
+            known.insert(promotion.promotion_id, left);
+        }
+    }
+}
 
 impl Commands {
     /// Records a purchase (idempotent on `transaction_id`, which is unique per org).
     ///
-    /// When a promotion budget the decision drew on changed before the append (another purchase
-    /// drew first), the purchase is decided again on the budgets read afresh (`budgets`), up to
-    /// the attempts of the budget retry policy.
+    /// When the program has budgeted promotions and the org's purchases draw on them, the
+    /// purchase takes its turn at the org's budget gate and is decided with what the gate knows
+    /// is left (`budgets`). When a budget the decision drew on changed before the append
+    /// (another purchase drew first), it is decided again on the budgets read afresh, in turn,
+    /// up to the attempts of the budget retry policy.
     pub async fn record_purchase(
         &self,
         ctx: &CommandContext,
@@ -32,11 +67,38 @@ impl Commands {
         let transaction_id = receipt.transaction_id.clone();
         let recorded_at = Utc::now();
         let mut backoff = self.budget_retry.backoff();
-        let mut turn = None;
+        let gate = self.budget_gates.of(&ctx.org_id);
+        let mut turn: Option<OwnedMutexGuard<BudgetsLeft>> = None;
+        let mut lost = false;
         loop {
-            let purchase = self.purchase(&ctx.org_id, receipt.clone(), recorded_at).await?;
-            let command = MemberCommand::RecordPurchase(purchase);
-            match self.execute_member(ctx, member_id, command).await {
+            let program = self.program_snapshot(&ctx.org_id).await?;
+            let budgeted = program.config.budgeted_promotions().next().is_some();
+            if budgeted && turn.is_none() && (lost || gate.drawing.load(Ordering::Relaxed)) {
+                turn = Some(Arc::clone(&gate.turn).lock_owned().await);
+            }
+            let budgets_left = match turn.as_deref_mut() {
+                Some(known) => {
+                    self.budgets_left_known(&ctx.org_id, &program.config, known)
+                        .await?
+                }
+                None => self.budgets_left(&ctx.org_id, &program.config).await?,
+            };
+            let purchase = Purchase {
+                receipt: receipt.clone(),
+                program,
+                recorded_at,
+                budgets_left,
+            };
+            let result = self
+                .execute_member(ctx, member_id, MemberCommand::RecordPurchase(purchase))
+                .await;
+            if budgeted {
+                gate.drawing.store(drew(&result), Ordering::Relaxed);
+            }
+            if let Some(known) = turn.as_deref_mut() {
+                learn_budgets(known, &result);
+            }
+            match result {
                 Err(CommandError::TransactionClaimed(_)) => {
                     return Err(CommandError::TransactionClaimed(transaction_id));
                 }
@@ -48,12 +110,11 @@ impl Commands {
                         return Err(CommandError::BudgetContention);
                     };
                     tracing::debug!(%member_id, "a promotion budget changed, deciding again");
-                    match turn {
-                        // The first time: wait for this org's turn among the purchases of
-                        // this process that lost too (that wait is the back-off).
-                        None => turn = Some(self.budget_gates.enter(&ctx.org_id).await),
-                        Some(_) => tokio::time::sleep(pause).await,
+                    if turn.is_some() {
+                        tokio::time::sleep(pause).await;
                     }
+                    // Otherwise the wait for the turn is the back-off.
+                    lost = true;
                 }
                 Ok(mut outcome) => {
                     if outcome.breakdown.is_none() {
@@ -69,7 +130,8 @@ impl Commands {
         }
     }
 
-    /// The purchase command for `receipt`: the program in force and the budgets left, read now.
+    /// The purchase command for `receipt`: the program in force and the budgets left, read now
+    /// (a quote: nothing is drawn).
     async fn purchase(
         &self,
         org_id: &str,
