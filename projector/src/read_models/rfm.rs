@@ -14,7 +14,7 @@
 //! from the (R, F) grid (`rm.rfm_segment`); a changed segment is recorded in
 //! `rfm_segment_transitions` at `T`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Context as _;
 use chrono::{DateTime, SubsecRound as _, Utc};
@@ -45,26 +45,68 @@ pub struct PurchaseRow {
     pub clawed_back: i64,
 }
 
+/// What a batch adds to a member's `rfm_members` row.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MemberDelta {
+    /// Earliest and latest purchase recorded by the batch.
+    pub first_purchase_at: Option<DateTime<Utc>>,
+    pub last_purchase_at: Option<DateTime<Utc>>,
+    pub purchases: i64,
+    pub amount_minor: i64,
+    pub refunded_minor: i64,
+}
+
+impl MemberDelta {
+    fn add(&mut self, other: MemberDelta) {
+        self.first_purchase_at = min_some(self.first_purchase_at, other.first_purchase_at);
+        self.last_purchase_at = self.last_purchase_at.max(other.last_purchase_at);
+        self.purchases += other.purchases;
+        self.amount_minor += other.amount_minor;
+        self.refunded_minor += other.refunded_minor;
+    }
+
+    fn purchased(&mut self, at: DateTime<Utc>, amount_minor: i64) {
+        self.add(MemberDelta {
+            first_purchase_at: Some(at),
+            last_purchase_at: Some(at),
+            purchases: 1,
+            amount_minor,
+            refunded_minor: 0,
+        });
+    }
+}
+
+fn min_some<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// The members and orgs whose raw data a batch changed.
 #[derive(Debug, Default)]
 pub struct RfmWrites {
-    /// Members whose purchases changed: their `rfm_members` row is recomputed.
-    pub members: BTreeSet<MemberKey>,
+    /// What the batch adds to each member's `rfm_members` row (one purchase adds one, its
+    /// amount and its time; a refund its amount): the row is updated by these sums instead of
+    /// recomputed from all of the member's purchases, whose count grows with its history.
+    pub members: BTreeMap<MemberKey, MemberDelta>,
     /// Purchase and refund events applied per org (`rfm_orgs.raw_version` increments).
     pub orgs: BTreeMap<String, i64>,
 }
 
 impl RfmWrites {
     pub fn merge(&mut self, other: RfmWrites) {
-        self.members.extend(other.members);
+        for (key, delta) in other.members {
+            self.members.entry(key).or_default().add(delta);
+        }
         for (org, delta) in other.orgs {
             *self.orgs.entry(org).or_default() += delta;
         }
     }
 
-    fn changed(&mut self, key: &MemberKey) {
-        self.members.insert(key.clone());
+    fn changed(&mut self, key: &MemberKey) -> &mut MemberDelta {
         *self.orgs.entry(key.org_id.clone()).or_default() += 1;
+        self.members.entry(key.clone()).or_default()
     }
 }
 
@@ -100,6 +142,7 @@ pub(super) fn apply(
                     clawed_back: 0,
                 },
             );
+            writes.rfm.changed(key).purchased(*occurred_at, *amount_minor);
         }
         MemberEvent::PurchaseRefunded {
             transaction_id,
@@ -133,10 +176,10 @@ pub(super) fn apply(
             }
             purchase.refunded_minor = refunded;
             purchase.clawed_back = add(purchase.clawed_back, *points_clawed_back, "clawed_back")?;
+            writes.rfm.changed(key).refunded_minor += *amount_minor;
         }
         _ => return Ok(()),
     }
-    writes.rfm.changed(key);
     writes.touched(&[ReadModel::Rfm]);
     Ok(())
 }
@@ -242,19 +285,30 @@ pub(super) async fn flush(
         .context("writing purchases")?;
     }
     if !writes.members.is_empty() && mode == Mode::Upsert {
-        // Per-member aggregates are recomputed from the member's purchases, which are now
-        // written: cheap (primary-key prefix) and never drifts from them.
-        let (orgs, ids) = key_arrays(writes.members.iter());
-        sqlx::query(&format!(
-            "{MEMBERS_FROM_PURCHASES} \
-             JOIN rm.member_keys($1, $2) AS k(org_id, member_id) USING (org_id, member_id) \
-             GROUP BY p.org_id, p.member_id \
-             ON CONFLICT (org_id, member_id) DO UPDATE SET first_purchase_at = excluded.first_purchase_at, \
-             last_purchase_at = excluded.last_purchase_at, purchases = excluded.purchases, \
-             amount_minor = excluded.amount_minor, refunded_minor = excluded.refunded_minor"
-        ))
+        // A refund's member has a row (its purchase wrote it), so a delta without purchases
+        // only ever updates; its times are ±infinity, which least/greatest leave alone (a NULL
+        // would fail the NOT NULL check, made on the proposed row before the conflict).
+        let m = &writes.members;
+        let (orgs, ids) = key_arrays(m.keys());
+        sqlx::query(
+            "INSERT INTO rfm_members AS r (org_id, member_id, first_purchase_at, last_purchase_at, purchases, \
+             amount_minor, refunded_minor) \
+             SELECT o, m, coalesce(f, 'infinity'), coalesce(l, '-infinity'), p, a, r \
+             FROM unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::timestamptz[], $5::bigint[], \
+             $6::bigint[], $7::bigint[]) AS t(o, m, f, l, p, a, r) \
+             ON CONFLICT (org_id, member_id) DO UPDATE SET \
+             first_purchase_at = least(r.first_purchase_at, excluded.first_purchase_at), \
+             last_purchase_at = greatest(r.last_purchase_at, excluded.last_purchase_at), \
+             purchases = r.purchases + excluded.purchases, amount_minor = r.amount_minor + excluded.amount_minor, \
+             refunded_minor = r.refunded_minor + excluded.refunded_minor",
+        )
         .bind(&orgs)
         .bind(&ids)
+        .bind(m.values().map(|d| d.first_purchase_at).collect::<Vec<_>>())
+        .bind(m.values().map(|d| d.last_purchase_at).collect::<Vec<_>>())
+        .bind(m.values().map(|d| d.purchases).collect::<Vec<_>>())
+        .bind(m.values().map(|d| d.amount_minor).collect::<Vec<_>>())
+        .bind(m.values().map(|d| d.refunded_minor).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await
         .context("writing rfm_members")?;
