@@ -9,8 +9,8 @@
 //!   later event of its aggregate is parked behind it (`blocked_by`) until an operator retries
 //!   them ([`Projector::retry_parked`]); other aggregates go on.
 //!
-//! A batch is split by aggregate into [`PARTITIONS`] parts applied side by side, each in its
-//! own transaction on its own connection: an aggregate's events are all in one part, so each
+//! A batch (of `SPLIT_FROM` events or more) is split by aggregate into [`PARTITIONS`] parts
+//! applied side by side, each in its own transaction on its own connection: an aggregate's events are all in one part, so each
 //! part keeps its aggregates' order and checkpoints as a single batch would, and the parts'
 //! member rows are disjoint. The only rows two parts both write are per org (liability, RFM
 //! versions, promotion and achievement counts), written last (`read_models::flush`). One
@@ -20,10 +20,11 @@
 //! checkpoints.
 //!
 //! Each part takes a transaction-level advisory lock of its own per read-model schema, so two
-//! projector processes on the same schema never interleave their batches of one aggregate;
-//! the one-by-one and retry paths take every part's lock.
+//! projector processes on the same schema never interleave their batches of one aggregate; a
+//! smaller batch, applied whole, and the retry path take every part's lock.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -279,6 +280,11 @@ pub fn is_poison(error: &anyhow::Error) -> bool {
 /// process on one schema must use the same value.
 pub const PARTITIONS: usize = 2;
 
+/// Smaller batches are applied whole, in one transaction holding every part's lock: a batch
+/// costs a few dozen statements whatever its size, and at low rates, where batches hold a
+/// handful of events, splitting them doubled that for nothing.
+const SPLIT_FROM: usize = 64;
+
 /// The part of a batch an input belongs to: by aggregate, with a hash that does not depend on
 /// the build (FNV-1a), so that every process puts an aggregate under the same lock.
 fn partition_of(input: &Incoming) -> usize {
@@ -301,7 +307,7 @@ fn partition_of(input: &Incoming) -> usize {
 pub async fn begin(
     pool: &PgPool,
     schema: &str,
-    parts: std::ops::Range<usize>,
+    parts: Range<usize>,
 ) -> anyhow::Result<Transaction<'static, Postgres>> {
     check_schema_name(schema)?;
     let mut tx = pool.begin().await.context("beginning a transaction")?;
@@ -374,18 +380,22 @@ impl Projector {
     /// caller leaves the messages unacked; a part that committed is skipped when they come
     /// again).
     pub async fn process(&self, incoming: Vec<Incoming>) -> anyhow::Result<BatchReport> {
-        let mut parts: Vec<Vec<Incoming>> = (0..PARTITIONS).map(|_| Vec::new()).collect();
-        for input in incoming {
-            parts[partition_of(&input)].push(input);
-        }
-        let results = futures::future::join_all(
-            parts
-                .iter()
-                .enumerate()
-                .filter(|(_, part)| !part.is_empty())
-                .map(|(k, part)| self.process_part(k, part)),
-        )
-        .await;
+        let results = if incoming.len() < SPLIT_FROM {
+            vec![self.process_part(0..PARTITIONS, &incoming).await]
+        } else {
+            let mut parts: Vec<Vec<Incoming>> = (0..PARTITIONS).map(|_| Vec::new()).collect();
+            for input in incoming {
+                parts[partition_of(&input)].push(input);
+            }
+            futures::future::join_all(
+                parts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, part)| !part.is_empty())
+                    .map(|(k, part)| self.process_part(k..k + 1, part)),
+            )
+            .await
+        };
         let mut report = BatchReport::default();
         for result in results {
             report.add(result?);
@@ -396,8 +406,9 @@ impl Projector {
         Ok(report)
     }
 
-    async fn process_part(&self, part: usize, incoming: &[Incoming]) -> anyhow::Result<BatchReport> {
-        match self.process_in_tx(part..part + 1, incoming).await {
+    /// Applies `incoming` (all of the parts `parts`) in one transaction.
+    async fn process_part(&self, parts: Range<usize>, incoming: &[Incoming]) -> anyhow::Result<BatchReport> {
+        match self.process_in_tx(parts.clone(), incoming).await {
             Ok(report) => Ok(report),
             Err(error) if is_poison(&error) => {
                 tracing::warn!(
@@ -407,7 +418,7 @@ impl Projector {
                 );
                 let mut total = BatchReport::default();
                 for input in incoming {
-                    total.add(self.process_one(part, input).await?);
+                    total.add(self.process_one(parts.clone(), input).await?);
                 }
                 Ok(total)
             }
@@ -415,26 +426,22 @@ impl Projector {
         }
     }
 
-    async fn process_in_tx(
-        &self,
-        parts: std::ops::Range<usize>,
-        incoming: &[Incoming],
-    ) -> anyhow::Result<BatchReport> {
+    async fn process_in_tx(&self, parts: Range<usize>, incoming: &[Incoming]) -> anyhow::Result<BatchReport> {
         let mut tx = begin(&self.pool, &self.schema, parts).await?;
         let report = apply_batch(&mut tx, incoming).await?;
         tx.commit().await.context("committing a batch")?;
         Ok(report)
     }
 
-    async fn process_one(&self, part: usize, input: &Incoming) -> anyhow::Result<BatchReport> {
+    async fn process_one(&self, parts: Range<usize>, input: &Incoming) -> anyhow::Result<BatchReport> {
         match self
-            .process_in_tx(part..part + 1, std::slice::from_ref(input))
+            .process_in_tx(parts.clone(), std::slice::from_ref(input))
             .await
         {
             Err(error) if is_poison(&error) => {
                 let message = format!("{error:#}");
                 tracing::error!(error = %message, "event refused by Postgres: parked");
-                let mut tx = begin(&self.pool, &self.schema, part..part + 1).await?;
+                let mut tx = begin(&self.pool, &self.schema, parts).await?;
                 let progress = progress::Progress {
                     parked: vec![parked_incoming(input, message)],
                     ..Default::default()
