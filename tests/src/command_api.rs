@@ -173,6 +173,26 @@ impl TestCommandService {
         ApiClient(self.client.anonymous())
     }
 
+    /// The sum of the samples of metric `name` on `/metrics` whose labels include each of
+    /// `labels` (`key="value"`); 0 when there is none. Metrics are per test binary: the
+    /// services of the tests running beside this one count into the same samples.
+    pub async fn metric_sum(&self, name: &str, labels: &[&str]) -> f64 {
+        let page = reqwest::get(self.url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("reading /metrics");
+        page.lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+                    && labels.iter().all(|label| line.contains(label))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Graceful stop: stops accepting, finishes running commands, stops the relay.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();

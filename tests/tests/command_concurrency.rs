@@ -230,23 +230,14 @@ async fn a_program_changed_by_another_process_applies_to_purchases_within_a_seco
     assert_eq!(answer.status, 200, "{}", answer.text);
     earns_within_a_second(&pos, member, 50, std::time::Instant::now(), "relisten").await;
 
-    // Purchases were decided with the program in memory (the counter is per test binary).
-    let metrics = reqwest::get(first.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let cached = metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("command_aggregate_loads_total")
-                && l.contains("aggregate=\"program\"")
-                && l.contains("source=\"cache\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>();
-    assert!(cached > 0.0, "no program was loaded from the cache:\n{metrics}");
+    // Purchases were decided with the program in memory.
+    let cached = first
+        .metric_sum(
+            "command_aggregate_loads_total",
+            &["aggregate=\"program\"", "source=\"cache\""],
+        )
+        .await;
+    assert!(cached > 0.0, "no program was loaded from the cache");
 
     second.stop().await.unwrap();
     first.stop().await.unwrap();

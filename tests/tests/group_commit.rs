@@ -46,6 +46,30 @@ fn purchase(transaction_id: &str, amount_minor: i64) -> Value {
     })
 }
 
+/// 1 point per euro, and 5 bonus points from a 1,000-point budget on purchases of at least
+/// `min_amount_minor` (every purchase: `None`).
+fn budgeted_program(min_amount_minor: Option<i64>) -> Value {
+    let promotion = loyalty_client::Promotion {
+        budget_points: Some(1_000),
+        conditions: loyalty_client::Conditions {
+            min_amount_minor,
+            ..Default::default()
+        },
+        ..loyalty_client::Promotion::new(
+            "bonus",
+            "5 bonus points",
+            Utc::now() - chrono::Duration::hours(1),
+            loyalty_client::Effect::Bonus { points: 5 },
+        )
+    };
+    let program = loyalty_client::Program {
+        earn_rate: Some(1),
+        promotions: vec![promotion],
+        ..loyalty_client::Program::new("EUR")
+    };
+    serde_json::to_value(&program).unwrap()
+}
+
 fn purchases(member: Uuid) -> String {
     format!("/v1/orgs/acme/members/{member}/purchases")
 }
@@ -236,25 +260,7 @@ async fn purchases_of_different_members_waiting_together_commit_in_one_transacti
 #[tokio::test]
 async fn a_purchase_drawing_on_a_budget_is_appended_by_a_statement_of_its_own() {
     // 5 bonus points on purchases from 50.00, from a budget: a row every such purchase writes.
-    let promotion = loyalty_client::Promotion {
-        budget_points: Some(1_000),
-        conditions: loyalty_client::Conditions {
-            min_amount_minor: Some(5_000),
-            ..Default::default()
-        },
-        ..loyalty_client::Promotion::new(
-            "big-baskets",
-            "5 points on big baskets",
-            Utc::now() - chrono::Duration::hours(1),
-            loyalty_client::Effect::Bonus { points: 5 },
-        )
-    };
-    let program = loyalty_client::Program {
-        earn_rate: Some(1),
-        promotions: vec![promotion],
-        ..loyalty_client::Program::new("EUR")
-    };
-    let s = setup_with(serde_json::to_value(&program).unwrap(), 5, 0).await;
+    let s = setup_with(budgeted_program(Some(5_000)), 5, 0).await;
     let occupied = s.occupy_the_worker().await;
     let waiting = [
         s.post(purchases(s.members[1]), "big", purchase("T-BIG", 5_000)),
@@ -282,45 +288,17 @@ async fn a_purchase_drawing_on_a_budget_is_appended_by_a_statement_of_its_own() 
     s.cleanup().await;
 }
 
-/// The budget conflicts this test binary's services counted (`command_budget_conflicts_total`).
-async fn budget_conflicts(service: &TestCommandService) -> f64 {
-    let metrics = reqwest::get(service.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("command_budget_conflicts_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn purchases_drawing_on_one_budget_take_turns_and_none_loses_its_draw() {
     // 5 bonus points on every purchase, from a budget.
-    let promotion = loyalty_client::Promotion {
-        budget_points: Some(1_000),
-        ..loyalty_client::Promotion::new(
-            "every-basket",
-            "5 points on every basket",
-            Utc::now() - chrono::Duration::hours(1),
-            loyalty_client::Effect::Bonus { points: 5 },
-        )
-    };
-    let program = loyalty_client::Program {
-        earn_rate: Some(1),
-        promotions: vec![promotion],
-        ..loyalty_client::Program::new("EUR")
-    };
-    let s = setup_with(serde_json::to_value(&program).unwrap(), 21, 0).await;
+    let s = setup_with(budgeted_program(None), 21, 0).await;
     let first = s
         .pos
         .post(&purchases(s.members[0]), "first", &purchase("T-0", 1_000))
         .await;
     assert_eq!(first.status, 200, "{}", first.text);
-    let before = budget_conflicts(&s.services[0]).await;
+    let conflicts = || s.services[0].metric_sum("command_budget_conflicts_total", &[]);
+    let before = conflicts().await;
 
     // The org's purchases draw on the budget: twenty at once take turns, each decided with
     // what the previous one left, so none is refused by the budget's trigger.
@@ -337,7 +315,7 @@ async fn purchases_drawing_on_one_budget_take_turns_and_none_loses_its_draw() {
         assert_eq!(answer.status, 200, "{}", answer.text);
         assert_eq!(answer.body["balance"], 15, "{}", answer.text);
     }
-    assert_eq!(budget_conflicts(&s.services[0]).await - before, 0.0);
+    assert_eq!(conflicts().await - before, 0.0);
     let spent: i64 = sqlx::query_scalar("SELECT spent FROM command_promotion_budgets")
         .fetch_one(s.db.pool())
         .await
@@ -435,18 +413,10 @@ async fn a_batch_with_a_conflict_and_a_claimed_transaction_commits_the_others_an
         0
     );
     // The batch's statement was refused and its commands appended one by one.
-    let metrics = reqwest::get(s.services[0].url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let splits: f64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("command_append_batch_splits_total "))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0.0);
-    assert!(splits >= 1.0, "no batch was split:\n{metrics}");
+    let splits = s.services[0]
+        .metric_sum("command_append_batch_splits_total", &[])
+        .await;
+    assert!(splits >= 1.0, "no batch was split");
     s.cleanup().await;
 }
 
