@@ -57,6 +57,18 @@ pub async fn spawn_command_service(db: &TestDb, nats: &TestNats) -> TestCommandS
     spawn_command_service_with(command_config(db, nats)).await
 }
 
+/// Starts two command services on `db` and `nats`, as two processes of one deployment; only the
+/// first runs the relay (the second would wait for the first's lock anyway).
+pub async fn spawn_two_command_services(
+    db: &TestDb,
+    nats: &TestNats,
+) -> (TestCommandService, TestCommandService) {
+    let first = spawn_command_service(db, nats).await;
+    let mut config = command_config(db, nats);
+    config.relay_enabled = false;
+    (first, spawn_command_service_with(config).await)
+}
+
 /// Starts the command service with `config` on `127.0.0.1:0`; returns once it answers
 /// `/healthz`.
 pub async fn spawn_command_service_with(config: command_service::Config) -> TestCommandService {

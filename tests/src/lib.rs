@@ -574,7 +574,7 @@ impl TestProjector {
 pub mod command_api;
 pub use command_api::{
     command_config, create_api_key, create_signing_secret, spawn_command_service, spawn_command_service_with,
-    ApiClient, ApiResponse, OrgKeys, TestCommandService,
+    spawn_two_command_services, ApiClient, ApiResponse, OrgKeys, TestCommandService,
 };
 
 // --- The stream, read back whole ----------------------------------------------------------------

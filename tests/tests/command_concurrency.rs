@@ -4,7 +4,8 @@
 use chrono::Utc;
 use futures::future::join_all;
 use loyalty_tests::{
-    command_config, spawn_command_service, spawn_command_service_with, ApiClient, OrgKeys, TestDb, TestNats,
+    command_config, spawn_command_service_with, spawn_two_command_services, ApiClient, OrgKeys, TestDb,
+    TestNats,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -90,10 +91,7 @@ async fn fifty_concurrent_purchases_on_one_member_all_count() {
 async fn two_processes_purchasing_for_one_member_lose_no_update() {
     let db = TestDb::new().await;
     let nats = TestNats::new().await;
-    let first = spawn_command_service(&db, &nats).await;
-    let mut config = command_config(&db, &nats);
-    config.relay_enabled = false;
-    let second = spawn_command_service_with(config).await;
+    let (first, second) = spawn_two_command_services(&db, &nats).await;
     let keys = OrgKeys::create(&db, "acme").await;
     let member = first.client(&keys.admin).acme_with_one_member().await;
     let (a, b) = (first.client(&keys.pos), second.client(&keys.pos));
@@ -188,10 +186,7 @@ async fn earns_within_a_second(
 async fn a_program_changed_by_another_process_applies_to_purchases_within_a_second() {
     let db = TestDb::new().await;
     let nats = TestNats::new().await;
-    let first = spawn_command_service(&db, &nats).await;
-    let mut config = command_config(&db, &nats);
-    config.relay_enabled = false;
-    let second = spawn_command_service_with(config).await;
+    let (first, second) = spawn_two_command_services(&db, &nats).await;
     let keys = OrgKeys::create(&db, "acme").await;
     let member = first.client(&keys.admin).acme_with_one_member().await;
     let pos = first.client(&keys.pos);

@@ -8,9 +8,7 @@ use std::collections::BTreeMap;
 use chrono::{Duration, Utc};
 use futures::future::join_all;
 use loyalty_client::{Client, Effect, Enrolment, Location, MemberRef, Program, Promotion, Purchase, Tier};
-use loyalty_tests::{
-    command_config, spawn_command_service, spawn_command_service_with, OrgKeys, TestDb, TestNats,
-};
+use loyalty_tests::{spawn_two_command_services, OrgKeys, TestDb, TestNats};
 use uuid::Uuid;
 
 const ORG: &str = "acme";
@@ -89,10 +87,7 @@ async fn terminal(pos: Client, terminal: usize, member: Uuid) -> Vec<i64> {
 async fn thirty_two_terminals_on_two_processes_never_overspend_a_budget() {
     let db = TestDb::new().await;
     let nats = TestNats::new().await;
-    let first = spawn_command_service(&db, &nats).await;
-    let mut config = command_config(&db, &nats);
-    config.relay_enabled = false;
-    let second = spawn_command_service_with(config).await;
+    let (first, second) = spawn_two_command_services(&db, &nats).await;
     let keys = OrgKeys::create(&db, ORG).await;
     let admin = first.client(&keys.admin).typed().clone();
     set_up(&admin).await;

@@ -20,16 +20,17 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as SyncMutex};
 
 use anyhow::Context as _;
 use domain::program::Promotion;
 use domain::ProgramConfig;
 use lru::LruCache;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::{CommandError, Commands};
+use super::outcome::breakdown_of;
+use super::{CommandError, Commands, MemberOutcome};
 
 /// How many orgs keep a budget gate in memory (least recently used evicted; an evicted gate
 /// still held by a purchase only means that two queues race, which is correct, only slower).
@@ -43,9 +44,56 @@ pub(super) type BudgetsLeft = BTreeMap<String, i64>;
 #[derive(Default)]
 pub(super) struct BudgetGate {
     /// The turn, with what is left of the org's budgets.
-    pub(super) turn: Arc<Mutex<BudgetsLeft>>,
+    turn: Arc<Mutex<BudgetsLeft>>,
     /// Whether the org's last purchase drew on a budget (or lost its draw).
-    pub(super) drawing: AtomicBool,
+    drawing: AtomicBool,
+}
+
+impl BudgetGate {
+    /// Waits for the org's turn; the guard is the turn, with what is left of its budgets.
+    pub(super) async fn turn(&self) -> OwnedMutexGuard<BudgetsLeft> {
+        Arc::clone(&self.turn).lock_owned().await
+    }
+
+    /// Whether the org's last purchase drew on a budget (or lost its draw): the next one then
+    /// takes its turn up front.
+    pub(super) fn drawing(&self) -> bool {
+        self.drawing.load(Ordering::Relaxed)
+    }
+
+    /// What a purchase's outcome tells the gate: whether it drew on a budget (or lost its
+    /// draw), and, for the purchase in turn (`known`), what is left: the `budget_left` its
+    /// event recorded for each budget it drew on. Any other outcome (refused by the trigger,
+    /// nothing appended, not known) leaves nothing worth keeping: the next turn reads the
+    /// budgets.
+    pub(super) fn learn(
+        &self,
+        known: Option<&mut BudgetsLeft>,
+        result: &Result<MemberOutcome, CommandError>,
+    ) {
+        let drew = match result {
+            Ok(outcome) => outcome
+                .events
+                .iter()
+                .any(|event| event.payload.draws_on_a_budget()),
+            Err(error) => matches!(error, CommandError::BudgetContention),
+        };
+        self.drawing.store(drew, Ordering::Relaxed);
+        let Some(known) = known else { return };
+        let Some(breakdown) = result
+            .as_ref()
+            .ok()
+            .and_then(|outcome| breakdown_of(&outcome.events))
+        else {
+            known.clear();
+            return;
+        };
+        for promotion in breakdown.promotions {
+            if let Some(left) = promotion.budget_left {
+                known.insert(promotion.promotion_id, left);
+            }
+        }
+    }
 }
 
 /// The budget gates of the orgs.

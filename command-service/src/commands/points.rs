@@ -1,9 +1,6 @@
 //! The member use cases that move points: purchases (and their quotes), refunds, redemptions and
 //! adjustments.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use domain::ids::member_aggregate_id;
 use domain::member::earn::Breakdown;
@@ -12,36 +9,8 @@ use domain::MemberCommand;
 use tokio::sync::OwnedMutexGuard;
 
 use super::budgets::BudgetsLeft;
-use super::outcome::{breakdown_of, record_outcome};
+use super::outcome::record_outcome;
 use super::{CommandContext, CommandError, Commands, MemberOutcome, MemberRef};
-
-/// Whether a purchase drew on a budget (or tried to and lost).
-fn drew(result: &Result<MemberOutcome, CommandError>) -> bool {
-    match result {
-        Ok(outcome) => breakdown_of(&outcome.events)
-            .is_some_and(|b| b.promotions.iter().any(|p| p.budget_left.is_some())),
-        Err(error) => matches!(error, CommandError::BudgetContention),
-    }
-}
-
-/// What a purchase's outcome says about its org's budgets: the `budget_left` its event recorded
-/// for each budget it drew on. Any other outcome (refused by the trigger, nothing appended, not
-/// known) leaves nothing worth keeping: the next purchase reads the budgets.
-fn learn_budgets(known: &mut BudgetsLeft, result: &Result<MemberOutcome, CommandError>) {
-    let breakdown = match result {
-        Ok(outcome) => breakdown_of(&outcome.events),
-        Err(_) => None,
-    };
-    let Some(breakdown) = breakdown else {
-        known.clear();
-        return;
-    };
-    for promotion in breakdown.promotions {
-        if let Some(left) = promotion.budget_left {
-            known.insert(promotion.promotion_id, left);
-        }
-    }
-}
 
 impl Commands {
     /// Records a purchase (idempotent on `transaction_id`, which is unique per org).
@@ -73,8 +42,8 @@ impl Commands {
         loop {
             let program = self.program_snapshot(&ctx.org_id).await?;
             let budgeted = program.config.budgeted_promotions().next().is_some();
-            if budgeted && turn.is_none() && (lost || gate.drawing.load(Ordering::Relaxed)) {
-                turn = Some(Arc::clone(&gate.turn).lock_owned().await);
+            if budgeted && turn.is_none() && (lost || gate.drawing()) {
+                turn = Some(gate.turn().await);
             }
             let budgets_left = match turn.as_deref_mut() {
                 Some(known) => {
@@ -93,10 +62,7 @@ impl Commands {
                 .execute_member(ctx, member_id, MemberCommand::RecordPurchase(purchase))
                 .await;
             if budgeted {
-                gate.drawing.store(drew(&result), Ordering::Relaxed);
-            }
-            if let Some(known) = turn.as_deref_mut() {
-                learn_budgets(known, &result);
+                gate.learn(turn.as_deref_mut(), &result);
             }
             match result {
                 Err(CommandError::TransactionClaimed(_)) => {

@@ -58,7 +58,11 @@ pub struct MemberDelta {
 
 impl MemberDelta {
     fn add(&mut self, other: MemberDelta) {
-        self.first_purchase_at = min_some(self.first_purchase_at, other.first_purchase_at);
+        self.first_purchase_at = self
+            .first_purchase_at
+            .into_iter()
+            .chain(other.first_purchase_at)
+            .min();
         self.last_purchase_at = self.last_purchase_at.max(other.last_purchase_at);
         self.purchases += other.purchases;
         self.amount_minor += other.amount_minor;
@@ -73,13 +77,6 @@ impl MemberDelta {
             amount_minor,
             refunded_minor: 0,
         });
-    }
-}
-
-fn min_some<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }
 
