@@ -24,6 +24,7 @@ pub mod keys;
 pub mod metrics;
 pub mod notify;
 pub mod overload;
+pub mod projected;
 pub mod shutdown;
 pub mod signing_secrets;
 pub mod simulation;

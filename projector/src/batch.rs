@@ -194,6 +194,7 @@ pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyh
     let t_apply = std::time::Instant::now();
     report.parked = usize::try_from(read_models::flush(conn, &members, &writes, Mode::Upsert).await?)
         .unwrap_or(usize::MAX);
+    announce(conn, &member_keys).await?;
     tracing::debug!(
         size = incoming.len(),
         load = ?(t_load - t_plan),
@@ -204,6 +205,20 @@ pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyh
     report.read_models = std::mem::take(&mut writes.applied);
     report.rfm_orgs = writes.rfm.orgs.clone();
     Ok(report)
+}
+
+/// Tells the caches of read models which members the batch changed (`common::projected`),
+/// delivered when the batch commits.
+async fn announce(conn: &mut PgConnection, members: &[MemberKey]) -> anyhow::Result<()> {
+    for payload in common::projected::payloads(members) {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(common::projected::MEMBERS_CHANNEL)
+            .bind(payload)
+            .execute(&mut *conn)
+            .await
+            .context("announcing the members a batch changed")?;
+    }
+    Ok(())
 }
 
 /// Applies one event, in its aggregate's order, to the member rows and `writes`: the one
