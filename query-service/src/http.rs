@@ -17,6 +17,7 @@ use axum::Router;
 use tracing::Instrument as _;
 
 use crate::auth;
+use crate::card_cache::{Answer, CardCache, Lookup};
 use crate::db::Db;
 use crate::error::QueryError;
 use crate::graphql::{QuerySchema, Schemas};
@@ -33,6 +34,8 @@ pub struct AppState {
     pub demo: Option<crate::storefront::DemoTokens>,
     /// The bound on queries in flight (`common::overload`).
     pub in_flight: common::overload::InFlight,
+    /// Member cards kept in memory.
+    pub cards: CardCache,
 }
 
 /// The HTTP routes of the GraphQL API (without the health router).
@@ -82,15 +85,61 @@ async fn graphql(State(state): State<AppState>, headers: HeaderMap, request: Gra
         }
     };
     let request = request.into_inner();
+    let ticket = match state
+        .cards
+        .key(&caller, &request)
+        .map(|key| state.cards.lookup(key))
+    {
+        Some(Lookup::Hit(answer)) => {
+            metrics::counter!("graphql_requests_total", "kind" => "query", "outcome" => "ok").increment(1);
+            metrics::histogram!("graphql_request_duration_seconds", "kind" => "query")
+                .record(started.elapsed().as_secs_f64());
+            return answer_response(answer);
+        }
+        Some(Lookup::Miss(ticket)) => Some(ticket),
+        None => None,
+    };
     let (org, role) = caller.describe();
     let operation = request.operation_name.clone().unwrap_or_default();
     let span = tracing::info_span!("graphql", org, role, operation);
-    let (response, kind) = state.schemas.execute_kind(request, caller).instrument(span).await;
-    let outcome = if response.errors.is_empty() { "ok" } else { "error" };
+    let executed = state.schemas.execute_kind(request, caller).instrument(span).await;
+    let kind = executed.kind;
+    let outcome = if executed.response.errors.is_empty() {
+        "ok"
+    } else {
+        "error"
+    };
     metrics::counter!("graphql_requests_total", "kind" => kind, "outcome" => outcome).increment(1);
     metrics::histogram!("graphql_request_duration_seconds", "kind" => kind)
         .record(started.elapsed().as_secs_f64());
-    GraphQLResponse::from(response).into_response()
+    let (card, response) = (
+        executed.card,
+        GraphQLResponse::from(executed.response).into_response(),
+    );
+    match ticket {
+        Some(ticket) if card.is_some() => {
+            let (parts, body) = response.into_parts();
+            // The body is one buffer already (GraphQLResponse serialises it whole).
+            let body = match axum::body::to_bytes(body, usize::MAX).await {
+                Ok(body) => body,
+                Err(error) => {
+                    tracing::error!(%error, "reading back a serialised answer");
+                    return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+                }
+            };
+            let answer = Answer::new(body, parts.headers);
+            state.cards.store(ticket, card, answer.clone());
+            answer_response(answer)
+        }
+        _ => response,
+    }
+}
+
+/// A 200 with a serialised answer and its headers.
+fn answer_response(answer: Answer) -> Response {
+    let mut response = Response::new(axum::body::Body::from(answer.body));
+    *response.headers_mut() = answer.headers;
+    response
 }
 
 async fn graphiql_or_websocket(

@@ -25,6 +25,7 @@
 //! ```
 
 pub mod auth;
+pub mod card_cache;
 pub mod cursor;
 pub mod db;
 pub mod document_size;
@@ -81,7 +82,20 @@ pub struct Config {
     /// Subscriptions are not counted: they hold a connection, not work.
     #[arg(long, env = "GRAPHQL_MAX_IN_FLIGHT", default_value_t = 64)]
     pub max_in_flight: usize,
+    /// Members whose cards (answers to queries of one member) are kept in memory, dropped
+    /// when the projector changes the member (`card_cache`); 0: no cache.
+    #[arg(long, env = "GRAPHQL_CARD_CACHE_MEMBERS", default_value_t = DEFAULT_CARD_CACHE_MEMBERS)]
+    pub card_cache_members: usize,
+    /// Longest time a cached card is served, in milliseconds: how old what a card shows of
+    /// other members, of the org and of the clock (ranks, budgets, the program) may be.
+    #[arg(long, env = "GRAPHQL_CARD_CACHE_MAX_AGE_MS", default_value_t = DEFAULT_CARD_CACHE_MAX_AGE_MS)]
+    pub card_cache_max_age_ms: u64,
 }
+
+/// Members whose cards are cached unless `--card-cache-members` says otherwise.
+pub const DEFAULT_CARD_CACHE_MEMBERS: usize = 10_000;
+/// `--card-cache-max-age-ms` unless set.
+pub const DEFAULT_CARD_CACHE_MAX_AGE_MS: u64 = 2_000;
 
 /// The command API `redeemReward` calls unless `--command-api-url` says otherwise (the command
 /// service's default address).
@@ -99,6 +113,8 @@ impl Config {
             command_api_url: DEFAULT_COMMAND_API_URL.to_owned(),
             widget_demo: false,
             max_in_flight: 64,
+            card_cache_members: DEFAULT_CARD_CACHE_MEMBERS,
+            card_cache_max_age_ms: DEFAULT_CARD_CACHE_MAX_AGE_MS,
         }
     }
 }
@@ -152,8 +168,14 @@ pub async fn run(
     let schemas = Arc::new(Schemas::with_redeemer(db.clone(), live, redeemer, config.limits));
     let credentials = common::credentials::Credentials::new(pool.clone(), config.secrets.pepper());
     let demo = storefront::DemoTokens::new(config.widget_demo, &credentials);
+    let cards = card_cache::CardCache::new(
+        pool.clone(),
+        config.card_cache_members,
+        std::time::Duration::from_millis(config.card_cache_max_age_ms),
+    );
     let app = router(AppState {
         db,
+        cards,
         schemas,
         credentials,
         demo: demo.clone(),

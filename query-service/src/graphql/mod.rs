@@ -12,8 +12,10 @@ use std::sync::Arc;
 
 use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
 use async_graphql::{Request, Schema};
+use domain::ids::MemberKey;
 use uuid::Uuid;
 
+use crate::card_cache::{self, MemberReads};
 use crate::db::Db;
 use crate::error::{QueryError, QueryResult};
 use crate::live::LiveFeed;
@@ -103,20 +105,28 @@ impl Schemas {
 
     /// Runs `request` as `caller` on the schema it belongs to, with loaders of its own.
     pub async fn execute(&self, request: Request, caller: crate::auth::Caller) -> async_graphql::Response {
-        self.execute_kind(request, caller).await.0
+        self.execute_kind(request, caller).await.response
     }
 
-    /// [`Self::execute`], and the request's kind for metrics.
-    pub async fn execute_kind(
-        &self,
-        mut request: Request,
-        caller: crate::auth::Caller,
-    ) -> (async_graphql::Response, &'static str) {
+    /// [`Self::execute`], with what the HTTP side needs besides the response.
+    pub async fn execute_kind(&self, mut request: Request, caller: crate::auth::Caller) -> Executed {
         let (schema, kind) = self.for_request(&mut request);
+        let card_query = kind == "query" && card_cache::is_card_query(&mut request);
+        let reads = Arc::new(MemberReads::default());
         let response = schema
-            .execute(request.data(caller).data(loaders::for_request(self.db.clone())))
+            .execute(
+                request
+                    .data(caller)
+                    .data(loaders::for_request(self.db.clone()))
+                    .data(Arc::clone(&reads)),
+            )
             .await;
-        (response, kind)
+        let card = if card_query && response.is_ok() {
+            reads.only()
+        } else {
+            None
+        };
+        Executed { response, kind, card }
     }
 
     /// The schema `request` should run on, and its kind for metrics. Parses the document into
@@ -130,6 +140,15 @@ impl Schemas {
     }
 }
 
+/// A request run by [`Schemas::execute_kind`].
+pub struct Executed {
+    pub response: async_graphql::Response,
+    /// The request's kind for metrics.
+    pub kind: &'static str,
+    /// The member whose card this is, when the answer may be cached (`card_cache`).
+    pub card: Option<MemberKey>,
+}
+
 /// The SDL of the schema, as served and as checked in at `schema/graphql/schema.graphql`.
 pub fn sdl() -> String {
     Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
@@ -140,6 +159,12 @@ pub fn sdl() -> String {
 /// Whether the operation `request` runs selects only introspection fields at its top level.
 /// Anything unparsable or ambiguous is "no": it then meets the strict limits (and errors).
 fn is_introspection(request: &mut Request) -> bool {
+    query_selects_only(request, |field| field.starts_with("__"))
+}
+
+/// Whether `request` runs a query whose top level holds only fields (no fragments, no
+/// directives) that `allowed` accepts by name. Anything unparsable or ambiguous is "no".
+pub(crate) fn query_selects_only(request: &mut Request, allowed: impl Fn(&str) -> bool) -> bool {
     let operation_name = request.operation_name.clone();
     let Ok(document) = request.parsed_query() else {
         return false;
@@ -161,7 +186,8 @@ fn is_introspection(request: &mut Request) -> bool {
     };
     operation.node.ty == OperationType::Query
         && operation.node.selection_set.node.items.iter().all(|selection| {
-            matches!(&selection.node, Selection::Field(field) if field.node.name.node.starts_with("__"))
+            matches!(&selection.node, Selection::Field(field)
+                if field.node.directives.is_empty() && allowed(&field.node.name.node))
         })
 }
 

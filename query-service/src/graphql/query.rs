@@ -76,9 +76,9 @@ impl QueryRoot {
             }
         };
         match (names_own, row) {
-            (None, row) => Ok(row.map(|row| Member { row })),
+            (None, row) => Ok(row.map(|row| Member::read(ctx, row))),
             // A customer: its own member, or null when the token's own name is not (yet) known.
-            (Some(_), Some(row)) if caller.may_read(&row) => Ok(Some(Member { row })),
+            (Some(_), Some(row)) if caller.may_read(&row) => Ok(Some(Member::read(ctx, row))),
             (Some(true), None) => Ok(None),
             (Some(_), _) => Err(QueryError::forbidden(NOT_YOUR_MEMBER)),
         }
@@ -94,7 +94,7 @@ impl QueryRoot {
         };
         Ok(customer_member(ctx, &org_id, customer)
             .await?
-            .map(|row| Member { row }))
+            .map(|row| Member::read(ctx, row)))
     }
 
     /// The current board of a period (the week, month containing now, or all time), org-wide

@@ -27,6 +27,12 @@ pub struct Member {
 }
 
 impl Member {
+    /// The member a top-level field answers with, noted for the card cache.
+    pub fn read(ctx: &Context<'_>, row: MemberRow) -> Self {
+        crate::card_cache::MemberReads::note(ctx, row.key());
+        Member { row }
+    }
+
     fn key(&self) -> MemberKey {
         self.row.key()
     }
