@@ -21,7 +21,7 @@
 #
 # Everything runs against a fresh database ($BENCH_DB, dropped first) and a fresh JetStream
 # stream (BENCH_EVENTS, deleted first and last), with the three services as separate release
-# processes on ports 28080-28082, so a platform started by scripts/run.sh is not disturbed.
+# processes on ports 28080-28083, so a platform started by scripts/run.sh is not disturbed.
 # Every command is logged to commands.txt and its output kept next to it; summary.md has the
 # tables of BENCHMARKS.md.
 #
@@ -61,6 +61,7 @@ unset LISTEN_ADDR
 CMD_ADDR=127.0.0.1:28080
 PROJ_ADDR=127.0.0.1:28081
 QUERY_ADDR=127.0.0.1:28082
+QUERY_UNCACHED_ADDR=127.0.0.1:28083
 BIN=${CARGO_TARGET_DIR:-target}/release
 LOADGEN=(
     "$BIN/loadgen"
@@ -286,6 +287,23 @@ logged graphql_member "${LOADGEN[@]}" graphql "${TARGET[@]}" --query member --co
     --members 500 --duration "$DURATION" --warmup "$WARMUP" --json "$OUT/graphql_member.json"
 logged graphql_typename "${LOADGEN[@]}" graphql "${TARGET[@]}" --query typename --connections 32 \
     --members 1 --duration "$DURATION" --warmup "$WARMUP" --json "$OUT/graphql_typename.json"
+# How many cards came from memory, and the same query with the card cache off (a second query
+# service beside the first, stopped afterwards): what the cache buys.
+curl -fsS "http://$QUERY_ADDR/metrics" | grep '^graphql_card_cache' >"$OUT/graphql_card_cache.txt" || true
+GRAPHQL_CARD_CACHE_MEMBERS=0 "$BIN/query-service" --listen "$QUERY_UNCACHED_ADDR" \
+    2>"$OUT/query-service-uncached.log" &
+uncached_pid=$!
+PIDS+=("$uncached_pid")
+deadline=$((SECONDS + 60))
+until curl -fsS -o /dev/null --max-time 2 "http://$QUERY_UNCACHED_ADDR/readyz" 2>/dev/null; do
+    [ "$SECONDS" -lt "$deadline" ] || die "http://$QUERY_UNCACHED_ADDR/readyz did not answer within 60s"
+    sleep 0.3
+done
+logged graphql_member_uncached "${LOADGEN[@]}" graphql --command-url "http://$CMD_ADDR" \
+    --graphql-url "http://$QUERY_UNCACHED_ADDR/graphql" --no-progress --query member --connections 32 \
+    --members 500 --duration "$DURATION" --warmup "$WARMUP" --json "$OUT/graphql_member_uncached.json"
+kill -TERM "$uncached_pid"
+wait "$uncached_pid" 2>/dev/null || true
 
 # --- 7. replay of >= 1,000,000 events ------------------------------------------------------------
 events=$(all_events)
@@ -393,9 +411,11 @@ echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine
     echo
     echo "## GraphQL (32 connections)"
     echo
-    for q in member typename; do
+    for q in member typename member_uncached; do
         jq -r '"- \(.query): \(.queries_per_second) queries/s, p50 \(.latency.p50_ms) ms, p99 \(.latency.p99_ms) ms, errors \(.errors | length)"' "$OUT/graphql_$q.json"
     done
+    echo "- the member query with the card cache off: the last line above"
+    sed 's/^/- /' "$OUT/graphql_card_cache.txt"
     echo
     echo "## Audit replay"
     echo
