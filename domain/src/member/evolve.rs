@@ -207,6 +207,20 @@ impl Member {
     }
 }
 
+/// Whether `event` reads the member's existing lots (it takes from them, or reorders them).
+/// Every other event at most adds a lot at the end, which it decides from the balance alone:
+/// it can be applied to the lots added since some point without the ones before it (the
+/// projector relies on this not to read a long history's lots for a purchase).
+pub fn takes_from_lots(event: &MemberEvent) -> bool {
+    match event {
+        MemberEvent::PurchaseRefunded { .. }
+        | MemberEvent::RewardRedeemed { .. }
+        | MemberEvent::PointsExpired { .. } => true,
+        MemberEvent::PointsAdjusted { delta, .. } => *delta <= 0,
+        _ => false,
+    }
+}
+
 /// Order in which lots are consumed by debits: soonest expiry first, never-expiring last.
 fn consumption_key(lot: &Lot) -> (bool, Option<DateTime<Utc>>, DateTime<Utc>) {
     (lot.expires_at.is_none(), lot.expires_at, lot.earned_at)

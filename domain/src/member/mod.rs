@@ -26,6 +26,7 @@ pub use commands::{
 pub use decide::decide;
 pub use errors::MemberError;
 pub use events::MemberEvent;
+pub use evolve::takes_from_lots;
 pub use limits::{
     MAX_ADJUSTMENT, MAX_AMOUNT_MINOR, MAX_CLOCK_SKEW, MAX_DISPLAY_NAME, MAX_ITEMS, MAX_ITEM_NAME, MAX_REASON,
 };

@@ -2,7 +2,7 @@
 //! (`member_balances`, `member_lots`), and the double-entry journal of every points-moving event
 //! (`journal_entries`, `postings`, `org_liability`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -26,25 +26,50 @@ pub const LEDGER_TABLES: &[&str] = &["journal_entries", "postings", "org_liabili
 pub struct BalanceRow {
     /// The balance and its running totals, moved by the domain's own rule.
     pub points: PointCounters,
-    /// The domain's expiry lots, in the domain's order.
+    /// The domain's expiry lots, in the domain's order: all of them, or only those added after
+    /// the stored ones when these were not read ([`StoredLots::Unread`]).
     pub lots: Vec<Lot>,
-    /// The lots as `member_lots` held them when the batch loaded them (none for a new member
-    /// or a replay): only the rows that differ are written back.
-    pub stored_lots: Vec<Lot>,
+    pub stored: StoredLots,
+}
+
+/// What the batch knows of the lots `member_lots` held when it loaded the member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredLots {
+    /// All read (none for a new member or a replay): only the rows that differ are written
+    /// back.
+    Read(Vec<Lot>),
+    /// Not read, since no event of the batch takes from them (`domain::member::takes_from_lots`):
+    /// a long history's lots cost a purchase nothing. `count` rows are stored before `lots`,
+    /// and `next_expiry` is theirs.
+    Unread {
+        count: usize,
+        next_expiry: Option<(i64, DateTime<Utc>)>,
+    },
+}
+
+impl Default for StoredLots {
+    fn default() -> Self {
+        StoredLots::Read(Vec::new())
+    }
 }
 
 impl BalanceRow {
-    /// `(points, at)` of the lots that expire next, exactly as `domain::Member` computes it.
+    /// `(points, at)` of the lots that expire next, as `domain::Member::next_expiry` computes
+    /// it (the soonest expiry, and the points of every lot that expires then), from the stored
+    /// lots' own when they were not read.
     pub fn next_expiry(&self) -> Option<(i64, DateTime<Utc>)> {
-        self.as_domain().next_expiry()
-    }
-
-    fn as_domain(&self) -> domain::Member {
-        domain::Member {
-            points: self.points,
-            lots: self.lots.clone(),
-            ..Default::default()
-        }
+        let stored = match &self.stored {
+            StoredLots::Read(_) => None,
+            StoredLots::Unread { next_expiry, .. } => *next_expiry,
+        };
+        self.lots
+            .iter()
+            .filter_map(|lot| Some((lot.remaining, lot.expires_at?)))
+            .fold(stored, |next, (points, at)| match next {
+                Some((sum, soonest)) if soonest < at => Some((sum, soonest)),
+                Some((sum, soonest)) if soonest == at => Some((sum + points, soonest)),
+                _ => Some((points, at)),
+            })
     }
 }
 
@@ -154,6 +179,13 @@ pub(super) fn apply(
         .points
         .after(event)
         .map_err(|CounterOverflow(counter)| ApplyError::Overflow(counter))?;
+    if matches!(row.stored, StoredLots::Unread { .. }) && domain::member::takes_from_lots(event) {
+        // The batch decides which lots to read from its events before loading: a bug if so.
+        return Err(ApplyError::Invalid(format!(
+            "{} takes from lots the batch did not read",
+            event.type_name()
+        )));
+    }
     // The lots follow the domain's own rules (credit repays a negative balance first, debits
     // take the soonest-expiring lot first, expiry drops expired lots): apply the event to a
     // domain Member holding just the counters and lots.
@@ -200,16 +232,36 @@ pub(super) fn apply(
     Ok(())
 }
 
-/// Loads the balances and lots of the members `keys` names.
+/// Loads the balances of the members `keys` names, and the lots of those in `read_lots` (the
+/// others' lots stay [`StoredLots::Unread`]).
 pub(super) async fn load(
     conn: &mut PgConnection,
     (orgs, ids): &(Vec<String>, Vec<Uuid>),
+    read_lots: &BTreeSet<MemberKey>,
     states: &mut HashMap<MemberKey, MemberState>,
 ) -> anyhow::Result<()> {
     let key = |org_id: String, member_id: Uuid| MemberKey { org_id, member_id };
-    type BalanceTuple = (String, Uuid, i64, i64, i64, i64, i64, i64);
+    type BalanceTuple = (
+        String,
+        Uuid,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        Option<i64>,
+        Option<DateTime<Utc>>,
+        i32,
+    );
+    // Lot numbers run from 0 without gaps: the last one (a probe of the primary key) counts
+    // them.
     let rows: Vec<BalanceTuple> = sqlx::query_as(
-        "SELECT b.org_id, b.member_id, balance, lifetime_earned, redeemed, expired, clawed_back, adjusted \
+        "SELECT b.org_id, b.member_id, balance, lifetime_earned, redeemed, expired, clawed_back, adjusted, \
+                next_expiry_points, next_expiry_at, \
+                coalesce((SELECT l.lot_no + 1 FROM member_lots l \
+                          WHERE l.org_id = b.org_id AND l.member_id = b.member_id \
+                          ORDER BY l.lot_no DESC LIMIT 1), 0) \
          FROM member_balances b JOIN rm.member_keys($1, $2) AS k(org_id, member_id) \
          USING (org_id, member_id)",
     )
@@ -218,8 +270,20 @@ pub(super) async fn load(
     .fetch_all(&mut *conn)
     .await
     .context("loading member_balances")?;
-    for (org, id, balance, lifetime_earned, redeemed, expired, clawed_back, adjusted) in rows {
-        if let Some(state) = states.get_mut(&key(org, id)) {
+    for row in rows {
+        let (org, id, balance, lifetime_earned, redeemed, expired, clawed_back, adjusted) =
+            (row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7);
+        let (next_points, next_at, count) = (row.8, row.9, row.10);
+        let member = key(org, id);
+        let stored = if read_lots.contains(&member) {
+            StoredLots::Read(Vec::new())
+        } else {
+            StoredLots::Unread {
+                count: usize::try_from(count).context("a negative lot number")?,
+                next_expiry: next_points.zip(next_at),
+            }
+        };
+        if let Some(state) = states.get_mut(&member) {
             state.balance = Some(BalanceRow {
                 points: PointCounters {
                     balance,
@@ -230,19 +294,28 @@ pub(super) async fn load(
                     adjusted,
                 },
                 lots: Vec::new(),
-                stored_lots: Vec::new(),
+                stored,
             });
         }
     }
 
+    let (orgs, ids) = key_arrays(read_lots.iter().filter(|member| {
+        states
+            .get(*member)
+            .and_then(|state| state.balance.as_ref())
+            .is_some()
+    }));
+    if orgs.is_empty() {
+        return Ok(());
+    }
     type LotTuple = (String, Uuid, DateTime<Utc>, Option<DateTime<Utc>>, i64);
     let rows: Vec<LotTuple> = sqlx::query_as(
         "SELECT l.org_id, l.member_id, earned_at, expires_at, remaining \
          FROM member_lots l JOIN rm.member_keys($1, $2) AS k(org_id, member_id) \
          USING (org_id, member_id) ORDER BY l.org_id, l.member_id, l.lot_no",
     )
-    .bind(orgs)
-    .bind(ids)
+    .bind(&orgs)
+    .bind(&ids)
     .fetch_all(&mut *conn)
     .await
     .context("loading member_lots")?;
@@ -256,7 +329,9 @@ pub(super) async fn load(
         }
     }
     for balance in states.values_mut().filter_map(|s| s.balance.as_mut()) {
-        balance.stored_lots = balance.lots.clone();
+        if let StoredLots::Read(stored) = &mut balance.stored {
+            stored.clone_from(&balance.lots);
+        }
     }
     Ok(())
 }
@@ -309,21 +384,28 @@ async fn flush_lots(
     let mut lots = LotColumns::default();
     let (mut cut_orgs, mut cut_ids, mut cut_from) = (Vec::new(), Vec::new(), Vec::new());
     for (key, balance) in rows {
-        let same = balance
-            .lots
-            .iter()
-            .zip(&balance.stored_lots)
-            .take_while(|(new, old)| new == old)
-            .count();
-        if balance.stored_lots.len() > balance.lots.len() {
-            cut_orgs.push(key.org_id.clone());
-            cut_ids.push(key.member_id);
-            cut_from.push(i32::try_from(balance.lots.len()).context("too many lots")?);
-        }
-        for (no, lot) in balance.lots.iter().enumerate().skip(same) {
+        // `lots[i]` is row `first + i`; rows before `first + same` are unchanged.
+        let (first, same) = match &balance.stored {
+            StoredLots::Read(stored) => {
+                if stored.len() > balance.lots.len() {
+                    cut_orgs.push(key.org_id.clone());
+                    cut_ids.push(key.member_id);
+                    cut_from.push(i32::try_from(balance.lots.len()).context("too many lots")?);
+                }
+                let same = balance
+                    .lots
+                    .iter()
+                    .zip(stored)
+                    .take_while(|(new, old)| new == old)
+                    .count();
+                (0, same)
+            }
+            StoredLots::Unread { count, .. } => (*count, 0),
+        };
+        for (i, lot) in balance.lots.iter().enumerate().skip(same) {
             lots.org.push(key.org_id.clone());
             lots.member.push(key.member_id);
-            lots.no.push(i32::try_from(no).context("too many lots")?);
+            lots.no.push(i32::try_from(first + i).context("too many lots")?);
             lots.earned_at.push(lot.earned_at);
             lots.expires_at.push(lot.expires_at);
             lots.remaining.push(lot.remaining);

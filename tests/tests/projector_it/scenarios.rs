@@ -382,6 +382,96 @@ async fn a_members_journey_gives_exact_read_models() {
     db.cleanup().await;
 }
 
+/// A purchase only adds a lot, so the projector leaves the stored lots unread: lots added batch
+/// after batch are numbered on from the stored ones and the next expiry follows them (a
+/// backdated purchase expires first); a redemption in a later batch reads them all in order.
+#[tokio::test]
+async fn lots_added_batch_after_batch_without_reading_the_stored_ones_stay_exact() {
+    let db = TestDb::new().await;
+    let nats = TestNats::new().await;
+    let pool = db.pool().clone();
+    let relay = start_relay(&db, &nats).await;
+    let projector = spawn_projector(&db, &nats, "lots").await;
+    let mut log = Log::new(&pool);
+    let org = "acme";
+    log.configure(org, program_config("EUR"), t("2024-01-01T00:00:00Z"))
+        .await;
+    log.location(org, "downtown", t("2024-01-01T00:00:00Z")).await;
+    let alice = log
+        .enroll(org, Some("Alice"), None, t("2024-01-02T10:00:00Z"))
+        .await;
+    let balance = |pool: PgPool| async move {
+        one(
+            &pool,
+            &format!(
+                "SELECT balance, next_expiry_points, next_expiry_at FROM rm.member_balances \
+                 WHERE member_id = '{alice}'"
+            ),
+        )
+        .await
+    };
+    // One purchase per batch: 100.00, 50.00, then two backdated ones that expire first.
+    let purchases = [
+        ("p1", 10_000, "2024-01-03T10:00:00Z"),
+        ("p2", 5_000, "2024-01-04T10:00:00Z"),
+        ("p3", 2_000, "2024-01-02T12:00:00Z"),
+        ("p4", 500, "2024-01-02T12:00:00Z"),
+    ];
+    for (txn, amount, at) in purchases {
+        log.purchase(org, alice, txn, "downtown", amount, t(at)).await;
+        log.flush().await;
+        wait_projected(&pool, Duration::from_secs(30)).await;
+    }
+    assert_eq!(
+        balance(pool.clone()).await,
+        json!({"balance": 175, "next_expiry_points": 25, "next_expiry_at": ts("2025-01-01T12:00:00Z")})
+    );
+    let lots = |pool: PgPool| async move {
+        rows(
+            &pool,
+            &format!(
+                "SELECT lot_no, earned_at, remaining FROM rm.member_lots WHERE member_id = '{alice}' \
+                 ORDER BY lot_no"
+            ),
+        )
+        .await
+    };
+    assert_eq!(
+        lots(pool.clone()).await,
+        vec![
+            json!({"lot_no": 0, "earned_at": ts("2024-01-03T10:00:00Z"), "remaining": 100}),
+            json!({"lot_no": 1, "earned_at": ts("2024-01-04T10:00:00Z"), "remaining": 50}),
+            json!({"lot_no": 2, "earned_at": ts("2024-01-02T12:00:00Z"), "remaining": 20}),
+            json!({"lot_no": 3, "earned_at": ts("2024-01-02T12:00:00Z"), "remaining": 5}),
+        ]
+    );
+
+    // 100 points, soonest expiry first: p3 and p4 (25), then 75 of p1.
+    log.redeem(org, alice, "x1", "free-coffee", t("2024-01-05T09:00:00Z"))
+        .await
+        .unwrap();
+    log.flush().await;
+    wait_projected(&pool, Duration::from_secs(30)).await;
+    assert_eq!(
+        lots(pool.clone()).await,
+        vec![
+            json!({"lot_no": 0, "earned_at": ts("2024-01-03T10:00:00Z"), "remaining": 25}),
+            json!({"lot_no": 1, "earned_at": ts("2024-01-04T10:00:00Z"), "remaining": 50}),
+        ]
+    );
+    assert_eq!(
+        balance(pool.clone()).await,
+        json!({"balance": 75, "next_expiry_points": 25, "next_expiry_at": ts("2025-01-02T10:00:00Z")})
+    );
+    // The replay, which reads every lot of every event, agrees.
+    let audit = projector::audit::audit(&pool, "rm").await.unwrap();
+    assert!(audit.is_clean(), "{audit}");
+    projector.stop().await.unwrap();
+    relay.stop().await;
+    nats.cleanup().await;
+    db.cleanup().await;
+}
+
 #[tokio::test]
 async fn leaderboards_rank_ties_per_period_and_location() {
     let db = TestDb::new().await;
