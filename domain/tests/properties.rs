@@ -343,6 +343,22 @@ fn check_event(
 
 /// Checks the member state against the books after a command.
 fn check_state(member: &Member, books: &Books, log: &[MemberEvent]) -> Result<(), TestCaseError> {
+    // The qualifying points of any window are those of the purchases in it, net of clawbacks.
+    for purchase in member.purchases.values() {
+        for (as_of, window_days) in [
+            (purchase.occurred_at, 1),
+            (purchase.occurred_at + Duration::hours(5), 2),
+        ] {
+            let start = as_of - Duration::days(window_days);
+            let expected: i64 = member
+                .purchases
+                .values()
+                .filter(|p| p.occurred_at > start && p.occurred_at <= as_of)
+                .map(|p| p.points_earned - p.clawed_back)
+                .sum();
+            prop_assert_eq!(member.qualifying_points(as_of, window_days as u32), expected);
+        }
+    }
     // Σ member postings = balance = −liability.
     prop_assert_eq!(books.member_account, member.points.balance);
     prop_assert_eq!(books.liability_account, -member.points.balance);

@@ -48,7 +48,8 @@ impl Member {
             } => {
                 self.credit(points_earned, occurred_at, expires_at);
                 self.earn_history.record(occurred_at, &breakdown);
-                self.purchases.insert(
+                self.qualifying.add(occurred_at, points_earned);
+                let replaced = self.purchases.insert(
                     transaction_id,
                     PurchaseRecord {
                         location_id,
@@ -61,6 +62,12 @@ impl Member {
                         items,
                     },
                 );
+                if let Some(old) = replaced {
+                    // Never decided (a transaction id is recorded once), but the index must
+                    // stay the purchases' own sum whatever the log holds.
+                    self.qualifying
+                        .add(old.occurred_at, old.clawed_back - old.points_earned);
+                }
             }
             MemberEvent::StampCollected {
                 card_id, day, stamps, ..
@@ -121,6 +128,7 @@ impl Member {
                 if let Some(purchase) = self.purchases.get_mut(&transaction_id) {
                     purchase.refunded_minor = refunded_total_minor;
                     purchase.clawed_back += points_clawed_back;
+                    self.qualifying.add(purchase.occurred_at, -points_clawed_back);
                 }
                 self.refunds.insert(
                     refund_id,

@@ -18,6 +18,7 @@ pub mod errors;
 pub mod events;
 mod evolve;
 pub mod limits;
+pub mod qualifying;
 pub mod state;
 
 pub use commands::{

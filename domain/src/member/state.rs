@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::achievements::AchievementState;
 use super::earn::{EarnHistory, Line};
+use super::qualifying::QualifyingIndex;
 use crate::points::PointCounters;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +91,9 @@ pub struct Member {
     /// What promotions and the earn cap need of the member's purchases (SPEC §9).
     #[serde(default)]
     pub earn_history: EarnHistory,
+    /// The points of `purchases` by day, for the qualification window.
+    #[serde(default)]
+    pub qualifying: QualifyingIndex,
     /// Progress toward each achievement and when it was unlocked (SPEC §9).
     #[serde(default)]
     pub achievements: BTreeMap<String, AchievementState>,
@@ -116,12 +120,9 @@ impl Member {
     /// Points earned by purchases (net of their clawbacks) with `occurred_at` in the window
     /// `(as_of − window_days, as_of]`.
     pub fn qualifying_points(&self, as_of: DateTime<Utc>, window_days: u32) -> i64 {
-        let in_window = window(as_of, window_days);
-        self.purchases
-            .values()
-            .filter(|p| in_window(p.occurred_at))
-            .map(|p| p.points_earned - p.clawed_back)
-            .sum()
+        // A window reaching back before the calendar's start includes everything up to as_of.
+        let start = as_of.checked_sub_signed(Duration::days(i64::from(window_days)));
+        self.qualifying.sum(start, as_of)
     }
 
     /// Points that `ExpirePoints { as_of }` would expire.
