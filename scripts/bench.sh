@@ -28,7 +28,7 @@
 # Environment (defaults in brackets): BENCH_OUT [bench-out/<time>], BENCH_DB [loyalty_bench],
 # BENCH_DURATION seconds per measured run [30], BENCH_WARMUP [5], BENCH_CONCURRENCIES
 # ["1 8 32 64"], BENCH_LAG_RATES ["1000 800 600 400 200"], BENCH_LAG_DURATION [60],
-# BENCH_OVERLOAD_DURATION [60], BENCH_REPLAY_EVENTS [1000000], BENCH_HISTORY_EVENTS [10000], BENCH_KEEP=1 keeps the database afterwards,
+# BENCH_OVERLOAD_DURATION [60], BENCH_REPLAY_EVENTS [1000000], BENCH_HISTORY_EVENTS [100000], BENCH_KEEP=1 keeps the database afterwards,
 # BENCH_COMMIT names the commit when the sources are not a git checkout (e.g. from `git archive`).
 #
 # To measure exactly one commit while others edit the working tree:
@@ -46,7 +46,7 @@ LAG_RATES=${BENCH_LAG_RATES:-"1000 800 600 400 200"}
 LAG_DURATION=${BENCH_LAG_DURATION:-60}
 OVERLOAD_DURATION=${BENCH_OVERLOAD_DURATION:-60}
 REPLAY_EVENTS=${BENCH_REPLAY_EVENTS:-1000000}
-HISTORY_EVENTS=${BENCH_HISTORY_EVENTS:-10000}
+HISTORY_EVENTS=${BENCH_HISTORY_EVENTS:-100000}
 
 PG_HOST=127.0.0.1
 PG_PORT=5432
