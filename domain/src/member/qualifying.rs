@@ -1,74 +1,76 @@
-//! The points a member's purchases count toward a tier, indexed by day, so that a
-//! qualification window is summed without walking every purchase of a long history.
+//! The points a member's purchases count toward a tier, kept in time order with running
+//! totals, so that a qualification window is summed without walking a long history.
 
-use std::collections::BTreeMap;
-use std::ops::Bound::{Excluded, Included, Unbounded};
-
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Net purchase points (earned minus clawed back) by the purchase's `occurred_at`, grouped by
-/// UTC day with each day's total.
+/// Net purchase points (earned minus clawed back) by the purchase's `occurred_at`, in time
+/// order, each with the running total up to it: a window is the difference of two running
+/// totals found by binary search.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QualifyingIndex {
-    days: BTreeMap<NaiveDate, Day>,
+    entries: Vec<Entry>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Day {
-    total: i64,
-    at: BTreeMap<DateTime<Utc>, i64>,
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Entry {
+    at: DateTime<Utc>,
+    points: i64,
+    /// Σ points of this entry and every earlier one.
+    through: i64,
 }
 
 impl QualifyingIndex {
     /// Adds `points` (negative for a clawback) to the purchase that occurred at `occurred_at`.
+    /// A new purchase is normally the latest (an append); a backdated one or a clawback of an
+    /// old one moves the running totals after it.
     pub fn add(&mut self, occurred_at: DateTime<Utc>, points: i64) {
-        let day = self.days.entry(occurred_at.date_naive()).or_default();
-        day.total += points;
-        *day.at.entry(occurred_at).or_default() += points;
+        let after = self.entries.partition_point(|entry| entry.at <= occurred_at);
+        let from = match after
+            .checked_sub(1)
+            .filter(|&last| self.entries[last].at == occurred_at)
+        {
+            Some(same) => {
+                self.entries[same].points += points;
+                same
+            }
+            None => {
+                // Its running total starts at its predecessor's; the loop below adds its own.
+                let through = self.through_index(after);
+                self.entries.insert(
+                    after,
+                    Entry {
+                        at: occurred_at,
+                        points,
+                        through,
+                    },
+                );
+                after
+            }
+        };
+        for entry in &mut self.entries[from..] {
+            entry.through += points;
+        }
     }
 
     /// The points of the purchases that occurred in `(start, end]` (`start` `None`: from the
-    /// beginning). Whole days inside the window count by their totals: the cost is the number
-    /// of days with purchases in the window, plus the purchases of the window's first day
-    /// after `start` and those after `end` (normally none).
+    /// beginning).
     pub fn sum(&self, start: Option<DateTime<Utc>>, end: DateTime<Utc>) -> i64 {
-        let end_day = end.date_naive();
-        let start_day = start.map(|start| start.date_naive());
-        if start_day.is_some_and(|start_day| start_day >= end_day) {
-            // A window within one day: its purchases one by one.
-            let Some(day) = self.days.get(&end_day) else {
-                return 0;
-            };
-            let from = start.map_or(Unbounded, Excluded);
-            return day
-                .at
-                .range((from, Included(end)))
-                .map(|(_, points)| points)
-                .sum();
+        match start {
+            Some(start) if start >= end => 0,
+            Some(start) => self.through(end) - self.through(start),
+            None => self.through(end),
         }
-        let from = start_day.map_or(Unbounded, Included);
-        self.days
-            .range((from, Included(end_day)))
-            .map(|(date, day)| {
-                if start_day == Some(*date) {
-                    let start = start.expect("a start day has a start");
-                    day.at
-                        .range((Excluded(start), Unbounded))
-                        .map(|(_, points)| points)
-                        .sum()
-                } else if *date == end_day {
-                    day.total
-                        - day
-                            .at
-                            .range((Excluded(end), Unbounded))
-                            .map(|(_, points)| points)
-                            .sum::<i64>()
-                } else {
-                    day.total
-                }
-            })
-            .sum()
+    }
+
+    /// Σ points of the purchases that occurred at or before `at`.
+    fn through(&self, at: DateTime<Utc>) -> i64 {
+        self.through_index(self.entries.partition_point(|entry| entry.at <= at))
+    }
+
+    /// Σ points of the first `count` entries.
+    fn through_index(&self, count: usize) -> i64 {
+        count.checked_sub(1).map_or(0, |last| self.entries[last].through)
     }
 }
 
