@@ -85,12 +85,16 @@ async fn graphql(State(state): State<AppState>, headers: HeaderMap, request: Gra
         }
     };
     let request = request.into_inner();
+    let (org, role) = caller.describe();
+    let operation = request.operation_name.clone().unwrap_or_default();
+    let span = tracing::info_span!("graphql", org, role, operation);
     let ticket = match state
         .cards
         .key(&caller, &request)
         .map(|key| state.cards.lookup(key))
     {
         Some(Lookup::Hit(answer)) => {
+            span.in_scope(|| tracing::debug!("answered from the card cache"));
             metrics::counter!("graphql_requests_total", "kind" => "query", "outcome" => "ok").increment(1);
             metrics::histogram!("graphql_request_duration_seconds", "kind" => "query")
                 .record(started.elapsed().as_secs_f64());
@@ -99,9 +103,6 @@ async fn graphql(State(state): State<AppState>, headers: HeaderMap, request: Gra
         Some(Lookup::Miss(ticket)) => Some(ticket),
         None => None,
     };
-    let (org, role) = caller.describe();
-    let operation = request.operation_name.clone().unwrap_or_default();
-    let span = tracing::info_span!("graphql", org, role, operation);
     let executed = state.schemas.execute_kind(request, caller).instrument(span).await;
     let kind = executed.kind;
     let outcome = if executed.response.errors.is_empty() {
