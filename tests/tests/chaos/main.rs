@@ -224,13 +224,17 @@ impl Platform {
     }
 }
 
-/// How many aggregates of those with events at or before global position `cut` the read
-/// models do not hold up to their last such event yet.
-const BEHIND: &str = "SELECT count(*) FROM \
-    (SELECT aggregate_type, aggregate_id, max(sequence) AS last FROM events \
-     WHERE global_position <= $1 GROUP BY 1, 2) AS e \
-    LEFT JOIN rm.projection_checkpoints AS c USING (aggregate_type, aggregate_id) \
-    WHERE c.last_sequence IS NULL OR c.last_sequence < e.last";
+/// Each aggregate with events at or before global position `cut`, with its last such event.
+const LAST_BY_CUT: &str = "SELECT aggregate_type, aggregate_id, max(sequence) FROM events \
+     WHERE global_position <= $1 GROUP BY 1, 2";
+
+/// How many of those aggregates the read models do not hold up to that event yet. The list is
+/// read once per measurement: scanning the whole log every 50 ms took CPU from the projector
+/// whose catch-up is being measured.
+const BEHIND: &str = "SELECT count(*) FROM unnest($1::text[], $2::text[], $3::bigint[]) \
+     AS e(aggregate_type, aggregate_id, last) \
+     LEFT JOIN rm.projection_checkpoints AS c USING (aggregate_type, aggregate_id) \
+     WHERE c.last_sequence IS NULL OR c.last_sequence < e.last";
 
 /// How long after `since` the read models hold every event committed by now.
 async fn catch_up(db_url: &str, since: Instant) -> Duration {
@@ -240,8 +244,18 @@ async fn catch_up(db_url: &str, since: Instant) -> Duration {
             let cut: i64 = sqlx::query_scalar("SELECT coalesce(max(global_position), 0) FROM events")
                 .fetch_one(&mut db)
                 .await?;
+            let last: Vec<(String, String, i64)> =
+                sqlx::query_as(LAST_BY_CUT).bind(cut).fetch_all(&mut db).await?;
+            let types: Vec<&str> = last.iter().map(|(t, _, _)| t.as_str()).collect();
+            let ids: Vec<&str> = last.iter().map(|(_, id, _)| id.as_str()).collect();
+            let sequences: Vec<i64> = last.iter().map(|(_, _, sequence)| *sequence).collect();
             loop {
-                let behind: i64 = sqlx::query_scalar(BEHIND).bind(cut).fetch_one(&mut db).await?;
+                let behind: i64 = sqlx::query_scalar(BEHIND)
+                    .bind(&types)
+                    .bind(&ids)
+                    .bind(&sequences)
+                    .fetch_one(&mut db)
+                    .await?;
                 if behind == 0 {
                     return Ok::<_, sqlx::Error>(since.elapsed());
                 }
