@@ -91,7 +91,7 @@ pub struct Member {
     /// What promotions and the earn cap need of the member's purchases (SPEC §9).
     #[serde(default)]
     pub earn_history: EarnHistory,
-    /// The points of `purchases` by day, for the qualification window.
+    /// The points of `purchases` in time order, for the qualification window.
     #[serde(default)]
     pub qualifying: QualifyingIndex,
     /// Progress toward each achievement and when it was unlocked (SPEC §9).
@@ -107,9 +107,29 @@ pub(crate) fn in_window(occurred_at: DateTime<Utc>, as_of: DateTime<Utc>, window
 /// The qualification window `(as_of − window_days, as_of]` as a test, its start computed once
 /// for the whole history it is applied to.
 pub(crate) fn window(as_of: DateTime<Utc>, window_days: u32) -> impl Fn(DateTime<Utc>) -> bool {
-    // A window reaching back before the calendar's start includes everything up to as_of.
-    let start = as_of.checked_sub_signed(Duration::days(i64::from(window_days)));
+    let start = window_start(as_of, window_days);
     move |occurred_at| start.is_none_or(|start| occurred_at > start) && occurred_at <= as_of
+}
+
+/// The excluded start of the window `(as_of − window_days, as_of]`; `None` when it would reach
+/// back before the calendar's start, which includes everything up to `as_of`.
+fn window_start(as_of: DateTime<Utc>, window_days: u32) -> Option<DateTime<Utc>> {
+    as_of.checked_sub_signed(Duration::days(i64::from(window_days)))
+}
+
+/// `(points, at)` of the lots that expire next (the soonest expiry and the points of every lot
+/// that expires then), starting from `before`, that of lots not among `lots`.
+pub fn next_expiry_of<'a>(
+    lots: impl IntoIterator<Item = &'a Lot>,
+    before: Option<(i64, DateTime<Utc>)>,
+) -> Option<(i64, DateTime<Utc>)> {
+    lots.into_iter()
+        .filter_map(|lot| Some((lot.remaining, lot.expires_at?)))
+        .fold(before, |next, (points, at)| match next {
+            Some((sum, soonest)) if soonest < at => Some((sum, soonest)),
+            Some((sum, soonest)) if soonest == at => Some((sum + points, soonest)),
+            _ => Some((points, at)),
+        })
 }
 
 impl Member {
@@ -120,9 +140,7 @@ impl Member {
     /// Points earned by purchases (net of their clawbacks) with `occurred_at` in the window
     /// `(as_of − window_days, as_of]`.
     pub fn qualifying_points(&self, as_of: DateTime<Utc>, window_days: u32) -> i64 {
-        // A window reaching back before the calendar's start includes everything up to as_of.
-        let start = as_of.checked_sub_signed(Duration::days(i64::from(window_days)));
-        self.qualifying.sum(start, as_of)
+        self.qualifying.sum(window_start(as_of, window_days), as_of)
     }
 
     /// Points that `ExpirePoints { as_of }` would expire.
@@ -136,13 +154,6 @@ impl Member {
 
     /// The lot that expires next: `(points, expires_at)`.
     pub fn next_expiry(&self) -> Option<(i64, DateTime<Utc>)> {
-        let at = self.lots.iter().filter_map(|l| l.expires_at).min()?;
-        let points = self
-            .lots
-            .iter()
-            .filter(|l| l.expires_at == Some(at))
-            .map(|l| l.remaining)
-            .sum();
-        Some((points, at))
+        next_expiry_of(&self.lots, None)
     }
 }

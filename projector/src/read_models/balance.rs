@@ -55,21 +55,13 @@ impl Default for StoredLots {
 
 impl BalanceRow {
     /// `(points, at)` of the lots that expire next, as `domain::Member::next_expiry` computes
-    /// it (the soonest expiry, and the points of every lot that expires then), from the stored
-    /// lots' own when they were not read.
+    /// it, from the stored lots' own when they were not read.
     pub fn next_expiry(&self) -> Option<(i64, DateTime<Utc>)> {
         let stored = match &self.stored {
             StoredLots::Read(_) => None,
             StoredLots::Unread { next_expiry, .. } => *next_expiry,
         };
-        self.lots
-            .iter()
-            .filter_map(|lot| Some((lot.remaining, lot.expires_at?)))
-            .fold(stored, |next, (points, at)| match next {
-                Some((sum, soonest)) if soonest < at => Some((sum, soonest)),
-                Some((sum, soonest)) if soonest == at => Some((sum + points, soonest)),
-                _ => Some((points, at)),
-            })
+        domain::member::state::next_expiry_of(&self.lots, stored)
     }
 }
 
