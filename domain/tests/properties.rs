@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use common::*;
 use cqrs_es::Aggregate;
 use domain::ledger::{postings, Account};
-use domain::member::{takes_from_lots, Member, MemberCommand, MemberError, MemberEvent};
+use domain::member::{takes_from_lots, Lot, LotKey, Lots, Member, MemberCommand, MemberError, MemberEvent};
 use domain::member::{Adjustment, Expiry, NewMember, Purchase, Receipt, Redemption, Refund, TierReview};
 use domain::money::{apply_multiplier, base_points, cumulative_clawback};
 use domain::program::ProgramSnapshot;
@@ -391,11 +391,11 @@ fn check_state(member: &Member, books: &Books, log: &[MemberEvent]) -> Result<()
     );
     // Lots hold exactly the points the member has (none while owing).
     prop_assert!(
-        member.lots.iter().all(|l| l.remaining > 0),
+        member.lots.iter().all(|(_, points)| points > 0),
         "empty lot in {:?}",
         member.lots
     );
-    let in_lots: i64 = member.lots.iter().map(|l| l.remaining).sum();
+    let in_lots = member.lots.total();
     prop_assert_eq!(in_lots, member.points.balance.max(0), "lots {:?}", member.lots);
     // Every purchase's refunds stay within it and claw back exactly the cumulative share.
     for (tx, p) in &member.purchases {
@@ -439,20 +439,40 @@ fn run(program: ProgramSnapshot, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let mut state = before.clone();
                 for event in &events {
                     check_event(event, &mut books, &state, &program)?;
-                    // An event that does not take from the lots adds at most one at the end,
-                    // from the balance alone: applied without the lots before it, it adds the
-                    // same (what lets the projector leave a long history's lots unread).
-                    let mut unread = Member {
-                        points: state.points,
-                        ..Member::default()
-                    };
-                    unread.apply(event.clone());
-                    let mut expected = state.lots.clone();
-                    expected.extend(unread.lots);
-                    state.apply(event.clone());
-                    if !takes_from_lots(event) {
-                        prop_assert_eq!(&state.lots, &expected, "{} read the lots", event.type_name());
+                    // An event applied to the first lots only (as a projector reads them)
+                    // changes them as it changes all the lots, whenever they hold what it takes:
+                    // the others stay as they were, or gain what it credits.
+                    let splits = std::iter::once(None).chain(state.lots.iter().map(|(key, _)| Some(key)));
+                    let mut all = state.clone();
+                    all.apply(event.clone());
+                    for through in splits {
+                        let first: Lots = match through {
+                            Some(through) => state.lots.through(through).map(lot).collect(),
+                            None => Lots::default(),
+                        };
+                        if let Some(take) = takes_from_lots(event) {
+                            if !take.within(first.total(), through) {
+                                continue;
+                            }
+                        }
+                        let mut part = Member {
+                            points: state.points,
+                            lots: first,
+                            ..Member::default()
+                        };
+                        part.apply(event.clone());
+                        for (key, points) in state.lots.iter().filter(|(key, _)| Some(*key) > through) {
+                            part.lots.credit(key, points);
+                        }
+                        prop_assert_eq!(
+                            &part.lots,
+                            &all.lots,
+                            "{} applied to the lots through {:?}",
+                            event.type_name(),
+                            through
+                        );
                     }
+                    state = all;
                 }
                 for event in &events {
                     if let MemberEvent::TierDowngraded { from, to, .. } = event {
@@ -466,7 +486,7 @@ fn run(program: ProgramSnapshot, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 if let MemberCommand::ExpirePoints(Expiry { as_of }) = command {
                     // Nothing due is left behind.
-                    let all_due_expired = member.lots.iter().all(|l| l.expires_at.is_none_or(|e| e > as_of));
+                    let all_due_expired = member.lots.due(as_of) == 0;
                     prop_assert!(
                         all_due_expired,
                         "lots {:?} after expiry as of {}",
@@ -515,6 +535,14 @@ fn run(program: ProgramSnapshot, ops: Vec<Op>) -> Result<(), TestCaseError> {
 }
 
 /// Splits `total` into `parts` positive amounts (fewer if `total` is small).
+fn lot((key, remaining): (LotKey, i64)) -> Lot {
+    Lot {
+        earned_at: key.earned_at,
+        expires_at: key.expires_at,
+        remaining,
+    }
+}
+
 fn split(total: i64, cuts: &[Index]) -> Vec<i64> {
     let mut points: Vec<i64> = cuts.iter().map(|c| c.index(total as usize) as i64).collect();
     points.push(0);

@@ -165,16 +165,16 @@ pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyh
     let decoded: Vec<Result<Decoded, CodecError>> = plan.iter().map(|(e, _)| decode(e)).collect();
     let t_plan = std::time::Instant::now();
     let mut member_keys = BTreeSet::new();
-    // Lots are read only for the members an event of the batch takes from.
-    let mut read_lots = BTreeSet::new();
+    // Lots are read only for the members an event of the batch takes from, as far as it takes.
+    let mut lots_taken = BTreeMap::<_, read_models::balance::LotsTaken>::new();
     // Purchases the batch records are loaded too: a transaction id recorded in an earlier
     // batch is then refused exactly as within one batch (and as in the audit's fold).
     let mut purchases = BTreeSet::new();
     for d in decoded.iter().flatten() {
         if let Decoded::Member(key, event) = d {
             member_keys.insert(key.clone());
-            if domain::member::takes_from_lots(event) {
-                read_lots.insert(key.clone());
+            if let Some(take) = domain::member::takes_from_lots(event) {
+                lots_taken.entry(key.clone()).or_default().add(take);
             }
             if let MemberEvent::PurchaseRefunded { transaction_id, .. }
             | MemberEvent::PurchaseRecorded { transaction_id, .. } = event
@@ -185,7 +185,7 @@ pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyh
     }
     let member_keys: Vec<_> = member_keys.into_iter().collect();
     let purchases: Vec<_> = purchases.into_iter().collect();
-    let mut members = read_models::load_members(conn, &member_keys, &read_lots, &purchases).await?;
+    let mut members = read_models::load_members(conn, &member_keys, &lots_taken, &purchases).await?;
     let t_load = std::time::Instant::now();
 
     for ((event, from_store), decoded) in plan.iter().zip(decoded) {

@@ -3,7 +3,8 @@
 use chrono::{DateTime, Utc};
 
 use super::events::MemberEvent;
-use super::state::{Enrolment, Grace, Lot, Member, PurchaseRecord, RefundRecord, TierState};
+use super::lots::LotKey;
+use super::state::{Enrolment, Grace, Member, PurchaseRecord, RefundRecord, TierState};
 
 impl Member {
     /// Folds `event` into the state. Every event is a fact: nothing here can refuse it.
@@ -164,7 +165,7 @@ impl Member {
                 }
             }
             MemberEvent::PointsExpired { as_of, .. } => {
-                self.lots.retain(|l| l.expires_at.is_none_or(|e| e > as_of));
+                self.lots.expire(as_of);
             }
             MemberEvent::AchievementProgressed { progress, .. } => {
                 for moved in progress {
@@ -190,46 +191,18 @@ impl Member {
     fn credit(&mut self, points: i64, earned_at: DateTime<Utc>, expires_at: Option<DateTime<Utc>>) {
         // While the balance is negative every lot is empty: earned points first repay the debt.
         let into_lot = points.min(self.points.balance.max(0));
-        if into_lot > 0 {
-            self.lots.push(Lot {
-                earned_at,
+        self.lots.credit(
+            LotKey {
                 expires_at,
-                remaining: into_lot,
-            });
-        }
+                earned_at,
+            },
+            into_lot,
+        );
     }
 
     /// Takes debited points (already counted in the balance) from the lots.
     fn debit(&mut self, points: i64) {
-        let mut left = points;
-        self.lots.sort_by_key(consumption_key);
-        for lot in &mut self.lots {
-            if left == 0 {
-                break;
-            }
-            let take = lot.remaining.min(left);
-            lot.remaining -= take;
-            left -= take;
-        }
-        self.lots.retain(|l| l.remaining > 0);
+        // Beyond the lots is a negative balance, which the counters already hold.
+        self.lots.debit(points);
     }
-}
-
-/// Whether `event` reads the member's existing lots (it takes from them, or reorders them).
-/// Every other event at most adds a lot at the end, which it decides from the balance alone:
-/// it can be applied to the lots added since some point without the ones before it (the
-/// projector relies on this not to read a long history's lots for a purchase).
-pub fn takes_from_lots(event: &MemberEvent) -> bool {
-    match event {
-        MemberEvent::PurchaseRefunded { .. }
-        | MemberEvent::RewardRedeemed { .. }
-        | MemberEvent::PointsExpired { .. } => true,
-        MemberEvent::PointsAdjusted { delta, .. } => *delta <= 0,
-        _ => false,
-    }
-}
-
-/// Order in which lots are consumed by debits: soonest expiry first, never-expiring last.
-fn consumption_key(lot: &Lot) -> (bool, Option<DateTime<Utc>>, DateTime<Utc>) {
-    (lot.expires_at.is_none(), lot.expires_at, lot.earned_at)
 }

@@ -5,6 +5,7 @@
 //! - [`achievements`]: progress toward badges and their unlocks (SPEC §9);
 //! - [`earn`]: the points of a purchase (SPEC §9), shared by purchases, quotes and readers;
 //! - [`events`]: what happened (the wire schema);
+//! - [`lots`]: the points behind the balance, in the order debits and expiry take them;
 //! - [`errors`]: why a command is refused;
 //! - [`state`] and `evolve`: the member as rebuilt from its events;
 //! - `aggregate`: the cqrs-es adapter and [`Member::execute`] (decide, then apply).
@@ -18,6 +19,7 @@ pub mod errors;
 pub mod events;
 mod evolve;
 pub mod limits;
+pub mod lots;
 pub mod qualifying;
 pub mod state;
 
@@ -27,8 +29,8 @@ pub use commands::{
 pub use decide::decide;
 pub use errors::MemberError;
 pub use events::MemberEvent;
-pub use evolve::takes_from_lots;
 pub use limits::{
     MAX_ADJUSTMENT, MAX_AMOUNT_MINOR, MAX_CLOCK_SKEW, MAX_DISPLAY_NAME, MAX_ITEMS, MAX_ITEM_NAME, MAX_REASON,
 };
-pub use state::{CardProgress, Enrolment, Grace, Lot, Member, PurchaseRecord, RefundRecord, TierState};
+pub use lots::{takes_from_lots, Lot, LotKey, Lots, Take};
+pub use state::{CardProgress, Enrolment, Grace, Member, PurchaseRecord, RefundRecord, TierState};

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::achievements::AchievementState;
 use super::earn::{EarnHistory, Line};
+use super::lots::Lots;
 use super::qualifying::QualifyingIndex;
 use crate::points::PointCounters;
 
@@ -18,14 +19,6 @@ pub struct Enrolment {
     pub external_id: Option<String>,
     pub display_name: Option<String>,
     pub enrolled_at: DateTime<Utc>,
-}
-
-/// Points earned together, expiring together.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Lot {
-    pub earned_at: DateTime<Utc>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub remaining: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,7 +72,7 @@ pub struct Member {
     #[serde(flatten)]
     pub points: PointCounters,
     /// Positive-remaining lots only; their sum equals the balance whenever it is ≥ 0.
-    pub lots: Vec<Lot>,
+    pub lots: Lots,
     pub purchases: BTreeMap<String, PurchaseRecord>,
     pub refunds: BTreeMap<String, RefundRecord>,
     /// redemption_id → reward_id
@@ -117,21 +110,6 @@ fn window_start(as_of: DateTime<Utc>, window_days: u32) -> Option<DateTime<Utc>>
     as_of.checked_sub_signed(Duration::days(i64::from(window_days)))
 }
 
-/// `(points, at)` of the lots that expire next (the soonest expiry and the points of every lot
-/// that expires then), starting from `before`, that of lots not among `lots`.
-pub fn next_expiry_of<'a>(
-    lots: impl IntoIterator<Item = &'a Lot>,
-    before: Option<(i64, DateTime<Utc>)>,
-) -> Option<(i64, DateTime<Utc>)> {
-    lots.into_iter()
-        .filter_map(|lot| Some((lot.remaining, lot.expires_at?)))
-        .fold(before, |next, (points, at)| match next {
-            Some((sum, soonest)) if soonest < at => Some((sum, soonest)),
-            Some((sum, soonest)) if soonest == at => Some((sum + points, soonest)),
-            _ => Some((points, at)),
-        })
-}
-
 impl Member {
     pub fn is_enrolled(&self) -> bool {
         self.enrolment.is_some()
@@ -145,15 +123,11 @@ impl Member {
 
     /// Points that `ExpirePoints { as_of }` would expire.
     pub fn expirable_points(&self, as_of: DateTime<Utc>) -> i64 {
-        self.lots
-            .iter()
-            .filter(|l| l.expires_at.is_some_and(|e| e <= as_of))
-            .map(|l| l.remaining)
-            .sum()
+        self.lots.due(as_of)
     }
 
     /// The lot that expires next: `(points, expires_at)`.
     pub fn next_expiry(&self) -> Option<(i64, DateTime<Utc>)> {
-        next_expiry_of(&self.lots, None)
+        self.lots.next_expiry(None)
     }
 }

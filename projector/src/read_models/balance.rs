@@ -2,13 +2,13 @@
 //! (`member_balances`, `member_lots`), and the double-entry journal of every points-moving event
 //! (`journal_entries`, `postings`, `org_liability`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate as _;
 use domain::ledger::{self, Account};
-use domain::member::Lot;
+use domain::member::{LotKey, Lots, Take};
 use domain::points::CounterOverflow;
 use domain::{MemberEvent, MemberKey, PointCounters};
 use sqlx::PgConnection;
@@ -26,42 +26,92 @@ pub const LEDGER_TABLES: &[&str] = &["journal_entries", "postings", "org_liabili
 pub struct BalanceRow {
     /// The balance and its running totals, moved by the domain's own rule.
     pub points: PointCounters,
-    /// The domain's expiry lots, in the domain's order: all of them, or only those added after
-    /// the stored ones when these were not read ([`StoredLots::Unread`]).
-    pub lots: Vec<Lot>,
+    /// The domain's lots as far as the batch knows them: the stored lots it read, moved by its
+    /// events, and the points its events credited to lots it did not read.
+    pub lots: Lots,
     pub stored: StoredLots,
 }
 
+/// `(points, at)` of the lots that expire next, if any do.
+pub type NextExpiry = Option<(i64, DateTime<Utc>)>;
+
 /// What the batch knows of the lots `member_lots` held when it loaded the member.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoredLots {
-    /// All read (none for a new member or a replay): only the rows that differ are written
-    /// back.
-    Read(Vec<Lot>),
-    /// Not read, since no event of the batch takes from them (`domain::member::takes_from_lots`):
-    /// a long history's lots cost a purchase nothing. `count` rows are stored before `lots`,
-    /// and `next_expiry` is theirs.
-    Unread {
-        count: usize,
-        next_expiry: Option<(i64, DateTime<Utc>)>,
-    },
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredLots {
+    /// The stored lots it read, as read.
+    pub read: Lots,
+    pub through: Through,
+    /// The stored next expiry, which stands for the lots not read.
+    pub next_expiry: NextExpiry,
 }
 
-impl Default for StoredLots {
-    fn default() -> Self {
-        StoredLots::Read(Vec::new())
+/// How far, in the order debits take lots, the stored lots were read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Through {
+    /// None: no event of the batch takes from them (`domain::member::takes_from_lots`), so a
+    /// long history's lots cost a purchase nothing.
+    Nothing,
+    /// The first ones, through this lot: all that the batch's events take from.
+    Lot(LotKey),
+    /// All (none for a new member or a replay).
+    #[default]
+    All,
+}
+
+impl Through {
+    /// Whether the lots read hold all of `take`, with `lots` as the batch knows them now.
+    fn holds(self, lots: &Lots, take: Take) -> bool {
+        match self {
+            Through::Nothing => take.within(0, None),
+            Through::Lot(last) => take.within(lots.through(last).map(|(_, p)| p).sum(), Some(last)),
+            Through::All => true,
+        }
+    }
+}
+
+/// What a batch's events take from one member's lots, together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LotsTaken {
+    pub points: i64,
+    pub due_by: Option<DateTime<Utc>>,
+}
+
+impl LotsTaken {
+    pub fn add(&mut self, take: Take) {
+        match take {
+            Take::Points(points) => self.points = self.points.saturating_add(points),
+            Take::DueBy(as_of) => self.due_by = self.due_by.max(Some(as_of)),
+        }
+    }
+
+    /// Whether lots read through `last`, holding `points` points, hold all of it.
+    fn within(self, points: i64, last: LotKey) -> bool {
+        Take::Points(self.points).within(points, Some(last))
+            && self
+                .due_by
+                .is_none_or(|as_of| Take::DueBy(as_of).within(points, Some(last)))
     }
 }
 
 impl BalanceRow {
     /// `(points, at)` of the lots that expire next, as `domain::Member::next_expiry` computes
-    /// it, from the stored lots' own when they were not read.
-    pub fn next_expiry(&self) -> Option<(i64, DateTime<Utc>)> {
-        let stored = match &self.stored {
-            StoredLots::Read(_) => None,
-            StoredLots::Unread { next_expiry, .. } => *next_expiry,
-        };
-        domain::member::state::next_expiry_of(&self.lots, stored)
+    /// it; `None` when only the stored lots can tell (the first lots were read and spent).
+    pub fn next_expiry(&self) -> Option<NextExpiry> {
+        match self.stored.through {
+            Through::All => Some(self.lots.next_expiry(None)),
+            Through::Nothing => Some(self.lots.next_expiry(self.stored.next_expiry)),
+            Through::Lot(last) => {
+                // Exact when the first lot known was read and every lot expiring with it too:
+                // every lot not read comes after `last`.
+                let first = self.lots.first().filter(|first| *first <= last)?;
+                let sooner = match (first.expires_at, last.expires_at) {
+                    (None, _) => true,
+                    (Some(first), Some(last)) => first < last,
+                    (Some(_), None) => true,
+                };
+                sooner.then(|| self.lots.next_expiry(None))
+            }
+        }
     }
 }
 
@@ -171,12 +221,14 @@ pub(super) fn apply(
         .points
         .after(event)
         .map_err(|CounterOverflow(counter)| ApplyError::Overflow(counter))?;
-    if matches!(row.stored, StoredLots::Unread { .. }) && domain::member::takes_from_lots(event) {
-        // The batch decides which lots to read from its events before loading: a bug if so.
-        return Err(ApplyError::Invalid(format!(
-            "{} takes from lots the batch did not read",
-            event.type_name()
-        )));
+    if let Some(take) = domain::member::takes_from_lots(event) {
+        if !row.stored.through.holds(&row.lots, take) {
+            // The batch decides which lots to read from its events before loading: a bug if so.
+            return Err(ApplyError::Invalid(format!(
+                "{} takes from lots the batch did not read",
+                event.type_name()
+            )));
+        }
     }
     // The lots follow the domain's own rules (credit repays a negative balance first, debits
     // take the soonest-expiring lot first, expiry drops expired lots): apply the event to a
@@ -224,12 +276,16 @@ pub(super) fn apply(
     Ok(())
 }
 
-/// Loads the balances of the members `keys` names, and the lots of those in `read_lots` (the
-/// others' lots stay [`StoredLots::Unread`]).
+/// Lots read at first for a member some event of the batch takes from: enough for a
+/// redemption in the common case; when they do not hold what the batch takes, all are read.
+const FIRST_LOTS: i64 = 32;
+
+/// Loads the balances of the members `keys` names, and of those in `taken` as many of their
+/// first lots as the batch's events take from (the others' lots stay unread).
 pub(super) async fn load(
     conn: &mut PgConnection,
     (orgs, ids): &(Vec<String>, Vec<Uuid>),
-    read_lots: &BTreeSet<MemberKey>,
+    taken: &BTreeMap<MemberKey, LotsTaken>,
     states: &mut HashMap<MemberKey, MemberState>,
 ) -> anyhow::Result<()> {
     let key = |org_id: String, member_id: Uuid| MemberKey { org_id, member_id };
@@ -244,16 +300,10 @@ pub(super) async fn load(
         i64,
         Option<i64>,
         Option<DateTime<Utc>>,
-        i32,
     );
-    // Lot numbers run from 0 without gaps: the last one (a probe of the primary key) counts
-    // them.
     let rows: Vec<BalanceTuple> = sqlx::query_as(
         "SELECT b.org_id, b.member_id, balance, lifetime_earned, redeemed, expired, clawed_back, adjusted, \
-                next_expiry_points, next_expiry_at, \
-                coalesce((SELECT l.lot_no + 1 FROM member_lots l \
-                          WHERE l.org_id = b.org_id AND l.member_id = b.member_id \
-                          ORDER BY l.lot_no DESC LIMIT 1), 0) \
+                next_expiry_points, next_expiry_at \
          FROM member_balances b JOIN rm.member_keys($1, $2) AS k(org_id, member_id) \
          USING (org_id, member_id)",
     )
@@ -265,16 +315,7 @@ pub(super) async fn load(
     for row in rows {
         let (org, id, balance, lifetime_earned, redeemed, expired, clawed_back, adjusted) =
             (row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7);
-        let (next_points, next_at, count) = (row.8, row.9, row.10);
         let member = key(org, id);
-        let stored = if read_lots.contains(&member) {
-            StoredLots::Read(Vec::new())
-        } else {
-            StoredLots::Unread {
-                count: usize::try_from(count).context("a negative lot number")?,
-                next_expiry: next_points.zip(next_at),
-            }
-        };
         if let Some(state) = states.get_mut(&member) {
             state.balance = Some(BalanceRow {
                 points: PointCounters {
@@ -285,47 +326,92 @@ pub(super) async fn load(
                     clawed_back,
                     adjusted,
                 },
-                lots: Vec::new(),
-                stored,
+                lots: Lots::default(),
+                stored: StoredLots {
+                    read: Lots::default(),
+                    through: Through::Nothing,
+                    next_expiry: row.8.zip(row.9),
+                },
             });
         }
     }
 
-    let (orgs, ids) = key_arrays(read_lots.iter().filter(|member| {
+    let has_balance = |member: &&MemberKey| {
         states
             .get(*member)
             .and_then(|state| state.balance.as_ref())
             .is_some()
-    }));
-    if orgs.is_empty() {
-        return Ok(());
-    }
-    type LotTuple = (String, Uuid, DateTime<Utc>, Option<DateTime<Utc>>, i64);
-    let rows: Vec<LotTuple> = sqlx::query_as(
-        "SELECT l.org_id, l.member_id, earned_at, expires_at, remaining \
-         FROM member_lots l JOIN rm.member_keys($1, $2) AS k(org_id, member_id) \
-         USING (org_id, member_id) ORDER BY l.org_id, l.member_id, l.lot_no",
-    )
-    .bind(&orgs)
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await
-    .context("loading member_lots")?;
-    for (org, id, earned_at, expires_at, remaining) in rows {
-        if let Some(balance) = states.get_mut(&key(org, id)).and_then(|s| s.balance.as_mut()) {
-            balance.lots.push(Lot {
-                earned_at,
-                expires_at,
-                remaining,
-            });
+    };
+    let first = read_lots(conn, taken.keys().filter(has_balance), Some(FIRST_LOTS)).await?;
+    let mut short = Vec::new();
+    for (member, lots) in first {
+        let Some(balance) = states.get_mut(&member).and_then(|s| s.balance.as_mut()) else {
+            continue;
+        };
+        let read = usize::try_from(FIRST_LOTS).unwrap_or(usize::MAX);
+        let through = match lots.iter().last() {
+            _ if lots.len() < read => Some(Through::All),
+            Some((last, _)) if taken[&member].within(lots.total(), last) => Some(Through::Lot(last)),
+            _ => None,
+        };
+        match through {
+            Some(through) => balance.stored.through = through,
+            None => short.push(member),
         }
+        balance.lots.clone_from(&lots);
+        balance.stored.read = lots;
     }
-    for balance in states.values_mut().filter_map(|s| s.balance.as_mut()) {
-        if let StoredLots::Read(stored) = &mut balance.stored {
-            stored.clone_from(&balance.lots);
+    for (member, lots) in read_lots(conn, short.iter(), None).await? {
+        if let Some(balance) = states.get_mut(&member).and_then(|s| s.balance.as_mut()) {
+            balance.lots.clone_from(&lots);
+            balance.stored = StoredLots {
+                read: lots,
+                through: Through::All,
+                next_expiry: None,
+            };
         }
     }
     Ok(())
+}
+
+/// The stored lots of `members`, or their first `limit` in the order debits take them, and
+/// the members with no lot (read whole).
+async fn read_lots<'a>(
+    conn: &mut PgConnection,
+    members: impl Iterator<Item = &'a MemberKey>,
+    limit: Option<i64>,
+) -> anyhow::Result<BTreeMap<MemberKey, Lots>> {
+    let mut read: BTreeMap<MemberKey, Lots> = members.map(|m| (m.clone(), Lots::default())).collect();
+    if read.is_empty() {
+        return Ok(read);
+    }
+    let (orgs, ids) = key_arrays(read.keys());
+    type LotTuple = (String, Uuid, DateTime<Utc>, Option<DateTime<Utc>>, i64);
+    let rows: Vec<LotTuple> = sqlx::query_as(
+        "SELECT k.org_id, k.member_id, l.earned_at, l.expires_at, l.remaining \
+         FROM rm.member_keys($1, $2) AS k(org_id, member_id) \
+         CROSS JOIN LATERAL (SELECT earned_at, expires_at, remaining FROM member_lots l \
+             WHERE l.org_id = k.org_id AND l.member_id = k.member_id \
+             ORDER BY l.expiry_key, l.earned_at LIMIT $3) l",
+    )
+    .bind(&orgs)
+    .bind(&ids)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await
+    .context("loading member_lots")?;
+    for (org_id, member_id, earned_at, expires_at, remaining) in rows {
+        if let Some(lots) = read.get_mut(&MemberKey { org_id, member_id }) {
+            lots.credit(
+                LotKey {
+                    expires_at,
+                    earned_at,
+                },
+                remaining,
+            );
+        }
+    }
+    Ok(read)
 }
 
 /// Writes the balances and lots of the touched members.
@@ -336,7 +422,8 @@ pub(super) async fn flush(conn: &mut PgConnection, touched: &Touched<'_>, mode: 
     }
     let (orgs, ids) = key_arrays(rows.iter().map(|(k, _)| *k));
     let col = |f: fn(&PointCounters) -> i64| rows.iter().map(|(_, b)| f(&b.points)).collect::<Vec<i64>>();
-    let next: Vec<Option<(i64, DateTime<Utc>)>> = rows.iter().map(|(_, b)| b.next_expiry()).collect();
+    let next: Vec<Option<NextExpiry>> = rows.iter().map(|(_, b)| b.next_expiry()).collect();
+    let next_of = |n: &Option<NextExpiry>| n.flatten();
     sqlx::query(&format!(
         "INSERT INTO member_balances (org_id, member_id, balance, lifetime_earned, redeemed, expired, \
          clawed_back, adjusted, next_expiry_points, next_expiry_at) \
@@ -357,76 +444,90 @@ pub(super) async fn flush(conn: &mut PgConnection, touched: &Touched<'_>, mode: 
     .bind(col(|b| b.expired))
     .bind(col(|b| b.clawed_back))
     .bind(col(|b| b.adjusted))
-    .bind(next.iter().map(|n| n.map(|(p, _)| p)).collect::<Vec<_>>())
-    .bind(next.iter().map(|n| n.map(|(_, at)| at)).collect::<Vec<_>>())
+    .bind(next.iter().map(|n| next_of(n).map(|(p, _)| p)).collect::<Vec<_>>())
+    .bind(next.iter().map(|n| next_of(n).map(|(_, at)| at)).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await
     .context("writing member_balances")?;
-    flush_lots(conn, &rows, mode).await
+    flush_lots(conn, &rows, mode).await?;
+    let unknown = rows
+        .iter()
+        .zip(&next)
+        .filter(|(_, n)| n.is_none())
+        .map(|((k, _), _)| *k);
+    let (orgs, ids) = key_arrays(unknown);
+    if !orgs.is_empty() {
+        // The first lots were read and spent: the next expiry is that of the stored lots now
+        // first, through the primary key's order.
+        sqlx::query(
+            "UPDATE member_balances b SET next_expiry_at = n.at, \
+                 next_expiry_points = (SELECT sum(l.remaining) FROM member_lots l \
+                     WHERE l.org_id = b.org_id AND l.member_id = b.member_id AND l.expiry_key = n.at) \
+             FROM rm.member_keys($1, $2) AS k(org_id, member_id) \
+             CROSS JOIN LATERAL (SELECT (SELECT l.expires_at FROM member_lots l \
+                 WHERE l.org_id = k.org_id AND l.member_id = k.member_id AND l.expiry_key < 'infinity' \
+                 ORDER BY l.expiry_key LIMIT 1) AS at) n \
+             WHERE b.org_id = k.org_id AND b.member_id = k.member_id",
+        )
+        .bind(&orgs)
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await
+        .context("reading the next expiry back from member_lots")?;
+    }
+    Ok(())
 }
 
-/// Lots only change at their ends in the common case (a purchase appends one, a redemption
-/// draws down the first): rewrite from the first lot that differs from the stored row, and
-/// drop stored rows past the new end, instead of rewriting every lot of the member.
+/// Writes what changed of the lots: each lot's change from what was read (for a lot the batch
+/// did not read, what its events credited, added to the stored row), and drops the lots read
+/// and spent.
 async fn flush_lots(
     conn: &mut PgConnection,
     rows: &[(&MemberKey, &BalanceRow)],
     mode: Mode,
 ) -> anyhow::Result<()> {
     let mut lots = LotColumns::default();
-    let (mut cut_orgs, mut cut_ids, mut cut_from) = (Vec::new(), Vec::new(), Vec::new());
+    let mut spent = LotColumns::default();
     for (key, balance) in rows {
-        // `lots[i]` is row `first + i`; rows before `first + same` are unchanged.
-        let (first, same) = match &balance.stored {
-            StoredLots::Read(stored) => {
-                if stored.len() > balance.lots.len() {
-                    cut_orgs.push(key.org_id.clone());
-                    cut_ids.push(key.member_id);
-                    cut_from.push(i32::try_from(balance.lots.len()).context("too many lots")?);
-                }
-                let same = balance
-                    .lots
-                    .iter()
-                    .zip(stored)
-                    .take_while(|(new, old)| new == old)
-                    .count();
-                (0, same)
+        let read = &balance.stored.read;
+        for (lot, points) in balance.lots.iter() {
+            let delta = points - read.get(&lot).unwrap_or(0);
+            if delta != 0 {
+                lots.push(key, lot, delta);
             }
-            StoredLots::Unread { count, .. } => (*count, 0),
-        };
-        for (i, lot) in balance.lots.iter().enumerate().skip(same) {
-            lots.org.push(key.org_id.clone());
-            lots.member.push(key.member_id);
-            lots.no.push(i32::try_from(first + i).context("too many lots")?);
-            lots.earned_at.push(lot.earned_at);
-            lots.expires_at.push(lot.expires_at);
-            lots.remaining.push(lot.remaining);
+        }
+        for (lot, points) in read.iter() {
+            if balance.lots.get(&lot).is_none() {
+                spent.push(key, lot, points);
+            }
         }
     }
-    if !cut_orgs.is_empty() {
+    if !spent.org.is_empty() {
         sqlx::query(
-            "DELETE FROM member_lots l USING public.lot_cuts($1, $2, $3) AS k(org_id, member_id, from_no) \
-             WHERE l.org_id = k.org_id AND l.member_id = k.member_id AND l.lot_no >= k.from_no",
+            "DELETE FROM member_lots l \
+             USING public.lot_keys($1, $2, $3, $4) AS k(org_id, member_id, expiry_key, earned_at) \
+             WHERE l.org_id = k.org_id AND l.member_id = k.member_id \
+               AND l.expiry_key = k.expiry_key AND l.earned_at = k.earned_at",
         )
-        .bind(&cut_orgs)
-        .bind(&cut_ids)
-        .bind(&cut_from)
+        .bind(&spent.org)
+        .bind(&spent.member)
+        .bind(&spent.expires_at)
+        .bind(&spent.earned_at)
         .execute(&mut *conn)
         .await
         .context("dropping spent member_lots")?;
     }
     if !lots.org.is_empty() {
         sqlx::query(&format!(
-            "INSERT INTO member_lots (org_id, member_id, lot_no, earned_at, expires_at, remaining) \
-             SELECT * FROM unnest($1::text[], $2::uuid[], $3::int[], $4::timestamptz[], $5::timestamptz[], $6::bigint[]){}",
+            "INSERT INTO member_lots (org_id, member_id, earned_at, expires_at, remaining) \
+             SELECT * FROM unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::timestamptz[], $5::bigint[]){}",
             mode.on_conflict(
-                "(org_id, member_id, lot_no) DO UPDATE SET earned_at = excluded.earned_at, \
-                 expires_at = excluded.expires_at, remaining = excluded.remaining"
+                "(org_id, member_id, expiry_key, earned_at) DO UPDATE \
+                 SET remaining = member_lots.remaining + excluded.remaining"
             )
         ))
         .bind(&lots.org)
         .bind(&lots.member)
-        .bind(&lots.no)
         .bind(&lots.earned_at)
         .bind(&lots.expires_at)
         .bind(&lots.remaining)
@@ -441,10 +542,19 @@ async fn flush_lots(
 struct LotColumns {
     org: Vec<String>,
     member: Vec<Uuid>,
-    no: Vec<i32>,
     earned_at: Vec<DateTime<Utc>>,
     expires_at: Vec<Option<DateTime<Utc>>>,
     remaining: Vec<i64>,
+}
+
+impl LotColumns {
+    fn push(&mut self, member: &MemberKey, lot: LotKey, remaining: i64) {
+        self.org.push(member.org_id.clone());
+        self.member.push(member.member_id);
+        self.earned_at.push(lot.earned_at);
+        self.expires_at.push(lot.expires_at);
+        self.remaining.push(remaining);
+    }
 }
 
 /// Writes the journal entries and postings, and adds to the orgs' liabilities.

@@ -303,7 +303,7 @@ pub(crate) fn key_arrays<'a>(keys: impl Iterator<Item = &'a MemberKey>) -> (Vec<
 pub async fn load_members(
     conn: &mut PgConnection,
     members: &[MemberKey],
-    read_lots: &BTreeSet<MemberKey>,
+    lots_taken: &BTreeMap<MemberKey, balance::LotsTaken>,
     purchases: &[(MemberKey, String)],
 ) -> anyhow::Result<HashMap<MemberKey, MemberState>> {
     let mut states: HashMap<MemberKey, MemberState> = members
@@ -314,7 +314,7 @@ pub async fn load_members(
         return Ok(states);
     }
     let keys = key_arrays(members.iter());
-    balance::load(conn, &keys, read_lots, &mut states).await?;
+    balance::load(conn, &keys, lots_taken, &mut states).await?;
     tier::load(conn, &keys, &mut states).await?;
     stamps::load(conn, &keys, &mut states).await?;
     rfm::load(conn, purchases, &mut states).await?;

@@ -104,16 +104,16 @@ async fn a_members_journey_gives_exact_read_models() {
         rows(
             &pool,
             &format!(
-                "SELECT lot_no, earned_at, expires_at, remaining FROM rm.member_lots \
-                              WHERE member_id = '{alice}' ORDER BY lot_no"
+                "SELECT earned_at, expires_at, remaining FROM rm.member_lots \
+                              WHERE member_id = '{alice}' ORDER BY expiry_key, earned_at"
             )
         )
         .await,
         vec![
-            json!({"lot_no": 0, "earned_at": ts("2024-01-04T11:00:00Z"), "expires_at": ts("2025-01-03T11:00:00Z"), "remaining": 200}),
-            json!({"lot_no": 1, "earned_at": ts("2024-01-05T12:00:00Z"), "expires_at": ts("2025-01-04T12:00:00Z"), "remaining": 125}),
-            json!({"lot_no": 2, "earned_at": ts("2024-01-05T18:00:00Z"), "expires_at": ts("2025-01-04T18:00:00Z"), "remaining": 12}),
-            json!({"lot_no": 3, "earned_at": ts("2024-01-12T09:00:00Z"), "expires_at": ts("2025-01-11T09:00:00Z"), "remaining": 20}),
+            json!({"earned_at": ts("2024-01-04T11:00:00Z"), "expires_at": ts("2025-01-03T11:00:00Z"), "remaining": 200}),
+            json!({"earned_at": ts("2024-01-05T12:00:00Z"), "expires_at": ts("2025-01-04T12:00:00Z"), "remaining": 125}),
+            json!({"earned_at": ts("2024-01-05T18:00:00Z"), "expires_at": ts("2025-01-04T18:00:00Z"), "remaining": 12}),
+            json!({"earned_at": ts("2024-01-12T09:00:00Z"), "expires_at": ts("2025-01-11T09:00:00Z"), "remaining": 20}),
         ]
     );
     assert_eq!(
@@ -383,8 +383,9 @@ async fn a_members_journey_gives_exact_read_models() {
 }
 
 /// A purchase only adds a lot, so the projector leaves the stored lots unread: lots added batch
-/// after batch are numbered on from the stored ones and the next expiry follows them (a
-/// backdated purchase expires first); a redemption in a later batch reads them all in order.
+/// after batch are kept in the order debits take them and the next expiry follows them (a
+/// backdated purchase expires first; two earned and expiring at the same instant are one lot);
+/// a redemption in a later batch takes the soonest first.
 #[tokio::test]
 async fn lots_added_batch_after_batch_without_reading_the_stored_ones_stay_exact() {
     let db = TestDb::new().await;
@@ -430,8 +431,8 @@ async fn lots_added_batch_after_batch_without_reading_the_stored_ones_stay_exact
         rows(
             &pool,
             &format!(
-                "SELECT lot_no, earned_at, remaining FROM rm.member_lots WHERE member_id = '{alice}' \
-                 ORDER BY lot_no"
+                "SELECT earned_at, remaining FROM rm.member_lots WHERE member_id = '{alice}' \
+                 ORDER BY expiry_key, earned_at"
             ),
         )
         .await
@@ -439,10 +440,9 @@ async fn lots_added_batch_after_batch_without_reading_the_stored_ones_stay_exact
     assert_eq!(
         lots(pool.clone()).await,
         vec![
-            json!({"lot_no": 0, "earned_at": ts("2024-01-03T10:00:00Z"), "remaining": 100}),
-            json!({"lot_no": 1, "earned_at": ts("2024-01-04T10:00:00Z"), "remaining": 50}),
-            json!({"lot_no": 2, "earned_at": ts("2024-01-02T12:00:00Z"), "remaining": 20}),
-            json!({"lot_no": 3, "earned_at": ts("2024-01-02T12:00:00Z"), "remaining": 5}),
+            json!({"earned_at": ts("2024-01-02T12:00:00Z"), "remaining": 25}),
+            json!({"earned_at": ts("2024-01-03T10:00:00Z"), "remaining": 100}),
+            json!({"earned_at": ts("2024-01-04T10:00:00Z"), "remaining": 50}),
         ]
     );
 
@@ -455,8 +455,8 @@ async fn lots_added_batch_after_batch_without_reading_the_stored_ones_stay_exact
     assert_eq!(
         lots(pool.clone()).await,
         vec![
-            json!({"lot_no": 0, "earned_at": ts("2024-01-03T10:00:00Z"), "remaining": 25}),
-            json!({"lot_no": 1, "earned_at": ts("2024-01-04T10:00:00Z"), "remaining": 50}),
+            json!({"earned_at": ts("2024-01-03T10:00:00Z"), "remaining": 25}),
+            json!({"earned_at": ts("2024-01-04T10:00:00Z"), "remaining": 50}),
         ]
     );
     assert_eq!(
@@ -464,6 +464,139 @@ async fn lots_added_batch_after_batch_without_reading_the_stored_ones_stay_exact
         json!({"balance": 75, "next_expiry_points": 25, "next_expiry_at": ts("2025-01-02T10:00:00Z")})
     );
     // The replay, which reads every lot of every event, agrees.
+    let audit = projector::audit::audit(&pool, "rm").await.unwrap();
+    assert!(audit.is_clean(), "{audit}");
+    projector.stop().await.unwrap();
+    relay.stop().await;
+    nats.cleanup().await;
+    db.cleanup().await;
+}
+
+/// A debit reads only the first lots it takes from (in the order debits take them), so a long
+/// history's lots are not read for a redemption: what it leaves unread, what it spends, what the
+/// batch credits beside it and the next expiry all stay exactly the domain's, whether the first
+/// lots hold the debit, are spent to the last point, or do not hold it (then all are read).
+#[tokio::test]
+async fn debits_read_only_the_first_lots_and_leave_the_rest_exact() {
+    let db = TestDb::new().await;
+    let nats = TestNats::new().await;
+    let pool = db.pool().clone();
+    let relay = start_relay(&db, &nats).await;
+    let projector = spawn_projector(&db, &nats, "first-lots").await;
+    let mut log = Log::new(&pool);
+    let org = "acme";
+    log.configure(org, program_config("EUR"), t("2024-01-01T00:00:00Z"))
+        .await;
+    log.location(org, "downtown", t("2024-01-01T00:00:00Z")).await;
+    let alice = log
+        .enroll(org, Some("Alice"), None, t("2024-01-01T08:00:00Z"))
+        .await;
+    let day = |n: i64| t("2024-01-02T09:00:00Z") + chrono::Duration::hours(5 * n);
+    // 120 lots of 5 to 24 points, in four batches.
+    for n in 0..120 {
+        let amount = 500 + (n * 7919 % 20) * 100;
+        log.purchase(org, alice, &format!("p{n}"), "downtown", amount, day(n))
+            .await;
+        if n % 30 == 29 {
+            log.flush().await;
+        }
+    }
+    wait_projected(&pool, Duration::from_secs(30)).await;
+
+    // What the projector stored, against the member the command side folds.
+    let check = |pool: PgPool, member: domain::Member, step: &'static str| async move {
+        let stored = rows(
+            &pool,
+            &format!(
+                "SELECT earned_at, expires_at, remaining FROM rm.member_lots \
+                 WHERE member_id = '{alice}' ORDER BY expiry_key, earned_at"
+            ),
+        )
+        .await;
+        let expected: Vec<Value> = Vec::<domain::member::Lot>::from(member.lots.clone())
+            .into_iter()
+            .map(|lot| {
+                json!({"earned_at": lot.earned_at.format("%Y-%m-%dT%H:%M:%S+00:00").to_string(),
+                       "expires_at": lot.expires_at.map(|at| at.format("%Y-%m-%dT%H:%M:%S+00:00").to_string()),
+                       "remaining": lot.remaining})
+            })
+            .collect();
+        assert_eq!(stored, expected, "lots after {step}");
+        let next = member.next_expiry();
+        assert_eq!(
+            one(
+                &pool,
+                &format!(
+                    "SELECT balance, next_expiry_points, next_expiry_at FROM rm.member_balances \
+                     WHERE member_id = '{alice}'"
+                )
+            )
+            .await,
+            json!({"balance": member.points.balance, "next_expiry_points": next.map(|(p, _)| p),
+                   "next_expiry_at": next.map(|(_, at)| at.format("%Y-%m-%dT%H:%M:%S+00:00").to_string())}),
+            "balance after {step}"
+        );
+    };
+    check(pool.clone(), log.member_state(org, alice).clone(), "purchases").await;
+
+    // A redemption the first lots hold, beside a purchase at the same instant as a lot it does
+    // not read (one lot with it) and a backdated one that expires first.
+    log.redeem(org, alice, "r1", "free-coffee", day(121))
+        .await
+        .unwrap();
+    log.purchase(org, alice, "same-instant", "downtown", 1_000, day(100))
+        .await;
+    log.purchase(org, alice, "backdated", "downtown", 700, day(-3))
+        .await;
+    log.flush().await;
+    wait_projected(&pool, Duration::from_secs(30)).await;
+    check(pool.clone(), log.member_state(org, alice).clone(), "a redemption").await;
+
+    // A debit of exactly what the first 32 lots hold spends every lot read: the next expiry is
+    // then the stored lots'.
+    let first: i64 = log
+        .member_state(org, alice)
+        .lots
+        .iter()
+        .take(32)
+        .map(|(_, p)| p)
+        .sum();
+    log.adjust(org, alice, "a1", -first, day(122)).await.unwrap();
+    log.flush().await;
+    wait_projected(&pool, Duration::from_secs(30)).await;
+    check(
+        pool.clone(),
+        log.member_state(org, alice).clone(),
+        "spending the lots read",
+    )
+    .await;
+
+    // More than the first 32 lots hold: all are read.
+    let more: i64 = log
+        .member_state(org, alice)
+        .lots
+        .iter()
+        .take(40)
+        .map(|(_, p)| p)
+        .sum();
+    log.adjust(org, alice, "a2", -more, day(123)).await.unwrap();
+    log.refund(org, alice, "f1", "p110", 500, day(124)).await;
+    log.flush().await;
+    wait_projected(&pool, Duration::from_secs(30)).await;
+    check(
+        pool.clone(),
+        log.member_state(org, alice).clone(),
+        "a debit beyond the first lots",
+    )
+    .await;
+
+    // An expiry a year on takes every lot due, however many.
+    log.expire(org, alice, day(95) + chrono::Duration::days(366))
+        .await;
+    log.flush().await;
+    wait_projected(&pool, Duration::from_secs(30)).await;
+    check(pool.clone(), log.member_state(org, alice).clone(), "an expiry").await;
+
     let audit = projector::audit::audit(&pool, "rm").await.unwrap();
     assert!(audit.is_clean(), "{audit}");
     projector.stop().await.unwrap();
