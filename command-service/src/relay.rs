@@ -3,9 +3,12 @@
 //!
 //! - **Finished transactions only.** A `global_position` is taken at insert but becomes visible
 //!   at commit, so reading `position > checkpoint` would skip a row whose transaction commits
-//!   after a later one. The relay reads rows with `tx_id < pg_snapshot_xmin(pg_current_snapshot())`
-//!   (every transaction that could still add such rows has finished) in `(tx_id, global_position)`
-//!   order; in that order no row can ever appear behind the checkpoint.
+//!   after a later one. The relay reads rows with `tx_id < events_horizon()` (every transaction
+//!   that could still add such rows has finished: `pg_snapshot_xmin` of the current snapshot,
+//!   leaving out the transactions of sessions that cannot write events, the projector's, so that
+//!   its batches do not hold back what it waits for; migration 0016) in
+//!   `(tx_id, global_position)` order; in that order no row can ever appear behind the
+//!   checkpoint.
 //! - **Checkpoint after the acks.** A batch is published with a bounded window of in-flight
 //!   publishes (acks awaited in order, not one publish at a time); once every ack of the batch is
 //!   in, `(tx_id, global_position)` of its last row is stored in `relay_checkpoints`. A crash
@@ -343,7 +346,7 @@ impl Relay {
                         sequence, event_type, event_version, payload, metadata, committed_at \
                  FROM events \
                  WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
-                   AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                   AND tx_id < public.events_horizon() \
                  ORDER BY events.tx_id, events.global_position \
                  LIMIT $3",
             )
@@ -563,7 +566,7 @@ async fn count_behind(conn: &mut PgConnection, checkpoint: Checkpoint) -> anyhow
     sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT 1 FROM events \
              WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
-               AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+               AND tx_id < public.events_horizon() \
              LIMIT 100000) AS behind",
     )
     .bind(checkpoint.tx_id.to_string())

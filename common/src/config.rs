@@ -178,6 +178,11 @@ pub async fn connect_db_with(args: &DbArgs, settings: &[(&str, &str)]) -> anyhow
         .with_context(|| format!("cannot connect to Postgres at {}", redact_url(&args.database_url)))
 }
 
+/// The `application_name` of the projector's sessions. The relay does not wait for their
+/// transactions (`events_horizon()`, migration 0016), so a trigger refuses their inserts into
+/// `events`: only a process that never writes events may use it.
+pub const READ_SIDE: (&str, &str) = ("application_name", "loyalty-projector");
+
 /// Plan each prepared statement once per connection. The read paths run the same few
 /// statements over and over with array parameters, for which Postgres otherwise keeps
 /// re-planning (a custom plan per execution): measured, planning the storefront member query's

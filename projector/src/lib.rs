@@ -145,7 +145,7 @@ pub fn check_schema_name(schema: &str) -> anyhow::Result<()> {
 
 /// Opens the database and applies the migrations.
 pub async fn connect(db: &DbArgs) -> anyhow::Result<PgPool> {
-    let pool = common::config::connect_db(db).await?;
+    let pool = common::config::connect_db_with(db, &[common::config::READ_SIDE]).await?;
     schema::migrate(&pool).await.context("applying migrations")?;
     Ok(pool)
 }

@@ -300,6 +300,80 @@ async fn a_transaction_that_commits_after_a_later_one_is_not_skipped() {
     db.cleanup().await;
 }
 
+/// The relay waits for every running transaction that could still add an event before the
+/// ones it publishes, but not for the projector's (migration 0016): a projector's batch does not
+/// hold back the events it waits for, and a projector session cannot write events.
+#[tokio::test]
+async fn a_projector_transaction_does_not_hold_back_the_relay_and_may_not_write_events() {
+    let db = TestDb::new().await;
+    let nats = TestNats::new().await;
+    let relay = relay(&db, &nats, 100, 16);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(relay.run(stop.clone()));
+    let (name, projector) = common::config::READ_SIDE;
+    assert_eq!(name, "application_name");
+
+    // A transaction holding an xid, as a projector's batch does once it writes.
+    let url = db.url().to_owned();
+    let open = |application: &'static str| {
+        let url = url.clone();
+        async move {
+            let mut conn = PgConnection::connect(&url).await.unwrap();
+            sqlx::query(&format!("SET application_name = '{application}'"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+            sqlx::query("SELECT pg_current_xact_id()")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn
+        }
+    };
+
+    let mut batch = open(projector).await;
+    insert_events(&db, 1).await;
+    wait_until(
+        "the event, while a projector's transaction runs",
+        Duration::from_secs(10),
+        || async { stream_count(&nats).await == 1 },
+    )
+    .await;
+    let refused = sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('member', 'acme/' || gen_random_uuid(), 1, 'RelayProbe', '1', '{\"RelayProbe\": {}}', '{}')",
+    )
+    .execute(&mut batch)
+    .await
+    .unwrap_err();
+    let refused = refused.as_database_error().expect("a database error");
+    assert_eq!(refused.code().as_deref(), Some("42501"), "{refused}");
+    assert!(refused.message().contains("may not write events"), "{refused}");
+    sqlx::query("ROLLBACK").execute(&mut batch).await.unwrap();
+
+    // Any other session's transaction still holds back what commits after it began.
+    let mut other = open("some-writer").await;
+    insert_events(&db, 1).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        stream_count(&nats).await,
+        1,
+        "published past a transaction that could still write"
+    );
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    wait_until("the second event", Duration::from_secs(10), || async {
+        stream_count(&nats).await == 2
+    })
+    .await;
+    assert_once_each(&read_stream(&nats).await, &expected_msg_ids(&db).await);
+
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    nats.cleanup().await;
+    db.cleanup().await;
+}
+
 #[tokio::test]
 async fn only_one_relay_publishes_and_a_standby_takes_over() {
     let db = TestDb::new().await;
