@@ -445,6 +445,10 @@ fn run(program: ProgramSnapshot, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     let splits = std::iter::once(None).chain(state.lots.iter().map(|(key, _)| Some(key)));
                     let mut all = state.clone();
                     all.apply(event.clone());
+                    // What the event may change of the lots, saved before it, undoes it.
+                    let mut undone = all.lots.clone();
+                    undone.restore(state.lots.save_for(event));
+                    prop_assert_eq!(&undone, &state.lots, "{} undone", event.type_name());
                     for through in splits {
                         let first: Lots = match through {
                             Some(through) => state.lots.through(through).map(lot).collect(),

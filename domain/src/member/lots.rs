@@ -155,6 +155,81 @@ impl Lots {
     }
 }
 
+/// The lots an event may change, as they were before it: what undoes it ([`Lots::restore`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedLots(Vec<(LotKey, Option<i64>)>);
+
+impl Lots {
+    /// Saves the lots `event` may change (the first ones it takes from, the one it credits),
+    /// so that a caller folding a long history can undo one event without copying every lot.
+    pub fn save_for(&self, event: &MemberEvent) -> SavedLots {
+        let mut saved: Vec<(LotKey, Option<i64>)> = match takes_from_lots(event) {
+            Some(Take::Points(points)) => {
+                let mut before = 0;
+                self.iter()
+                    .take_while(|(_, p)| {
+                        let reached = before >= points;
+                        before += p;
+                        !reached
+                    })
+                    .map(|(k, p)| (k, Some(p)))
+                    .collect()
+            }
+            Some(Take::DueBy(as_of)) => self
+                .iter()
+                .take_while(|(k, _)| k.expires_at.is_some_and(|at| at <= as_of))
+                .map(|(k, p)| (k, Some(p)))
+                .collect(),
+            None => Vec::new(),
+        };
+        if let Some(key) = credited_lot(event) {
+            saved.push((key, self.get(&key)));
+        }
+        SavedLots(saved)
+    }
+
+    /// Puts back what [`Lots::save_for`] saved, after the event was applied.
+    pub fn restore(&mut self, saved: SavedLots) {
+        for (key, points) in saved.0 {
+            match points {
+                Some(points) => {
+                    self.0.insert(key, points);
+                }
+                None => {
+                    self.0.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+/// The lot an event credits, if it earns points.
+fn credited_lot(event: &MemberEvent) -> Option<LotKey> {
+    match event {
+        MemberEvent::PurchaseRecorded {
+            occurred_at,
+            expires_at,
+            ..
+        }
+        | MemberEvent::AchievementUnlocked {
+            occurred_at,
+            expires_at,
+            ..
+        } => Some((*occurred_at, *expires_at)),
+        MemberEvent::PointsAdjusted {
+            delta,
+            occurred_at,
+            expires_at,
+            ..
+        } if *delta > 0 => Some((*occurred_at, *expires_at)),
+        _ => None,
+    }
+    .map(|(earned_at, expires_at)| LotKey {
+        expires_at,
+        earned_at,
+    })
+}
+
 impl FromIterator<Lot> for Lots {
     fn from_iter<I: IntoIterator<Item = Lot>>(lots: I) -> Self {
         let mut all = Lots::default();

@@ -239,6 +239,8 @@ pub(super) fn apply(
         ..Default::default()
     };
     member.apply(event.clone());
+    // Back before any error: the caller undoes the event's change of the lots, not their loss.
+    row.lots = member.lots;
     if member.points.balance != balance {
         return Err(ApplyError::Invalid(format!(
             "the domain's balance after {} is {}, the ledger's {balance}",
@@ -246,7 +248,6 @@ pub(super) fn apply(
             member.points.balance
         )));
     }
-    row.lots = member.lots;
     row.points = points;
 
     if delta != 0 {

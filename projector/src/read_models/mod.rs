@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use anyhow::Context as _;
 
 use chrono::{DateTime, Utc};
+use domain::member::Lots;
 use domain::{MemberEvent, ProgramEvent};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -246,12 +247,24 @@ impl MemberState {
         event: &MemberEvent,
         writes: &mut Writes,
     ) -> Result<(), ApplyError> {
-        // A member's purchases can be many (the audit folds whole histories) and an event
-        // touches at most one: only that one is saved for the undo, the rest is small.
+        // A member's purchases and lots can be many (the audit folds whole histories) and an
+        // event touches few of them: only those are saved for the undo, the rest is small.
         let purchases = std::mem::take(&mut self.purchases);
+        let lots = self.balance.as_mut().map(|b| {
+            let lots = std::mem::take(&mut b.lots);
+            let saved = lots.save_for(event);
+            (lots, std::mem::take(&mut b.stored.read), saved)
+        });
         let mut trial = MemberState {
             purchases,
             ..self.clone()
+        };
+        let (read, saved) = match (lots, trial.balance.as_mut()) {
+            (Some((lots, read, saved)), Some(balance)) => {
+                balance.lots = lots;
+                (Some(read), Some(saved))
+            }
+            _ => (None, None),
         };
         let purchase = match event {
             MemberEvent::PurchaseRecorded { transaction_id, .. }
@@ -261,10 +274,18 @@ impl MemberState {
             _ => None,
         };
         let mut effects = Writes::default();
-        match apply_member(&mut trial, key, meta, event, &mut effects) {
+        let outcome = apply_member(&mut trial, key, meta, event, &mut effects);
+        // The stored lots as read are never changed by an event.
+        let put_back = |state: &mut MemberState, read: Option<Lots>| {
+            if let (Some(balance), Some(read)) = (state.balance.as_mut(), read) {
+                balance.stored.read = read;
+            }
+        };
+        match outcome {
             Ok(()) => {
                 trial.touched = true;
                 *self = trial;
+                put_back(self, read);
                 writes.merge(effects);
                 Ok(())
             }
@@ -279,6 +300,13 @@ impl MemberState {
                     None => {}
                 }
                 self.purchases = trial.purchases;
+                if let (Some(balance), Some(mut lots), Some(saved)) =
+                    (self.balance.as_mut(), trial.balance.map(|b| b.lots), saved)
+                {
+                    lots.restore(saved);
+                    balance.lots = lots;
+                }
+                put_back(self, read);
                 Err(error)
             }
         }

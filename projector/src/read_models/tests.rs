@@ -320,3 +320,38 @@ fn a_breakdown_that_does_not_add_up_to_the_points_earned_is_refused() {
     assert!(error.to_string().contains("adds up to Some(16)"), "{error}");
     assert!(state.promotions.is_empty());
 }
+
+#[test]
+fn an_event_a_later_read_model_refuses_leaves_the_member_as_it_was_lots_included() {
+    let key = MemberKey {
+        org_id: "o".into(),
+        member_id: Uuid::new_v4(),
+    };
+    let (mut state, _) = enrolled(&key);
+    let mut writes = Writes::default();
+    state
+        .apply(&key, &meta(2), &purchase("a", 10, 10), &mut writes)
+        .unwrap();
+    let before = state.clone();
+    let at = Utc.with_ymd_and_hms(2024, 1, 3, 10, 0, 0).unwrap();
+    // The balance and its lots take the clawback first; the purchases then refuse the refund.
+    let refund = MemberEvent::PurchaseRefunded {
+        refund_id: "r".into(),
+        transaction_id: "unknown".into(),
+        location_id: "shop".into(),
+        purchase_occurred_at: at,
+        purchase_amount_minor: 1_000,
+        purchase_points_earned: 10,
+        amount_minor: 500,
+        refunded_total_minor: 500,
+        points_clawed_back: 5,
+        balance_after: 5,
+        qualifying_points: 5,
+        occurred_at: at,
+    };
+    let refused = state.apply(&key, &meta(3), &refund, &mut writes);
+    assert!(refused.unwrap_err().to_string().contains("does not have"));
+    assert_eq!(state.balance, before.balance);
+    assert_eq!(format!("{state:?}"), format!("{before:?}"));
+    assert_eq!(state.balance.as_ref().unwrap().lots.total(), 10);
+}
