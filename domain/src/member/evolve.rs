@@ -1,15 +1,15 @@
 //! How each member event changes the member's state.
 
-use chrono::{DateTime, Utc};
-
 use super::events::MemberEvent;
-use super::lots::LotKey;
+use super::lots::{credited_lot, LotKey};
 use super::state::{Enrolment, Grace, Member, PurchaseRecord, RefundRecord, TierState};
 
 impl Member {
     /// Folds `event` into the state. Every event is a fact: nothing here can refuse it.
     pub fn evolve(&mut self, event: MemberEvent) {
         self.points.apply(&event);
+        // Which lot a credit goes to is the lots' own rule, also used to undo an event.
+        let lot = credited_lot(&event);
         match event {
             MemberEvent::MemberEnrolled {
                 org_id,
@@ -42,12 +42,11 @@ impl Member {
                 currency,
                 occurred_at,
                 points_earned,
-                expires_at,
                 items,
                 breakdown,
                 ..
             } => {
-                self.credit(points_earned, occurred_at, expires_at);
+                self.credit(points_earned, lot);
                 self.earn_history.record(occurred_at, &breakdown);
                 self.qualifying.add(occurred_at, points_earned);
                 let replaced = self.purchases.insert(
@@ -153,13 +152,11 @@ impl Member {
                 adjustment_id,
                 delta,
                 reason,
-                expires_at,
-                occurred_at,
                 ..
             } => {
                 self.adjustments.insert(adjustment_id, (delta, reason));
                 if delta > 0 {
-                    self.credit(delta, occurred_at, expires_at);
+                    self.credit(delta, lot);
                 } else {
                     self.debit(-delta);
                 }
@@ -177,27 +174,22 @@ impl Member {
             MemberEvent::AchievementUnlocked {
                 achievement_id,
                 reward_points,
-                expires_at,
                 occurred_at,
                 ..
             } => {
-                self.credit(reward_points, occurred_at, expires_at);
+                self.credit(reward_points, lot);
                 self.achievements.entry(achievement_id).or_default().unlocked_at = Some(occurred_at);
             }
         }
     }
 
-    /// Puts credited points (already counted in the balance) into a lot.
-    fn credit(&mut self, points: i64, earned_at: DateTime<Utc>, expires_at: Option<DateTime<Utc>>) {
+    /// Puts credited points (already counted in the balance) into `lot`.
+    fn credit(&mut self, points: i64, lot: Option<LotKey>) {
         // While the balance is negative every lot is empty: earned points first repay the debt.
         let into_lot = points.min(self.points.balance.max(0));
-        self.lots.credit(
-            LotKey {
-                expires_at,
-                earned_at,
-            },
-            into_lot,
-        );
+        if let Some(lot) = lot {
+            self.lots.credit(lot, into_lot);
+        }
     }
 
     /// Takes debited points (already counted in the balance) from the lots.

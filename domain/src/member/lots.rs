@@ -204,7 +204,7 @@ impl Lots {
 }
 
 /// The lot an event credits, if it earns points.
-fn credited_lot(event: &MemberEvent) -> Option<LotKey> {
+pub(super) fn credited_lot(event: &MemberEvent) -> Option<LotKey> {
     match event {
         MemberEvent::PurchaseRecorded {
             occurred_at,
