@@ -16,6 +16,11 @@ use serde_json::json;
 use sqlx::{Connection as _, PgConnection};
 use uuid::Uuid;
 
+/// The services' gauges (`*_requests_in_flight_bound`, the shed counters) live in this test
+/// process's one metrics recorder, shared by every service the tests start: tests that read
+/// them run one at a time, or a service of another test overwrites the gauge being read.
+static METRICS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Waits until `n` statements of `db` wait for a lock (the requests held in flight).
 async fn wait_for_lock_waiters(db: &TestDb, n: i64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -131,6 +136,7 @@ fn retry_after(answer: &ApiResponse) -> u64 {
 
 #[tokio::test]
 async fn requests_beyond_the_bound_are_shed_at_once_and_change_nothing() {
+    let _metrics = METRICS.lock().await;
     let acme = Acme::start(|config| config.max_in_flight = 2).await;
     let (db, service, admin, pos) = (&acme.db, &acme.service, &acme.admin, &acme.pos);
     let member = admin.acme_with_one_member().await;
@@ -193,6 +199,7 @@ async fn requests_beyond_the_bound_are_shed_at_once_and_change_nothing() {
 
 #[tokio::test]
 async fn after_answers_slower_than_the_target_the_service_takes_fewer_requests_at_once() {
+    let _metrics = METRICS.lock().await;
     // Set up through a process with a fixed bound: on a busy machine a set-up request slower
     // than the 50 ms target would already have cut the bound of the measured one.
     let acme = Acme::start(|_| {}).await;
@@ -255,6 +262,7 @@ async fn after_answers_slower_than_the_target_the_service_takes_fewer_requests_a
 
 #[tokio::test]
 async fn a_key_over_its_rate_gets_429_and_other_keys_do_not_notice() {
+    let _metrics = METRICS.lock().await;
     let db = TestDb::new().await;
     let nats = TestNats::new().await;
     let keys = OrgKeys::create(&db, "acme").await;
@@ -299,6 +307,7 @@ async fn a_key_over_its_rate_gets_429_and_other_keys_do_not_notice() {
 
 #[tokio::test]
 async fn the_query_service_sheds_queries_beyond_its_bound() {
+    let _metrics = METRICS.lock().await;
     let db = TestDb::new().await;
     let nats = TestNats::new().await;
     let mut config = query_config(&db, &nats);
