@@ -2,7 +2,7 @@
 //! purchases minus their clawbacks, per org (location `''`) and per location, per ISO week,
 //! calendar month and all time, by the purchase's time (UTC).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Datelike as _, Utc};
@@ -15,14 +15,14 @@ use domain::MemberKey;
 
 pub const TABLES: &[&str] = &["leaderboard_scores"];
 
-/// A leaderboard row: org, location ('' = all), period, period key, member.
+/// A leaderboard row: member, org, location ('' = all), period, period key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LeaderboardKey {
+    pub member_id: Uuid,
     pub org_id: String,
     pub location_id: String,
     pub period: &'static str,
     pub period_key: String,
-    pub member_id: Uuid,
 }
 
 /// The change of one leaderboard row by a batch.
@@ -36,9 +36,12 @@ pub struct LeaderboardOp {
     pub changed: Option<(DateTime<Utc>, i64)>,
 }
 
-/// The leaderboard rows a batch changes.
+/// The leaderboard rows a batch changes. Hashed, not ordered: six rows per purchase, and in the
+/// audit's fold a map of a whole chunk's rows; as an ordered map, comparing their keys (string
+/// after string) was a quarter of the audit's CPU. The rows are written in one statement, in
+/// any order: each is a different key of one member, and one part of a batch writes a member.
 #[derive(Debug, Default)]
-pub struct LeaderboardWrites(pub BTreeMap<LeaderboardKey, LeaderboardOp>);
+pub struct LeaderboardWrites(pub HashMap<LeaderboardKey, LeaderboardOp>);
 
 impl LeaderboardWrites {
     pub fn merge(&mut self, other: LeaderboardWrites) {
