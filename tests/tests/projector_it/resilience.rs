@@ -387,6 +387,96 @@ async fn an_event_postgres_refuses_is_parked_alone_and_the_rest_of_its_batch_app
 }
 
 #[tokio::test]
+async fn a_duplicate_key_is_parked_alone_and_the_audit_replays_it_through_the_batch_path() {
+    let db = TestDb::new().await;
+    let nats = TestNats::new().await;
+    let pool = db.pool().clone();
+    let mut log = Log::new(&pool);
+    let org = "dup";
+    let members = small_history(&mut log, org, 6).await;
+    // A buggy writer stored a member's card completion twice: the projector's rules accept it
+    // (the event says how many cards are completed), but Postgres refuses the second reward
+    // issued for the same completion. The audit's fold writes it where no key is checked.
+    let aggregate = format!("{org}/{}", members[2]);
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         SELECT aggregate_type, aggregate_id, (SELECT max(sequence) + 1 FROM events WHERE aggregate_id = $1), \
+                event_type, event_version, payload, metadata \
+         FROM events WHERE aggregate_id = $1 AND event_type = 'StampCardCompleted'",
+    )
+    .bind(&aggregate)
+    .execute(&pool)
+    .await
+    .unwrap();
+    log.skip_sequence(&aggregate);
+    log.purchase(org, members[2], "after", "shop", 1_000, t("2024-04-02T00:00:00Z"))
+        .await;
+    log.purchase(org, members[4], "fine", "shop", 1_000, t("2024-04-02T00:00:00Z"))
+        .await;
+    log.flush().await;
+    let relay = start_relay(&db, &nats).await;
+    let projector = spawn_projector(&db, &nats, "dup").await;
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (applied, parked): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT coalesce(sum(last_sequence), 0)::bigint FROM rm.projection_checkpoints), \
+                    (SELECT count(*) FROM rm.parked_events)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if applied + parked == total {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{applied} applied, {parked} parked of {total}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The duplicate, then the later purchase and its stamp behind it.
+    let parked: Vec<(String, String, Option<i64>, String)> = sqlx::query_as(
+        "SELECT aggregate_id, event_type, blocked_by, error FROM rm.parked_events ORDER BY sequence",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(parked.len(), 3, "{parked:?}");
+    assert!(parked.iter().all(|p| p.0 == aggregate), "{parked:?}");
+    assert_eq!((parked[0].1.as_str(), parked[0].2), ("StampCardCompleted", None));
+    assert!(parked[0].3.contains("stamp_rewards_issued"), "{}", parked[0].3);
+    let fine: i64 = sqlx::query_scalar("SELECT count(*) FROM rm.purchases WHERE transaction_id = 'fine'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(fine, 1);
+
+    // The fold's rows differ from the live ones, its duplicate key is found, and the replay
+    // through the batch path parks the same events.
+    let audit = projector::audit::audit(&pool, "rm").await.unwrap();
+    assert!(audit.is_clean(), "{audit}");
+    assert!(
+        audit
+            .notes
+            .iter()
+            .any(|n| n.contains("duplicate key in stamp_rewards_issued")
+                && n.contains("replayed through the live batch path")),
+        "{audit}"
+    );
+    let parked_rows = audit.tables.iter().find(|t| t.table == "parked_events").unwrap();
+    assert_eq!((parked_rows.live_rows, parked_rows.replay_rows), (3, 3));
+
+    projector.stop().await.unwrap();
+    relay.stop().await;
+    nats.cleanup().await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_projector_killed_in_the_middle_of_a_batch_resumes_to_the_replayed_state() {
     let db = TestDb::new().await;
     let nats = TestNats::new().await;
