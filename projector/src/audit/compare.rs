@@ -137,10 +137,11 @@ pub(super) async fn compare_tables(
 }
 
 /// One table. First each side's fingerprint: its row count and the sum of its rows' 64-bit
-/// hashes (`hash_record_extended`, seeded at random per audit so that no one can make rows to
-/// match a known sum), one scan per side without a hash table. Equal fingerprints mean equal
-/// tables (a difference escapes only if the hashes of the differing rows sum to exactly 0, about
-/// one chance in 2^64). Otherwise the exact comparison names the differing rows: a hash
+/// hashes, seeded at random per audit so that no one can make rows to match a known sum; one
+/// scan per side without a hash table. A row's hash is `hash_record_extended` hashed once more:
+/// that function adds up its columns' hashes linearly, so values swapped between rows would
+/// leave the sum unchanged. Equal fingerprints mean equal tables (a difference escapes only if
+/// the hashes of the differing rows sum to exactly 0, about one chance in 2^64). Otherwise the exact comparison names the differing rows: a hash
 /// aggregate over both sides, each distinct row with how many times it is in the live table and
 /// in the replay; rows whose counts differ are the differences, that many times.
 async fn compare_table(
@@ -163,8 +164,8 @@ async fn compare_table(
     };
     let fingerprint = |side: &str| {
         format!(
-            "SELECT count(*), coalesce(sum(hash_record_extended(ROW({list}), $2)), 0) AS audit_sum \
-             FROM {side}.{table} WHERE {filter}"
+            "SELECT count(*), coalesce(sum(hashint8extended(hash_record_extended(ROW({list}), $2), $2)), 0) \
+             AS audit_sum FROM {side}.{table} WHERE {filter}"
         )
     };
     let (live_rows, replay_rows, same): (i64, i64, bool) = sqlx::query_as(&format!(

@@ -147,6 +147,45 @@ async fn after_a_random_workload_the_audit_finds_no_difference_and_the_ledger_ba
         .unwrap();
     assert_eq!(scratch, 0);
 
+    // Values swapped between two rows leave each column's values and the row count as they
+    // were, and break no ledger rule: still two rows only in live and two only in the replay.
+    sqlx::query(
+        "UPDATE rm.member_balances SET balance = balance - 1 \
+         WHERE member_id = (SELECT member_id FROM rm.member_balances ORDER BY member_id LIMIT 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert!(projector::audit::audit(&pool, "rm").await.unwrap().is_clean());
+    sqlx::query(
+        "WITH pair AS (SELECT a.org_id AS a_org, a.member_id AS a_id, a.lifetime_earned AS a_earned, \
+                              b.org_id AS b_org, b.member_id AS b_id, b.lifetime_earned AS b_earned \
+                       FROM rm.member_balances a JOIN rm.member_balances b ON a.lifetime_earned < b.lifetime_earned \
+                       ORDER BY a.member_id, b.member_id LIMIT 1) \
+         UPDATE rm.member_balances m SET lifetime_earned = CASE WHEN m.member_id = pair.a_id THEN pair.b_earned \
+                                                                 ELSE pair.a_earned END \
+         FROM pair WHERE (m.org_id, m.member_id) IN ((pair.a_org, pair.a_id), (pair.b_org, pair.b_id))",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let audit = projector::audit::audit(&pool, "rm").await.unwrap();
+    let sides: Vec<(&str, &str)> = audit
+        .differences
+        .iter()
+        .map(|d| (d.table.as_str(), d.side.as_str()))
+        .collect();
+    assert_eq!(
+        sides,
+        [
+            ("member_balances", "only in live"),
+            ("member_balances", "only in live"),
+            ("member_balances", "only in replay"),
+            ("member_balances", "only in replay")
+        ],
+        "{audit}"
+    );
+
     relay.stop().await;
     nats.cleanup().await;
     db.cleanup().await;
