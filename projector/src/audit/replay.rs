@@ -1,4 +1,4 @@
-//! The replay: every read model rebuilt from the event store into a live schema, from
+//! The replay: every read model rebuilt from the event store into a scratch schema, from
 //! exactly the events the live side has seen, with the live consumer's own per-event code.
 //!
 //! The fast path is a fold ([`fold_replay`]); if Postgres refuses anything there (a row at once,
@@ -163,7 +163,7 @@ const KEEP_INDEXES: &[&str] = &[
     "achievement_unlocks_weekly",
 ];
 
-/// Creates the live tables of the replay, like the live ones. Unlogged: they are thrown
+/// Creates the scratch tables of the replay, like the live ones. Unlogged: they are thrown
 /// away. For the fold (`bare`), the tables it only appends to have no indexes: their keys are
 /// checked only when the comparison finds differences ([`duplicate_key`]), and nothing needs
 /// their indexes after.
