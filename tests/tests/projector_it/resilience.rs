@@ -41,6 +41,33 @@ async fn small_history(log: &mut Log, org: &str, members: usize) -> Vec<uuid::Uu
     ids
 }
 
+/// Waits until every event of the store is applied or parked (each aggregate's events numbered
+/// from 1, so the checkpoints' sum counts the applied ones).
+async fn every_event_applied_or_parked(pool: &sqlx::PgPool) {
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (applied, parked): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT coalesce(sum(last_sequence), 0)::bigint FROM rm.projection_checkpoints), \
+                    (SELECT count(*) FROM rm.parked_events)",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if applied + parked == total {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{applied} applied, {parked} parked of {total}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn gaps_are_filled_from_the_store_and_redeliveries_change_nothing() {
     let db = TestDb::new().await;
@@ -334,28 +361,7 @@ async fn an_event_postgres_refuses_is_parked_alone_and_the_rest_of_its_batch_app
     log.flush().await;
     let relay = start_relay(&db, &nats).await;
     let projector = spawn_projector(&db, &nats, "nul").await;
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (applied, parked): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT coalesce(sum(last_sequence), 0)::bigint FROM rm.projection_checkpoints), \
-                    (SELECT count(*) FROM rm.parked_events)",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if applied + parked == total {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{applied} applied, {parked} parked of {total}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    every_event_applied_or_parked(&pool).await;
     let parked: Vec<(String, Option<i64>, String)> =
         sqlx::query_as("SELECT event_type, blocked_by, error FROM rm.parked_events ORDER BY sequence")
             .fetch_all(&pool)
@@ -416,28 +422,7 @@ async fn a_duplicate_key_is_parked_alone_and_the_audit_replays_it_through_the_ba
     log.flush().await;
     let relay = start_relay(&db, &nats).await;
     let projector = spawn_projector(&db, &nats, "dup").await;
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (applied, parked): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT coalesce(sum(last_sequence), 0)::bigint FROM rm.projection_checkpoints), \
-                    (SELECT count(*) FROM rm.parked_events)",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if applied + parked == total {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{applied} applied, {parked} parked of {total}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    every_event_applied_or_parked(&pool).await;
     // The duplicate, then the later purchase and its stamp behind it.
     let parked: Vec<(String, String, Option<i64>, String)> = sqlx::query_as(
         "SELECT aggregate_id, event_type, blocked_by, error FROM rm.parked_events ORDER BY sequence",
