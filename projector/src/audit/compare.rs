@@ -7,7 +7,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use sqlx::{Connection as _, PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{AuditReport, Difference, TableSummary};
+use super::{AuditReport, Difference, TableSummary, AT_ONCE};
 use crate::check_schema_name;
 
 /// Tables whose rows depend on when things ran, not on the log.
@@ -18,14 +18,11 @@ const NOT_COMPARED_COLUMNS: &[(&str, &str)] = &[
     ("rfm_orgs", "scored_version"),
     ("rfm_orgs", "scored_at"),
 ];
-/// Tables compared at once, each on its own connection: the comparison is Postgres's work, and
-/// one statement runs on one core.
-const COMPARED_AT_ONCE: usize = 2;
 
 /// Copies the live read models of `schema` into the scratch schema `live`: a consistent
 /// snapshot while the projector goes on. The copy is the snapshot (a snapshot held open would
 /// not see the replay, written after it); each table is copied in a transaction importing one
-/// repeatable-read snapshot, [`COMPARED_AT_ONCE`] at a time.
+/// repeatable-read snapshot, [`AT_ONCE`] at a time.
 pub(super) async fn snapshot_live(
     pool: &PgPool,
     schema: &str,
@@ -50,7 +47,7 @@ pub(super) async fn snapshot_live(
         .map(|table| copy_table(pool, &snapshot, schema, live, table))
         .collect();
     futures::stream::iter(copies)
-        .buffer_unordered(COMPARED_AT_ONCE)
+        .buffer_unordered(AT_ONCE)
         .try_collect::<()>()
         .await?;
     holder.commit().await?;
@@ -126,7 +123,7 @@ pub(super) async fn compare_tables(
         .map(|(table, columns)| compare_table(pool, live, replay, table, columns, scored_orgs, seed))
         .collect();
     let results: Vec<(TableSummary, Vec<Difference>)> = futures::stream::iter(comparisons)
-        .buffered(COMPARED_AT_ONCE)
+        .buffered(AT_ONCE)
         .try_collect()
         .await?;
     for (summary, differences) in results {
@@ -141,9 +138,10 @@ pub(super) async fn compare_tables(
 /// scan per side without a hash table. A row's hash is `hash_record_extended` hashed once more:
 /// that function adds up its columns' hashes linearly, so values swapped between rows would
 /// leave the sum unchanged. Equal fingerprints mean equal tables (a difference escapes only if
-/// the hashes of the differing rows sum to exactly 0, about one chance in 2^64). Otherwise the exact comparison names the differing rows: a hash
-/// aggregate over both sides, each distinct row with how many times it is in the live table and
-/// in the replay; rows whose counts differ are the differences, that many times.
+/// the hashes of the differing rows sum to exactly 0, about one chance in 2^64). Otherwise the
+/// exact comparison names the differing rows: a hash aggregate over both sides, each distinct
+/// row with how many times it is in the live table and in the replay; rows whose counts differ
+/// are the differences, that many times.
 async fn compare_table(
     pool: &PgPool,
     live: &str,
@@ -203,8 +201,11 @@ async fn differences(
     filter: &str,
     scored_orgs: &[String],
 ) -> anyhow::Result<Vec<Difference>> {
-    // Enough memory to keep the aggregate of a whole table off disk.
-    sqlx::query("SET work_mem = '512MB'").execute(&mut *conn).await?;
+    // Enough memory to keep the aggregate of a whole table off disk, for this transaction only.
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT set_config('work_mem', '512MB', true)")
+        .execute(&mut *tx)
+        .await?;
     let list = columns.join(", ");
     let named: Vec<String> = columns.iter().map(|c| format!("audit_d.{c}")).collect();
     let named = named.join(", ");
@@ -220,10 +221,10 @@ async fn differences(
         select(replay, -1),
     ))
     .bind(scored_orgs)
-    .fetch_all(&mut *conn)
+    .fetch_all(&mut *tx)
     .await
     .with_context(|| format!("comparing {table}"))?;
-    sqlx::query("RESET work_mem").execute(&mut *conn).await?;
+    tx.commit().await?;
     let mut differences: Vec<Difference> = rows
         .into_iter()
         .flat_map(|(row, net)| {

@@ -44,6 +44,10 @@ pub mod replay;
 pub use as_of::{as_of, AsOf};
 pub use compare::check_invariants;
 
+/// Statements the audit runs side by side, each on its own connection (table copies,
+/// comparisons, RFM passes): that work is Postgres's, and one statement runs on one core.
+const AT_ONCE: usize = 2;
+
 /// One row found on one side only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Difference {

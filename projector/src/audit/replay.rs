@@ -14,6 +14,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use sqlx::{PgPool, Row as _};
 use tokio_util::task::AbortOnDropHandle;
 
+use super::AT_ONCE;
 use crate::batch::{apply_event, is_poison, Projector};
 use crate::event::{stored_event_from_row, Incoming, EVENT_COLUMNS};
 use crate::progress::{aggregate_of, gap_error, parked, Aggregate};
@@ -132,12 +133,15 @@ pub(super) async fn rescore_rfm(
             _ => notes.push(format!("rfm_scores of {org} not compared: never recomputed")),
         }
     }
-    // One SQL pass per org, on rows no other org's pass touches: two at a time.
+    // One SQL pass per org, on rows no other org's pass touches: side by side.
     let passes: Vec<_> = current
         .into_iter()
         .map(|(org, at)| rescore(pool, replay, org, at))
         .collect();
-    futures::stream::iter(passes).buffered(2).try_collect().await
+    futures::stream::iter(passes)
+        .buffered(AT_ONCE)
+        .try_collect()
+        .await
 }
 
 async fn rescore(pool: &PgPool, replay: &str, org: String, at: DateTime<Utc>) -> anyhow::Result<String> {
