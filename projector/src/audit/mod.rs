@@ -42,7 +42,6 @@ pub mod compare;
 pub mod replay;
 
 pub use as_of::{as_of, AsOf};
-pub use compare::check_invariants;
 
 /// Statements the audit runs side by side, each on its own connection (table copies,
 /// comparisons, RFM passes): that work is Postgres's, and one statement runs on one core.
@@ -142,7 +141,11 @@ async fn audit_into(pool: &PgPool, schema: &str, live: &str, replay: &str) -> an
     );
 
     let mut notes = Vec::new();
-    compare::snapshot_live(pool, schema, live, &tables).await?;
+    let (holder, snapshot) = compare::LiveSnapshot::take(pool).await?;
+    sqlx::query(&format!("CREATE SCHEMA {live}"))
+        .execute(pool)
+        .await?;
+    snapshot.copy(pool, schema, live, compare::READ_BY_REPLAY).await?;
     replay::create_tables(pool, schema, replay, &tables, true).await?;
     let behind = replay::limit_to_live(pool, live).await?;
     if behind > 0 {
@@ -150,49 +153,59 @@ async fn audit_into(pool: &PgPool, schema: &str, live: &str, replay: &str) -> an
             "{behind} events of the store are not yet applied by the live projector: not part of this comparison"
         ));
     }
-    let snapshot = started.elapsed();
+    let comparable = compare::comparable_tables(pool, schema, &tables, &mut notes).await?;
+    // The fingerprints' seed: unknown before the audit runs.
+    let seed = Uuid::new_v4().as_u64_pair().0.cast_signed();
+    let prepared = started.elapsed();
 
-    let (mut events, how) = replay::replay(pool, schema, live, replay, &tables, &mut notes).await?;
-    let replayed = started.elapsed();
-    // The ledger rules are checked on the snapshot while the comparison runs.
-    let invariants = async {
-        let mut conn = pool.acquire().await.context("acquiring a connection")?;
-        check_invariants(&mut conn, live).await
-    };
-    let (mut compared, invariants) = tokio::try_join!(
-        rescore_and_compare(pool, schema, live, replay, &tables),
-        invariants
+    // The live side's fingerprints and ledger rules, under the snapshot, while the replay runs.
+    let (replayed, live_side) = tokio::try_join!(
+        replay::replay(pool, schema, live, replay, &tables, &mut notes),
+        compare::live_side(pool, &snapshot, schema, &comparable, seed),
     )?;
+    let (mut events, how) = replayed;
+    let replayed = started.elapsed();
+    let sides = compare::Sides {
+        snapshot: &snapshot,
+        schema,
+        live,
+        replay,
+        seed,
+    };
+    let mut compared = rescore_and_compare(pool, sides, &comparable, &live_side).await?;
     if how == replay::Replayed::Fold && !compared.is_clean() {
         // The fold's keys were not checked: a duplicate is what the live side refused.
         if let Some(duplicate) = replay::duplicate_key(pool, schema, replay, &tables).await? {
             let why = format!("the fast replay holds a key the live tables refuse ({duplicate})");
             events =
                 replay::replay_through_batches(pool, schema, live, replay, &tables, why, &mut notes).await?;
-            compared = rescore_and_compare(pool, schema, live, replay, &tables).await?;
+            compared = rescore_and_compare(pool, sides, &comparable, &live_side).await?;
         }
     }
+    holder
+        .commit()
+        .await
+        .context("releasing the snapshot of the live read models")?;
     notes.append(&mut compared.notes);
     let mut report = AuditReport {
         events_replayed: events,
         notes,
         ..compared
     };
-    report.differences.extend(invariants);
-    tracing::debug!(?snapshot, ?replayed, total = ?started.elapsed(), "audit timings");
+    report.differences.extend(live_side.invariants);
+    tracing::debug!(?prepared, ?replayed, total = ?started.elapsed(), "audit timings");
     Ok(report)
 }
 
 /// The RFM scores recomputed as the live side last did, then every table compared.
 async fn rescore_and_compare(
     pool: &PgPool,
-    schema: &str,
-    live: &str,
-    replay: &str,
-    tables: &[String],
+    sides: compare::Sides<'_>,
+    tables: &[compare::Comparable],
+    live_side: &compare::LiveSide,
 ) -> anyhow::Result<AuditReport> {
     let mut report = AuditReport::default();
-    let scored_orgs = replay::rescore_rfm(pool, live, replay, &mut report.notes).await?;
-    compare::compare_tables(pool, schema, live, replay, tables, &scored_orgs, &mut report).await?;
+    let scored_orgs = replay::rescore_rfm(pool, sides.live, sides.replay, &mut report.notes).await?;
+    compare::compare_tables(pool, sides, tables, live_side, &scored_orgs, &mut report).await?;
     Ok(report)
 }
