@@ -591,6 +591,27 @@ pub use graphql_ws::GraphqlWs;
 pub mod browser;
 pub use browser::Browser;
 
+/// Events the projector has applied: its per-aggregate checkpoints added up.
+pub async fn applied_events(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT coalesce(sum(last_sequence), 0)::bigint FROM rm.projection_checkpoints")
+        .fetch_one(pool)
+        .await
+        .expect("reading the projection progress")
+}
+
+/// Waits until the projector has applied some event (polled every 5 ms, to catch it early in a
+/// catch-up); fails after `timeout`.
+pub async fn wait_first_applied(pool: &PgPool, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while applied_events(pool).await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the projector applied nothing within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Waits until the projector has applied every event of the store (the per-aggregate
 /// checkpoints add up to the number of events); returns that number. Fails after `timeout`.
 pub async fn wait_projected(pool: &PgPool, timeout: Duration) -> i64 {

@@ -5,17 +5,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
-use loyalty_tests::{spawn_projector, TestDb, TestNats};
+use loyalty_tests::{applied_events, spawn_projector, wait_first_applied, TestDb, TestNats};
 
 use crate::support::{random_workload, start_relay, wait_consumer_drained, wait_projected, Log, Rng};
-
-/// Events the live projector has applied.
-async fn applied(pool: &sqlx::PgPool) -> i64 {
-    sqlx::query_scalar("SELECT coalesce(sum(last_sequence), 0)::bigint FROM rm.projection_checkpoints")
-        .fetch_one(pool)
-        .await
-        .unwrap()
-}
 
 async fn audit_cli(db: &TestDb) -> ExitCode {
     let cli =
@@ -47,9 +39,7 @@ async fn after_a_random_workload_the_audit_finds_no_difference_and_the_ledger_ba
     // Audited while the projector catches up and goes on writing: the live side is read as of
     // one instant (tables and checkpoints alike), so it equals the replay of what it had seen.
     let projector = spawn_projector(&db, &nats, "audited").await;
-    while applied(&pool).await == 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_first_applied(&pool, Duration::from_secs(60)).await;
     let during = projector::audit::audit(&pool, "rm").await.unwrap();
     assert!(during.is_clean(), "{during}");
     assert!(
@@ -63,7 +53,7 @@ async fn after_a_random_workload_the_audit_finds_no_difference_and_the_ledger_ba
         assert_eq!(summary.live_rows, summary.replay_rows, "{during}");
     }
     assert!(
-        applied(&pool).await > during.events_replayed as i64,
+        applied_events(&pool).await > during.events_replayed as i64,
         "the projector wrote nothing while audited: {during}"
     );
     wait_projected(&pool, Duration::from_secs(120)).await;

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use loyalty_tests::{projector_config, spawn_projector, spawn_projector_with, TestDb, TestNats};
+use loyalty_tests::{
+    projector_config, spawn_projector, spawn_projector_with, wait_first_applied, TestDb, TestNats,
+};
 use sqlx::{Connection as _, PgConnection};
 
 use crate::support::{
@@ -514,23 +516,7 @@ async fn a_projector_killed_in_the_middle_of_a_batch_resumes_to_the_replayed_sta
 
     // Restart, and kill once more at an arbitrary point while catching up.
     let projector = spawn_projector(&db, &nats, "crashy").await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let applied: i64 = sqlx::query_scalar(
-            "SELECT coalesce(sum(last_sequence), 0)::bigint FROM rm.projection_checkpoints",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if applied > 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no progress after the restart"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_first_applied(&pool, Duration::from_secs(30)).await;
     projector.kill().await;
     let mut config = projector_config(&db, &nats, "crashy");
     config.batch_size = 200;
