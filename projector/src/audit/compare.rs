@@ -197,7 +197,7 @@ pub(super) async fn live_side(
         .map(|table| live_fingerprint(pool, snapshot, schema, table, seed))
         .collect();
     let fingerprints = futures::stream::iter(fingerprints)
-        .buffer_unordered(AT_ONCE - 1)
+        .buffer_unordered((AT_ONCE - 1).max(1))
         .try_collect::<HashMap<String, Fingerprint>>();
     let (invariants, fingerprints) = tokio::try_join!(live_invariants(pool, snapshot, schema), fingerprints)?;
     Ok(LiveSide {

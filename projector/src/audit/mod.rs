@@ -43,8 +43,9 @@ pub mod replay;
 
 pub use as_of::{as_of, AsOf};
 
-/// Statements the audit runs side by side, each on its own connection (table copies,
-/// comparisons, RFM passes): that work is Postgres's, and one statement runs on one core.
+/// Statements the audit runs side by side, each on its own connection (the live side's
+/// fingerprints and ledger rules, copies, comparisons, RFM passes): that work is Postgres's,
+/// and one statement runs on one core.
 const AT_ONCE: usize = 2;
 
 /// One row found on one side only.
