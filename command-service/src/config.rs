@@ -72,8 +72,10 @@ pub struct Config {
     )]
     pub idempotency_retention_hours: u64,
     /// Statements appending events in flight at once; each takes every command waiting for it
-    /// (group commit), so a few serve any load.
-    #[arg(long, global = true, env = "APPEND_WORKERS", default_value_t = 4)]
+    /// (group commit). One by default: a command waits at most for the statement running and
+    /// then goes in the next, and the fewer the statements, the larger each batch and the less
+    /// each command costs the database (BENCHMARKS.md, "Append workers").
+    #[arg(long, global = true, env = "APPEND_WORKERS", default_value_t = 1)]
     pub append_workers: usize,
     /// Most commands appended by one statement (1: each command alone).
     #[arg(long, global = true, env = "APPEND_BATCH_MAX", default_value_t = 64)]
@@ -106,7 +108,7 @@ impl Config {
             request_timeout_secs: 0,
             idempotency_lease_secs: 3,
             idempotency_retention_hours: 168,
-            append_workers: 4,
+            append_workers: 1,
             append_batch_max: 64,
             job_concurrency: 4,
             shutdown_grace_secs: 20,
