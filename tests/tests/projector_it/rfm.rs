@@ -349,6 +349,122 @@ async fn scores_are_recomputed_on_schedule_and_from_the_command_line() {
     db.cleanup().await;
 }
 
+/// An RFM recomputation runs beside the projection: a batch with the org's purchases commits
+/// while the recomputation is still running, and the recomputation records the raw version it
+/// read (the purchases before that batch), so the scores say what they are behind by.
+#[tokio::test]
+async fn a_recomputation_holds_back_no_batch_and_records_the_version_it_scored() {
+    let db = TestDb::new().await;
+    let nats = TestNats::new().await;
+    let pool = db.pool().clone();
+    let relay = start_relay(&db, &nats).await;
+    let projector = spawn_projector(&db, &nats, "rfm-beside").await;
+    let mut log = Log::new(&pool);
+    let org = "beside";
+    log.configure(org, program_config("EUR"), t("2024-01-01T00:00:00Z"))
+        .await;
+    log.location(org, "shop", t("2024-01-01T00:00:00Z")).await;
+    let mut members = Vec::new();
+    for k in 0..3 {
+        let member = log.enroll(org, None, None, t("2024-01-01T00:00:00Z")).await;
+        log.purchase(
+            org,
+            member,
+            &format!("b{k}"),
+            "shop",
+            1_000,
+            t("2024-06-01T00:00:00Z"),
+        )
+        .await;
+        members.push(member);
+    }
+    log.flush().await;
+    wait_projected(&pool, Duration::from_secs(30)).await;
+    let at = t("2024-07-01T00:00:00Z");
+    // Sessions of the read side, as the projector's: the relay does not wait for their
+    // transactions (migration 0016).
+    let read_side = common::config::connect_db_with(&db.db_args(), &[common::config::READ_SIDE])
+        .await
+        .unwrap();
+    projector::rfm::recompute(&read_side, "rm", org, at)
+        .await
+        .unwrap();
+
+    // Hold one member's score row: the next recomputation stops at it, mid-pass.
+    let mut holder = read_side.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM rm.rfm_scores WHERE org_id = $1 AND member_id = $2 FOR UPDATE")
+        .bind(org)
+        .bind(members[0])
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let running = tokio::spawn({
+        let pool = read_side.clone();
+        async move { projector::rfm::recompute(&pool, "rm", org, at).await }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND query LIKE '%WITH raw AS (%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if waiting == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the recomputation never reached the held row"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A purchase of the org is projected while the recomputation waits.
+    log.purchase(
+        org,
+        members[1],
+        "b-late",
+        "shop",
+        5_000,
+        t("2024-06-15T00:00:00Z"),
+    )
+    .await;
+    log.flush().await;
+    wait_projected(&pool, Duration::from_secs(20)).await;
+    assert!(!running.is_finished());
+
+    holder.rollback().await.unwrap();
+    let summary = running.await.unwrap().unwrap();
+    assert_eq!(summary.members, 3);
+    let (raw, scored): (i64, Option<i64>) =
+        sqlx::query_as("SELECT raw_version, scored_version FROM rm.rfm_orgs WHERE org_id = $1")
+            .bind(org)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (raw, scored),
+        (4, Some(3)),
+        "the late purchase is after the scored version"
+    );
+    let frequency: i32 =
+        sqlx::query_scalar("SELECT frequency FROM rm.rfm_scores WHERE org_id = $1 AND member_id = $2")
+            .bind(org)
+            .bind(members[1])
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(frequency, 1, "the scores are those of the version recorded");
+
+    read_side.close().await;
+    projector.stop().await.unwrap();
+    relay.stop().await;
+    nats.cleanup().await;
+    db.cleanup().await;
+}
+
 /// The segment grid the recomputation uses (`rm.rfm_segment` in the read-model migration) and
 /// the domain's (`domain::rfm::segment`) agree on all 25 (R, F) cells.
 #[tokio::test]
