@@ -5,13 +5,15 @@
 //! stored with its events (`idempotency::KeyRecord`): a command's events go in only if its
 //! record could be written, so an answer and its events commit together or not at all.
 //!
-//! Concurrent commands share that statement, hence one transaction and one WAL flush: a few
-//! workers each take every append waiting when they are free (up to a batch's bound) while the
-//! others commit theirs, so batches grow with the load and an idle service adds no wait.
+//! Concurrent commands share that statement, hence one transaction and one WAL flush: a worker
+//! (or a few, `APPEND_WORKERS`) takes every append waiting when it is free (up to a batch's
+//! bound) while the previous statement commits, so batches grow with the load and an idle
+//! service adds no wait.
 //!
 //! A command whose events write a row other commands write too (`Contended`: a draw on a
-//! promotion budget) is appended by a statement of its own, in parallel with the batch, as it
-//! would be without group commit: those draws queue on the row's lock, not in a batch.
+//! promotion budget) is appended by a statement of its own, started at once beside the batches,
+//! as it would be without group commit: those draws queue on the row's lock, not in a batch,
+//! and no batch waits for them.
 //!
 //! A batch commits whole or not at all, but a command's outcome is its own: when the batch's
 //! statement is refused (one command lost the optimistic lock, or hit a trigger's rule on
@@ -171,15 +173,19 @@ async fn work(pool: PgPool, receiver: Arc<Mutex<mpsc::UnboundedReceiver<Pending>
         }
         let (alone, shared): (Vec<Pending>, Vec<Pending>) =
             batch.into_iter().partition(|pending| pending.append.alone);
-        let statements = alone
-            .into_iter()
-            .map(|pending| vec![pending])
-            .chain((!shared.is_empty()).then_some(shared))
-            .map(|batch| {
-                metrics::histogram!("command_append_batch_size").record(batch.len() as f64);
-                commit(&pool, batch)
-            });
-        futures::future::join_all(statements).await;
+        // A contended append waits on its row's lock, not for a worker: it runs on its own and
+        // the worker goes on with the shared batch and the next one. Awaited with the batch,
+        // each org's budget draws went out one round at a time, and with one worker that was
+        // 599 promoted purchases/s against 832 with four.
+        for pending in alone {
+            metrics::histogram!("command_append_batch_size").record(1.0);
+            let pool = pool.clone();
+            tokio::spawn(async move { commit(&pool, vec![pending]).await });
+        }
+        if !shared.is_empty() {
+            metrics::histogram!("command_append_batch_size").record(shared.len() as f64);
+            commit(&pool, shared).await;
+        }
     }
 }
 
