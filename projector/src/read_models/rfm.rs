@@ -367,7 +367,7 @@ WITH raw AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM upserted), (SELECT count(*) FROM transitions),
-       (SELECT raw_version FROM rfm_orgs WHERE org_id = $1)";
+       coalesce((SELECT raw_version FROM rfm_orgs WHERE org_id = $1), 0)";
 
 /// Recomputes the scores of `org_id` as of `at` in the read models of `schema`.
 pub async fn recompute(
@@ -378,13 +378,6 @@ pub async fn recompute(
 ) -> anyhow::Result<RfmSummary> {
     check_schema_name(schema)?;
     let started = std::time::Instant::now();
-    sqlx::query(&format!(
-        "INSERT INTO {schema}.rfm_orgs (org_id, raw_version) VALUES ($1, 0) ON CONFLICT (org_id) DO NOTHING"
-    ))
-    .bind(org_id)
-    .execute(pool)
-    .await
-    .context("registering the org for RFM")?;
     let mut tx = pool.begin().await.context("beginning an RFM recomputation")?;
     // Every join of the pass is over the whole org. Without statistics (a table not analyzed
     // since it grew: autovacuum off, or just behind a bulk load) the planner expects one row
@@ -403,21 +396,27 @@ pub async fn recompute(
     .context("taking the org's RFM lock")?;
     // `raw_version` is read by the pass itself, in the snapshot it reads the purchases in, so
     // `scored_version` is exactly the raw data the scores were computed from: a batch writes
-    // both in one transaction. The org's row is locked only from the last update to the
-    // commit; holding it for the whole pass (as before) held every batch with the org's
-    // purchases for as long: lag spikes of a few hundred milliseconds at 800 purchases/s.
+    // both in one transaction (an org without the row had no purchases applied: version 0).
+    // The org's row is locked only from the last statement to the commit; held for the whole
+    // pass (as before), it held every batch with the org's purchases for as long: lag spikes
+    // of a few hundred milliseconds at 800 purchases/s.
     let (members, transitions, raw_version): (i64, i64, i64) = sqlx::query_as(RECOMPUTE)
         .bind(org_id)
         .bind(at)
         .fetch_one(&mut *tx)
         .await
         .with_context(|| format!("recomputing RFM scores of {org_id}"))?;
-    sqlx::query("UPDATE rfm_orgs SET scored_version = $2, scored_at = $3 WHERE org_id = $1")
-        .bind(org_id)
-        .bind(raw_version)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO rfm_orgs (org_id, raw_version, scored_version, scored_at) VALUES ($1, $2, $2, $3) \
+         ON CONFLICT (org_id) DO UPDATE SET scored_version = excluded.scored_version, \
+         scored_at = excluded.scored_at",
+    )
+    .bind(org_id)
+    .bind(raw_version)
+    .bind(at)
+    .execute(&mut *tx)
+    .await
+    .context("recording the scored version")?;
     tx.commit().await.context("committing RFM scores")?;
     metrics::histogram!("projector_rfm_recompute_seconds").record(started.elapsed().as_secs_f64());
     metrics::counter!("projector_rfm_recomputations_total").increment(1);
