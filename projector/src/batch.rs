@@ -32,6 +32,7 @@ use domain::wire::StoredEvent;
 use domain::MemberEvent;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
+use crate::chain::Chain;
 use crate::check_schema_name;
 use crate::event::{stored_event_from_row, ApplyError, Incoming, EVENT_COLUMNS};
 use crate::progress::{self, aggregate_of, blocked_error, gap_error, parked, parked_incoming, Aggregate};
@@ -197,9 +198,9 @@ pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyh
         }
     }
     let t_apply = std::time::Instant::now();
-    report.parked = usize::try_from(read_models::flush(conn, &members, &writes, Mode::Upsert).await?)
-        .unwrap_or(usize::MAX);
-    announce(conn, &member_keys).await?;
+    report.parked =
+        usize::try_from(read_models::flush(conn, &members, &writes, Mode::Upsert, &member_keys).await?)
+            .unwrap_or(usize::MAX);
     tracing::debug!(
         size = incoming.len(),
         load = ?(t_load - t_plan),
@@ -210,20 +211,6 @@ pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyh
     report.read_models = std::mem::take(&mut writes.applied);
     report.rfm_orgs = writes.rfm.orgs.clone();
     Ok(report)
-}
-
-/// Tells the caches of read models which members the batch changed (`common::projected`),
-/// delivered when the batch commits.
-async fn announce(conn: &mut PgConnection, members: &[MemberKey]) -> anyhow::Result<()> {
-    for payload in common::projected::payloads(members) {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(common::projected::MEMBERS_CHANNEL)
-            .bind(payload)
-            .execute(&mut *conn)
-            .await
-            .context("announcing the members a batch changed")?;
-    }
-    Ok(())
 }
 
 /// Applies one event, in its aggregate's order, to the member rows and `writes`: the one
@@ -301,7 +288,7 @@ pub fn is_poison(error: &anyhow::Error) -> bool {
 pub const PARTITIONS: usize = 2;
 
 /// Smaller batches are applied whole, in one transaction holding every part's lock: a batch
-/// costs a few dozen statements whatever its size, and at low rates, where batches hold a
+/// costs a handful of round trips whatever its size, and at low rates, where batches hold a
 /// handful of events, splitting them doubled that for nothing.
 const SPLIT_FROM: usize = 64;
 
@@ -331,31 +318,24 @@ pub async fn begin(
 ) -> anyhow::Result<Transaction<'static, Postgres>> {
     check_schema_name(schema)?;
     let mut tx = pool.begin().await.context("beginning a transaction")?;
-    sqlx::query("SELECT set_config('search_path', $1, true)")
-        .bind(schema)
-        .execute(&mut *tx)
-        .await
-        .context("setting search_path")?;
     // A batch only looks rows up by key, a few thousand at a time, in tables that grow without
     // bound: a hash or merge join would read a whole table per batch (the planner prices index
     // probes too high for that), a nested loop over the keys probes the primary keys.
+    // The locks in ascending order, whoever takes them: two transactions never wait for each
+    // other's. One statement: every round trip of a batch waits for a busy core.
     sqlx::query(
-        "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)",
+        "SELECT set_config('search_path', $1, true), set_config('enable_hashjoin', 'off', true), \
+         set_config('enable_mergejoin', 'off', true), \
+         (SELECT count(pg_advisory_xact_lock(hashtext($2 || ':' || part))) \
+          FROM generate_series($3::int, $4::int) part)",
     )
-    .execute(&mut *tx)
-    .await
-    .context("setting the batch's planner options")?;
-    // In ascending order, whoever takes them: two transactions never wait for each other's.
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(hashtext($1 || ':' || part)) FROM generate_series($2::int, $3::int) part \
-         ORDER BY part",
-    )
+    .bind(schema)
     .bind(format!("loyalty-projector:{schema}"))
     .bind(i32::try_from(parts.start).context("part out of range")?)
     .bind(i32::try_from(parts.end).context("part out of range")? - 1)
     .execute(&mut *tx)
     .await
-    .context("taking the projector locks")?;
+    .context("setting up a batch's transaction and taking the projector locks")?;
     Ok(tx)
 }
 
@@ -466,8 +446,11 @@ impl Projector {
                     parked: vec![parked_incoming(input, message)],
                     ..Default::default()
                 };
-                let parked = progress::flush(&mut tx, &progress, Mode::Upsert).await?;
+                let mut chain = Chain::new();
+                let parked = progress::flush(&mut chain, &progress, Mode::Upsert);
+                let counts = chain.execute(&mut tx).await?;
                 tx.commit().await.context("committing a parked event")?;
+                let parked = parked.and_then(|i| counts.get(i)).copied().unwrap_or(0);
                 Ok(BatchReport {
                     received: 1,
                     parked: usize::try_from(parked).unwrap_or(usize::MAX),

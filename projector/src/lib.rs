@@ -42,6 +42,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 pub mod audit;
 pub mod batch;
+mod chain;
 pub mod cli;
 pub mod consumer;
 pub mod event;

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use domain::wire::StoredEvent;
 use sqlx::PgConnection;
 
+use crate::chain::Chain;
 use crate::event::Incoming;
 use crate::read_models::Mode;
 
@@ -105,18 +106,13 @@ pub(crate) async fn load(
     aggregates: &BTreeSet<Aggregate>,
 ) -> anyhow::Result<(HashMap<Aggregate, i64>, HashMap<Aggregate, i64>)> {
     let (types, ids): (Vec<String>, Vec<String>) = aggregates.iter().cloned().unzip();
-    let checkpoints: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT c.aggregate_type, c.aggregate_id, c.last_sequence FROM projection_checkpoints c \
-         JOIN public.aggregate_keys($1, $2) AS k(aggregate_type, aggregate_id) USING (aggregate_type, aggregate_id)",
-    )
-    .bind(&types)
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await
-    .context("loading checkpoints")?;
-    // An aggregate is blocked by its earliest parked event.
-    let blocked: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT p.aggregate_type, p.aggregate_id, min(p.sequence) FROM parked_events p \
+    // In one round trip: the checkpoints, then (an aggregate is blocked by its earliest parked
+    // event) the blocked aggregates.
+    let rows: Vec<(bool, String, String, i64)> = sqlx::query_as(
+        "SELECT false, c.aggregate_type, c.aggregate_id, c.last_sequence FROM projection_checkpoints c \
+         JOIN public.aggregate_keys($1, $2) AS k(aggregate_type, aggregate_id) USING (aggregate_type, aggregate_id) \
+         UNION ALL \
+         SELECT true, p.aggregate_type, p.aggregate_id, min(p.sequence) FROM parked_events p \
          JOIN public.aggregate_keys($1, $2) AS k(aggregate_type, aggregate_id) USING (aggregate_type, aggregate_id) \
          GROUP BY p.aggregate_type, p.aggregate_id",
     )
@@ -124,54 +120,59 @@ pub(crate) async fn load(
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await
-    .context("loading parked aggregates")?;
-    let to_map = |rows: Vec<(String, String, i64)>| rows.into_iter().map(|(t, i, s)| ((t, i), s)).collect();
+    .context("loading checkpoints and parked aggregates")?;
+    let (blocked, checkpoints): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(parked, ..)| *parked);
+    let to_map =
+        |rows: Vec<(bool, String, String, i64)>| rows.into_iter().map(|(_, t, i, s)| ((t, i), s)).collect();
     Ok((to_map(checkpoints), to_map(blocked)))
 }
 
-/// Writes the parked events and the checkpoints. Returns how many events were newly parked (a
-/// redelivered parked event is not parked twice).
-pub(crate) async fn flush(conn: &mut PgConnection, progress: &Progress, mode: Mode) -> anyhow::Result<u64> {
-    let mut parked = 0;
+/// Writes the parked events and the checkpoints. Returns the index, in what `chain` returns,
+/// of how many events were newly parked (a redelivered parked event is not parked twice).
+pub(crate) fn flush(chain: &mut Chain, progress: &Progress, mode: Mode) -> Option<usize> {
+    let mut parked = None;
     if !progress.parked.is_empty() {
         let p = &progress.parked;
-        parked = sqlx::query(&format!(
-            "INSERT INTO parked_events (aggregate_type, aggregate_id, sequence, global_position, event_type, \
-             payload, error, blocked_by) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], \
-             $7::text[], $8::bigint[]){}",
-            mode.on_conflict("(aggregate_type, aggregate_id, sequence) DO NOTHING")
-        ))
-        .bind(p.iter().map(|r| r.aggregate_type.clone()).collect::<Vec<_>>())
-        .bind(p.iter().map(|r| r.aggregate_id.clone()).collect::<Vec<_>>())
-        .bind(p.iter().map(|r| r.sequence).collect::<Vec<_>>())
-        .bind(p.iter().map(|r| r.global_position).collect::<Vec<_>>())
-        .bind(p.iter().map(|r| r.event_type.clone()).collect::<Vec<_>>())
-        .bind(p.iter().map(|r| r.payload.clone()).collect::<Vec<_>>())
-        .bind(p.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
-        .bind(p.iter().map(|r| r.blocked_by).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await
-        .context("writing parked_events")?
-        .rows_affected();
+        parked = Some(chain.selected());
+        chain
+            .counted(
+                "parked_events",
+                &format!(
+                    "INSERT INTO parked_events (aggregate_type, aggregate_id, sequence, global_position, event_type, \
+                     payload, error, blocked_by) \
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], \
+                     $7::text[], $8::bigint[]){}",
+                    mode.on_conflict("(aggregate_type, aggregate_id, sequence) DO NOTHING")
+                ),
+            )
+            .bind(p.iter().map(|r| r.aggregate_type.clone()).collect::<Vec<_>>())
+            .bind(p.iter().map(|r| r.aggregate_id.clone()).collect::<Vec<_>>())
+            .bind(p.iter().map(|r| r.sequence).collect::<Vec<_>>())
+            .bind(p.iter().map(|r| r.global_position).collect::<Vec<_>>())
+            .bind(p.iter().map(|r| r.event_type.clone()).collect::<Vec<_>>())
+            .bind(p.iter().map(|r| r.payload.clone()).collect::<Vec<_>>())
+            .bind(p.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
+            .bind(p.iter().map(|r| r.blocked_by).collect::<Vec<_>>());
     }
     if !progress.checkpoints.is_empty() {
         let c: Vec<_> = progress.checkpoints.iter().collect();
-        sqlx::query(&format!(
-            "INSERT INTO projection_checkpoints (aggregate_type, aggregate_id, last_sequence, last_global_position) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]){}",
-            mode.on_conflict(
-                "(aggregate_type, aggregate_id) DO UPDATE SET last_sequence = excluded.last_sequence, \
-                 last_global_position = excluded.last_global_position"
+        chain
+            .write(
+                "projection_checkpoints",
+                &format!(
+                    "INSERT INTO projection_checkpoints (aggregate_type, aggregate_id, last_sequence, \
+                     last_global_position) \
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]){}",
+                    mode.on_conflict(
+                        "(aggregate_type, aggregate_id) DO UPDATE SET last_sequence = excluded.last_sequence, \
+                         last_global_position = excluded.last_global_position"
+                    )
+                ),
             )
-        ))
-        .bind(c.iter().map(|((t, _), _)| t.clone()).collect::<Vec<_>>())
-        .bind(c.iter().map(|((_, id), _)| id.clone()).collect::<Vec<_>>())
-        .bind(c.iter().map(|(_, (s, _))| *s).collect::<Vec<_>>())
-        .bind(c.iter().map(|(_, (_, p))| *p).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await
-        .context("writing projection_checkpoints")?;
+            .bind(c.iter().map(|((t, _), _)| t.clone()).collect::<Vec<_>>())
+            .bind(c.iter().map(|((_, id), _)| id.clone()).collect::<Vec<_>>())
+            .bind(c.iter().map(|(_, (s, _))| *s).collect::<Vec<_>>())
+            .bind(c.iter().map(|(_, (_, p))| *p).collect::<Vec<_>>());
     }
-    Ok(parked)
+    parked
 }

@@ -404,7 +404,7 @@ async fn write_folded(
         .bind(&replay)
         .execute(&mut *tx)
         .await?;
-        read_models::flush(&mut tx, &members, &writes, Mode::Append).await?;
+        read_models::flush(&mut tx, &members, &writes, Mode::Append, &[]).await?;
         tx.commit().await.context("committing a replay write")?;
     }
     Ok(())

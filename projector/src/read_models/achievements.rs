@@ -8,13 +8,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use anyhow::Context as _;
 use chrono::{DateTime, Datelike as _, Duration, NaiveDate, Utc};
 use domain::MemberEvent;
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{add, key_arrays, MemberState, Mode, ReadModel, Touched, Writes};
+use crate::chain::Chain;
 use crate::event::ApplyError;
 use domain::MemberKey;
 
@@ -114,12 +113,13 @@ pub(super) fn apply(
     Ok(())
 }
 
-/// Loads the achievement rows of the members `keys` names.
-pub(super) async fn load(
-    conn: &mut PgConnection,
-    (orgs, ids): &(Vec<String>, Vec<Uuid>),
-    states: &mut HashMap<MemberKey, MemberState>,
-) -> anyhow::Result<()> {
+/// The achievement rows of the batch's members, in [`super::load_members`]'s read.
+pub(super) const LOAD: &str = "SELECT json_build_array(a.org_id, a.member_id, achievement_id, progress, target, \
+     updated_at, unlocked_at, badge, reward_points)::text \
+     FROM member_achievements a JOIN rm.member_keys($1, $2) AS k(org_id, member_id) USING (org_id, member_id)";
+
+/// Puts a row of [`LOAD`] into its member's state.
+pub(super) fn loaded(row: &str, states: &mut HashMap<MemberKey, MemberState>) -> serde_json::Result<()> {
     type Tuple = (
         String,
         Uuid,
@@ -131,37 +131,27 @@ pub(super) async fn load(
         Option<String>,
         Option<i64>,
     );
-    let rows: Vec<Tuple> = sqlx::query_as(
-        "SELECT a.org_id, a.member_id, achievement_id, progress, target, updated_at, unlocked_at, badge, \
-         reward_points FROM member_achievements a JOIN rm.member_keys($1, $2) AS k(org_id, member_id) \
-         USING (org_id, member_id)",
-    )
-    .bind(orgs)
-    .bind(ids)
-    .fetch_all(&mut *conn)
-    .await
-    .context("loading member_achievements")?;
-    for (org_id, member_id, id, progress, target, updated_at, unlocked_at, badge, reward_points) in rows {
-        if let Some(state) = states.get_mut(&MemberKey { org_id, member_id }) {
-            state.achievements.insert(
-                id,
-                AchievementRow {
-                    progress,
-                    target,
-                    updated_at: Some(updated_at),
-                    unlocked_at,
-                    badge,
-                    reward_points,
-                    dirty: false,
-                },
-            );
-        }
+    let (org_id, member_id, id, progress, target, updated_at, unlocked_at, badge, reward_points): Tuple =
+        serde_json::from_str(row)?;
+    if let Some(state) = states.get_mut(&MemberKey { org_id, member_id }) {
+        state.achievements.insert(
+            id,
+            AchievementRow {
+                progress,
+                target,
+                updated_at: Some(updated_at),
+                unlocked_at,
+                badge,
+                reward_points,
+                dirty: false,
+            },
+        );
     }
     Ok(())
 }
 
 /// Writes the achievement rows the batch changed.
-pub(super) async fn flush(conn: &mut PgConnection, touched: &Touched<'_>, mode: Mode) -> anyhow::Result<()> {
+pub(super) fn flush(chain: &mut Chain, touched: &Touched<'_>, mode: Mode) {
     let rows: Vec<(&MemberKey, &String, &AchievementRow)> = touched
         .iter()
         .flat_map(|(k, s)| s.achievements.iter().map(move |(id, row)| (*k, id, row)))
@@ -169,7 +159,7 @@ pub(super) async fn flush(conn: &mut PgConnection, touched: &Touched<'_>, mode: 
         .collect();
     if !rows.is_empty() {
         let (orgs, ids) = key_arrays(rows.iter().map(|(k, _, _)| *k));
-        sqlx::query(&format!(
+        chain.write("member_achievements", &format!(
             "INSERT INTO member_achievements (org_id, member_id, achievement_id, progress, target, updated_at, \
              unlocked_at, badge, reward_points) \
              SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::bigint[], $5::bigint[], \
@@ -188,22 +178,18 @@ pub(super) async fn flush(conn: &mut PgConnection, touched: &Touched<'_>, mode: 
         .bind(rows.iter().map(|(_, _, r)| r.updated_at.unwrap_or_default()).collect::<Vec<_>>())
         .bind(rows.iter().map(|(_, _, r)| r.unlocked_at).collect::<Vec<_>>())
         .bind(rows.iter().map(|(_, _, r)| r.badge.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, _, r)| r.reward_points).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await
-        .context("writing member_achievements")?;
+        .bind(rows.iter().map(|(_, _, r)| r.reward_points).collect::<Vec<_>>());
     }
-    Ok(())
 }
 
 /// Adds the batch's unlocks to the weekly counts (per org: [`super::flush`] writes those
 /// last).
-pub(super) async fn flush_per_org(conn: &mut PgConnection, writes: &AchievementWrites) -> anyhow::Result<()> {
+pub(super) fn flush_per_org(per_org: &mut Chain, writes: &AchievementWrites) {
     if writes.weekly.is_empty() {
-        return Ok(());
+        return;
     }
     let w = &writes.weekly;
-    sqlx::query(
+    per_org.write("achievement_unlocks_weekly", 
         "INSERT INTO achievement_unlocks_weekly AS t (org_id, achievement_id, week, unlocks, reward_points) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::bigint[], $5::bigint[]) \
          ON CONFLICT (org_id, achievement_id, week) DO UPDATE SET unlocks = t.unlocks + excluded.unlocks, \
@@ -213,9 +199,5 @@ pub(super) async fn flush_per_org(conn: &mut PgConnection, writes: &AchievementW
     .bind(w.keys().map(|(_, id, _)| id.clone()).collect::<Vec<_>>())
     .bind(w.keys().map(|(_, _, week)| *week).collect::<Vec<_>>())
     .bind(w.values().map(|(unlocks, _)| *unlocks).collect::<Vec<_>>())
-    .bind(w.values().map(|(_, points)| *points).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await
-    .context("writing achievement_unlocks_weekly")?;
-    Ok(())
+    .bind(w.values().map(|(_, points)| *points).collect::<Vec<_>>());
 }

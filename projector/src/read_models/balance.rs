@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::{
     add, add_per_org, key_arrays, rows_of, EventMeta, MemberState, Mode, ReadModel, Touched, Writes,
 };
+use crate::chain::Chain;
 use crate::event::ApplyError;
 
 pub const BALANCE_TABLES: &[&str] = &["member_balances", "member_lots"];
@@ -279,17 +280,26 @@ pub(super) fn apply(
 
 /// Lots read at first for a member some event of the batch takes from: enough for a
 /// redemption in the common case; when they do not hold what the batch takes, all are read.
-const FIRST_LOTS: i64 = 32;
+pub(super) const FIRST_LOTS: i64 = 32;
 
-/// Loads the balances of the members `keys` names, and of those in `taken` as many of their
-/// first lots as the batch's events take from (the others' lots stay unread).
-pub(super) async fn load(
-    conn: &mut PgConnection,
-    (orgs, ids): &(Vec<String>, Vec<Uuid>),
-    taken: &BTreeMap<MemberKey, LotsTaken>,
-    states: &mut HashMap<MemberKey, MemberState>,
-) -> anyhow::Result<()> {
-    let key = |org_id: String, member_id: Uuid| MemberKey { org_id, member_id };
+/// The balances of the batch's members, in [`super::load_members`]'s read.
+pub(super) const LOAD: &str =
+    "SELECT json_build_array(b.org_id, b.member_id, balance, lifetime_earned, redeemed, \
+     expired, clawed_back, adjusted, next_expiry_points, next_expiry_at)::text \
+     FROM member_balances b JOIN rm.member_keys($1, $2) AS k(org_id, member_id) USING (org_id, member_id)";
+
+/// The first [`FIRST_LOTS`] lots (`$8`) of the members an event of the batch takes from (keys
+/// `$6, $7`), in the order debits take them, in [`super::load_members`]'s read.
+pub(super) const LOAD_FIRST_LOTS: &str =
+    "SELECT json_build_array(k.org_id, k.member_id, l.earned_at, l.expires_at, \
+     l.remaining)::text \
+     FROM rm.member_keys($6, $7) AS k(org_id, member_id) \
+     CROSS JOIN LATERAL (SELECT earned_at, expires_at, remaining FROM member_lots l \
+         WHERE l.org_id = k.org_id AND l.member_id = k.member_id \
+         ORDER BY l.expiry_key, l.earned_at LIMIT $8) l";
+
+/// Puts a row of [`LOAD`] into its member's state.
+pub(super) fn loaded(row: &str, states: &mut HashMap<MemberKey, MemberState>) -> serde_json::Result<()> {
     type BalanceTuple = (
         String,
         Uuid,
@@ -302,56 +312,62 @@ pub(super) async fn load(
         Option<i64>,
         Option<DateTime<Utc>>,
     );
-    let rows: Vec<BalanceTuple> = sqlx::query_as(
-        "SELECT b.org_id, b.member_id, balance, lifetime_earned, redeemed, expired, clawed_back, adjusted, \
-                next_expiry_points, next_expiry_at \
-         FROM member_balances b JOIN rm.member_keys($1, $2) AS k(org_id, member_id) \
-         USING (org_id, member_id)",
-    )
-    .bind(orgs)
-    .bind(ids)
-    .fetch_all(&mut *conn)
-    .await
-    .context("loading member_balances")?;
-    for row in rows {
-        let (org, id, balance, lifetime_earned, redeemed, expired, clawed_back, adjusted) =
-            (row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7);
-        let member = key(org, id);
-        if let Some(state) = states.get_mut(&member) {
-            state.balance = Some(BalanceRow {
-                points: PointCounters {
-                    balance,
-                    lifetime_earned,
-                    redeemed,
-                    expired,
-                    clawed_back,
-                    adjusted,
-                },
-                lots: Lots::default(),
-                stored: StoredLots {
-                    read: Lots::default(),
-                    through: Through::Nothing,
-                    next_expiry: row.8.zip(row.9),
-                },
-            });
-        }
+    let row: BalanceTuple = serde_json::from_str(row)?;
+    let (org_id, member_id, balance, lifetime_earned, redeemed, expired, clawed_back, adjusted) =
+        (row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7);
+    if let Some(state) = states.get_mut(&MemberKey { org_id, member_id }) {
+        state.balance = Some(BalanceRow {
+            points: PointCounters {
+                balance,
+                lifetime_earned,
+                redeemed,
+                expired,
+                clawed_back,
+                adjusted,
+            },
+            lots: Lots::default(),
+            stored: StoredLots {
+                read: Lots::default(),
+                through: Through::Nothing,
+                next_expiry: row.8.zip(row.9),
+            },
+        });
     }
+    Ok(())
+}
 
+/// A lot as [`LOAD_FIRST_LOTS`] reads it.
+pub(super) type LotTuple = (String, Uuid, DateTime<Utc>, Option<DateTime<Utc>>, i64);
+
+/// Gives the members in `taken` with a balance (loaded before) the first lots read
+/// (`first`, rows of [`LOAD_FIRST_LOTS`]); those whose first lots do not hold what the batch
+/// takes have all their lots read.
+pub(super) async fn load_lots(
+    conn: &mut PgConnection,
+    taken: &BTreeMap<MemberKey, LotsTaken>,
+    first: Vec<LotTuple>,
+    states: &mut HashMap<MemberKey, MemberState>,
+) -> anyhow::Result<()> {
     let has_balance = |member: &&MemberKey| {
         states
             .get(*member)
             .and_then(|state| state.balance.as_ref())
             .is_some()
     };
-    let first = read_lots(conn, taken.keys().filter(has_balance), Some(FIRST_LOTS)).await?;
+    let mut read: BTreeMap<MemberKey, Lots> = taken
+        .keys()
+        .filter(has_balance)
+        .map(|m| (m.clone(), Lots::default()))
+        .collect();
+    credit(&mut read, first);
     let mut short = Vec::new();
-    for (member, lots) in first {
+    for (member, lots) in read {
         let Some(balance) = states.get_mut(&member).and_then(|s| s.balance.as_mut()) else {
             continue;
         };
-        let read = usize::try_from(FIRST_LOTS).unwrap_or(usize::MAX);
+        let first_lots = usize::try_from(FIRST_LOTS).unwrap_or(usize::MAX);
         let through = match lots.iter().last() {
-            _ if lots.len() < read => Some(Through::All),
+            _ if lots.len() < first_lots => Some(Through::All),
             Some((last, _)) if taken[&member].within(lots.total(), last) => Some(Through::Lot(last)),
             _ => None,
         };
@@ -362,7 +378,7 @@ pub(super) async fn load(
         balance.lots.clone_from(&lots);
         balance.stored.read = lots;
     }
-    for (member, lots) in read_lots(conn, short.iter(), None).await? {
+    for (member, lots) in read_all_lots(conn, &short).await? {
         if let Some(balance) = states.get_mut(&member).and_then(|s| s.balance.as_mut()) {
             balance.lots.clone_from(&lots);
             balance.stored = StoredLots {
@@ -375,32 +391,8 @@ pub(super) async fn load(
     Ok(())
 }
 
-/// The stored lots of `members`, or their first `limit` in the order debits take them, and
-/// the members with no lot (read whole).
-async fn read_lots<'a>(
-    conn: &mut PgConnection,
-    members: impl Iterator<Item = &'a MemberKey>,
-    limit: Option<i64>,
-) -> anyhow::Result<BTreeMap<MemberKey, Lots>> {
-    let mut read: BTreeMap<MemberKey, Lots> = members.map(|m| (m.clone(), Lots::default())).collect();
-    if read.is_empty() {
-        return Ok(read);
-    }
-    let (orgs, ids) = key_arrays(read.keys());
-    type LotTuple = (String, Uuid, DateTime<Utc>, Option<DateTime<Utc>>, i64);
-    let rows: Vec<LotTuple> = sqlx::query_as(
-        "SELECT k.org_id, k.member_id, l.earned_at, l.expires_at, l.remaining \
-         FROM rm.member_keys($1, $2) AS k(org_id, member_id) \
-         CROSS JOIN LATERAL (SELECT earned_at, expires_at, remaining FROM member_lots l \
-             WHERE l.org_id = k.org_id AND l.member_id = k.member_id \
-             ORDER BY l.expiry_key, l.earned_at LIMIT $3) l",
-    )
-    .bind(&orgs)
-    .bind(&ids)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await
-    .context("loading member_lots")?;
+/// Credits the lots read (`rows`) to their members in `read` (others are left out).
+fn credit(read: &mut BTreeMap<MemberKey, Lots>, rows: Vec<LotTuple>) {
     for (org_id, member_id, earned_at, expires_at, remaining) in rows {
         if let Some(lots) = read.get_mut(&MemberKey { org_id, member_id }) {
             lots.credit(
@@ -412,84 +404,109 @@ async fn read_lots<'a>(
             );
         }
     }
+}
+
+/// Every stored lot of `members`.
+async fn read_all_lots(
+    conn: &mut PgConnection,
+    members: &[MemberKey],
+) -> anyhow::Result<BTreeMap<MemberKey, Lots>> {
+    let mut read: BTreeMap<MemberKey, Lots> = members.iter().map(|m| (m.clone(), Lots::default())).collect();
+    if read.is_empty() {
+        return Ok(read);
+    }
+    let (orgs, ids) = key_arrays(read.keys());
+    let rows: Vec<LotTuple> = sqlx::query_as(
+        "SELECT l.org_id, l.member_id, l.earned_at, l.expires_at, l.remaining \
+         FROM member_lots l JOIN rm.member_keys($1, $2) AS k(org_id, member_id) USING (org_id, member_id)",
+    )
+    .bind(&orgs)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await
+    .context("loading member_lots")?;
+    credit(&mut read, rows);
     Ok(read)
 }
 
-/// Writes the balances and lots of the touched members.
-pub(super) async fn flush(conn: &mut PgConnection, touched: &Touched<'_>, mode: Mode) -> anyhow::Result<()> {
-    let rows = rows_of(touched, |s| s.balance.as_ref());
-    if rows.is_empty() {
+/// Writes the balances and lots of the touched members. The next expiry of a member whose
+/// first lots the batch spent is read back from the lots written ([`flush_next_expiry`], after
+/// `chain` is sent).
+pub(super) fn flush(chain: &mut Chain, touched: &Touched<'_>, mode: Mode) {
+    let balances = rows_of(touched, |s| s.balance.as_ref());
+    if balances.is_empty() {
+        return;
+    }
+    let (orgs, ids) = key_arrays(balances.iter().map(|(k, _)| *k));
+    let col = |f: fn(&PointCounters) -> i64| balances.iter().map(|(_, b)| f(&b.points)).collect::<Vec<i64>>();
+    let next: Vec<Option<NextExpiry>> = balances.iter().map(|(_, b)| b.next_expiry()).collect();
+    let next_of = |n: &Option<NextExpiry>| n.flatten();
+    chain
+        .write(
+            "member_balances",
+            &format!(
+                "INSERT INTO member_balances (org_id, member_id, balance, lifetime_earned, redeemed, expired, \
+                 clawed_back, adjusted, next_expiry_points, next_expiry_at) \
+                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], \
+                 $7::bigint[], $8::bigint[], $9::bigint[], $10::timestamptz[]){}",
+                mode.on_conflict(
+                    "(org_id, member_id) DO UPDATE SET balance = excluded.balance, \
+                     lifetime_earned = excluded.lifetime_earned, redeemed = excluded.redeemed, expired = excluded.expired, \
+                     clawed_back = excluded.clawed_back, adjusted = excluded.adjusted, \
+                     next_expiry_points = excluded.next_expiry_points, next_expiry_at = excluded.next_expiry_at"
+                )
+            ),
+        )
+        .bind(orgs)
+        .bind(ids)
+        .bind(col(|b| b.balance))
+        .bind(col(|b| b.lifetime_earned))
+        .bind(col(|b| b.redeemed))
+        .bind(col(|b| b.expired))
+        .bind(col(|b| b.clawed_back))
+        .bind(col(|b| b.adjusted))
+        .bind(next.iter().map(|n| next_of(n).map(|(p, _)| p)).collect::<Vec<_>>())
+        .bind(next.iter().map(|n| next_of(n).map(|(_, at)| at)).collect::<Vec<_>>());
+    flush_lots(chain, &balances, mode);
+}
+
+/// Reads the next expiry back from the stored lots for the touched members whose first lots
+/// were read and spent: that of the lots now first, through the primary key's order. After
+/// the lots are written.
+pub(super) async fn flush_next_expiry(conn: &mut PgConnection, touched: &Touched<'_>) -> anyhow::Result<()> {
+    let unknown = rows_of(touched, |s| s.balance.as_ref())
+        .into_iter()
+        .filter(|(_, b)| b.next_expiry().is_none())
+        .map(|(k, _)| k);
+    let (orgs, ids) = key_arrays(unknown);
+    if orgs.is_empty() {
         return Ok(());
     }
-    let (orgs, ids) = key_arrays(rows.iter().map(|(k, _)| *k));
-    let col = |f: fn(&PointCounters) -> i64| rows.iter().map(|(_, b)| f(&b.points)).collect::<Vec<i64>>();
-    let next: Vec<Option<NextExpiry>> = rows.iter().map(|(_, b)| b.next_expiry()).collect();
-    let next_of = |n: &Option<NextExpiry>| n.flatten();
-    sqlx::query(&format!(
-        "INSERT INTO member_balances (org_id, member_id, balance, lifetime_earned, redeemed, expired, \
-         clawed_back, adjusted, next_expiry_points, next_expiry_at) \
-         SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], \
-         $7::bigint[], $8::bigint[], $9::bigint[], $10::timestamptz[]){}",
-        mode.on_conflict(
-            "(org_id, member_id) DO UPDATE SET balance = excluded.balance, \
-             lifetime_earned = excluded.lifetime_earned, redeemed = excluded.redeemed, expired = excluded.expired, \
-             clawed_back = excluded.clawed_back, adjusted = excluded.adjusted, \
-             next_expiry_points = excluded.next_expiry_points, next_expiry_at = excluded.next_expiry_at"
-        )
-    ))
+    sqlx::query(
+        "UPDATE member_balances b SET next_expiry_at = n.at, \
+             next_expiry_points = (SELECT sum(l.remaining) FROM member_lots l \
+                 WHERE l.org_id = b.org_id AND l.member_id = b.member_id AND l.expiry_key = n.at) \
+         FROM rm.member_keys($1, $2) AS k(org_id, member_id) \
+         CROSS JOIN LATERAL (SELECT (SELECT l.expires_at FROM member_lots l \
+             WHERE l.org_id = k.org_id AND l.member_id = k.member_id AND l.expiry_key < 'infinity' \
+             ORDER BY l.expiry_key LIMIT 1) AS at) n \
+         WHERE b.org_id = k.org_id AND b.member_id = k.member_id",
+    )
     .bind(&orgs)
     .bind(&ids)
-    .bind(col(|b| b.balance))
-    .bind(col(|b| b.lifetime_earned))
-    .bind(col(|b| b.redeemed))
-    .bind(col(|b| b.expired))
-    .bind(col(|b| b.clawed_back))
-    .bind(col(|b| b.adjusted))
-    .bind(next.iter().map(|n| next_of(n).map(|(p, _)| p)).collect::<Vec<_>>())
-    .bind(next.iter().map(|n| next_of(n).map(|(_, at)| at)).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await
-    .context("writing member_balances")?;
-    flush_lots(conn, &rows, mode).await?;
-    let unknown = rows
-        .iter()
-        .zip(&next)
-        .filter(|(_, n)| n.is_none())
-        .map(|((k, _), _)| *k);
-    let (orgs, ids) = key_arrays(unknown);
-    if !orgs.is_empty() {
-        // The first lots were read and spent: the next expiry is that of the stored lots now
-        // first, through the primary key's order.
-        sqlx::query(
-            "UPDATE member_balances b SET next_expiry_at = n.at, \
-                 next_expiry_points = (SELECT sum(l.remaining) FROM member_lots l \
-                     WHERE l.org_id = b.org_id AND l.member_id = b.member_id AND l.expiry_key = n.at) \
-             FROM rm.member_keys($1, $2) AS k(org_id, member_id) \
-             CROSS JOIN LATERAL (SELECT (SELECT l.expires_at FROM member_lots l \
-                 WHERE l.org_id = k.org_id AND l.member_id = k.member_id AND l.expiry_key < 'infinity' \
-                 ORDER BY l.expiry_key LIMIT 1) AS at) n \
-             WHERE b.org_id = k.org_id AND b.member_id = k.member_id",
-        )
-        .bind(&orgs)
-        .bind(&ids)
-        .execute(&mut *conn)
-        .await
-        .context("reading the next expiry back from member_lots")?;
-    }
+    .context("reading the next expiry back from member_lots")?;
     Ok(())
 }
 
 /// Writes what changed of the lots: each lot's change from what was read (for a lot the batch
 /// did not read, what its events credited, added to the stored row), and drops the lots read
-/// and spent.
-async fn flush_lots(
-    conn: &mut PgConnection,
-    rows: &[(&MemberKey, &BalanceRow)],
-    mode: Mode,
-) -> anyhow::Result<()> {
+/// and spent (never a lot also changed: one chain may hold both).
+fn flush_lots(chain: &mut Chain, balances: &[(&MemberKey, &BalanceRow)], mode: Mode) {
     let mut lots = LotColumns::default();
     let mut spent = LotColumns::default();
-    for (key, balance) in rows {
+    for (key, balance) in balances {
         let read = &balance.stored.read;
         for (lot, points) in balance.lots.iter() {
             let delta = points - read.get(&lot).unwrap_or(0);
@@ -504,39 +521,37 @@ async fn flush_lots(
         }
     }
     if !spent.org.is_empty() {
-        sqlx::query(
-            "DELETE FROM member_lots l \
-             USING public.lot_keys($1, $2, $3, $4) AS k(org_id, member_id, expiry_key, earned_at) \
-             WHERE l.org_id = k.org_id AND l.member_id = k.member_id \
-               AND l.expiry_key = k.expiry_key AND l.earned_at = k.earned_at",
-        )
-        .bind(&spent.org)
-        .bind(&spent.member)
-        .bind(&spent.expires_at)
-        .bind(&spent.earned_at)
-        .execute(&mut *conn)
-        .await
-        .context("dropping spent member_lots")?;
+        chain
+            .write(
+                "spent member_lots",
+                "DELETE FROM member_lots l \
+                 USING public.lot_keys($1, $2, $3, $4) AS k(org_id, member_id, expiry_key, earned_at) \
+                 WHERE l.org_id = k.org_id AND l.member_id = k.member_id \
+                   AND l.expiry_key = k.expiry_key AND l.earned_at = k.earned_at",
+            )
+            .bind(spent.org)
+            .bind(spent.member)
+            .bind(spent.expires_at)
+            .bind(spent.earned_at);
     }
     if !lots.org.is_empty() {
-        sqlx::query(&format!(
-            "INSERT INTO member_lots (org_id, member_id, earned_at, expires_at, remaining) \
-             SELECT * FROM unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::timestamptz[], $5::bigint[]){}",
-            mode.on_conflict(
-                "(org_id, member_id, expiry_key, earned_at) DO UPDATE \
-                 SET remaining = member_lots.remaining + excluded.remaining"
+        chain.write(
+                "member_lots",
+                &format!(
+                    "INSERT INTO member_lots (org_id, member_id, earned_at, expires_at, remaining) \
+                     SELECT * FROM unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::timestamptz[], $5::bigint[]){}",
+                    mode.on_conflict(
+                        "(org_id, member_id, expiry_key, earned_at) DO UPDATE \
+                         SET remaining = member_lots.remaining + excluded.remaining"
+                    )
+                ),
             )
-        ))
-        .bind(&lots.org)
-        .bind(&lots.member)
-        .bind(&lots.earned_at)
-        .bind(&lots.expires_at)
-        .bind(&lots.remaining)
-        .execute(&mut *conn)
-        .await
-        .context("writing member_lots")?;
+            .bind(lots.org)
+            .bind(lots.member)
+            .bind(lots.earned_at)
+            .bind(lots.expires_at)
+            .bind(lots.remaining);
     }
-    Ok(())
 }
 
 #[derive(Default)]
@@ -558,52 +573,48 @@ impl LotColumns {
     }
 }
 
-/// Writes the journal entries and postings, and adds to the orgs' liabilities.
-pub(super) async fn flush_ledger(conn: &mut PgConnection, ledger: &LedgerWrites) -> anyhow::Result<()> {
+/// Writes the journal entries and postings.
+pub(super) fn flush_ledger(chain: &mut Chain, ledger: &LedgerWrites) {
     if !ledger.journal.is_empty() {
         let j = &ledger.journal;
         let (orgs, ids) = key_arrays(j.iter().map(|r| &r.key));
-        sqlx::query(
-            "INSERT INTO journal_entries (org_id, member_id, sequence, global_position, event_type, reference, \
-             points_delta, balance_after, occurred_at, committed_at) \
-             SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], \
-             $7::bigint[], $8::bigint[], $9::timestamptz[], $10::timestamptz[])",
-        )
-        .bind(&orgs)
-        .bind(&ids)
-        .bind(j.iter().map(|r| r.sequence).collect::<Vec<_>>())
-        .bind(j.iter().map(|r| r.global_position).collect::<Vec<_>>())
-        .bind(j.iter().map(|r| r.event_type).collect::<Vec<_>>())
-        .bind(j.iter().map(|r| r.reference.clone()).collect::<Vec<_>>())
-        .bind(j.iter().map(|r| r.points_delta).collect::<Vec<_>>())
-        .bind(j.iter().map(|r| r.balance_after).collect::<Vec<_>>())
-        .bind(j.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
-        .bind(j.iter().map(|r| r.committed_at).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await
-        .context("writing journal_entries")?;
+        chain.write(
+                "journal_entries",
+                "INSERT INTO journal_entries (org_id, member_id, sequence, global_position, event_type, reference, \
+                 points_delta, balance_after, occurred_at, committed_at) \
+                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], \
+                 $7::bigint[], $8::bigint[], $9::timestamptz[], $10::timestamptz[])",
+            )
+            .bind(orgs)
+            .bind(ids)
+            .bind(j.iter().map(|r| r.sequence).collect::<Vec<_>>())
+            .bind(j.iter().map(|r| r.global_position).collect::<Vec<_>>())
+            .bind(j.iter().map(|r| r.event_type).collect::<Vec<_>>())
+            .bind(j.iter().map(|r| r.reference.clone()).collect::<Vec<_>>())
+            .bind(j.iter().map(|r| r.points_delta).collect::<Vec<_>>())
+            .bind(j.iter().map(|r| r.balance_after).collect::<Vec<_>>())
+            .bind(j.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
+            .bind(j.iter().map(|r| r.committed_at).collect::<Vec<_>>());
     }
     if !ledger.postings.is_empty() {
         let p = &ledger.postings;
         let (orgs, ids) = key_arrays(p.iter().map(|r| &r.key));
-        sqlx::query(
-            "INSERT INTO postings (org_id, member_id, sequence, account, delta) \
-             SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::text[], $5::bigint[])",
-        )
-        .bind(&orgs)
-        .bind(&ids)
-        .bind(p.iter().map(|r| r.sequence).collect::<Vec<_>>())
-        .bind(p.iter().map(|r| r.account.as_str()).collect::<Vec<_>>())
-        .bind(p.iter().map(|r| r.delta).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await
-        .context("writing postings")?;
+        chain
+            .write(
+                "postings",
+                "INSERT INTO postings (org_id, member_id, sequence, account, delta) \
+                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::text[], $5::bigint[])",
+            )
+            .bind(orgs)
+            .bind(ids)
+            .bind(p.iter().map(|r| r.sequence).collect::<Vec<_>>())
+            .bind(p.iter().map(|r| r.account.as_str()).collect::<Vec<_>>())
+            .bind(p.iter().map(|r| r.delta).collect::<Vec<_>>());
     }
-    Ok(())
 }
 
 /// Adds the batch's liability changes to its orgs' (a per-org row: [`super::flush`] writes
 /// those last).
-pub(super) async fn flush_liability(conn: &mut PgConnection, ledger: &LedgerWrites) -> anyhow::Result<()> {
-    add_per_org(conn, "org_liability", "points", ledger.liability.iter()).await
+pub(super) fn flush_liability(per_org: &mut Chain, ledger: &LedgerWrites) {
+    add_per_org(per_org, "org_liability", "points", ledger.liability.iter());
 }

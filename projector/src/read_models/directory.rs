@@ -1,12 +1,11 @@
 //! The member directory (`member_directory`): who is enrolled, with their external id and
 //! display name.
 
-use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use domain::MemberEvent;
-use sqlx::PgConnection;
 
 use super::{key_arrays, ReadModel, Writes};
+use crate::chain::Chain;
 use domain::MemberKey;
 
 pub const TABLES: &[&str] = &["member_directory"];
@@ -39,22 +38,20 @@ pub(super) fn apply(key: &MemberKey, event: &MemberEvent, writes: &mut Writes) {
 }
 
 /// Writes the members the batch enrolled.
-pub(super) async fn flush(conn: &mut PgConnection, rows: &[DirectoryRow]) -> anyhow::Result<()> {
+pub(super) fn flush(chain: &mut Chain, rows: &[DirectoryRow]) {
     if rows.is_empty() {
-        return Ok(());
+        return;
     }
     let (orgs, ids) = key_arrays(rows.iter().map(|r| &r.key));
-    sqlx::query(
-        "INSERT INTO member_directory (org_id, member_id, external_id, display_name, enrolled_at) \
+    chain
+        .write(
+            "member_directory",
+            "INSERT INTO member_directory (org_id, member_id, external_id, display_name, enrolled_at) \
          SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[])",
-    )
-    .bind(&orgs)
-    .bind(&ids)
-    .bind(rows.iter().map(|r| r.external_id.clone()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.display_name.clone()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.enrolled_at).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await
-    .context("writing member_directory")?;
-    Ok(())
+        )
+        .bind(&orgs)
+        .bind(&ids)
+        .bind(rows.iter().map(|r| r.external_id.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.display_name.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.enrolled_at).collect::<Vec<_>>());
 }

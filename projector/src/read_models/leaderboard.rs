@@ -4,13 +4,12 @@
 
 use std::collections::HashMap;
 
-use anyhow::Context as _;
 use chrono::{DateTime, Datelike as _, Utc};
 use domain::MemberEvent;
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{EventMeta, Mode, ReadModel, Writes};
+use crate::chain::Chain;
 use domain::MemberKey;
 
 pub const TABLES: &[&str] = &["leaderboard_scores"];
@@ -137,11 +136,7 @@ pub(super) fn apply(key: &MemberKey, meta: &EventMeta, event: &MemberEvent, writ
 }
 
 /// Writes the batch's leaderboard changes.
-pub(super) async fn flush(
-    conn: &mut PgConnection,
-    writes: &LeaderboardWrites,
-    mode: Mode,
-) -> anyhow::Result<()> {
+pub(super) fn flush(chain: &mut Chain, writes: &LeaderboardWrites, mode: Mode) {
     // Rows some event of the batch changed: add the delta, the last change is when the score
     // was reached (even if the batch's changes cancel out). Rows no event changed (zero-point
     // purchases): created if new, otherwise left alone.
@@ -158,7 +153,7 @@ pub(super) async fn flush(
             continue;
         }
         let reached = |op: &LeaderboardOp| op.changed.unwrap_or(op.first);
-        sqlx::query(&format!(
+        chain.write("leaderboard_scores", &format!(
             "INSERT INTO leaderboard_scores AS s (org_id, location_id, period, period_key, member_id, points, \
              reached_at, reached_position) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::bigint[], \
@@ -174,12 +169,8 @@ pub(super) async fn flush(
         .bind(rows.iter().map(|(k, _)| k.member_id).collect::<Vec<_>>())
         .bind(rows.iter().map(|(_, op)| op.delta).collect::<Vec<_>>())
         .bind(rows.iter().map(|(_, op)| reached(op).0).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, op)| reached(op).1).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await
-        .context("writing leaderboard_scores")?;
+        .bind(rows.iter().map(|(_, op)| reached(op).1).collect::<Vec<_>>());
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -25,13 +25,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::Context as _;
-
 use chrono::{DateTime, Utc};
 use domain::member::Lots;
 use domain::{MemberEvent, ProgramEvent};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::chain::Chain;
 use crate::event::ApplyError;
 use crate::progress::{self, Progress};
 use domain::MemberKey;
@@ -326,8 +326,41 @@ pub(crate) fn key_arrays<'a>(keys: impl Iterator<Item = &'a MemberKey>) -> (Vec<
     keys.map(|k| (k.org_id.clone(), k.member_id)).unzip()
 }
 
-/// Loads the rows of `members`, and the purchases named in `purchases` (those the batch
-/// records or refunds).
+/// What puts a row of a read of [`load_members`] into its member's state.
+type Loaded = fn(&str, &mut HashMap<MemberKey, MemberState>) -> serde_json::Result<()>;
+
+/// The reads of [`load_members`], each with what puts its rows into the members' states
+/// (`None`: the first lots, used once every balance is in). Parameters: the members' keys
+/// (`$1, $2`), the purchases named (`$3, $4, $5`), the members whose lots are taken from
+/// (`$6, $7`) and how many of their lots to read first (`$8`).
+const READS: [(&str, Option<Loaded>); 7] = [
+    (balance::LOAD, Some(balance::loaded as Loaded)),
+    (balance::LOAD_FIRST_LOTS, None),
+    (tier::LOAD, Some(tier::loaded as Loaded)),
+    (stamps::LOAD, Some(stamps::loaded as Loaded)),
+    (rfm::LOAD, Some(rfm::loaded as Loaded)),
+    (promotions::LOAD, Some(promotions::loaded as Loaded)),
+    (achievements::LOAD, Some(achievements::loaded as Loaded)),
+];
+
+/// [`READS`] in one statement (every round trip of a batch waits for a busy core), each row a
+/// JSON array tagged by the index of its read.
+static LOAD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let union: Vec<String> = READS
+        .iter()
+        .enumerate()
+        .map(|(i, (read, _))| format!("SELECT {i}, r.* FROM ({read}) r"))
+        .collect();
+    format!(
+        "WITH RECURSIVE {} {}",
+        promotions::LOAD_WITH,
+        union.join(" UNION ALL ")
+    )
+});
+
+/// Loads the rows of `members`, the purchases named in `purchases` (those the batch records
+/// or refunds), and of the members in `lots_taken` as many of their first lots as the batch's
+/// events take from (the others' lots stay unread).
 pub async fn load_members(
     conn: &mut PgConnection,
     members: &[MemberKey],
@@ -341,13 +374,36 @@ pub async fn load_members(
     if members.is_empty() {
         return Ok(states);
     }
-    let keys = key_arrays(members.iter());
-    balance::load(conn, &keys, lots_taken, &mut states).await?;
-    tier::load(conn, &keys, &mut states).await?;
-    stamps::load(conn, &keys, &mut states).await?;
-    rfm::load(conn, purchases, &mut states).await?;
-    promotions::load(conn, &keys, &mut states).await?;
-    achievements::load(conn, &keys, &mut states).await?;
+    let (orgs, ids) = key_arrays(members.iter());
+    let (purchase_orgs, purchase_ids) = key_arrays(purchases.iter().map(|(k, _)| k));
+    let transactions: Vec<&str> = purchases.iter().map(|(_, t)| t.as_str()).collect();
+    let (lot_orgs, lot_ids) = key_arrays(lots_taken.keys());
+    let rows: Vec<(i32, String)> = sqlx::query_as(&LOAD)
+        .bind(&orgs)
+        .bind(&ids)
+        .bind(&purchase_orgs)
+        .bind(&purchase_ids)
+        .bind(&transactions)
+        .bind(&lot_orgs)
+        .bind(&lot_ids)
+        .bind(balance::FIRST_LOTS)
+        .fetch_all(&mut *conn)
+        .await
+        .context("loading the batch's members")?;
+    let mut first_lots = Vec::new();
+    for (read, row) in rows {
+        let loaded = usize::try_from(read)
+            .ok()
+            .and_then(|i| READS.get(i))
+            .with_context(|| format!("a row of an unknown read {read}"))?
+            .1;
+        match loaded {
+            Some(loaded) => loaded(&row, &mut states),
+            None => serde_json::from_str(&row).map(|lot| first_lots.push(lot)),
+        }
+        .with_context(|| format!("decoding a row of read {read}: {row}"))?;
+    }
+    balance::load_lots(conn, lots_taken, first_lots, &mut states).await?;
     Ok(states)
 }
 
@@ -363,61 +419,86 @@ pub(crate) fn rows_of<'a, R>(
 }
 
 /// Adds per-org increments to a per-org counter: `table (org_id, column)` gains each delta.
-pub(crate) async fn add_per_org(
-    conn: &mut PgConnection,
-    table: &str,
+pub(crate) fn add_per_org<'a>(
+    per_org: &mut Chain,
+    table: &'static str,
     column: &str,
-    increments: impl Iterator<Item = (&String, &i64)>,
-) -> anyhow::Result<()> {
+    increments: impl Iterator<Item = (&'a String, &'a i64)>,
+) {
     let (orgs, deltas): (Vec<String>, Vec<i64>) = increments.map(|(o, d)| (o.clone(), *d)).unzip();
     if orgs.is_empty() {
-        return Ok(());
+        return;
     }
-    sqlx::query(&format!(
-        "INSERT INTO {table} AS t (org_id, {column}) SELECT * FROM unnest($1::text[], $2::bigint[]) \
-         ON CONFLICT (org_id) DO UPDATE SET {column} = t.{column} + excluded.{column}"
-    ))
-    .bind(&orgs)
-    .bind(&deltas)
-    .execute(&mut *conn)
-    .await
-    .with_context(|| format!("writing {table}"))?;
-    Ok(())
+    per_org
+        .write(
+            table,
+            &format!(
+                "INSERT INTO {table} AS t (org_id, {column}) SELECT * FROM unnest($1::text[], $2::bigint[]) \
+                 ON CONFLICT (org_id) DO UPDATE SET {column} = t.{column} + excluded.{column}"
+            ),
+        )
+        .bind(orgs)
+        .bind(deltas);
 }
 
-/// Writes the batch back: member rows of touched members, then additions, then the per-org
-/// increments, checkpoints last. Returns how many events were newly parked (a redelivered
-/// parked event is not parked twice).
+/// Writes the batch back, and tells the caches of read models which members it changed
+/// (`announce`, delivered when the transaction commits: `common::projected`). Returns how many
+/// events were newly parked (a redelivered parked event is not parked twice).
 ///
-/// The per-org rows (liability, RFM versions, promotion and achievement counts) come last,
-/// always in this order and each statement in key order: batches of disjoint members run side
-/// by side (`crate::batch`), and these are the only rows two of them write. Written last, a
-/// batch waits for the other's commit only at its very end, and the one order of locking
-/// means two batches never deadlock.
+/// Three round trips whatever the batch holds ([`Chain`]), in this order:
+/// - the programs, in statements of their own (each replaces an org's rows: delete, then
+///   insert), only when the batch changes one;
+/// - every member row and addition in one statement (no two of them touch one row; a member
+///   whose first lots were spent then has its next expiry read back from the lots written, one
+///   more statement);
+/// - the parked events and checkpoints, then the per-org rows (liability, RFM versions,
+///   promotion and achievement counts, each in key order), in one statement last. Batches of
+///   disjoint members run side by side (`crate::batch`), and the per-org rows are the only rows
+///   two of them write: written last, a batch waits for the other's commit only at its very
+///   end, and the one order of locking means two batches never deadlock.
 pub async fn flush(
     conn: &mut PgConnection,
     members: &HashMap<MemberKey, MemberState>,
     writes: &Writes,
     mode: Mode,
+    announce: &[MemberKey],
 ) -> anyhow::Result<u64> {
     let touched: Vec<(&MemberKey, &MemberState)> = members.iter().filter(|(_, s)| s.touched).collect();
-    balance::flush(conn, &touched, mode).await?;
-    tier::flush(conn, &touched, mode).await?;
-    stamps::flush(conn, &touched, mode).await?;
-    rfm::flush(conn, &touched, &writes.rfm, mode).await?;
-    balance::flush_ledger(conn, &writes.ledger).await?;
-    directory::flush(conn, &writes.directory).await?;
-    tier::flush_history(conn, &writes.tier_history).await?;
-    stamps::flush_rewards(conn, &writes.stamp_rewards).await?;
-    leaderboard::flush(conn, &writes.leaderboard, mode).await?;
     program::flush(conn, &writes.program).await?;
-    promotions::flush(conn, &writes.promotions).await?;
-    achievements::flush(conn, &touched, mode).await?;
-    rfm::flush_per_org(conn, &writes.rfm).await?;
-    balance::flush_liability(conn, &writes.ledger).await?;
-    promotions::flush_per_org(conn, &writes.promotions).await?;
-    achievements::flush_per_org(conn, &writes.achievements).await?;
-    progress::flush(conn, &writes.progress, mode).await
+
+    let mut rows = Chain::new();
+    balance::flush(&mut rows, &touched, mode);
+    tier::flush(&mut rows, &touched, mode);
+    stamps::flush(&mut rows, &touched, mode);
+    rfm::flush(&mut rows, &touched, &writes.rfm, mode);
+    balance::flush_ledger(&mut rows, &writes.ledger);
+    directory::flush(&mut rows, &writes.directory);
+    tier::flush_history(&mut rows, &writes.tier_history);
+    stamps::flush_rewards(&mut rows, &writes.stamp_rewards);
+    leaderboard::flush(&mut rows, &writes.leaderboard, mode);
+    promotions::flush(&mut rows, &writes.promotions);
+    achievements::flush(&mut rows, &touched, mode);
+    rows.execute(conn).await?;
+    balance::flush_next_expiry(conn, &touched).await?;
+
+    let mut last = Chain::new();
+    let parked = progress::flush(&mut last, &writes.progress, mode);
+    rfm::flush_per_org(&mut last, &writes.rfm);
+    balance::flush_liability(&mut last, &writes.ledger);
+    promotions::flush_per_org(&mut last, &writes.promotions);
+    achievements::flush_per_org(&mut last, &writes.achievements);
+    if !announce.is_empty() {
+        last.select(
+            "the announcement of the members changed",
+            "SELECT count(pg_notify($1, p)) FROM unnest($2::text[]) p",
+        )
+        .bind(common::projected::MEMBERS_CHANNEL)
+        .bind(common::projected::payloads(announce));
+    }
+    let counts = last.execute(conn).await?;
+    Ok(parked
+        .and_then(|i| counts.get(i))
+        .map_or(0, |n| u64::try_from(*n).unwrap_or(0)))
 }
 
 /// How [`flush`] writes member, leaderboard and progress rows.

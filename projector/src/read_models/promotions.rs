@@ -13,13 +13,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use anyhow::Context as _;
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::MemberEvent;
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{add, key_arrays, MemberState, ReadModel, Writes};
+use crate::chain::Chain;
 use crate::event::ApplyError;
 use domain::MemberKey;
 
@@ -173,47 +172,39 @@ pub(super) fn apply(
 
 /// Loads which promotions the members `keys` names have used.
 ///
-/// One index probe per (member, promotion used), skipping from one promotion id to the next on
-/// the primary key: a `DISTINCT` over the member's uses would read their whole history on every
-/// batch (as rewriting every lot once did).
-pub(super) async fn load(
-    conn: &mut PgConnection,
-    (orgs, ids): &(Vec<String>, Vec<Uuid>),
-    states: &mut HashMap<MemberKey, MemberState>,
-) -> anyhow::Result<()> {
-    let rows: Vec<(String, Uuid, String)> = sqlx::query_as(
-        "WITH RECURSIVE used (org_id, member_id, promotion_id) AS ( \
-             SELECT k.org_id, k.member_id, \
-                    (SELECT min(u.promotion_id) FROM promotion_uses u \
-                      WHERE u.org_id = k.org_id AND u.member_id = k.member_id) \
-             FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
-             UNION ALL \
-             SELECT p.org_id, p.member_id, \
-                    (SELECT min(u.promotion_id) FROM promotion_uses u \
-                      WHERE u.org_id = p.org_id AND u.member_id = p.member_id \
-                        AND u.promotion_id > p.promotion_id) \
-             FROM used p WHERE p.promotion_id IS NOT NULL) \
-         SELECT org_id, member_id, promotion_id FROM used WHERE promotion_id IS NOT NULL",
-    )
-    .bind(orgs)
-    .bind(ids)
-    .fetch_all(&mut *conn)
-    .await
-    .context("loading promotion_uses")?;
-    for (org_id, member_id, promotion_id) in rows {
-        if let Some(state) = states.get_mut(&MemberKey { org_id, member_id }) {
-            state.promotions.insert(promotion_id);
-        }
+/// The promotions the batch's members have used, in [`super::load_members`]'s read: one index
+/// probe per (member, promotion used), skipping from one promotion id to the next on the
+/// primary key (a `DISTINCT` over the member's uses would read their whole history on every
+/// batch, as rewriting every lot once did). [`LOAD_WITH`] goes in the statement's `WITH`.
+pub(super) const LOAD_WITH: &str = "used (org_id, member_id, promotion_id) AS ( \
+         SELECT k.org_id, k.member_id, \
+                (SELECT min(u.promotion_id) FROM promotion_uses u \
+                  WHERE u.org_id = k.org_id AND u.member_id = k.member_id) \
+         FROM unnest($1::text[], $2::uuid[]) AS k(org_id, member_id) \
+         UNION ALL \
+         SELECT p.org_id, p.member_id, \
+                (SELECT min(u.promotion_id) FROM promotion_uses u \
+                  WHERE u.org_id = p.org_id AND u.member_id = p.member_id \
+                    AND u.promotion_id > p.promotion_id) \
+         FROM used p WHERE p.promotion_id IS NOT NULL)";
+pub(super) const LOAD: &str =
+    "SELECT json_build_array(org_id, member_id, promotion_id)::text FROM used WHERE promotion_id IS NOT NULL";
+
+/// Puts a row of [`LOAD`] into its member's state.
+pub(super) fn loaded(row: &str, states: &mut HashMap<MemberKey, MemberState>) -> serde_json::Result<()> {
+    let (org_id, member_id, promotion_id): (String, Uuid, String) = serde_json::from_str(row)?;
+    if let Some(state) = states.get_mut(&MemberKey { org_id, member_id }) {
+        state.promotions.insert(promotion_id);
     }
     Ok(())
 }
 
 /// Writes the batch's uses.
-pub(super) async fn flush(conn: &mut PgConnection, writes: &PromotionWrites) -> anyhow::Result<()> {
+pub(super) fn flush(chain: &mut Chain, writes: &PromotionWrites) {
     if !writes.uses.is_empty() {
         let u = &writes.uses;
         let (orgs, ids) = key_arrays(u.iter().map(|r| &r.key));
-        sqlx::query(
+        chain.write("promotion_uses", 
             "INSERT INTO promotion_uses (org_id, member_id, promotion_id, transaction_id, occurred_at, points, \
              budget_left) \
              SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::bigint[], \
@@ -225,20 +216,16 @@ pub(super) async fn flush(conn: &mut PgConnection, writes: &PromotionWrites) -> 
         .bind(u.iter().map(|r| r.transaction_id.clone()).collect::<Vec<_>>())
         .bind(u.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
         .bind(u.iter().map(|r| r.points).collect::<Vec<_>>())
-        .bind(u.iter().map(|r| r.budget_left).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await
-        .context("writing promotion_uses")?;
+        .bind(u.iter().map(|r| r.budget_left).collect::<Vec<_>>());
     }
-    Ok(())
 }
 
 /// Adds the batch's increments to the per-promotion rows (per org: [`super::flush`] writes
 /// those last).
-pub(super) async fn flush_per_org(conn: &mut PgConnection, writes: &PromotionWrites) -> anyhow::Result<()> {
+pub(super) fn flush_per_org(per_org: &mut Chain, writes: &PromotionWrites) {
     if !writes.stats.is_empty() {
         let s = &writes.stats;
-        sqlx::query(
+        per_org.write("promotion_stats", 
             "INSERT INTO promotion_stats AS s (org_id, promotion_id, uses, points, members, budget_drawn) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) \
              ON CONFLICT (org_id, promotion_id) DO UPDATE SET uses = s.uses + excluded.uses, \
@@ -250,27 +237,22 @@ pub(super) async fn flush_per_org(conn: &mut PgConnection, writes: &PromotionWri
         .bind(s.values().map(|d| d.uses).collect::<Vec<_>>())
         .bind(s.values().map(|d| d.points).collect::<Vec<_>>())
         .bind(s.values().map(|d| d.members).collect::<Vec<_>>())
-        .bind(s.values().map(|d| d.budget_drawn).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await
-        .context("writing promotion_stats")?;
+        .bind(s.values().map(|d| d.budget_drawn).collect::<Vec<_>>());
     }
     if !writes.daily.is_empty() {
         let d = &writes.daily;
-        sqlx::query(
-            "INSERT INTO promotion_daily AS d (org_id, promotion_id, day, uses, points) \
+        per_org
+            .write(
+                "promotion_daily",
+                "INSERT INTO promotion_daily AS d (org_id, promotion_id, day, uses, points) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::bigint[], $5::bigint[]) \
              ON CONFLICT (org_id, promotion_id, day) DO UPDATE SET uses = d.uses + excluded.uses, \
              points = d.points + excluded.points",
-        )
-        .bind(d.keys().map(|(org, _, _)| org.clone()).collect::<Vec<_>>())
-        .bind(d.keys().map(|(_, id, _)| id.clone()).collect::<Vec<_>>())
-        .bind(d.keys().map(|(_, _, day)| *day).collect::<Vec<_>>())
-        .bind(d.values().map(|v| v.uses).collect::<Vec<_>>())
-        .bind(d.values().map(|v| v.points).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await
-        .context("writing promotion_daily")?;
+            )
+            .bind(d.keys().map(|(org, _, _)| org.clone()).collect::<Vec<_>>())
+            .bind(d.keys().map(|(_, id, _)| id.clone()).collect::<Vec<_>>())
+            .bind(d.keys().map(|(_, _, day)| *day).collect::<Vec<_>>())
+            .bind(d.values().map(|v| v.uses).collect::<Vec<_>>())
+            .bind(d.values().map(|v| v.points).collect::<Vec<_>>());
     }
-    Ok(())
 }

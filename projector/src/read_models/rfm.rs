@@ -23,6 +23,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{add, add_per_org, key_arrays, MemberState, Mode, ReadModel, Touched, Writes};
+use crate::chain::Chain;
 use crate::check_schema_name;
 use crate::event::ApplyError;
 use domain::MemberKey;
@@ -181,48 +182,33 @@ pub(super) fn apply(
     Ok(())
 }
 
-/// Loads the purchases named in `purchases`, into the states of their members.
-pub(super) async fn load(
-    conn: &mut PgConnection,
-    purchases: &[(MemberKey, String)],
-    states: &mut HashMap<MemberKey, MemberState>,
-) -> anyhow::Result<()> {
-    if purchases.is_empty() {
-        return Ok(());
-    }
-    let (orgs, ids) = key_arrays(purchases.iter().map(|(k, _)| k));
-    let txns: Vec<String> = purchases.iter().map(|(_, t)| t.clone()).collect();
+/// The purchases the batch names (keys `$3, $4, $5`), in [`super::load_members`]'s read.
+pub(super) const LOAD: &str =
+    "SELECT json_build_array(p.org_id, p.member_id, p.transaction_id, location_id, \
+     occurred_at, amount_minor, refunded_minor, points_earned, clawed_back)::text \
+     FROM purchases p JOIN public.purchase_keys($3, $4, $5) AS k(org_id, member_id, transaction_id) \
+     USING (org_id, member_id, transaction_id)";
+
+/// Puts a row of [`LOAD`] into its member's state.
+pub(super) fn loaded(row: &str, states: &mut HashMap<MemberKey, MemberState>) -> serde_json::Result<()> {
     type PurchaseTuple = (String, Uuid, String, String, DateTime<Utc>, i64, i64, i64, i64);
-    let rows: Vec<PurchaseTuple> = sqlx::query_as(
-        "SELECT p.org_id, p.member_id, p.transaction_id, location_id, occurred_at, amount_minor, \
-         refunded_minor, points_earned, clawed_back \
-         FROM purchases p JOIN public.purchase_keys($1, $2, $3) AS k(org_id, member_id, transaction_id) \
-         USING (org_id, member_id, transaction_id)",
-    )
-    .bind(&orgs)
-    .bind(&ids)
-    .bind(&txns)
-    .fetch_all(&mut *conn)
-    .await
-    .context("loading purchases")?;
-    for row in rows {
-        let key = MemberKey {
-            org_id: row.0,
-            member_id: row.1,
-        };
-        if let Some(state) = states.get_mut(&key) {
-            state.purchases.insert(
-                row.2,
-                PurchaseRow {
-                    location_id: row.3,
-                    occurred_at: row.4,
-                    amount_minor: row.5,
-                    refunded_minor: row.6,
-                    points_earned: row.7,
-                    clawed_back: row.8,
-                },
-            );
-        }
+    let row: PurchaseTuple = serde_json::from_str(row)?;
+    let key = MemberKey {
+        org_id: row.0,
+        member_id: row.1,
+    };
+    if let Some(state) = states.get_mut(&key) {
+        state.purchases.insert(
+            row.2,
+            PurchaseRow {
+                location_id: row.3,
+                occurred_at: row.4,
+                amount_minor: row.5,
+                refunded_minor: row.6,
+                points_earned: row.7,
+                clawed_back: row.8,
+            },
+        );
     }
     Ok(())
 }
@@ -246,19 +232,14 @@ pub async fn write_members(conn: &mut PgConnection) -> anyhow::Result<()> {
 
 /// Writes the purchases of the touched members, then (live) their `rfm_members` rows, then
 /// the orgs' raw versions.
-pub(super) async fn flush(
-    conn: &mut PgConnection,
-    touched: &Touched<'_>,
-    writes: &RfmWrites,
-    mode: Mode,
-) -> anyhow::Result<()> {
+pub(super) fn flush(chain: &mut Chain, touched: &Touched<'_>, writes: &RfmWrites, mode: Mode) {
     let rows: Vec<(&MemberKey, &String, &PurchaseRow)> = touched
         .iter()
         .flat_map(|(k, s)| s.purchases.iter().map(move |(txn, row)| (*k, txn, row)))
         .collect();
     if !rows.is_empty() {
         let (orgs, ids) = key_arrays(rows.iter().map(|(k, _, _)| *k));
-        sqlx::query(&format!(
+        chain.write("purchases", &format!(
             "INSERT INTO purchases (org_id, member_id, transaction_id, location_id, occurred_at, amount_minor, \
              refunded_minor, points_earned, clawed_back) \
              SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::bigint[], \
@@ -276,10 +257,7 @@ pub(super) async fn flush(
         .bind(rows.iter().map(|(_, _, p)| p.amount_minor).collect::<Vec<_>>())
         .bind(rows.iter().map(|(_, _, p)| p.refunded_minor).collect::<Vec<_>>())
         .bind(rows.iter().map(|(_, _, p)| p.points_earned).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, _, p)| p.clawed_back).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await
-        .context("writing purchases")?;
+        .bind(rows.iter().map(|(_, _, p)| p.clawed_back).collect::<Vec<_>>());
     }
     if !writes.members.is_empty() && mode == Mode::Upsert {
         // A refund's member has a row (its purchase wrote it), so a delta without purchases
@@ -287,7 +265,7 @@ pub(super) async fn flush(
         // would fail the NOT NULL check, made on the proposed row before the conflict).
         let m = &writes.members;
         let (orgs, ids) = key_arrays(m.keys());
-        sqlx::query(
+        chain.write("rfm_members", 
             "INSERT INTO rfm_members AS r (org_id, member_id, first_purchase_at, last_purchase_at, purchases, \
              amount_minor, refunded_minor) \
              SELECT o, m, coalesce(f, 'infinity'), coalesce(l, '-infinity'), p, a, r \
@@ -305,18 +283,14 @@ pub(super) async fn flush(
         .bind(m.values().map(|d| d.last_purchase_at).collect::<Vec<_>>())
         .bind(m.values().map(|d| d.purchases).collect::<Vec<_>>())
         .bind(m.values().map(|d| d.amount_minor).collect::<Vec<_>>())
-        .bind(m.values().map(|d| d.refunded_minor).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await
-        .context("writing rfm_members")?;
+        .bind(m.values().map(|d| d.refunded_minor).collect::<Vec<_>>());
     }
-    Ok(())
 }
 
 /// Adds the batch's purchase and refund counts to its orgs' RFM versions (a per-org row:
 /// [`super::flush`] writes those last).
-pub(super) async fn flush_per_org(conn: &mut PgConnection, writes: &RfmWrites) -> anyhow::Result<()> {
-    add_per_org(conn, "rfm_orgs", "raw_version", writes.orgs.iter()).await
+pub(super) fn flush_per_org(per_org: &mut Chain, writes: &RfmWrites) {
+    add_per_org(per_org, "rfm_orgs", "raw_version", writes.orgs.iter());
 }
 
 /// What one recomputation did.

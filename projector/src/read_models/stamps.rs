@@ -3,13 +3,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use anyhow::Context as _;
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::MemberEvent;
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{key_arrays, to_i32, MemberState, Mode, ReadModel, Touched, Writes};
+use crate::chain::Chain;
 use crate::event::ApplyError;
 use domain::MemberKey;
 
@@ -87,50 +86,42 @@ pub(super) fn apply(
     Ok(())
 }
 
-/// Loads the stamp cards of the members `keys` names.
-pub(super) async fn load(
-    conn: &mut PgConnection,
-    (orgs, ids): &(Vec<String>, Vec<Uuid>),
-    states: &mut HashMap<MemberKey, MemberState>,
-) -> anyhow::Result<()> {
+/// The stamp cards of the batch's members, in [`super::load_members`]'s read.
+pub(super) const LOAD: &str =
+    "SELECT json_build_array(s.org_id, s.member_id, card_id, stamps, stamps_required, \
+     cards_completed, last_stamp_day)::text \
+     FROM stamp_cards s JOIN rm.member_keys($1, $2) AS k(org_id, member_id) USING (org_id, member_id)";
+
+/// Puts a row of [`LOAD`] into its member's state.
+pub(super) fn loaded(row: &str, states: &mut HashMap<MemberKey, MemberState>) -> serde_json::Result<()> {
     type StampTuple = (String, Uuid, String, i32, i32, i32, Option<NaiveDate>);
-    let rows: Vec<StampTuple> = sqlx::query_as(
-        "SELECT s.org_id, s.member_id, card_id, stamps, stamps_required, cards_completed, last_stamp_day \
-         FROM stamp_cards s JOIN rm.member_keys($1, $2) AS k(org_id, member_id) \
-         USING (org_id, member_id)",
-    )
-    .bind(orgs)
-    .bind(ids)
-    .fetch_all(&mut *conn)
-    .await
-    .context("loading stamp_cards")?;
-    for (org_id, member_id, card_id, stamps, stamps_required, cards_completed, last_stamp_day) in rows {
-        if let Some(state) = states.get_mut(&MemberKey { org_id, member_id }) {
-            state.stamps.insert(
-                card_id,
-                StampRow {
-                    stamps,
-                    stamps_required,
-                    cards_completed,
-                    last_stamp_day,
-                },
-            );
-        }
+    let (org_id, member_id, card_id, stamps, stamps_required, cards_completed, last_stamp_day): StampTuple =
+        serde_json::from_str(row)?;
+    if let Some(state) = states.get_mut(&MemberKey { org_id, member_id }) {
+        state.stamps.insert(
+            card_id,
+            StampRow {
+                stamps,
+                stamps_required,
+                cards_completed,
+                last_stamp_day,
+            },
+        );
     }
     Ok(())
 }
 
 /// Writes the stamp cards of the touched members.
-pub(super) async fn flush(conn: &mut PgConnection, touched: &Touched<'_>, mode: Mode) -> anyhow::Result<()> {
+pub(super) fn flush(chain: &mut Chain, touched: &Touched<'_>, mode: Mode) {
     let rows: Vec<(&MemberKey, &String, &StampRow)> = touched
         .iter()
         .flat_map(|(k, s)| s.stamps.iter().map(move |(card, row)| (*k, card, row)))
         .collect();
     if rows.is_empty() {
-        return Ok(());
+        return;
     }
     let (orgs, ids) = key_arrays(rows.iter().map(|(k, _, _)| *k));
-    sqlx::query(&format!(
+    chain.write("stamp_cards", &format!(
         "INSERT INTO stamp_cards (org_id, member_id, card_id, stamps, stamps_required, cards_completed, last_stamp_day) \
          SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int[], $5::int[], $6::int[], $7::date[]){}",
         mode.on_conflict(
@@ -145,35 +136,29 @@ pub(super) async fn flush(conn: &mut PgConnection, touched: &Touched<'_>, mode: 
     .bind(rows.iter().map(|(_, _, r)| r.stamps).collect::<Vec<_>>())
     .bind(rows.iter().map(|(_, _, r)| r.stamps_required).collect::<Vec<_>>())
     .bind(rows.iter().map(|(_, _, r)| r.cards_completed).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, _, r)| r.last_stamp_day).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await
-    .context("writing stamp_cards")?;
-    Ok(())
+    .bind(rows.iter().map(|(_, _, r)| r.last_stamp_day).collect::<Vec<_>>());
 }
 
 /// Writes the rewards the batch's completed cards issued.
-pub(super) async fn flush_rewards(conn: &mut PgConnection, rewards: &[StampRewardRow]) -> anyhow::Result<()> {
+pub(super) fn flush_rewards(chain: &mut Chain, rewards: &[StampRewardRow]) {
     if rewards.is_empty() {
-        return Ok(());
+        return;
     }
     let s = rewards;
     let (orgs, ids) = key_arrays(s.iter().map(|r| &r.key));
-    sqlx::query(
-        "INSERT INTO stamp_rewards_issued (org_id, member_id, card_id, cards_completed, reward_id, \
+    chain
+        .write(
+            "stamp_rewards_issued",
+            "INSERT INTO stamp_rewards_issued (org_id, member_id, card_id, cards_completed, reward_id, \
          transaction_id, occurred_at) \
          SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int[], $5::text[], $6::text[], \
          $7::timestamptz[])",
-    )
-    .bind(&orgs)
-    .bind(&ids)
-    .bind(s.iter().map(|r| r.card_id.clone()).collect::<Vec<_>>())
-    .bind(s.iter().map(|r| r.cards_completed).collect::<Vec<_>>())
-    .bind(s.iter().map(|r| r.reward_id.clone()).collect::<Vec<_>>())
-    .bind(s.iter().map(|r| r.transaction_id.clone()).collect::<Vec<_>>())
-    .bind(s.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await
-    .context("writing stamp_rewards_issued")?;
-    Ok(())
+        )
+        .bind(&orgs)
+        .bind(&ids)
+        .bind(s.iter().map(|r| r.card_id.clone()).collect::<Vec<_>>())
+        .bind(s.iter().map(|r| r.cards_completed).collect::<Vec<_>>())
+        .bind(s.iter().map(|r| r.reward_id.clone()).collect::<Vec<_>>())
+        .bind(s.iter().map(|r| r.transaction_id.clone()).collect::<Vec<_>>())
+        .bind(s.iter().map(|r| r.occurred_at).collect::<Vec<_>>());
 }

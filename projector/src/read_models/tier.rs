@@ -4,13 +4,12 @@
 
 use std::collections::HashMap;
 
-use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use domain::MemberEvent;
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{key_arrays, rows_of, to_i32, to_i64, EventMeta, MemberState, Mode, ReadModel, Touched, Writes};
+use crate::chain::Chain;
 use crate::event::ApplyError;
 use domain::MemberKey;
 
@@ -193,12 +192,13 @@ pub(super) fn apply(
     Ok(())
 }
 
-/// Loads the tiers of the members `keys` names.
-pub(super) async fn load(
-    conn: &mut PgConnection,
-    (orgs, ids): &(Vec<String>, Vec<Uuid>),
-    states: &mut HashMap<MemberKey, MemberState>,
-) -> anyhow::Result<()> {
+/// The tiers of the batch's members, in [`super::load_members`]'s read.
+pub(super) const LOAD: &str = "SELECT json_build_array(t.org_id, t.member_id, tier, multiplier_bps, qualifying_points, \
+     qualifying_as_of, tier_since, program_version, grace_started_at, grace_threshold_points, downgrade_after)::text \
+     FROM member_tiers t JOIN rm.member_keys($1, $2) AS k(org_id, member_id) USING (org_id, member_id)";
+
+/// Puts a row of [`LOAD`] into its member's state.
+pub(super) fn loaded(row: &str, states: &mut HashMap<MemberKey, MemberState>) -> serde_json::Result<()> {
     type TierTuple = (
         String,
         Uuid,
@@ -212,47 +212,35 @@ pub(super) async fn load(
         Option<i64>,
         Option<DateTime<Utc>>,
     );
-    let rows: Vec<TierTuple> = sqlx::query_as(
-        "SELECT t.org_id, t.member_id, tier, multiplier_bps, qualifying_points, qualifying_as_of, \
-         tier_since, program_version, grace_started_at, grace_threshold_points, downgrade_after \
-         FROM member_tiers t JOIN rm.member_keys($1, $2) AS k(org_id, member_id) \
-         USING (org_id, member_id)",
-    )
-    .bind(orgs)
-    .bind(ids)
-    .fetch_all(&mut *conn)
-    .await
-    .context("loading member_tiers")?;
-    for row in rows {
-        let key = MemberKey {
-            org_id: row.0,
-            member_id: row.1,
-        };
-        if let Some(state) = states.get_mut(&key) {
-            state.tier = Some(TierRow {
-                tier: row.2,
-                multiplier_bps: row.3,
-                qualifying_points: row.4,
-                qualifying_as_of: row.5,
-                tier_since: row.6,
-                program_version: row.7,
-                grace_started_at: row.8,
-                grace_threshold_points: row.9,
-                downgrade_after: row.10,
-            });
-        }
+    let row: TierTuple = serde_json::from_str(row)?;
+    let key = MemberKey {
+        org_id: row.0,
+        member_id: row.1,
+    };
+    if let Some(state) = states.get_mut(&key) {
+        state.tier = Some(TierRow {
+            tier: row.2,
+            multiplier_bps: row.3,
+            qualifying_points: row.4,
+            qualifying_as_of: row.5,
+            tier_since: row.6,
+            program_version: row.7,
+            grace_started_at: row.8,
+            grace_threshold_points: row.9,
+            downgrade_after: row.10,
+        });
     }
     Ok(())
 }
 
 /// Writes the tiers of the touched members.
-pub(super) async fn flush(conn: &mut PgConnection, touched: &Touched<'_>, mode: Mode) -> anyhow::Result<()> {
+pub(super) fn flush(chain: &mut Chain, touched: &Touched<'_>, mode: Mode) {
     let rows = rows_of(touched, |s| s.tier.as_ref());
     if rows.is_empty() {
-        return Ok(());
+        return;
     }
     let (orgs, ids) = key_arrays(rows.iter().map(|(k, _)| *k));
-    sqlx::query(&format!(
+    chain.write("member_tiers", &format!(
         "INSERT INTO member_tiers (org_id, member_id, tier, multiplier_bps, qualifying_points, qualifying_as_of, \
          tier_since, program_version, grace_started_at, grace_threshold_points, downgrade_after) \
          SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int[], $5::bigint[], $6::timestamptz[], \
@@ -275,21 +263,17 @@ pub(super) async fn flush(conn: &mut PgConnection, touched: &Touched<'_>, mode: 
     .bind(rows.iter().map(|(_, t)| t.program_version).collect::<Vec<_>>())
     .bind(rows.iter().map(|(_, t)| t.grace_started_at).collect::<Vec<_>>())
     .bind(rows.iter().map(|(_, t)| t.grace_threshold_points).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, t)| t.downgrade_after).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await
-    .context("writing member_tiers")?;
-    Ok(())
+    .bind(rows.iter().map(|(_, t)| t.downgrade_after).collect::<Vec<_>>());
 }
 
 /// Writes the tier changes of the batch.
-pub(super) async fn flush_history(conn: &mut PgConnection, history: &[TierHistoryRow]) -> anyhow::Result<()> {
+pub(super) fn flush_history(chain: &mut Chain, history: &[TierHistoryRow]) {
     if history.is_empty() {
-        return Ok(());
+        return;
     }
     let h = history;
     let (orgs, ids) = key_arrays(h.iter().map(|r| &r.key));
-    sqlx::query(
+    chain.write("tier_history", 
         "INSERT INTO tier_history (org_id, member_id, sequence, change, from_tier, to_tier, multiplier_bps, \
          qualifying_points, at, downgrade_after, program_version) \
          SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[], \
@@ -305,9 +289,5 @@ pub(super) async fn flush_history(conn: &mut PgConnection, history: &[TierHistor
     .bind(h.iter().map(|r| r.qualifying_points).collect::<Vec<_>>())
     .bind(h.iter().map(|r| r.at).collect::<Vec<_>>())
     .bind(h.iter().map(|r| r.downgrade_after).collect::<Vec<_>>())
-    .bind(h.iter().map(|r| r.program_version).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await
-    .context("writing tier_history")?;
-    Ok(())
+    .bind(h.iter().map(|r| r.program_version).collect::<Vec<_>>());
 }
