@@ -448,9 +448,9 @@ impl Projector {
                 };
                 let mut chain = Chain::new();
                 let parked = progress::flush(&mut chain, &progress, Mode::Upsert);
-                let counts = chain.execute(&mut tx).await?;
+                let returned = chain.execute(&mut tx).await?;
                 tx.commit().await.context("committing a parked event")?;
-                let parked = parked.and_then(|i| counts.get(i)).copied().unwrap_or(0);
+                let parked = parked.map_or(0, |n| n.of(&returned));
                 Ok(BatchReport {
                     received: 1,
                     parked: usize::try_from(parked).unwrap_or(usize::MAX),

@@ -30,17 +30,37 @@ pub struct Chain {
 
 /// Binds the parameters of the statement just added, in the order of its `$1, $2, …` (a
 /// parameter left unbound fails [`Chain::execute`]).
-pub struct Bind<'c>(&'c mut Chain);
+pub struct Bind<'c> {
+    chain: &'c mut Chain,
+    /// Where the statement's value is in what [`Chain::execute`] returns, if it has one.
+    returned: Option<usize>,
+}
 
 impl Bind<'_> {
     pub fn bind<T>(self, value: T) -> Self
     where
         T: for<'q> Encode<'q, Postgres> + Type<Postgres>,
     {
-        if let Err(error) = self.0.args.add(value) {
-            self.0.error.get_or_insert_with(|| error.to_string());
+        if let Err(error) = self.chain.args.add(value) {
+            self.chain.error.get_or_insert_with(|| error.to_string());
         }
         self
+    }
+
+    /// Where to find the statement's value (a [`Chain::counted`] or [`Chain::select`]) in what
+    /// [`Chain::execute`] returns.
+    pub fn returned(self) -> Option<Returned> {
+        self.returned.map(Returned)
+    }
+}
+
+/// A value [`Chain::execute`] returns.
+#[derive(Debug, Clone, Copy)]
+pub struct Returned(usize);
+
+impl Returned {
+    pub fn of(self, values: &[i64]) -> i64 {
+        values.get(self.0).copied().unwrap_or(0)
     }
 }
 
@@ -58,15 +78,21 @@ impl Chain {
     /// `$1 … $n`) writing `what`.
     pub fn write(&mut self, what: &'static str, sql: &str) -> Bind<'_> {
         self.add_write(what, sql);
-        Bind(self)
+        Bind {
+            chain: self,
+            returned: None,
+        }
     }
 
     /// Adds a data-modifying statement as [`Chain::write`] does, and the number of rows it
-    /// writes to what [`Chain::execute`] returns (at the index of a [`Chain::select`]).
+    /// writes to what [`Chain::execute`] returns ([`Bind::returned`]).
     pub fn counted(&mut self, what: &'static str, sql: &str) -> Bind<'_> {
         let name = self.add_write(what, &format!("{sql} RETURNING 1"));
         self.select.push(format!("(SELECT count(*) FROM {name})"));
-        Bind(self)
+        Bind {
+            returned: Some(self.select.len() - 1),
+            chain: self,
+        }
     }
 
     fn add_write(&mut self, what: &'static str, sql: &str) -> String {
@@ -77,23 +103,21 @@ impl Chain {
         name
     }
 
-    /// How many values [`Chain::execute`] returns so far: the index of the next one.
-    pub fn selected(&self) -> usize {
-        self.select.len()
-    }
-
     /// Adds a `bigint` expression to the final `SELECT` (say, a function called for its
-    /// effect), written with its own `$1 … $n`. Its value is at the same index in what
-    /// [`Chain::execute`] returns.
+    /// effect), written with its own `$1 … $n`, whose value [`Chain::execute`] returns
+    /// ([`Bind::returned`]).
     pub fn select(&mut self, what: &'static str, expression: &str) -> Bind<'_> {
         let expression = self.renumber(expression);
         self.select.push(format!("({expression})::bigint"));
         self.what.push(what);
-        Bind(self)
+        Bind {
+            returned: Some(self.select.len() - 1),
+            chain: self,
+        }
     }
 
-    /// Shifts the statement's `$k` past the parameters already in the chain, and counts its
-    /// own. The statements are ours: a `$` is always a parameter.
+    /// Shifts the statement's parameters (`$` and digits) past those already in the chain, and
+    /// counts its own.
     fn renumber(&mut self, sql: &str) -> String {
         let offset = self.params;
         let mut out = String::with_capacity(sql.len() + 16);
@@ -102,10 +126,11 @@ impl Chain {
             out.push_str(&rest[..=at]);
             rest = &rest[at + 1..];
             let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-            let k: usize = rest[..digits].parse().unwrap_or(0);
-            self.params = self.params.max(offset + k);
-            out.push_str(&(offset + k).to_string());
-            rest = &rest[digits..];
+            if let Ok(k) = rest[..digits].parse::<usize>() {
+                self.params = self.params.max(offset + k);
+                out.push_str(&(offset + k).to_string());
+                rest = &rest[digits..];
+            }
         }
         out.push_str(rest);
         out
@@ -170,10 +195,16 @@ mod tests {
             )
             .bind(vec!["x"])
             .bind(vec![1_i64]);
-        chain
+        let deleted = chain
             .counted("b", "DELETE FROM b WHERE k = $1 AND j = $10")
-            .bind(1_i64);
-        chain.select("c", "SELECT count(pg_notify($1, p)) FROM unnest($2::text[]) p");
+            .bind(1_i64)
+            .returned()
+            .unwrap();
+        let notified = chain
+            .select("c", "SELECT count(pg_notify($1, p)) FROM unnest($2::text[]) p")
+            .returned()
+            .unwrap();
+        assert_eq!((deleted.of(&[7, 2]), notified.of(&[7, 2])), (7, 2));
         assert_eq!(
             chain.sql(),
             "WITH w0 AS (INSERT INTO a SELECT * FROM unnest($1::text[], $2::bigint[])), \

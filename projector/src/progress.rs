@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use domain::wire::StoredEvent;
 use sqlx::PgConnection;
 
-use crate::chain::Chain;
+use crate::chain::{Chain, Returned};
 use crate::event::Incoming;
 use crate::read_models::Mode;
 
@@ -127,14 +127,13 @@ pub(crate) async fn load(
     Ok((to_map(checkpoints), to_map(blocked)))
 }
 
-/// Writes the parked events and the checkpoints. Returns the index, in what `chain` returns,
-/// of how many events were newly parked (a redelivered parked event is not parked twice).
-pub(crate) fn flush(chain: &mut Chain, progress: &Progress, mode: Mode) -> Option<usize> {
+/// Writes the parked events and the checkpoints. Returns where `chain` returns how many events
+/// were newly parked, if any was (a redelivered parked event is not parked twice).
+pub(crate) fn flush(chain: &mut Chain, progress: &Progress, mode: Mode) -> Option<Returned> {
     let mut parked = None;
     if !progress.parked.is_empty() {
         let p = &progress.parked;
-        parked = Some(chain.selected());
-        chain
+        parked = chain
             .counted(
                 "parked_events",
                 &format!(
@@ -152,7 +151,8 @@ pub(crate) fn flush(chain: &mut Chain, progress: &Progress, mode: Mode) -> Optio
             .bind(p.iter().map(|r| r.event_type.clone()).collect::<Vec<_>>())
             .bind(p.iter().map(|r| r.payload.clone()).collect::<Vec<_>>())
             .bind(p.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
-            .bind(p.iter().map(|r| r.blocked_by).collect::<Vec<_>>());
+            .bind(p.iter().map(|r| r.blocked_by).collect::<Vec<_>>())
+            .returned();
     }
     if !progress.checkpoints.is_empty() {
         let c: Vec<_> = progress.checkpoints.iter().collect();

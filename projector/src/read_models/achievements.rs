@@ -189,7 +189,9 @@ pub(super) fn flush_per_org(per_org: &mut Chain, writes: &AchievementWrites) {
         return;
     }
     let w = &writes.weekly;
-    per_org.write("achievement_unlocks_weekly", 
+    per_org.write(
+
+        "achievement_unlocks_weekly",
         "INSERT INTO achievement_unlocks_weekly AS t (org_id, achievement_id, week, unlocks, reward_points) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::bigint[], $5::bigint[]) \
          ON CONFLICT (org_id, achievement_id, week) DO UPDATE SET unlocks = t.unlocks + excluded.unlocks, \

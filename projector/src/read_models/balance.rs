@@ -295,8 +295,8 @@ pub(super) const LOAD_FIRST_LOTS: &str =
      l.remaining)::text \
      FROM rm.member_keys($6, $7) AS k(org_id, member_id) \
      CROSS JOIN LATERAL (SELECT earned_at, expires_at, remaining FROM member_lots l \
-         WHERE l.org_id = k.org_id AND l.member_id = k.member_id \
-         ORDER BY l.expiry_key, l.earned_at LIMIT $8) l";
+     WHERE l.org_id = k.org_id AND l.member_id = k.member_id \
+     ORDER BY l.expiry_key, l.earned_at LIMIT $8) l";
 
 /// Puts a row of [`LOAD`] into its member's state.
 pub(super) fn loaded(row: &str, states: &mut HashMap<MemberKey, MemberState>) -> serde_json::Result<()> {
@@ -484,12 +484,12 @@ pub(super) async fn flush_next_expiry(conn: &mut PgConnection, touched: &Touched
     }
     sqlx::query(
         "UPDATE member_balances b SET next_expiry_at = n.at, \
-             next_expiry_points = (SELECT sum(l.remaining) FROM member_lots l \
-                 WHERE l.org_id = b.org_id AND l.member_id = b.member_id AND l.expiry_key = n.at) \
+         next_expiry_points = (SELECT sum(l.remaining) FROM member_lots l \
+         WHERE l.org_id = b.org_id AND l.member_id = b.member_id AND l.expiry_key = n.at) \
          FROM rm.member_keys($1, $2) AS k(org_id, member_id) \
          CROSS JOIN LATERAL (SELECT (SELECT l.expires_at FROM member_lots l \
-             WHERE l.org_id = k.org_id AND l.member_id = k.member_id AND l.expiry_key < 'infinity' \
-             ORDER BY l.expiry_key LIMIT 1) AS at) n \
+         WHERE l.org_id = k.org_id AND l.member_id = k.member_id AND l.expiry_key < 'infinity' \
+         ORDER BY l.expiry_key LIMIT 1) AS at) n \
          WHERE b.org_id = k.org_id AND b.member_id = k.member_id",
     )
     .bind(&orgs)
@@ -527,7 +527,7 @@ fn flush_lots(chain: &mut Chain, balances: &[(&MemberKey, &BalanceRow)], mode: M
                 "DELETE FROM member_lots l \
                  USING public.lot_keys($1, $2, $3, $4) AS k(org_id, member_id, expiry_key, earned_at) \
                  WHERE l.org_id = k.org_id AND l.member_id = k.member_id \
-                   AND l.expiry_key = k.expiry_key AND l.earned_at = k.earned_at",
+                 AND l.expiry_key = k.expiry_key AND l.earned_at = k.earned_at",
             )
             .bind(spent.org)
             .bind(spent.member)

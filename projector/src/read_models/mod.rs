@@ -495,10 +495,8 @@ pub async fn flush(
         .bind(common::projected::MEMBERS_CHANNEL)
         .bind(common::projected::payloads(announce));
     }
-    let counts = last.execute(conn).await?;
-    Ok(parked
-        .and_then(|i| counts.get(i))
-        .map_or(0, |n| u64::try_from(*n).unwrap_or(0)))
+    let returned = last.execute(conn).await?;
+    Ok(parked.map_or(0, |n| u64::try_from(n.of(&returned)).unwrap_or(0)))
 }
 
 /// How [`flush`] writes member, leaderboard and progress rows.

@@ -204,7 +204,8 @@ pub(super) fn flush(chain: &mut Chain, writes: &PromotionWrites) {
     if !writes.uses.is_empty() {
         let u = &writes.uses;
         let (orgs, ids) = key_arrays(u.iter().map(|r| &r.key));
-        chain.write("promotion_uses", 
+        chain.write(
+            "promotion_uses",
             "INSERT INTO promotion_uses (org_id, member_id, promotion_id, transaction_id, occurred_at, points, \
              budget_left) \
              SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::bigint[], \
@@ -225,7 +226,8 @@ pub(super) fn flush(chain: &mut Chain, writes: &PromotionWrites) {
 pub(super) fn flush_per_org(per_org: &mut Chain, writes: &PromotionWrites) {
     if !writes.stats.is_empty() {
         let s = &writes.stats;
-        per_org.write("promotion_stats", 
+        per_org.write(
+            "promotion_stats",
             "INSERT INTO promotion_stats AS s (org_id, promotion_id, uses, points, members, budget_drawn) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) \
              ON CONFLICT (org_id, promotion_id) DO UPDATE SET uses = s.uses + excluded.uses, \
@@ -245,9 +247,9 @@ pub(super) fn flush_per_org(per_org: &mut Chain, writes: &PromotionWrites) {
             .write(
                 "promotion_daily",
                 "INSERT INTO promotion_daily AS d (org_id, promotion_id, day, uses, points) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::bigint[], $5::bigint[]) \
-             ON CONFLICT (org_id, promotion_id, day) DO UPDATE SET uses = d.uses + excluded.uses, \
-             points = d.points + excluded.points",
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::bigint[], $5::bigint[]) \
+                 ON CONFLICT (org_id, promotion_id, day) DO UPDATE SET uses = d.uses + excluded.uses, \
+                 points = d.points + excluded.points",
             )
             .bind(d.keys().map(|(org, _, _)| org.clone()).collect::<Vec<_>>())
             .bind(d.keys().map(|(_, id, _)| id.clone()).collect::<Vec<_>>())

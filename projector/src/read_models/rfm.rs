@@ -230,8 +230,8 @@ pub async fn write_members(conn: &mut PgConnection) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes the purchases of the touched members, then (live) their `rfm_members` rows, then
-/// the orgs' raw versions.
+/// Writes the purchases of the touched members, then (live) their `rfm_members` rows (the
+/// orgs' raw versions are per-org rows: [`flush_per_org`]).
 pub(super) fn flush(chain: &mut Chain, touched: &Touched<'_>, writes: &RfmWrites, mode: Mode) {
     let rows: Vec<(&MemberKey, &String, &PurchaseRow)> = touched
         .iter()
@@ -265,7 +265,9 @@ pub(super) fn flush(chain: &mut Chain, touched: &Touched<'_>, writes: &RfmWrites
         // would fail the NOT NULL check, made on the proposed row before the conflict).
         let m = &writes.members;
         let (orgs, ids) = key_arrays(m.keys());
-        chain.write("rfm_members", 
+        chain.write(
+
+            "rfm_members",
             "INSERT INTO rfm_members AS r (org_id, member_id, first_purchase_at, last_purchase_at, purchases, \
              amount_minor, refunded_minor) \
              SELECT o, m, coalesce(f, 'infinity'), coalesce(l, '-infinity'), p, a, r \

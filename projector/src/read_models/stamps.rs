@@ -150,9 +150,9 @@ pub(super) fn flush_rewards(chain: &mut Chain, rewards: &[StampRewardRow]) {
         .write(
             "stamp_rewards_issued",
             "INSERT INTO stamp_rewards_issued (org_id, member_id, card_id, cards_completed, reward_id, \
-         transaction_id, occurred_at) \
-         SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int[], $5::text[], $6::text[], \
-         $7::timestamptz[])",
+             transaction_id, occurred_at) \
+             SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int[], $5::text[], $6::text[], \
+             $7::timestamptz[])",
         )
         .bind(&orgs)
         .bind(&ids)

@@ -273,7 +273,9 @@ pub(super) fn flush_history(chain: &mut Chain, history: &[TierHistoryRow]) {
     }
     let h = history;
     let (orgs, ids) = key_arrays(h.iter().map(|r| &r.key));
-    chain.write("tier_history", 
+    chain.write(
+
+        "tier_history",
         "INSERT INTO tier_history (org_id, member_id, sequence, change, from_tier, to_tier, multiplier_bps, \
          qualifying_points, at, downgrade_after, program_version) \
          SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[], \
