@@ -62,12 +62,21 @@ impl TestDb {
     /// Panics with the reason when the server cannot be reached (run `scripts/services.sh`).
     pub async fn new() -> Self {
         common::telemetry::init_for_tests();
-        Self::try_new()
+        Self::try_new(true)
             .await
             .unwrap_or_else(|error| panic!("cannot set up a test database: {error:#}"))
     }
 
-    async fn try_new() -> anyhow::Result<Self> {
+    /// Creates `loyalty_test_<uuid>` without migrating it: for tests of a migration on data
+    /// written in an earlier shape.
+    pub async fn unmigrated() -> Self {
+        common::telemetry::init_for_tests();
+        Self::try_new(false)
+            .await
+            .unwrap_or_else(|error| panic!("cannot set up a test database: {error:#}"))
+    }
+
+    async fn try_new(migrate: bool) -> anyhow::Result<Self> {
         let admin_url = admin_url();
         let name = format!("loyalty_test_{}", Uuid::new_v4().simple());
         let url = database_url(&admin_url, &name)?;
@@ -93,9 +102,11 @@ impl TestDb {
             pool,
             dropped: false,
         };
-        schema::migrate(&db.pool)
-            .await
-            .with_context(|| format!("migrating {}", db.name))?;
+        if migrate {
+            schema::migrate(&db.pool)
+                .await
+                .with_context(|| format!("migrating {}", db.name))?;
+        }
         Ok(db)
     }
 

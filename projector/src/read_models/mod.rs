@@ -6,7 +6,7 @@
 //! - [`tier`]: current tiers and their history;
 //! - [`stamps`]: stamp cards and the rewards they issued;
 //! - [`rfm`]: purchases (the raw data), per-member and per-org aggregates, scores and segments;
-//! - [`leaderboard`]: points per org, location and period;
+//! - [`leaderboard`]: points per org, location and period (current and closed periods);
 //! - [`directory`]: who is enrolled;
 //! - [`program`]: each org's current program (its promotions, time zone and cap) and locations;
 //! - [`promotions`]: what each promotion awarded, per use, in total and per day;
@@ -137,6 +137,8 @@ pub struct MemberState {
     pub promotions: BTreeSet<String>,
     /// Progress and unlocks per achievement.
     pub achievements: BTreeMap<String, achievements::AchievementRow>,
+    /// Current leaderboard scores per location (`""`: org-wide).
+    pub leaderboard: BTreeMap<String, leaderboard::BoardRow>,
     /// Some event of this batch was applied to the member: its rows are written back.
     pub touched: bool,
 }
@@ -230,7 +232,7 @@ fn apply_member(
     rfm::apply(&mut state.purchases, key, event, writes)?;
     tier::apply(&mut state.tier, key, meta, event, writes)?;
     stamps::apply(&mut state.stamps, key, event, writes)?;
-    leaderboard::apply(key, meta, event, writes);
+    leaderboard::apply(&mut state.leaderboard, key, meta, event, writes)?;
     promotions::apply(&mut state.promotions, key, event, writes)?;
     achievements::apply(&mut state.achievements, key, event, writes)?;
     directory::apply(key, event, writes);
@@ -333,7 +335,7 @@ type Loaded = fn(&str, &mut HashMap<MemberKey, MemberState>) -> serde_json::Resu
 /// (`None`: the first lots, used once every balance is in). Parameters: the members' keys
 /// (`$1, $2`), the purchases named (`$3, $4, $5`), the members whose lots are taken from
 /// (`$6, $7`) and how many of their lots to read first (`$8`).
-const READS: [(&str, Option<Loaded>); 7] = [
+const READS: [(&str, Option<Loaded>); 8] = [
     (balance::LOAD, Some(balance::loaded as Loaded)),
     (balance::LOAD_FIRST_LOTS, None),
     (tier::LOAD, Some(tier::loaded as Loaded)),
@@ -341,6 +343,7 @@ const READS: [(&str, Option<Loaded>); 7] = [
     (rfm::LOAD, Some(rfm::loaded as Loaded)),
     (promotions::LOAD, Some(promotions::loaded as Loaded)),
     (achievements::LOAD, Some(achievements::loaded as Loaded)),
+    (leaderboard::LOAD, Some(leaderboard::loaded as Loaded)),
 ];
 
 /// [`READS`] in one statement (every round trip of a batch waits for a busy core), each row a
@@ -475,7 +478,8 @@ pub async fn flush(
     directory::flush(&mut rows, &writes.directory);
     tier::flush_history(&mut rows, &writes.tier_history);
     stamps::flush_rewards(&mut rows, &writes.stamp_rewards);
-    leaderboard::flush(&mut rows, &writes.leaderboard, mode);
+    leaderboard::flush_current(&mut rows, &touched, mode);
+    leaderboard::flush_closed(&mut rows, &writes.leaderboard, mode);
     promotions::flush(&mut rows, &writes.promotions);
     achievements::flush(&mut rows, &touched, mode);
     rows.execute(conn).await?;

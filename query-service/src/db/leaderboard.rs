@@ -1,4 +1,5 @@
-//! Leaderboards (`rm.leaderboard_scores`, ranked by the `rm.leaderboard` view).
+//! Leaderboards (`rm.leaderboard_current` and `rm.leaderboard_closed`; the `rm.leaderboard`
+//! view ranks their union for analysts).
 
 use std::collections::HashMap;
 
@@ -42,21 +43,74 @@ impl PeriodKeys {
 /// Ranks of the members `$1`/`$2` name on the boards of the locations in `$3` (`""`:
 /// org-wide) of the current week (`$4`), month (`$5`) and all time.
 ///
-/// Not through the `rm.leaderboard` view: its rank() would rank every member of every board
-/// before the join picks a few. A standard competition rank is 1 + the number of members of the
-/// board with strictly more points, counted on the ranking index.
-pub(super) const RANKS: &str = "SELECT s.org_id, s.member_id, s.location_id, s.period, s.period_key, \
-        1 + (SELECT count(*) FROM rm.leaderboard_scores o \
-             WHERE o.org_id = s.org_id AND o.location_id = s.location_id \
-               AND o.period = s.period AND o.period_key = s.period_key \
-               AND o.points > s.points) AS rank, \
-        coalesce(d.display_name, rm.member_pseudonym(s.member_id)) AS display_name, s.points \
- FROM rm.leaderboard_scores s \
- JOIN rm.member_keys($1::text[], $2::uuid[]) AS k USING (org_id, member_id) \
- LEFT JOIN rm.member_directory d ON d.org_id = s.org_id AND d.member_id = s.member_id \
- WHERE s.location_id = ANY($3::text[]) \
-   AND ((s.period = 'week' AND s.period_key = $4) OR (s.period = 'month' AND s.period_key = $5) \
-        OR (s.period = 'all' AND s.period_key = 'all'))";
+/// A member's score on a board is in its row of `leaderboard_current` when the board's period
+/// is the member's latest, otherwise in `leaderboard_closed` (a purchase dated in a later
+/// period came first). A standard competition rank is 1 + the number of members of the board
+/// with strictly more points, counted in both tables on their ranking indexes (not through
+/// the `rm.leaderboard` view: its rank() would rank every member of every board before the
+/// join picks a few).
+pub(super) const RANKS: &str = "WITH b AS ( \
+   SELECT org_id, member_id, location_id, 'week'::text AS period, week_key AS period_key, week_points AS points \
+   FROM rm.leaderboard_current JOIN rm.member_keys($1::text[], $2::uuid[]) USING (org_id, member_id) \
+   WHERE location_id = ANY($3::text[]) AND week_key = $4 \
+   UNION ALL SELECT org_id, member_id, location_id, 'month', month_key, month_points \
+   FROM rm.leaderboard_current JOIN rm.member_keys($1::text[], $2::uuid[]) USING (org_id, member_id) \
+   WHERE location_id = ANY($3::text[]) AND month_key = $5 \
+   UNION ALL SELECT org_id, member_id, location_id, 'all', 'all', all_points \
+   FROM rm.leaderboard_current JOIN rm.member_keys($1::text[], $2::uuid[]) USING (org_id, member_id) \
+   WHERE location_id = ANY($3::text[]) \
+   UNION ALL SELECT org_id, member_id, location_id, period, period_key, points \
+   FROM rm.leaderboard_closed JOIN rm.member_keys($1::text[], $2::uuid[]) USING (org_id, member_id) \
+   WHERE location_id = ANY($3::text[]) AND period = 'week' AND period_key = $4 \
+   UNION ALL SELECT org_id, member_id, location_id, period, period_key, points \
+   FROM rm.leaderboard_closed JOIN rm.member_keys($1::text[], $2::uuid[]) USING (org_id, member_id) \
+   WHERE location_id = ANY($3::text[]) AND period = 'month' AND period_key = $5) \
+ SELECT b.org_id, b.member_id, b.location_id, b.period, b.period_key, \
+        1 + CASE b.period \
+              WHEN 'week' THEN (SELECT count(*) FROM rm.leaderboard_current o \
+                 WHERE o.org_id = b.org_id AND o.location_id = b.location_id \
+                   AND o.week_key = b.period_key AND o.week_points > b.points) \
+              WHEN 'month' THEN (SELECT count(*) FROM rm.leaderboard_current o \
+                 WHERE o.org_id = b.org_id AND o.location_id = b.location_id \
+                   AND o.month_key = b.period_key AND o.month_points > b.points) \
+              ELSE (SELECT count(*) FROM rm.leaderboard_current o \
+                 WHERE o.org_id = b.org_id AND o.location_id = b.location_id AND o.all_points > b.points) \
+            END \
+          + (SELECT count(*) FROM rm.leaderboard_closed o \
+             WHERE o.org_id = b.org_id AND o.location_id = b.location_id \
+               AND o.period = b.period AND o.period_key = b.period_key AND o.points > b.points) AS rank, \
+        coalesce(d.display_name, rm.member_pseudonym(b.member_id)) AS display_name, b.points \
+ FROM b LEFT JOIN rm.member_directory d ON d.org_id = b.org_id AND d.member_id = b.member_id";
+
+/// The top `$5` of the board of org `$1`, location `$2`, period `$3` with key `$4`: the top
+/// of the scores of `leaderboard_current` whose latest period it is and the top of those of
+/// `leaderboard_closed`, each read in rank order from its index, merged. A standard competition
+/// rank counted on this prefix of the order is the board's: every member with more points is in
+/// it.
+fn top_of_board(period: &str) -> String {
+    let (prefix, key) = match period {
+        "week" => ("week", "AND week_key = $4"),
+        "month" => ("month", "AND month_key = $4"),
+        _ => ("all", ""),
+    };
+    format!(
+        "SELECT t.period, t.period_key, rank() OVER (ORDER BY t.points DESC) AS rank, t.member_id, \
+                coalesce(d.display_name, rm.member_pseudonym(t.member_id)) AS display_name, t.points \
+         FROM ((SELECT $3::text AS period, $4::text AS period_key, member_id, {prefix}_points AS points, \
+                       {prefix}_reached_at AS reached_at, {prefix}_reached_position AS reached_position \
+                FROM rm.leaderboard_current WHERE org_id = $1 AND location_id = $2 {key} \
+                ORDER BY {prefix}_points DESC, {prefix}_reached_at, {prefix}_reached_position, member_id \
+                LIMIT $5) \
+               UNION ALL \
+               (SELECT period, period_key, member_id, points, reached_at, reached_position \
+                FROM rm.leaderboard_closed \
+                WHERE org_id = $1 AND location_id = $2 AND period = $3 AND period_key = $4 \
+                ORDER BY points DESC, reached_at, reached_position, member_id LIMIT $5) \
+               ORDER BY points DESC, reached_at, reached_position, member_id LIMIT $5) t \
+         LEFT JOIN rm.member_directory d ON d.org_id = $1 AND d.member_id = t.member_id \
+         ORDER BY rank, t.reached_at, t.reached_position, t.member_id"
+    )
+}
 
 /// A row of [`RANKS`]: a member's rank on one board.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
@@ -121,18 +175,14 @@ impl Db {
         period_key: &str,
         limit: i64,
     ) -> QueryResult<Vec<LeaderboardRow>> {
-        Ok(sqlx::query_as(
-            "SELECT period, period_key, rank, member_id, display_name, points FROM rm.leaderboard \
-             WHERE org_id = $1 AND location_id = $2 AND period = $3 AND period_key = $4 \
-             ORDER BY rank, reached_at, reached_position, member_id LIMIT $5",
-        )
-        .bind(org_id)
-        .bind(location_id)
-        .bind(period)
-        .bind(period_key)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?)
+        Ok(sqlx::query_as(&top_of_board(period))
+            .bind(org_id)
+            .bind(location_id)
+            .bind(period)
+            .bind(period_key)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?)
     }
 }
 

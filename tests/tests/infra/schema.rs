@@ -197,3 +197,83 @@ async fn migrating_an_up_to_date_database_again_changes_nothing() {
     assert_eq!(applied().await, before);
     db.cleanup().await;
 }
+
+/// Leaderboard scores as analysts read them, in one order.
+async fn scores(pool: &PgPool, relation: &str) -> Vec<serde_json::Value> {
+    sqlx::query_scalar(&format!(
+        "SELECT to_jsonb(s) - 'rank' FROM rm.{relation} s \
+         ORDER BY org_id, location_id, period, period_key, member_id"
+    ))
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_leaderboard_migration_keeps_every_score_and_rank() {
+    let db = TestDb::unmigrated().await;
+    let pool = db.pool().clone();
+    let apply = |versions: std::ops::Range<i64>| {
+        let pool = pool.clone();
+        async move {
+            for migration in schema::MIGRATOR.iter().filter(|m| versions.contains(&m.version)) {
+                sqlx::raw_sql(&migration.sql).execute(&pool).await.unwrap();
+            }
+        }
+    };
+    apply(0..17).await;
+    // Two members scoring in two weeks and two months of 2024, at a store and org-wide; the
+    // second's January is only a closed period, the first's late March is its latest.
+    let (alice, bob) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    sqlx::query(
+        "INSERT INTO rm.leaderboard_scores \
+         SELECT 'o', l, p, k, m, pts, '2024-01-01'::timestamptz + make_interval(days => d), d \
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::int[]) AS r(m, p, k, pts, d), \
+              unnest(ARRAY['', 'shop']) AS l",
+    )
+    .bind(vec![alice, alice, alice, alice, alice, bob, bob, bob, bob])
+    .bind(vec![
+        "week", "week", "month", "month", "all", "week", "week", "month", "all",
+    ])
+    .bind(vec![
+        "2024-W02", "2024-W13", "2024-01", "2024-03", "all", "2024-W02", "2024-W05", "2024-01", "all",
+    ])
+    .bind(vec![10_i64, 7, 10, 7, 17, 12, 3, 15, 15])
+    .bind(vec![9, 88, 9, 88, 88, 10, 31, 31, 31])
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let (before, ranked_before) = (
+        scores(db.pool(), "leaderboard_scores").await,
+        scores(db.pool(), "leaderboard").await,
+    );
+    assert_eq!(before.len(), 18);
+
+    apply(17..i64::MAX).await;
+    assert_eq!(scores(db.pool(), "leaderboard_scores").await, before);
+    assert_eq!(scores(db.pool(), "leaderboard").await, ranked_before);
+    // Each member's latest week and month are current, the earlier ones closed.
+    let current: Vec<(Uuid, String, String, String, i64)> = sqlx::query_as(
+        "SELECT member_id, location_id, week_key, month_key, all_points FROM rm.leaderboard_current \
+         ORDER BY member_id, location_id",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let row = |m, l: &str, w: &str, mo: &str, all| (m, l.to_owned(), w.to_owned(), mo.to_owned(), all);
+    assert_eq!(
+        current,
+        vec![
+            row(alice, "", "2024-W13", "2024-03", 17),
+            row(alice, "shop", "2024-W13", "2024-03", 17),
+            row(bob, "", "2024-W05", "2024-01", 15),
+            row(bob, "shop", "2024-W05", "2024-01", 15),
+        ]
+    );
+    let closed: i64 = sqlx::query_scalar("SELECT count(*) FROM rm.leaderboard_closed")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(closed, 6, "alice's W02 and January, bob's W02, at both locations");
+    db.cleanup().await;
+}

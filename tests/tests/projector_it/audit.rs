@@ -79,7 +79,7 @@ async fn after_a_random_workload_the_audit_finds_no_difference_and_the_ledger_ba
         "member_balances",
         "journal_entries",
         "postings",
-        "leaderboard_scores",
+        "leaderboard_current",
         "rfm_scores",
         "tier_history",
         "stamp_cards",

@@ -723,6 +723,27 @@ async fn leaderboards_rank_ties_per_period_and_location() {
         .await
         .unwrap();
     assert!(names.iter().all(|n| !n.contains('@')), "{names:?}");
+    // Ann buys again in week 12, then returns a fifth of her week-10 purchase: week 10 is no
+    // longer her latest, and still loses the 20 points clawed back; the month loses them too.
+    log.purchase(org, ann, "a2", "north", 5_000, t("2024-03-22T10:00:00Z"))
+        .await;
+    log.refund(org, ann, "ar1", "a1", 2_000, t("2024-03-23T10:00:00Z"))
+        .await;
+    log.flush().await;
+    wait_projected(&pool, Duration::from_secs(30)).await;
+    assert_eq!(
+        board("", "week", "2024-W10").await,
+        vec![
+            e(1, &bo_name, 100),
+            e(1, "Eve", 100),
+            e(3, "Ann", 80),
+            e(4, "Cid", 50)
+        ]
+    );
+    assert_eq!(board("north", "week", "2024-W12").await, vec![e(1, "Ann", 50)]);
+    assert_eq!(board("", "month", "2024-03").await[0], e(1, "Ann", 130));
+    let audit = projector::audit::audit(&pool, "rm").await.unwrap();
+    assert!(audit.is_clean(), "{audit}");
 
     projector.stop().await.unwrap();
     relay.stop().await;
