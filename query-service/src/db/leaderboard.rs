@@ -2,6 +2,7 @@
 //! view ranks their union for analysts).
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use domain::ids::MemberKey;
@@ -86,13 +87,8 @@ pub(super) const RANKS: &str = "WITH b AS ( \
 /// of the scores of `leaderboard_current` whose latest period it is and the top of those of
 /// `leaderboard_closed`, each read in rank order from its index, merged. A standard competition
 /// rank counted on this prefix of the order is the board's: every member with more points is in
-/// it.
-fn top_of_board(period: &str) -> String {
-    let (prefix, key) = match period {
-        "week" => ("week", "AND week_key = $4"),
-        "month" => ("month", "AND month_key = $4"),
-        _ => ("all", ""),
-    };
+/// it. `prefix` names the period's columns of `leaderboard_current`, `key` their condition.
+fn top_of_board(prefix: &str, key: &str) -> String {
     format!(
         "SELECT t.period, t.period_key, rank() OVER (ORDER BY t.points DESC) AS rank, t.member_id, \
                 coalesce(d.display_name, rm.member_pseudonym(t.member_id)) AS display_name, t.points \
@@ -110,6 +106,19 @@ fn top_of_board(period: &str) -> String {
          LEFT JOIN rm.member_directory d ON d.org_id = $1 AND d.member_id = t.member_id \
          ORDER BY rank, t.reached_at, t.reached_position, t.member_id"
     )
+}
+
+/// [`top_of_board`] of each period, built once; `None` for a period the boards do not have.
+fn top_of_board_sql(period: &str) -> Option<&'static str> {
+    static WEEK: LazyLock<String> = LazyLock::new(|| top_of_board("week", "AND week_key = $4"));
+    static MONTH: LazyLock<String> = LazyLock::new(|| top_of_board("month", "AND month_key = $4"));
+    static ALL: LazyLock<String> = LazyLock::new(|| top_of_board("all", ""));
+    match period {
+        "week" => Some(&WEEK),
+        "month" => Some(&MONTH),
+        "all" => Some(&ALL),
+        _ => None,
+    }
 }
 
 /// A row of [`RANKS`]: a member's rank on one board.
@@ -175,7 +184,10 @@ impl Db {
         period_key: &str,
         limit: i64,
     ) -> QueryResult<Vec<LeaderboardRow>> {
-        Ok(sqlx::query_as(&top_of_board(period))
+        let Some(sql) = top_of_board_sql(period) else {
+            return Ok(Vec::new());
+        };
+        Ok(sqlx::query_as(sql)
             .bind(org_id)
             .bind(location_id)
             .bind(period)
