@@ -544,3 +544,76 @@ async fn a_projector_killed_in_the_middle_of_a_batch_resumes_to_the_replayed_sta
     nats.cleanup().await;
     db.cleanup().await;
 }
+
+/// A batch updates the rows it read and inserts the others, without upserts: an update that
+/// finds no row (here a trigger skips it, as a writer the projector's locks do not know could
+/// have deleted it) fails the whole batch, worth retrying, and nothing of it is written; once
+/// the rows update again the retry applies it.
+#[tokio::test]
+async fn an_update_that_finds_no_row_fails_the_batch_whole_and_the_retry_applies_it() {
+    let db = TestDb::new().await;
+    let pool = db.pool().clone();
+    let mut log = Log::new(&pool);
+    let org = "gone";
+    let members = small_history(&mut log, org, 2).await;
+    let projector = projector::Projector::new(pool.clone(), "rm").unwrap();
+    let incoming = |events: Vec<domain::wire::StoredEvent>| {
+        events
+            .into_iter()
+            .map(|event| projector::event::Incoming::Event {
+                event,
+                from_store: false,
+            })
+            .collect::<Vec<_>>()
+    };
+    let history = all_events(&pool).await;
+    let seen = history.last().unwrap().global_position;
+    projector.process(incoming(history)).await.unwrap();
+    let before = snapshot(&pool).await;
+
+    sqlx::raw_sql(
+        "CREATE FUNCTION rm.skip_update() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END'; \
+         CREATE TRIGGER skip_update BEFORE UPDATE ON rm.member_tiers FOR EACH ROW EXECUTE FUNCTION rm.skip_update()",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    log.purchase(org, members[0], "later", "shop", 5_000, t("2024-04-01T00:00:00Z"))
+        .await;
+    log.purchase(org, members[1], "other", "shop", 5_000, t("2024-04-01T00:00:00Z"))
+        .await;
+    log.flush().await;
+    let new: Vec<_> = all_events(&pool)
+        .await
+        .into_iter()
+        .filter(|e| e.global_position > seen)
+        .collect();
+    let error = projector.process(incoming(new.clone())).await.unwrap_err();
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("member_tiers: 0 rows updated of the 2 the batch read"),
+        "{message}"
+    );
+    assert!(!projector::batch::is_poison(&error), "{message}");
+    assert_eq!(
+        snapshot(&pool).await,
+        before,
+        "nothing of the failed batch is written"
+    );
+
+    sqlx::raw_sql("DROP TRIGGER skip_update ON rm.member_tiers; DROP FUNCTION rm.skip_update()")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let report = projector.process(incoming(new)).await.unwrap();
+    assert_eq!((report.applied, report.parked), (4, 0));
+    let purchases: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM rm.purchases WHERE transaction_id IN ('later', 'other')")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(purchases, 2);
+    let audit = projector::audit::audit(&pool, "rm").await.unwrap();
+    assert!(audit.is_clean(), "{audit}");
+    db.cleanup().await;
+}
