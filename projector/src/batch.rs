@@ -119,7 +119,6 @@ pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyh
         })
         .collect();
     let (checkpoints, mut blocked) = progress::load(conn, &aggregates).await?;
-    writes.progress.read = checkpoints.keys().cloned().collect();
 
     // Order of application: per aggregate strictly by sequence, without gaps.
     let mut next: HashMap<Aggregate, i64> = HashMap::new();

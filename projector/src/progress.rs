@@ -2,7 +2,7 @@
 //! and the parked events (those that could not be applied, and those waiting behind them).
 //! Both are written in the same transaction as the read models they describe.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::Context as _;
 use domain::wire::StoredEvent;
@@ -10,7 +10,6 @@ use sqlx::PgConnection;
 
 use crate::chain::{Chain, Returned};
 use crate::event::Incoming;
-use crate::read_models::write_back::{write_back, Table};
 use crate::read_models::Mode;
 
 /// The tables of the read-model schema that hold the progress.
@@ -42,8 +41,6 @@ pub struct Progress {
     /// `(last_sequence, last_global_position)` per aggregate.
     pub checkpoints: BTreeMap<Aggregate, (i64, i64)>,
     pub parked: Vec<ParkedRow>,
-    /// The aggregates whose checkpoint the batch read (the others have none yet).
-    pub read: HashSet<Aggregate>,
 }
 
 impl Progress {
@@ -51,7 +48,6 @@ impl Progress {
     pub fn merge(&mut self, other: Progress) {
         self.checkpoints.extend(other.checkpoints);
         self.parked.extend(other.parked);
-        self.read.extend(other.read);
     }
 }
 
@@ -131,21 +127,7 @@ pub(crate) async fn load(
     Ok((to_map(checkpoints), to_map(blocked)))
 }
 
-/// `projection_checkpoints`, as [`flush`] writes it back.
-const CHECKPOINTS: Table = Table {
-    name: "projection_checkpoints",
-    columns: &[
-        ("aggregate_type", "text"),
-        ("aggregate_id", "text"),
-        ("last_sequence", "bigint"),
-        ("last_global_position", "bigint"),
-    ],
-    key: 2,
-    updates: &["last_sequence", "last_global_position"],
-};
-
-/// Writes the parked events and the checkpoints (those read by an update, the others by an
-/// insert: [`crate::read_models::write_back`]). Returns where `chain` returns how many events
+/// Writes the parked events and the checkpoints. Returns where `chain` returns how many events
 /// were newly parked, if any was (a redelivered parked event is not parked twice).
 pub(crate) fn flush(chain: &mut Chain, progress: &Progress, mode: Mode) -> Option<Returned> {
     let mut parked = None;
@@ -172,22 +154,25 @@ pub(crate) fn flush(chain: &mut Chain, progress: &Progress, mode: Mode) -> Optio
             .bind(p.iter().map(|r| r.blocked_by).collect::<Vec<_>>())
             .returned();
     }
-    let checkpoints: Vec<_> = progress
-        .checkpoints
-        .iter()
-        .map(|(aggregate, at)| (aggregate, at, progress.read.contains(aggregate)))
-        .collect();
-    write_back(
-        chain,
-        &CHECKPOINTS,
-        &checkpoints,
-        |c| c.2,
-        |bind, c| {
-            bind.bind(c.iter().map(|((t, _), _, _)| t.clone()).collect::<Vec<_>>())
-                .bind(c.iter().map(|((_, id), _, _)| id.clone()).collect::<Vec<_>>())
-                .bind(c.iter().map(|(_, (s, _), _)| *s).collect::<Vec<_>>())
-                .bind(c.iter().map(|(_, (_, p), _)| *p).collect::<Vec<_>>())
-        },
-    );
+    if !progress.checkpoints.is_empty() {
+        let c: Vec<_> = progress.checkpoints.iter().collect();
+        chain
+            .write(
+                "projection_checkpoints",
+                &format!(
+                    "INSERT INTO projection_checkpoints (aggregate_type, aggregate_id, last_sequence, \
+                     last_global_position) \
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]){}",
+                    mode.on_conflict(
+                        "(aggregate_type, aggregate_id) DO UPDATE SET last_sequence = excluded.last_sequence, \
+                         last_global_position = excluded.last_global_position"
+                    )
+                ),
+            )
+            .bind(c.iter().map(|((t, _), _)| t.clone()).collect::<Vec<_>>())
+            .bind(c.iter().map(|((_, id), _)| id.clone()).collect::<Vec<_>>())
+            .bind(c.iter().map(|(_, (s, _))| *s).collect::<Vec<_>>())
+            .bind(c.iter().map(|(_, (_, p))| *p).collect::<Vec<_>>());
+    }
     parked
 }

@@ -12,8 +12,7 @@ use chrono::{DateTime, Datelike as _, Duration, NaiveDate, Utc};
 use domain::MemberEvent;
 use uuid::Uuid;
 
-use super::write_back::{keyed_rows, write_back, Keyed, Table};
-use super::{add, key_arrays, MemberState, ReadModel, Touched, Writes};
+use super::{add, key_arrays, MemberState, Mode, ReadModel, Touched, Writes};
 use crate::chain::Chain;
 use crate::event::ApplyError;
 use domain::MemberKey;
@@ -135,7 +134,6 @@ pub(super) fn loaded(row: &str, states: &mut HashMap<MemberKey, MemberState>) ->
     let (org_id, member_id, id, progress, target, updated_at, unlocked_at, badge, reward_points): Tuple =
         serde_json::from_str(row)?;
     if let Some(state) = states.get_mut(&MemberKey { org_id, member_id }) {
-        state.read.achievements.insert(id.clone());
         state.achievements.insert(
             id,
             AchievementRow {
@@ -152,57 +150,36 @@ pub(super) fn loaded(row: &str, states: &mut HashMap<MemberKey, MemberState>) ->
     Ok(())
 }
 
-/// `member_achievements`, as [`flush`] writes it back.
-const ACHIEVEMENTS: Table = Table {
-    name: "member_achievements",
-    columns: &[
-        ("org_id", "text"),
-        ("member_id", "uuid"),
-        ("achievement_id", "text"),
-        ("progress", "bigint"),
-        ("target", "bigint"),
-        ("updated_at", "timestamptz"),
-        ("unlocked_at", "timestamptz"),
-        ("badge", "text"),
-        ("reward_points", "bigint"),
-    ],
-    key: 3,
-    updates: &[
-        "progress",
-        "target",
-        "updated_at",
-        "unlocked_at",
-        "badge",
-        "reward_points",
-    ],
-};
-
 /// Writes the achievement rows the batch changed.
-pub(super) fn flush(chain: &mut Chain, touched: &Touched<'_>) {
-    let mut rows = keyed_rows(touched, |s| (&s.achievements, &s.read.achievements));
-    rows.retain(|r| r.2.dirty);
-    write_back(
-        chain,
-        &ACHIEVEMENTS,
-        &rows,
-        |r| r.3,
-        |bind, rows: &[&Keyed<'_, AchievementRow>]| {
-            let (orgs, ids) = key_arrays(rows.iter().map(|r| r.0));
-            bind.bind(orgs)
-                .bind(ids)
-                .bind(rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.2.progress).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.2.target).collect::<Vec<_>>())
-                .bind(
-                    rows.iter()
-                        .map(|r| r.2.updated_at.unwrap_or_default())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(rows.iter().map(|r| r.2.unlocked_at).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.2.badge.clone()).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.2.reward_points).collect::<Vec<_>>())
-        },
-    );
+pub(super) fn flush(chain: &mut Chain, touched: &Touched<'_>, mode: Mode) {
+    let rows: Vec<(&MemberKey, &String, &AchievementRow)> = touched
+        .iter()
+        .flat_map(|(k, s)| s.achievements.iter().map(move |(id, row)| (*k, id, row)))
+        .filter(|(_, _, row)| row.dirty)
+        .collect();
+    if !rows.is_empty() {
+        let (orgs, ids) = key_arrays(rows.iter().map(|(k, _, _)| *k));
+        chain.write("member_achievements", &format!(
+            "INSERT INTO member_achievements (org_id, member_id, achievement_id, progress, target, updated_at, \
+             unlocked_at, badge, reward_points) \
+             SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::bigint[], $5::bigint[], \
+             $6::timestamptz[], $7::timestamptz[], $8::text[], $9::bigint[]){}",
+            mode.on_conflict(
+                "(org_id, member_id, achievement_id) DO UPDATE SET progress = excluded.progress, \
+                 target = excluded.target, updated_at = excluded.updated_at, unlocked_at = excluded.unlocked_at, \
+                 badge = excluded.badge, reward_points = excluded.reward_points"
+            )
+        ))
+        .bind(&orgs)
+        .bind(&ids)
+        .bind(rows.iter().map(|(_, id, _)| (*id).clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, _, r)| r.progress).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, _, r)| r.target).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, _, r)| r.updated_at.unwrap_or_default()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, _, r)| r.unlocked_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, _, r)| r.badge.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, _, r)| r.reward_points).collect::<Vec<_>>());
+    }
 }
 
 /// Adds the batch's unlocks to the weekly counts (per org: [`super::flush`] writes those

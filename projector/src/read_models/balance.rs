@@ -14,7 +14,6 @@ use domain::{MemberEvent, MemberKey, PointCounters};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::write_back::{write_back, Table};
 use super::{
     add, add_per_org, key_arrays, rows_of, EventMeta, MemberState, Mode, ReadModel, Touched, Writes,
 };
@@ -317,7 +316,6 @@ pub(super) fn loaded(row: &str, states: &mut HashMap<MemberKey, MemberState>) ->
     let (org_id, member_id, balance, lifetime_earned, redeemed, expired, clawed_back, adjusted) =
         (row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7);
     if let Some(state) = states.get_mut(&MemberKey { org_id, member_id }) {
-        state.read.balance = true;
         state.balance = Some(BalanceRow {
             points: PointCounters {
                 balance,
@@ -431,66 +429,44 @@ async fn read_all_lots(
     Ok(read)
 }
 
-/// `member_balances`, as [`flush`] writes it back.
-const BALANCES: Table = Table {
-    name: "member_balances",
-    columns: &[
-        ("org_id", "text"),
-        ("member_id", "uuid"),
-        ("balance", "bigint"),
-        ("lifetime_earned", "bigint"),
-        ("redeemed", "bigint"),
-        ("expired", "bigint"),
-        ("clawed_back", "bigint"),
-        ("adjusted", "bigint"),
-        ("next_expiry_points", "bigint"),
-        ("next_expiry_at", "timestamptz"),
-    ],
-    key: 2,
-    updates: &[
-        "balance",
-        "lifetime_earned",
-        "redeemed",
-        "expired",
-        "clawed_back",
-        "adjusted",
-        "next_expiry_points",
-        "next_expiry_at",
-    ],
-};
-
 /// Writes the balances and lots of the touched members. The next expiry of a member whose
 /// first lots the batch spent is read back from the lots written ([`flush_next_expiry`], after
 /// `chain` is sent).
 pub(super) fn flush(chain: &mut Chain, touched: &Touched<'_>, mode: Mode) {
-    let rows: Vec<(&MemberKey, &BalanceRow, bool)> = touched
-        .iter()
-        .filter_map(|(k, s)| Some((*k, s.balance.as_ref()?, s.read.balance)))
-        .collect();
-    write_back(
-        chain,
-        &BALANCES,
-        &rows,
-        |r| r.2,
-        |bind, rows| {
-            let (orgs, ids) = key_arrays(rows.iter().map(|r| r.0));
-            let col =
-                |f: fn(&PointCounters) -> i64| rows.iter().map(|r| f(&r.1.points)).collect::<Vec<i64>>();
-            let next: Vec<Option<(i64, DateTime<Utc>)>> =
-                rows.iter().map(|r| r.1.next_expiry().flatten()).collect();
-            bind.bind(orgs)
-                .bind(ids)
-                .bind(col(|b| b.balance))
-                .bind(col(|b| b.lifetime_earned))
-                .bind(col(|b| b.redeemed))
-                .bind(col(|b| b.expired))
-                .bind(col(|b| b.clawed_back))
-                .bind(col(|b| b.adjusted))
-                .bind(next.iter().map(|n| n.map(|(p, _)| p)).collect::<Vec<_>>())
-                .bind(next.iter().map(|n| n.map(|(_, at)| at)).collect::<Vec<_>>())
-        },
-    );
-    let balances: Vec<(&MemberKey, &BalanceRow)> = rows.iter().map(|r| (r.0, r.1)).collect();
+    let balances = rows_of(touched, |s| s.balance.as_ref());
+    if balances.is_empty() {
+        return;
+    }
+    let (orgs, ids) = key_arrays(balances.iter().map(|(k, _)| *k));
+    let col = |f: fn(&PointCounters) -> i64| balances.iter().map(|(_, b)| f(&b.points)).collect::<Vec<i64>>();
+    let next: Vec<Option<NextExpiry>> = balances.iter().map(|(_, b)| b.next_expiry()).collect();
+    let next_of = |n: &Option<NextExpiry>| n.flatten();
+    chain
+        .write(
+            "member_balances",
+            &format!(
+                "INSERT INTO member_balances (org_id, member_id, balance, lifetime_earned, redeemed, expired, \
+                 clawed_back, adjusted, next_expiry_points, next_expiry_at) \
+                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], \
+                 $7::bigint[], $8::bigint[], $9::bigint[], $10::timestamptz[]){}",
+                mode.on_conflict(
+                    "(org_id, member_id) DO UPDATE SET balance = excluded.balance, \
+                     lifetime_earned = excluded.lifetime_earned, redeemed = excluded.redeemed, expired = excluded.expired, \
+                     clawed_back = excluded.clawed_back, adjusted = excluded.adjusted, \
+                     next_expiry_points = excluded.next_expiry_points, next_expiry_at = excluded.next_expiry_at"
+                )
+            ),
+        )
+        .bind(orgs)
+        .bind(ids)
+        .bind(col(|b| b.balance))
+        .bind(col(|b| b.lifetime_earned))
+        .bind(col(|b| b.redeemed))
+        .bind(col(|b| b.expired))
+        .bind(col(|b| b.clawed_back))
+        .bind(col(|b| b.adjusted))
+        .bind(next.iter().map(|n| next_of(n).map(|(p, _)| p)).collect::<Vec<_>>())
+        .bind(next.iter().map(|n| next_of(n).map(|(_, at)| at)).collect::<Vec<_>>());
     flush_lots(chain, &balances, mode);
 }
 

@@ -15,7 +15,6 @@ use chrono::{DateTime, Datelike as _, Utc};
 use domain::MemberEvent;
 use uuid::Uuid;
 
-use super::write_back::{keyed_rows, write_back, Keyed, Table};
 use super::{add, key_arrays, EventMeta, MemberState, Mode, ReadModel, Touched, Writes};
 use crate::chain::Chain;
 use crate::event::ApplyError;
@@ -277,77 +276,75 @@ pub(super) fn loaded(row: &str, states: &mut HashMap<MemberKey, MemberState>) ->
             all: score(("all".to_owned(), ap, aa, an)),
             changed: false,
         };
-        state.read.leaderboard.insert(location.clone());
         state.leaderboard.insert(location, row);
     }
     Ok(())
 }
 
-/// `leaderboard_current`, as [`flush_current`] writes it back.
-const CURRENT: Table = Table {
-    name: "leaderboard_current",
-    columns: &[
-        ("org_id", "text"),
-        ("member_id", "uuid"),
-        ("location_id", "text"),
-        ("week_key", "text"),
-        ("week_points", "bigint"),
-        ("week_reached_at", "timestamptz"),
-        ("week_reached_position", "bigint"),
-        ("month_key", "text"),
-        ("month_points", "bigint"),
-        ("month_reached_at", "timestamptz"),
-        ("month_reached_position", "bigint"),
-        ("all_points", "bigint"),
-        ("all_reached_at", "timestamptz"),
-        ("all_reached_position", "bigint"),
-    ],
-    key: 3,
-    updates: &[
-        "week_key",
-        "week_points",
-        "week_reached_at",
-        "week_reached_position",
-        "month_key",
-        "month_points",
-        "month_reached_at",
-        "month_reached_position",
-        "all_points",
-        "all_reached_at",
-        "all_reached_position",
-    ],
-};
-
 /// Writes the changed current rows of the touched members.
-pub(super) fn flush_current(chain: &mut Chain, touched: &Touched<'_>) {
-    let mut rows = keyed_rows(touched, |s| (&s.leaderboard, &s.read.leaderboard));
-    rows.retain(|r| r.2.changed);
-    write_back(
-        chain,
-        &CURRENT,
-        &rows,
-        |r| r.3,
-        |bind, rows: &[&Keyed<'_, BoardRow>]| {
-            let (orgs, ids) = key_arrays(rows.iter().map(|r| r.0));
-            let mut bind = bind
-                .bind(orgs)
-                .bind(ids)
-                .bind(rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>());
-            let periods: [fn(&BoardRow) -> &Score; 2] = [|row| &row.week, |row| &row.month];
-            for period in periods {
-                let scores: Vec<&Score> = rows.iter().map(|r| period(r.2)).collect();
-                bind = bind
-                    .bind(scores.iter().map(|s| s.key.clone()).collect::<Vec<_>>())
-                    .bind(scores.iter().map(|s| s.points).collect::<Vec<_>>())
-                    .bind(scores.iter().map(|s| s.reached.0).collect::<Vec<_>>())
-                    .bind(scores.iter().map(|s| s.reached.1).collect::<Vec<_>>());
-            }
-            let all: Vec<&Score> = rows.iter().map(|r| &r.2.all).collect();
-            bind.bind(all.iter().map(|s| s.points).collect::<Vec<_>>())
-                .bind(all.iter().map(|s| s.reached.0).collect::<Vec<_>>())
-                .bind(all.iter().map(|s| s.reached.1).collect::<Vec<_>>())
-        },
-    );
+pub(super) fn flush_current(chain: &mut Chain, touched: &Touched<'_>, mode: Mode) {
+    let rows: Vec<(&MemberKey, &String, &BoardRow)> = touched
+        .iter()
+        .flat_map(|(k, s)| {
+            s.leaderboard
+                .iter()
+                .map(move |(location, row)| (*k, location, row))
+        })
+        .filter(|(_, _, row)| row.changed)
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let (orgs, ids) = key_arrays(rows.iter().map(|(k, _, _)| *k));
+    let periods = |period: fn(&BoardRow) -> &Score| {
+        let scores: Vec<&Score> = rows.iter().map(|(_, _, row)| period(row)).collect();
+        (
+            scores.iter().map(|s| s.key.clone()).collect::<Vec<_>>(),
+            scores.iter().map(|s| s.points).collect::<Vec<_>>(),
+            scores.iter().map(|s| s.reached.0).collect::<Vec<_>>(),
+            scores.iter().map(|s| s.reached.1).collect::<Vec<_>>(),
+        )
+    };
+    let (week_keys, week_points, week_at, week_positions) = periods(|row| &row.week);
+    let (month_keys, month_points, month_at, month_positions) = periods(|row| &row.month);
+    let (_, all_points, all_at, all_positions) = periods(|row| &row.all);
+    chain
+        .write(
+            "leaderboard_current",
+            &format!(
+                "INSERT INTO leaderboard_current (org_id, member_id, location_id, \
+                 week_key, week_points, week_reached_at, week_reached_position, \
+                 month_key, month_points, month_reached_at, month_reached_position, \
+                 all_points, all_reached_at, all_reached_position) \
+                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], \
+                 $4::text[], $5::bigint[], $6::timestamptz[], $7::bigint[], \
+                 $8::text[], $9::bigint[], $10::timestamptz[], $11::bigint[], \
+                 $12::bigint[], $13::timestamptz[], $14::bigint[]){}",
+                mode.on_conflict(
+                    "(org_id, member_id, location_id) DO UPDATE SET \
+                     week_key = excluded.week_key, week_points = excluded.week_points, \
+                     week_reached_at = excluded.week_reached_at, week_reached_position = excluded.week_reached_position, \
+                     month_key = excluded.month_key, month_points = excluded.month_points, \
+                     month_reached_at = excluded.month_reached_at, month_reached_position = excluded.month_reached_position, \
+                     all_points = excluded.all_points, all_reached_at = excluded.all_reached_at, \
+                     all_reached_position = excluded.all_reached_position"
+                )
+            ),
+        )
+        .bind(&orgs)
+        .bind(&ids)
+        .bind(rows.iter().map(|(_, location, _)| (*location).clone()).collect::<Vec<_>>())
+        .bind(week_keys)
+        .bind(week_points)
+        .bind(week_at)
+        .bind(week_positions)
+        .bind(month_keys)
+        .bind(month_points)
+        .bind(month_at)
+        .bind(month_positions)
+        .bind(all_points)
+        .bind(all_at)
+        .bind(all_positions);
 }
 
 /// Writes the batch's changes of closed rows.

@@ -45,7 +45,6 @@ pub mod promotions;
 pub mod rfm;
 pub mod stamps;
 pub mod tier;
-pub mod write_back;
 
 #[cfg(test)]
 mod tests;
@@ -142,8 +141,6 @@ pub struct MemberState {
     pub leaderboard: BTreeMap<String, leaderboard::BoardRow>,
     /// Some event of this batch was applied to the member: its rows are written back.
     pub touched: bool,
-    /// Which of these rows the batch read from the tables (the others are new).
-    pub read: write_back::ReadRows,
 }
 
 /// Rows a batch adds, and increments it makes, outside the loaded member rows.
@@ -255,7 +252,6 @@ impl MemberState {
         // A member's purchases and lots can be many (the audit folds whole histories) and an
         // event touches few of them: only those are saved for the undo, the rest is small.
         let purchases = std::mem::take(&mut self.purchases);
-        let read_rows = std::mem::take(&mut self.read);
         let lots = self.balance.as_mut().map(|b| {
             let lots = std::mem::take(&mut b.lots);
             let saved = lots.save_for(event);
@@ -291,7 +287,6 @@ impl MemberState {
             Ok(()) => {
                 trial.touched = true;
                 *self = trial;
-                self.read = read_rows;
                 put_back(self, read);
                 writes.merge(effects);
                 Ok(())
@@ -313,7 +308,6 @@ impl MemberState {
                     lots.restore(saved);
                     balance.lots = lots;
                 }
-                self.read = read_rows;
                 put_back(self, read);
                 Err(error)
             }
@@ -477,17 +471,17 @@ pub async fn flush(
 
     let mut rows = Chain::new();
     balance::flush(&mut rows, &touched, mode);
-    tier::flush(&mut rows, &touched);
-    stamps::flush(&mut rows, &touched);
+    tier::flush(&mut rows, &touched, mode);
+    stamps::flush(&mut rows, &touched, mode);
     rfm::flush(&mut rows, &touched, &writes.rfm, mode);
     balance::flush_ledger(&mut rows, &writes.ledger);
     directory::flush(&mut rows, &writes.directory);
     tier::flush_history(&mut rows, &writes.tier_history);
     stamps::flush_rewards(&mut rows, &writes.stamp_rewards);
-    leaderboard::flush_current(&mut rows, &touched);
+    leaderboard::flush_current(&mut rows, &touched, mode);
     leaderboard::flush_closed(&mut rows, &writes.leaderboard, mode);
     promotions::flush(&mut rows, &writes.promotions);
-    achievements::flush(&mut rows, &touched);
+    achievements::flush(&mut rows, &touched, mode);
     rows.execute(conn).await?;
     balance::flush_next_expiry(conn, &touched).await?;
 
@@ -509,9 +503,7 @@ pub async fn flush(
     Ok(parked.map_or(0, |n| u64::try_from(n.of(&returned)).unwrap_or(0)))
 }
 
-/// How [`flush`] writes the rows it does not know to exist or not: lots, closed leaderboard
-/// periods, parked events and `rfm_members` (the rows a batch read are updated and the others
-/// inserted either way: [`write_back`]).
+/// How [`flush`] writes member, leaderboard and progress rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// The rows may exist (live batches): upserts and increments.

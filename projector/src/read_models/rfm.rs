@@ -22,7 +22,6 @@ use domain::MemberEvent;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::write_back::{keyed_rows, write_back, Keyed, Table};
 use super::{add, add_per_org, key_arrays, MemberState, Mode, ReadModel, Touched, Writes};
 use crate::chain::Chain;
 use crate::check_schema_name;
@@ -199,7 +198,6 @@ pub(super) fn loaded(row: &str, states: &mut HashMap<MemberKey, MemberState>) ->
         member_id: row.1,
     };
     if let Some(state) = states.get_mut(&key) {
-        state.read.purchases.insert(row.2.clone());
         state.purchases.insert(
             row.2,
             PurchaseRow {
@@ -232,47 +230,35 @@ pub async fn write_members(conn: &mut PgConnection) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `purchases`, as [`flush`] writes it back (a refund changes what was refunded and clawed
-/// back, nothing else).
-const PURCHASES: Table = Table {
-    name: "purchases",
-    columns: &[
-        ("org_id", "text"),
-        ("member_id", "uuid"),
-        ("transaction_id", "text"),
-        ("location_id", "text"),
-        ("occurred_at", "timestamptz"),
-        ("amount_minor", "bigint"),
-        ("refunded_minor", "bigint"),
-        ("points_earned", "bigint"),
-        ("clawed_back", "bigint"),
-    ],
-    key: 3,
-    updates: &["refunded_minor", "clawed_back"],
-};
-
 /// Writes the purchases of the touched members, then (live) their `rfm_members` rows (the
 /// orgs' raw versions are per-org rows: [`flush_per_org`]).
 pub(super) fn flush(chain: &mut Chain, touched: &Touched<'_>, writes: &RfmWrites, mode: Mode) {
-    let rows = keyed_rows(touched, |s| (&s.purchases, &s.read.purchases));
-    write_back(
-        chain,
-        &PURCHASES,
-        &rows,
-        |r| r.3,
-        |bind, rows: &[&Keyed<'_, PurchaseRow>]| {
-            let (orgs, ids) = key_arrays(rows.iter().map(|r| r.0));
-            bind.bind(orgs)
-                .bind(ids)
-                .bind(rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.2.location_id.clone()).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.2.occurred_at).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.2.amount_minor).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.2.refunded_minor).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.2.points_earned).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.2.clawed_back).collect::<Vec<_>>())
-        },
-    );
+    let rows: Vec<(&MemberKey, &String, &PurchaseRow)> = touched
+        .iter()
+        .flat_map(|(k, s)| s.purchases.iter().map(move |(txn, row)| (*k, txn, row)))
+        .collect();
+    if !rows.is_empty() {
+        let (orgs, ids) = key_arrays(rows.iter().map(|(k, _, _)| *k));
+        chain.write("purchases", &format!(
+            "INSERT INTO purchases (org_id, member_id, transaction_id, location_id, occurred_at, amount_minor, \
+             refunded_minor, points_earned, clawed_back) \
+             SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::bigint[], \
+             $7::bigint[], $8::bigint[], $9::bigint[]){}",
+            mode.on_conflict(
+                "(org_id, member_id, transaction_id) DO UPDATE SET \
+                 refunded_minor = excluded.refunded_minor, clawed_back = excluded.clawed_back"
+            )
+        ))
+        .bind(&orgs)
+        .bind(&ids)
+        .bind(rows.iter().map(|(_, t, _)| (*t).clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, _, p)| p.location_id.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, _, p)| p.occurred_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, _, p)| p.amount_minor).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, _, p)| p.refunded_minor).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, _, p)| p.points_earned).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, _, p)| p.clawed_back).collect::<Vec<_>>());
+    }
     if !writes.members.is_empty() && mode == Mode::Upsert {
         // A refund's member has a row (its purchase wrote it), so a delta without purchases
         // only ever updates; its times are ±infinity, which least/greatest leave alone (a NULL

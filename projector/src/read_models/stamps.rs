@@ -7,8 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use domain::MemberEvent;
 use uuid::Uuid;
 
-use super::write_back::{keyed_rows, write_back, Keyed, Table};
-use super::{key_arrays, to_i32, MemberState, ReadModel, Touched, Writes};
+use super::{key_arrays, to_i32, MemberState, Mode, ReadModel, Touched, Writes};
 use crate::chain::Chain;
 use crate::event::ApplyError;
 use domain::MemberKey;
@@ -99,7 +98,6 @@ pub(super) fn loaded(row: &str, states: &mut HashMap<MemberKey, MemberState>) ->
     let (org_id, member_id, card_id, stamps, stamps_required, cards_completed, last_stamp_day): StampTuple =
         serde_json::from_str(row)?;
     if let Some(state) = states.get_mut(&MemberKey { org_id, member_id }) {
-        state.read.stamps.insert(card_id.clone());
         state.stamps.insert(
             card_id,
             StampRow {
@@ -113,41 +111,32 @@ pub(super) fn loaded(row: &str, states: &mut HashMap<MemberKey, MemberState>) ->
     Ok(())
 }
 
-/// `stamp_cards`, as [`flush`] writes it back.
-const CARDS: Table = Table {
-    name: "stamp_cards",
-    columns: &[
-        ("org_id", "text"),
-        ("member_id", "uuid"),
-        ("card_id", "text"),
-        ("stamps", "int"),
-        ("stamps_required", "int"),
-        ("cards_completed", "int"),
-        ("last_stamp_day", "date"),
-    ],
-    key: 3,
-    updates: &["stamps", "stamps_required", "cards_completed", "last_stamp_day"],
-};
-
 /// Writes the stamp cards of the touched members.
-pub(super) fn flush(chain: &mut Chain, touched: &Touched<'_>) {
-    let rows = keyed_rows(touched, |s| (&s.stamps, &s.read.stamps));
-    write_back(
-        chain,
-        &CARDS,
-        &rows,
-        |r| r.3,
-        |bind, rows: &[&Keyed<'_, StampRow>]| {
-            let (orgs, ids) = key_arrays(rows.iter().map(|r| r.0));
-            bind.bind(orgs)
-                .bind(ids)
-                .bind(rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.2.stamps).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.2.stamps_required).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.2.cards_completed).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.2.last_stamp_day).collect::<Vec<_>>())
-        },
-    );
+pub(super) fn flush(chain: &mut Chain, touched: &Touched<'_>, mode: Mode) {
+    let rows: Vec<(&MemberKey, &String, &StampRow)> = touched
+        .iter()
+        .flat_map(|(k, s)| s.stamps.iter().map(move |(card, row)| (*k, card, row)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let (orgs, ids) = key_arrays(rows.iter().map(|(k, _, _)| *k));
+    chain.write("stamp_cards", &format!(
+        "INSERT INTO stamp_cards (org_id, member_id, card_id, stamps, stamps_required, cards_completed, last_stamp_day) \
+         SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int[], $5::int[], $6::int[], $7::date[]){}",
+        mode.on_conflict(
+            "(org_id, member_id, card_id) DO UPDATE SET stamps = excluded.stamps, \
+             stamps_required = excluded.stamps_required, cards_completed = excluded.cards_completed, \
+             last_stamp_day = excluded.last_stamp_day"
+        )
+    ))
+    .bind(&orgs)
+    .bind(&ids)
+    .bind(rows.iter().map(|(_, c, _)| (*c).clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, _, r)| r.stamps).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, _, r)| r.stamps_required).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, _, r)| r.cards_completed).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, _, r)| r.last_stamp_day).collect::<Vec<_>>());
 }
 
 /// Writes the rewards the batch's completed cards issued.

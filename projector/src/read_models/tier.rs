@@ -8,8 +8,7 @@ use chrono::{DateTime, Utc};
 use domain::MemberEvent;
 use uuid::Uuid;
 
-use super::write_back::{write_back, Table};
-use super::{key_arrays, to_i32, to_i64, EventMeta, MemberState, ReadModel, Touched, Writes};
+use super::{key_arrays, rows_of, to_i32, to_i64, EventMeta, MemberState, Mode, ReadModel, Touched, Writes};
 use crate::chain::Chain;
 use crate::event::ApplyError;
 use domain::MemberKey;
@@ -219,7 +218,6 @@ pub(super) fn loaded(row: &str, states: &mut HashMap<MemberKey, MemberState>) ->
         member_id: row.1,
     };
     if let Some(state) = states.get_mut(&key) {
-        state.read.tier = true;
         state.tier = Some(TierRow {
             tier: row.2,
             multiplier_bps: row.3,
@@ -235,66 +233,37 @@ pub(super) fn loaded(row: &str, states: &mut HashMap<MemberKey, MemberState>) ->
     Ok(())
 }
 
-/// `member_tiers`, as [`flush`] writes it back.
-const TIERS: Table = Table {
-    name: "member_tiers",
-    columns: &[
-        ("org_id", "text"),
-        ("member_id", "uuid"),
-        ("tier", "text"),
-        ("multiplier_bps", "int"),
-        ("qualifying_points", "bigint"),
-        ("qualifying_as_of", "timestamptz"),
-        ("tier_since", "timestamptz"),
-        ("program_version", "bigint"),
-        ("grace_started_at", "timestamptz"),
-        ("grace_threshold_points", "bigint"),
-        ("downgrade_after", "timestamptz"),
-    ],
-    key: 2,
-    updates: &[
-        "tier",
-        "multiplier_bps",
-        "qualifying_points",
-        "qualifying_as_of",
-        "tier_since",
-        "program_version",
-        "grace_started_at",
-        "grace_threshold_points",
-        "downgrade_after",
-    ],
-};
-
 /// Writes the tiers of the touched members.
-pub(super) fn flush(chain: &mut Chain, touched: &Touched<'_>) {
-    let rows: Vec<(&MemberKey, &TierRow, bool)> = touched
-        .iter()
-        .filter_map(|(k, s)| Some((*k, s.tier.as_ref()?, s.read.tier)))
-        .collect();
-    write_back(
-        chain,
-        &TIERS,
-        &rows,
-        |r| r.2,
-        |bind, rows| {
-            let (orgs, ids) = key_arrays(rows.iter().map(|r| r.0));
-            bind.bind(orgs)
-                .bind(ids)
-                .bind(rows.iter().map(|r| r.1.tier.clone()).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.1.multiplier_bps).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.1.qualifying_points).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.1.qualifying_as_of).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.1.tier_since).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.1.program_version).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.1.grace_started_at).collect::<Vec<_>>())
-                .bind(
-                    rows.iter()
-                        .map(|r| r.1.grace_threshold_points)
-                        .collect::<Vec<_>>(),
-                )
-                .bind(rows.iter().map(|r| r.1.downgrade_after).collect::<Vec<_>>())
-        },
-    );
+pub(super) fn flush(chain: &mut Chain, touched: &Touched<'_>, mode: Mode) {
+    let rows = rows_of(touched, |s| s.tier.as_ref());
+    if rows.is_empty() {
+        return;
+    }
+    let (orgs, ids) = key_arrays(rows.iter().map(|(k, _)| *k));
+    chain.write("member_tiers", &format!(
+        "INSERT INTO member_tiers (org_id, member_id, tier, multiplier_bps, qualifying_points, qualifying_as_of, \
+         tier_since, program_version, grace_started_at, grace_threshold_points, downgrade_after) \
+         SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int[], $5::bigint[], $6::timestamptz[], \
+         $7::timestamptz[], $8::bigint[], $9::timestamptz[], $10::bigint[], $11::timestamptz[]){}",
+        mode.on_conflict(
+            "(org_id, member_id) DO UPDATE SET tier = excluded.tier, \
+             multiplier_bps = excluded.multiplier_bps, qualifying_points = excluded.qualifying_points, \
+             qualifying_as_of = excluded.qualifying_as_of, tier_since = excluded.tier_since, \
+             program_version = excluded.program_version, grace_started_at = excluded.grace_started_at, \
+             grace_threshold_points = excluded.grace_threshold_points, downgrade_after = excluded.downgrade_after"
+        )
+    ))
+    .bind(&orgs)
+    .bind(&ids)
+    .bind(rows.iter().map(|(_, t)| t.tier.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, t)| t.multiplier_bps).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, t)| t.qualifying_points).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, t)| t.qualifying_as_of).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, t)| t.tier_since).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, t)| t.program_version).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, t)| t.grace_started_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, t)| t.grace_threshold_points).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, t)| t.downgrade_after).collect::<Vec<_>>());
 }
 
 /// Writes the tier changes of the batch.
