@@ -320,7 +320,8 @@ echo "$(($(all_events) - events)) events seeded and projected in $((($(date +%s%
     tee "$OUT/seed_projected.txt" >&2
 all_events >"$OUT/replay_events.txt"
 psql_bench -d "$BENCH_DB" -Atc "SELECT count(*) FROM rm.parked_events" >"$OUT/parked_events.txt"
-# With the audit's own timings (preparation, fold, each table's comparison) in audit.txt.
+# With the audit's own timings in audit.txt: preparation, the live ledger checks, the fold, each
+# table's comparison (the RFM rescoring is the gap between the fold's end and the first one).
 logged audit env RUST_LOG=warn,projector::audit=debug LOG_FORMAT=text /usr/bin/time -v "$BIN/projector" audit
 
 # --- 8. peak memory of the services ----------------------------------------------------------------
