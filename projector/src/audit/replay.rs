@@ -6,6 +6,8 @@
 //! the live batch path ([`batch_replay`]), which parks exactly the culprit as the live side did.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -257,6 +259,11 @@ pub(super) async fn duplicate_key(
 
 /// Events per flush of the fold (whole aggregates: a flush ends at an aggregate boundary).
 const FOLD_CHUNK: usize = 20_000;
+/// Writers of the fold's complete aggregates, side by side: with one, the fold waited for it
+/// a third of the time (BENCHMARKS.md). Their rows are disjoint (whole aggregates) but for the
+/// per-org sums, which [`read_models::flush`] writes last and in key order, as live batches
+/// side by side do.
+const WRITERS: usize = 2;
 /// Events per message from the reader to the fold.
 const READ_CHUNK: usize = 1_000;
 
@@ -264,37 +271,52 @@ const READ_CHUNK: usize = 1_000;
 /// is kept for the rows of events parked).
 type Chunk = Vec<(StoredEvent, Result<Decoded, CodecError>, String)>;
 
+/// Complete aggregates folded, for a writer; the writers share one queue.
+type Folded = (HashMap<MemberKey, MemberState>, Writes);
+type FoldedQueue = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Folded>>>;
+
 /// The replay as one fold: the events the live side has seen, streamed aggregate by aggregate
 /// in sequence order (decoded by the reader task), applied by [`apply_event`] exactly as a
 /// live batch applies them, to member rows held in memory; complete aggregates are written
-/// with [`read_models::flush`] in [`Mode::Append`] by a writer task (while the fold goes on), in
-/// transactions that need no durability. Postgres checks each row's types and `CHECK`s as in the
-/// live path: any refusal fails the fold with that error (keys: [`Replayed::Fold`]).
+/// with [`read_models::flush`] in [`Mode::Append`] by [`WRITERS`] writer tasks (while the fold
+/// goes on), in transactions that need no durability. Postgres checks each row's types and
+/// `CHECK`s as in the live path: any refusal fails the fold with that error (keys:
+/// [`Replayed::Fold`]).
 ///
 /// Equivalent to the batch replay because what an event does depends only on the earlier
 /// events of its aggregate (every read model row belongs to one member or one program, or
 /// is a sum over them), and the batch path loads every row an event reads.
 async fn fold_replay(pool: &PgPool, live: &str, replay: &str) -> anyhow::Result<usize> {
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let (events_tx, mut events) = tokio::sync::mpsc::channel::<Chunk>(16);
     let reader = AbortOnDropHandle::new(tokio::spawn(read_for_fold(
         pool.clone(),
         live.to_owned(),
         events_tx,
     )));
-    let (flush_tx, flushes) = tokio::sync::mpsc::channel(1);
-    let writer = AbortOnDropHandle::new(tokio::spawn(write_folded(
-        pool.clone(),
-        replay.to_owned(),
-        flushes,
-    )));
+    let (flush_tx, flushes) = tokio::sync::mpsc::channel::<Folded>(1);
+    let flushes: FoldedQueue = Arc::new(tokio::sync::Mutex::new(flushes));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|_| {
+            AbortOnDropHandle::new(tokio::spawn(write_folded(
+                pool.clone(),
+                replay.to_owned(),
+                flushes.clone(),
+            )))
+        })
+        .collect();
 
     let mut members: HashMap<MemberKey, MemberState> = HashMap::new();
     let mut blocked: HashMap<Aggregate, i64> = HashMap::new();
     let mut writes = Writes::default();
     let mut current: Option<(Aggregate, i64)> = None;
     let (mut read, mut in_chunk) = (0, 0);
-    'fold: while let Some(chunk) = events.recv().await {
+    // What the fold waited for: the reader, the writers (the audit's debug timings).
+    let (mut wait_read, mut wait_write) = (Duration::ZERO, Duration::ZERO);
+    'fold: loop {
+        let waiting = Instant::now();
+        let Some(chunk) = events.recv().await else { break };
+        wait_read += waiting.elapsed();
         for (event, decoded, payload) in chunk {
             read += 1;
             let parked_before = writes.progress.parked.len();
@@ -307,9 +329,11 @@ async fn fold_replay(pool: &PgPool, live: &str, replay: &str) -> anyhow::Result<
                         let done = (std::mem::take(&mut members), std::mem::take(&mut writes));
                         blocked.clear();
                         in_chunk = 0;
+                        let waiting = Instant::now();
                         if flush_tx.send(done).await.is_err() {
                             break 'fold;
                         }
+                        wait_write += waiting.elapsed();
                     }
                     &mut current.insert((aggregate.clone(), 1)).1
                 }
@@ -341,8 +365,10 @@ async fn fold_replay(pool: &PgPool, live: &str, replay: &str) -> anyhow::Result<
     flush_tx.send((members, writes)).await.ok();
     drop(flush_tx);
     drop(events);
-    // The writer's error first: a refused row is what the caller must see.
-    join(writer).await?;
+    // The writers' errors first: a refused row is what the caller must see.
+    for writer in writers {
+        join(writer).await?;
+    }
     join(reader).await?;
 
     let loaded = started.elapsed();
@@ -354,7 +380,7 @@ async fn fold_replay(pool: &PgPool, live: &str, replay: &str) -> anyhow::Result<
     let finished = rfm::write_members(&mut conn).await;
     sqlx::query("RESET search_path").execute(&mut *conn).await?;
     finished?;
-    tracing::debug!(events = read, ?loaded, total = ?started.elapsed(), "fold replay timings");
+    tracing::debug!(events = read, ?wait_read, ?wait_write, ?loaded, total = ?started.elapsed(), "fold replay timings");
     Ok(read)
 }
 
@@ -404,12 +430,11 @@ async fn read_for_fold(
 }
 
 /// Writes the fold's complete aggregates into the replay schema.
-async fn write_folded(
-    pool: PgPool,
-    replay: String,
-    mut chunks: tokio::sync::mpsc::Receiver<(HashMap<MemberKey, MemberState>, Writes)>,
-) -> anyhow::Result<()> {
-    while let Some((members, writes)) = chunks.recv().await {
+async fn write_folded(pool: PgPool, replay: String, chunks: FoldedQueue) -> anyhow::Result<()> {
+    loop {
+        // Not in a `while let`: its guard would hold the queue while this writer writes.
+        let next = chunks.lock().await.recv().await;
+        let Some((members, writes)) = next else { break };
         let mut tx = pool.begin().await.context("beginning a replay write")?;
         // Throwaway tables: a crash loses nothing the audit would keep.
         sqlx::query(
