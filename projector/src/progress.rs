@@ -139,8 +139,8 @@ pub(crate) fn flush(chain: &mut Chain, progress: &Progress, mode: Mode) -> Optio
                 &format!(
                     "INSERT INTO parked_events (aggregate_type, aggregate_id, sequence, global_position, event_type, \
                      payload, error, blocked_by) \
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], \
-                     $7::text[], $8::bigint[]){}",
+                     SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::bigint[]), unnest($4::bigint[]), unnest($5::text[]), unnest($6::text[]), \
+                     unnest($7::text[]), unnest($8::bigint[]){}",
                     mode.on_conflict("(aggregate_type, aggregate_id, sequence) DO NOTHING")
                 ),
             )
@@ -162,7 +162,7 @@ pub(crate) fn flush(chain: &mut Chain, progress: &Progress, mode: Mode) -> Optio
                 &format!(
                     "INSERT INTO projection_checkpoints (aggregate_type, aggregate_id, last_sequence, \
                      last_global_position) \
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]){}",
+                     SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::bigint[]), unnest($4::bigint[]){}",
                     mode.on_conflict(
                         "(aggregate_type, aggregate_id) DO UPDATE SET last_sequence = excluded.last_sequence, \
                          last_global_position = excluded.last_global_position"

@@ -162,8 +162,8 @@ pub(super) fn flush(chain: &mut Chain, touched: &Touched<'_>, mode: Mode) {
         chain.write("member_achievements", &format!(
             "INSERT INTO member_achievements (org_id, member_id, achievement_id, progress, target, updated_at, \
              unlocked_at, badge, reward_points) \
-             SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::bigint[], $5::bigint[], \
-             $6::timestamptz[], $7::timestamptz[], $8::text[], $9::bigint[]){}",
+             SELECT unnest($1::text[]), unnest($2::uuid[]), unnest($3::text[]), unnest($4::bigint[]), unnest($5::bigint[]), \
+             unnest($6::timestamptz[]), unnest($7::timestamptz[]), unnest($8::text[]), unnest($9::bigint[]){}",
             mode.on_conflict(
                 "(org_id, member_id, achievement_id) DO UPDATE SET progress = excluded.progress, \
                  target = excluded.target, updated_at = excluded.updated_at, unlocked_at = excluded.unlocked_at, \
@@ -193,7 +193,7 @@ pub(super) fn flush_per_org(per_org: &mut Chain, writes: &AchievementWrites) {
 
         "achievement_unlocks_weekly",
         "INSERT INTO achievement_unlocks_weekly AS t (org_id, achievement_id, week, unlocks, reward_points) \
-         SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::bigint[], $5::bigint[]) \
+         SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::date[]), unnest($4::bigint[]), unnest($5::bigint[]) \
          ON CONFLICT (org_id, achievement_id, week) DO UPDATE SET unlocks = t.unlocks + excluded.unlocks, \
          reward_points = t.reward_points + excluded.reward_points",
     )

@@ -447,8 +447,8 @@ pub(super) fn flush(chain: &mut Chain, touched: &Touched<'_>, mode: Mode) {
             &format!(
                 "INSERT INTO member_balances (org_id, member_id, balance, lifetime_earned, redeemed, expired, \
                  clawed_back, adjusted, next_expiry_points, next_expiry_at) \
-                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], \
-                 $7::bigint[], $8::bigint[], $9::bigint[], $10::timestamptz[]){}",
+                 SELECT unnest($1::text[]), unnest($2::uuid[]), unnest($3::bigint[]), unnest($4::bigint[]), unnest($5::bigint[]), unnest($6::bigint[]), \
+                 unnest($7::bigint[]), unnest($8::bigint[]), unnest($9::bigint[]), unnest($10::timestamptz[]){}",
                 mode.on_conflict(
                     "(org_id, member_id) DO UPDATE SET balance = excluded.balance, \
                      lifetime_earned = excluded.lifetime_earned, redeemed = excluded.redeemed, expired = excluded.expired, \
@@ -539,7 +539,7 @@ fn flush_lots(chain: &mut Chain, balances: &[(&MemberKey, &BalanceRow)], mode: M
                 "member_lots",
                 &format!(
                     "INSERT INTO member_lots (org_id, member_id, earned_at, expires_at, remaining) \
-                     SELECT * FROM unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::timestamptz[], $5::bigint[]){}",
+                     SELECT unnest($1::text[]), unnest($2::uuid[]), unnest($3::timestamptz[]), unnest($4::timestamptz[]), unnest($5::bigint[]){}",
                     mode.on_conflict(
                         "(org_id, member_id, expiry_key, earned_at) DO UPDATE \
                          SET remaining = member_lots.remaining + excluded.remaining"
@@ -582,8 +582,8 @@ pub(super) fn flush_ledger(chain: &mut Chain, ledger: &LedgerWrites) {
                 "journal_entries",
                 "INSERT INTO journal_entries (org_id, member_id, sequence, global_position, event_type, reference, \
                  points_delta, balance_after, occurred_at, committed_at) \
-                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], \
-                 $7::bigint[], $8::bigint[], $9::timestamptz[], $10::timestamptz[])",
+                 SELECT unnest($1::text[]), unnest($2::uuid[]), unnest($3::bigint[]), unnest($4::bigint[]), unnest($5::text[]), unnest($6::text[]), \
+                 unnest($7::bigint[]), unnest($8::bigint[]), unnest($9::timestamptz[]), unnest($10::timestamptz[])",
             )
             .bind(orgs)
             .bind(ids)
@@ -603,7 +603,7 @@ pub(super) fn flush_ledger(chain: &mut Chain, ledger: &LedgerWrites) {
             .write(
                 "postings",
                 "INSERT INTO postings (org_id, member_id, sequence, account, delta) \
-                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::text[], $5::bigint[])",
+                 SELECT unnest($1::text[]), unnest($2::uuid[]), unnest($3::bigint[]), unnest($4::text[]), unnest($5::bigint[])",
             )
             .bind(orgs)
             .bind(ids)

@@ -47,7 +47,7 @@ pub(super) fn flush(chain: &mut Chain, rows: &[DirectoryRow]) {
         .write(
             "member_directory",
             "INSERT INTO member_directory (org_id, member_id, external_id, display_name, enrolled_at) \
-             SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[])",
+             SELECT unnest($1::text[]), unnest($2::uuid[]), unnest($3::text[]), unnest($4::text[]), unnest($5::timestamptz[])",
         )
         .bind(&orgs)
         .bind(&ids)

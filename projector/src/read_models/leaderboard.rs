@@ -316,10 +316,10 @@ pub(super) fn flush_current(chain: &mut Chain, touched: &Touched<'_>, mode: Mode
                  week_key, week_points, week_reached_at, week_reached_position, \
                  month_key, month_points, month_reached_at, month_reached_position, \
                  all_points, all_reached_at, all_reached_position) \
-                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], \
-                 $4::text[], $5::bigint[], $6::timestamptz[], $7::bigint[], \
-                 $8::text[], $9::bigint[], $10::timestamptz[], $11::bigint[], \
-                 $12::bigint[], $13::timestamptz[], $14::bigint[]){}",
+                 SELECT unnest($1::text[]), unnest($2::uuid[]), unnest($3::text[]), \
+                 unnest($4::text[]), unnest($5::bigint[]), unnest($6::timestamptz[]), unnest($7::bigint[]), \
+                 unnest($8::text[]), unnest($9::bigint[]), unnest($10::timestamptz[]), unnest($11::bigint[]), \
+                 unnest($12::bigint[]), unnest($13::timestamptz[]), unnest($14::bigint[]){}",
                 mode.on_conflict(
                     "(org_id, member_id, location_id) DO UPDATE SET \
                      week_key = excluded.week_key, week_points = excluded.week_points, \
@@ -368,8 +368,8 @@ pub(super) fn flush_closed(chain: &mut Chain, writes: &LeaderboardWrites, mode: 
         chain.write("leaderboard_closed", &format!(
             "INSERT INTO leaderboard_closed AS s (org_id, location_id, period, period_key, member_id, points, \
              reached_at, reached_position) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::bigint[], \
-             $7::timestamptz[], $8::bigint[]){}",
+             SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::text[]), unnest($4::text[]), unnest($5::uuid[]), unnest($6::bigint[]), \
+             unnest($7::timestamptz[]), unnest($8::bigint[]){}",
             mode.on_conflict(&format!(
                 "(org_id, location_id, period, period_key, member_id) {on_conflict}"
             ))

@@ -1,6 +1,9 @@
 //! The read models of SPEC §6, one module each. A module owns its rows (what a batch holds in
 //! memory), its apply (what a member or program event does to them) and its flush (the SQL that
 //! writes them back, in set-based statements: arrays bound as parameters and `unnest`ed).
+//! Rows to insert are unnested in the select list (`SELECT unnest($1), unnest($2), …`, which
+//! Postgres streams), not `FROM unnest($1, $2, …)`, which it first copies whole into a
+//! tuplestore: half the executor time per row (BENCHMARKS.md).
 //!
 //! - [`balance`]: balances, expiry lots and the double-entry ledger (journal, postings, liability);
 //! - [`tier`]: current tiers and their history;
@@ -436,7 +439,7 @@ pub(crate) fn add_per_org<'a>(
         .write(
             table,
             &format!(
-                "INSERT INTO {table} AS t (org_id, {column}) SELECT * FROM unnest($1::text[], $2::bigint[]) \
+                "INSERT INTO {table} AS t (org_id, {column}) SELECT unnest($1::text[]), unnest($2::bigint[]) \
                  ON CONFLICT (org_id) DO UPDATE SET {column} = t.{column} + excluded.{column}"
             ),
         )

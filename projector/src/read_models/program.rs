@@ -106,7 +106,7 @@ pub(super) async fn flush(conn: &mut PgConnection, writes: &ProgramWrites) -> an
         let l = &writes.locations;
         sqlx::query(
             "INSERT INTO program_locations (org_id, location_id, name, registered_at) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) \
+             SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::text[]), unnest($4::timestamptz[]) \
              ON CONFLICT (org_id, location_id) DO UPDATE SET name = excluded.name, registered_at = excluded.registered_at",
         )
         .bind(l.iter().map(|r| r.org_id.clone()).collect::<Vec<_>>())

@@ -208,8 +208,8 @@ pub(super) fn flush(chain: &mut Chain, writes: &PromotionWrites) {
             "promotion_uses",
             "INSERT INTO promotion_uses (org_id, member_id, promotion_id, transaction_id, occurred_at, points, \
              budget_left) \
-             SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::bigint[], \
-             $7::bigint[])",
+             SELECT unnest($1::text[]), unnest($2::uuid[]), unnest($3::text[]), unnest($4::text[]), unnest($5::timestamptz[]), unnest($6::bigint[]), \
+             unnest($7::bigint[])",
         )
         .bind(&orgs)
         .bind(&ids)
@@ -229,7 +229,7 @@ pub(super) fn flush_per_org(per_org: &mut Chain, writes: &PromotionWrites) {
         per_org.write(
             "promotion_stats",
             "INSERT INTO promotion_stats AS s (org_id, promotion_id, uses, points, members, budget_drawn) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) \
+             SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::bigint[]), unnest($4::bigint[]), unnest($5::bigint[]), unnest($6::bigint[]) \
              ON CONFLICT (org_id, promotion_id) DO UPDATE SET uses = s.uses + excluded.uses, \
              points = s.points + excluded.points, members = s.members + excluded.members, \
              budget_drawn = s.budget_drawn + excluded.budget_drawn",
@@ -247,7 +247,7 @@ pub(super) fn flush_per_org(per_org: &mut Chain, writes: &PromotionWrites) {
             .write(
                 "promotion_daily",
                 "INSERT INTO promotion_daily AS d (org_id, promotion_id, day, uses, points) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::bigint[], $5::bigint[]) \
+                 SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::date[]), unnest($4::bigint[]), unnest($5::bigint[]) \
                  ON CONFLICT (org_id, promotion_id, day) DO UPDATE SET uses = d.uses + excluded.uses, \
                  points = d.points + excluded.points",
             )

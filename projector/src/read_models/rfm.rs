@@ -242,8 +242,8 @@ pub(super) fn flush(chain: &mut Chain, touched: &Touched<'_>, writes: &RfmWrites
         chain.write("purchases", &format!(
             "INSERT INTO purchases (org_id, member_id, transaction_id, location_id, occurred_at, amount_minor, \
              refunded_minor, points_earned, clawed_back) \
-             SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::bigint[], \
-             $7::bigint[], $8::bigint[], $9::bigint[]){}",
+             SELECT unnest($1::text[]), unnest($2::uuid[]), unnest($3::text[]), unnest($4::text[]), unnest($5::timestamptz[]), unnest($6::bigint[]), \
+             unnest($7::bigint[]), unnest($8::bigint[]), unnest($9::bigint[]){}",
             mode.on_conflict(
                 "(org_id, member_id, transaction_id) DO UPDATE SET \
                  refunded_minor = excluded.refunded_minor, clawed_back = excluded.clawed_back"

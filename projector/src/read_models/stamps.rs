@@ -123,7 +123,7 @@ pub(super) fn flush(chain: &mut Chain, touched: &Touched<'_>, mode: Mode) {
     let (orgs, ids) = key_arrays(rows.iter().map(|(k, _, _)| *k));
     chain.write("stamp_cards", &format!(
         "INSERT INTO stamp_cards (org_id, member_id, card_id, stamps, stamps_required, cards_completed, last_stamp_day) \
-         SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int[], $5::int[], $6::int[], $7::date[]){}",
+         SELECT unnest($1::text[]), unnest($2::uuid[]), unnest($3::text[]), unnest($4::int[]), unnest($5::int[]), unnest($6::int[]), unnest($7::date[]){}",
         mode.on_conflict(
             "(org_id, member_id, card_id) DO UPDATE SET stamps = excluded.stamps, \
              stamps_required = excluded.stamps_required, cards_completed = excluded.cards_completed, \
@@ -151,8 +151,8 @@ pub(super) fn flush_rewards(chain: &mut Chain, rewards: &[StampRewardRow]) {
             "stamp_rewards_issued",
             "INSERT INTO stamp_rewards_issued (org_id, member_id, card_id, cards_completed, reward_id, \
              transaction_id, occurred_at) \
-             SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int[], $5::text[], $6::text[], \
-             $7::timestamptz[])",
+             SELECT unnest($1::text[]), unnest($2::uuid[]), unnest($3::text[]), unnest($4::int[]), unnest($5::text[]), unnest($6::text[]), \
+             unnest($7::timestamptz[])",
         )
         .bind(&orgs)
         .bind(&ids)

@@ -243,8 +243,8 @@ pub(super) fn flush(chain: &mut Chain, touched: &Touched<'_>, mode: Mode) {
     chain.write("member_tiers", &format!(
         "INSERT INTO member_tiers (org_id, member_id, tier, multiplier_bps, qualifying_points, qualifying_as_of, \
          tier_since, program_version, grace_started_at, grace_threshold_points, downgrade_after) \
-         SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int[], $5::bigint[], $6::timestamptz[], \
-         $7::timestamptz[], $8::bigint[], $9::timestamptz[], $10::bigint[], $11::timestamptz[]){}",
+         SELECT unnest($1::text[]), unnest($2::uuid[]), unnest($3::text[]), unnest($4::int[]), unnest($5::bigint[]), unnest($6::timestamptz[]), \
+         unnest($7::timestamptz[]), unnest($8::bigint[]), unnest($9::timestamptz[]), unnest($10::bigint[]), unnest($11::timestamptz[]){}",
         mode.on_conflict(
             "(org_id, member_id) DO UPDATE SET tier = excluded.tier, \
              multiplier_bps = excluded.multiplier_bps, qualifying_points = excluded.qualifying_points, \
@@ -278,8 +278,8 @@ pub(super) fn flush_history(chain: &mut Chain, history: &[TierHistoryRow]) {
         "tier_history",
         "INSERT INTO tier_history (org_id, member_id, sequence, change, from_tier, to_tier, multiplier_bps, \
          qualifying_points, at, downgrade_after, program_version) \
-         SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[], \
-         $7::int[], $8::bigint[], $9::timestamptz[], $10::timestamptz[], $11::bigint[])",
+         SELECT unnest($1::text[]), unnest($2::uuid[]), unnest($3::bigint[]), unnest($4::text[]), unnest($5::text[]), unnest($6::text[]), \
+         unnest($7::int[]), unnest($8::bigint[]), unnest($9::timestamptz[]), unnest($10::timestamptz[]), unnest($11::bigint[])",
     )
     .bind(&orgs)
     .bind(&ids)
