@@ -431,6 +431,16 @@ async fn read_for_fold(
 
 /// Writes the fold's complete aggregates into the replay schema.
 async fn write_folded(pool: PgPool, replay: String, chunks: FoldedQueue) -> anyhow::Result<()> {
+    let written = write_chunks(&pool, &replay, &chunks).await;
+    if written.is_err() {
+        // Whatever the error, what the fold still folds is thrown away: it stops at its next
+        // chunk, as with one writer.
+        chunks.lock().await.close();
+    }
+    written
+}
+
+async fn write_chunks(pool: &PgPool, replay: &str, chunks: &FoldedQueue) -> anyhow::Result<()> {
     loop {
         // Not in a `while let`: its guard would hold the queue while this writer writes.
         let next = chunks.lock().await.recv().await;
@@ -440,7 +450,7 @@ async fn write_folded(pool: PgPool, replay: String, chunks: FoldedQueue) -> anyh
         sqlx::query(
             "SELECT set_config('search_path', $1, true), set_config('synchronous_commit', 'off', true)",
         )
-        .bind(&replay)
+        .bind(replay)
         .execute(&mut *tx)
         .await?;
         read_models::flush(&mut tx, &members, &writes, Mode::Append, &[]).await?;
