@@ -6,7 +6,6 @@
 //! the live batch path ([`batch_replay`]), which parks exactly the culprit as the live side did.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -273,7 +272,6 @@ type Chunk = Vec<(StoredEvent, Result<Decoded, CodecError>, String)>;
 
 /// Complete aggregates folded, for a writer; the writers share one queue.
 type Folded = (HashMap<MemberKey, MemberState>, Writes);
-type FoldedQueue = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Folded>>>;
 
 /// The replay as one fold: the events the live side has seen, streamed aggregate by aggregate
 /// in sequence order (decoded by the reader task), applied by [`apply_event`] exactly as a
@@ -294,8 +292,7 @@ async fn fold_replay(pool: &PgPool, live: &str, replay: &str) -> anyhow::Result<
         live.to_owned(),
         events_tx,
     )));
-    let (flush_tx, flushes) = tokio::sync::mpsc::channel::<Folded>(1);
-    let flushes: FoldedQueue = Arc::new(tokio::sync::Mutex::new(flushes));
+    let (flush_tx, flushes) = async_channel::bounded::<Folded>(1);
     let writers: Vec<_> = (0..WRITERS)
         .map(|_| {
             AbortOnDropHandle::new(tokio::spawn(write_folded(
@@ -430,21 +427,26 @@ async fn read_for_fold(
 }
 
 /// Writes the fold's complete aggregates into the replay schema.
-async fn write_folded(pool: PgPool, replay: String, chunks: FoldedQueue) -> anyhow::Result<()> {
+async fn write_folded(
+    pool: PgPool,
+    replay: String,
+    chunks: async_channel::Receiver<Folded>,
+) -> anyhow::Result<()> {
     let written = write_chunks(&pool, &replay, &chunks).await;
     if written.is_err() {
         // Whatever the error, what the fold still folds is thrown away: it stops at its next
         // chunk, as with one writer.
-        chunks.lock().await.close();
+        chunks.close();
     }
     written
 }
 
-async fn write_chunks(pool: &PgPool, replay: &str, chunks: &FoldedQueue) -> anyhow::Result<()> {
-    loop {
-        // Not in a `while let`: its guard would hold the queue while this writer writes.
-        let next = chunks.lock().await.recv().await;
-        let Some((members, writes)) = next else { break };
+async fn write_chunks(
+    pool: &PgPool,
+    replay: &str,
+    chunks: &async_channel::Receiver<Folded>,
+) -> anyhow::Result<()> {
+    while let Ok((members, writes)) = chunks.recv().await {
         let mut tx = pool.begin().await.context("beginning a replay write")?;
         // Throwaway tables: a crash loses nothing the audit would keep.
         sqlx::query(
