@@ -1,11 +1,18 @@
-//! The live consumer: a durable JetStream pull consumer with explicit acks.
+//! The live consumer: a durable JetStream pull consumer acked cumulatively (`AckPolicy::All`).
 //!
 //! Messages are pulled continuously and grouped into batches (up to `batch_size` of those
 //! waiting, optionally lingering for more); a batch is applied (`Projector::process`: two
-//! parts, one transaction each) and acked only after it committed. A crash before the commit
-//! loses nothing (the messages are redelivered after `ack_wait`); a crash between commit and
-//! ack redelivers messages that the checkpoints then skip. A batch that fails for a reason worth retrying is
-//! nak'ed with a delay.
+//! parts, one transaction each) and, only after it committed, its highest stream sequence is
+//! acked, which acks everything delivered before it: one ack per batch instead of one per
+//! event, the message the server and this process handled most after the events themselves. A
+//! crash before the commit loses nothing (the messages are redelivered after `ack_wait`); a
+//! crash between commit and ack redelivers messages that the checkpoints then skip.
+//!
+//! A cumulative ack must never cover a message that was not applied, so a batch that fails is
+//! not nak'ed message by message (a later batch's ack would cover those naks before their
+//! redelivery): after a pause the consumer is re-created past its ack floor, and everything
+//! after the floor is delivered again in order. A consumer created with explicit acks (before
+//! this mode) is re-created the same way at start-up.
 //!
 //! Messages delivered to a projector that died (or lost in a NATS restart before they reached
 //! it) wait for an ack that nobody will send; the server would redeliver them only after
@@ -23,7 +30,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::consumer::pull::Config as PullConfig;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::message::Message;
-use async_nats::jetstream::{self, stream, AckKind};
+use async_nats::jetstream::{self, stream};
 use chrono::Utc;
 use common::config::NatsArgs;
 use futures::StreamExt as _;
@@ -48,7 +55,7 @@ pub struct ConsumerSettings {
 
 /// How often the consumer's pending count is refreshed for the lag gauge.
 const PENDING_REFRESH: Duration = Duration::from_secs(1);
-/// Delay of a redelivery after a failed batch.
+/// Pause after a failed batch before it is delivered again.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// How long the ack floor may stand still, with messages waiting for an ack, before those
 /// messages are taken for lost and the consumer is re-created past the floor. Longer than a
@@ -76,7 +83,7 @@ fn consumer_config(settings: &ConsumerSettings, deliver_policy: DeliverPolicy) -
         durable_name: Some(settings.name.clone()),
         description: Some("loyalty projector: read models".to_owned()),
         deliver_policy,
-        ack_policy: AckPolicy::Explicit,
+        ack_policy: AckPolicy::All,
         ack_wait: settings.ack_wait,
         filter_subject: domain::wire::all_subjects(&settings.nats.nats_subject_prefix),
         max_ack_pending: i64::try_from(settings.batch_size.saturating_mul(4)).unwrap_or(i64::MAX),
@@ -100,10 +107,20 @@ pub async fn consumer(
         .await
         .with_context(|| format!("getting or creating consumer {}", settings.name))?;
     let info = consumer.cached_info();
+    let ack_floor = info.ack_floor.stream_sequence;
+    if info.config.ack_policy != AckPolicy::All {
+        // The ack policy of a consumer cannot be updated: a consumer of an earlier version is
+        // replaced, losing nothing past its ack floor.
+        tracing::info!(
+            consumer = %settings.name,
+            ack_floor,
+            "re-creating the consumer with cumulative acks, delivering again past its ack floor"
+        );
+        return restart_past(&stream, settings, ack_floor).await;
+    }
     if info.num_ack_pending == 0 {
         return Ok(consumer);
     }
-    let ack_floor = info.ack_floor.stream_sequence;
     tracing::info!(
         consumer = %settings.name,
         ack_pending = info.num_ack_pending,
@@ -248,14 +265,52 @@ pub async fn consume(
                     Ok(None) | Err(_) => break,
                 }
             }
-            handle_batch(&projector, &stream_name, batch).await;
+            if !handle_batch(&projector, &stream_name, batch).await {
+                // Module docs: nothing may be acked before the failed batch is delivered again.
+                match redeliver_past_floor(&consumer, &stream, &settings, &shutdown).await {
+                    Some(restarted) => {
+                        consumer = restarted;
+                        watch = FloorWatch::new();
+                        continue 'reconnect;
+                    }
+                    None => break 'reconnect,
+                }
+            }
         }
     }
     tracing::info!(consumer = %settings.name, "consumer stopped");
     Ok(())
 }
 
-async fn handle_batch(projector: &Projector, stream: &str, batch: Vec<Message>) {
+/// After a failed batch: pauses, then re-creates the consumer past its ack floor, trying until
+/// it succeeds; `None` when shut down first.
+async fn redeliver_past_floor(
+    consumer: &PullConsumer,
+    stream: &stream::Stream,
+    settings: &ConsumerSettings,
+    shutdown: &CancellationToken,
+) -> Option<PullConsumer> {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(RETRY_DELAY) => {}
+        }
+        let restarted = match consumer.get_info().await {
+            Ok(info) => restart_past(stream, settings, info.ack_floor.stream_sequence).await,
+            Err(error) => Err(anyhow::Error::new(error).context("reading the consumer's info")),
+        };
+        match restarted {
+            Ok(restarted) => return Some(restarted),
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                "cannot re-create the consumer after a failed batch: trying again"
+            ),
+        }
+    }
+}
+
+/// Applies a batch and acks it; `false` when it failed (nothing of it is acked).
+async fn handle_batch(projector: &Projector, stream: &str, batch: Vec<Message>) -> bool {
     let started = Instant::now();
     let incoming: Vec<Incoming> = batch
         .iter()
@@ -270,27 +325,27 @@ async fn handle_batch(projector: &Projector, stream: &str, batch: Vec<Message>) 
         .await;
     match result {
         Ok(report) => {
-            for message in &batch {
-                if let Err(error) = message.ack().await {
+            // A redelivered message may come after later ones: the highest sequence acks them all.
+            let last = batch
+                .iter()
+                .max_by_key(|m| m.info().map(|i| i.stream_sequence).unwrap_or(0));
+            if let Some(last) = last {
+                if let Err(error) = last.ack().await {
                     // The batch is committed: a redelivery will be skipped by the checkpoints.
                     tracing::warn!(%error, "ack failed");
                 }
             }
             record(&report, started.elapsed());
+            true
         }
         Err(error) => {
             tracing::error!(
                 error = format!("{error:#}"),
                 size = batch.len(),
-                "batch failed: will be redelivered"
+                "batch failed: will be delivered again"
             );
             metrics::counter!("projector_batch_failures_total").increment(1);
-            for message in &batch {
-                if let Err(error) = message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await {
-                    tracing::warn!(%error, "nak failed");
-                }
-            }
-            tokio::time::sleep(RETRY_DELAY).await;
+            false
         }
     }
 }

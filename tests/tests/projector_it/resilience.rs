@@ -544,3 +544,74 @@ async fn a_projector_killed_in_the_middle_of_a_batch_resumes_to_the_replayed_sta
     nats.cleanup().await;
     db.cleanup().await;
 }
+
+/// A batch that fails while the projector runs on (its connection cut) is delivered again, and
+/// no ack of a later batch covers it first (acks are cumulative): one event per member, so no
+/// later event of a member could bring a lost one back through the gap filling.
+#[tokio::test]
+async fn a_failed_batch_is_delivered_again_before_a_later_ack_covers_it() {
+    let db = TestDb::new().await;
+    let nats = TestNats::new().await;
+    let pool = db.pool().clone();
+    let mut log = Log::new(&pool);
+    let clock = t("2023-01-01T00:00:00Z");
+    log.configure("k1", program_config("EUR"), clock).await;
+    for i in 0..300 {
+        log.enroll("k1", None, Some(&format!("ext-{i}")), clock).await;
+    }
+    log.flush().await;
+    let relay = start_relay(&db, &nats).await;
+
+    let mut blocker = PgConnection::connect(db.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+    sqlx::query("LOCK TABLE rm.projection_checkpoints IN EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let mut config = projector_config(&db, &nats, "fails-once");
+    config.batch_size = 20;
+    let projector = spawn_projector_with(config).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let stuck: Vec<i32> = loop {
+        let pids: Vec<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' \
+             AND query LIKE '%INSERT INTO projection_checkpoints%'",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        if !pids.is_empty() {
+            break pids;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the projector never reached its checkpoint write"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The batch fails; the projector goes on, with the next batches' messages already sent to it.
+    for pid in stuck {
+        sqlx::query("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+
+    wait_projected(&pool, Duration::from_secs(60)).await;
+    wait_consumer_drained(&nats, "fails-once", Duration::from_secs(30)).await;
+    let members: i64 = sqlx::query_scalar("SELECT count(*) FROM rm.member_directory WHERE org_id = 'k1'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(members, 300, "every enrolment is in the read models");
+    let audit = projector::audit::audit(&pool, "rm").await.unwrap();
+    assert!(audit.is_clean(), "{audit}");
+    assert_eq!(audit.events_replayed, all_events(&pool).await.len());
+
+    projector.stop().await.unwrap();
+    relay.stop().await;
+    nats.cleanup().await;
+    db.cleanup().await;
+}
