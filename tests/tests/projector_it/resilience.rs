@@ -463,6 +463,40 @@ async fn a_duplicate_key_is_parked_alone_and_the_audit_replays_it_through_the_ba
     db.cleanup().await;
 }
 
+/// Locks `rm.projection_checkpoints` in a transaction of its own, so that a batch blocks on its
+/// last write (uncommitted, its rows written); the caller rolls it back.
+async fn hold_checkpoints(db: &TestDb) -> PgConnection {
+    let mut blocker = PgConnection::connect(db.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+    sqlx::query("LOCK TABLE rm.projection_checkpoints IN EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    blocker
+}
+
+/// The backends of the batch (its parts) blocked by [`hold_checkpoints`], once there is one.
+async fn batches_blocked_on_checkpoints(pool: &sqlx::PgPool) -> Vec<i32> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let pids: Vec<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' \
+             AND query LIKE '%INSERT INTO projection_checkpoints%'",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        if !pids.is_empty() {
+            return pids;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the projector never reached its checkpoint write"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_projector_killed_in_the_middle_of_a_batch_resumes_to_the_replayed_state() {
     let db = TestDb::new().await;
@@ -474,31 +508,9 @@ async fn a_projector_killed_in_the_middle_of_a_batch_resumes_to_the_replayed_sta
     let relay = start_relay(&db, &nats).await;
 
     // Hold the checkpoint table so that the first batch blocks on its last write.
-    let mut blocker = PgConnection::connect(db.url()).await.unwrap();
-    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
-    sqlx::query("LOCK TABLE rm.projection_checkpoints IN EXCLUSIVE MODE")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    let mut blocker = hold_checkpoints(&db).await;
     let projector = spawn_projector(&db, &nats, "crashy").await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let stuck: i32 = loop {
-        let pid: Option<i32> = sqlx::query_scalar(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' \
-             AND query LIKE '%INSERT INTO projection_checkpoints%'",
-        )
-        .fetch_optional(&pool)
-        .await
-        .unwrap();
-        if let Some(pid) = pid {
-            break pid;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the projector never reached its checkpoint write"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let stuck = batches_blocked_on_checkpoints(&pool).await[0];
     // The batch has written its rows (uncommitted) and waits: kill the projector there, as a
     // crash of the process would (its connection goes away with it).
     projector.kill().await;
@@ -562,33 +574,11 @@ async fn a_failed_batch_is_delivered_again_before_a_later_ack_covers_it() {
     log.flush().await;
     let relay = start_relay(&db, &nats).await;
 
-    let mut blocker = PgConnection::connect(db.url()).await.unwrap();
-    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
-    sqlx::query("LOCK TABLE rm.projection_checkpoints IN EXCLUSIVE MODE")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    let mut blocker = hold_checkpoints(&db).await;
     let mut config = projector_config(&db, &nats, "fails-once");
     config.batch_size = 20;
     let projector = spawn_projector_with(config).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let stuck: Vec<i32> = loop {
-        let pids: Vec<i32> = sqlx::query_scalar(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' \
-             AND query LIKE '%INSERT INTO projection_checkpoints%'",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-        if !pids.is_empty() {
-            break pids;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the projector never reached its checkpoint write"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let stuck = batches_blocked_on_checkpoints(&pool).await;
     // The batch fails; the projector goes on, with the next batches' messages already sent to it.
     for pid in stuck {
         sqlx::query("SELECT pg_terminate_backend($1)")
