@@ -312,12 +312,14 @@ async fn redeliver_past_floor(
 /// Applies a batch and acks it; `false` when it failed (nothing of it is acked).
 async fn handle_batch(projector: &Projector, stream: &str, batch: Vec<Message>) -> bool {
     let started = Instant::now();
+    let sequences: Vec<u64> = batch
+        .iter()
+        .map(|m| m.info().map(|i| i.stream_sequence).unwrap_or(0))
+        .collect();
     let incoming: Vec<Incoming> = batch
         .iter()
-        .map(|m| {
-            let sequence = m.info().map(|i| i.stream_sequence).unwrap_or(0);
-            Incoming::from_message(stream, sequence, &m.payload)
-        })
+        .zip(&sequences)
+        .map(|(m, &sequence)| Incoming::from_message(stream, sequence, &m.payload))
         .collect();
     let result = projector
         .process(incoming)
@@ -326,9 +328,11 @@ async fn handle_batch(projector: &Projector, stream: &str, batch: Vec<Message>) 
     match result {
         Ok(report) => {
             // A redelivered message may come after later ones: the highest sequence acks them all.
-            let last = batch
+            let last = sequences
                 .iter()
-                .max_by_key(|m| m.info().map(|i| i.stream_sequence).unwrap_or(0));
+                .zip(&batch)
+                .max_by_key(|(sequence, _)| **sequence)
+                .map(|(_, message)| message);
             if let Some(last) = last {
                 if let Err(error) = last.ack().await {
                     // The batch is committed: a redelivery will be skipped by the checkpoints.
