@@ -46,6 +46,7 @@ mod chain;
 pub mod cli;
 pub mod consumer;
 pub mod event;
+pub mod member_cache;
 pub mod progress;
 pub mod read_models;
 pub mod rfm_schedule;
@@ -101,7 +102,14 @@ pub struct Config {
     /// Postgres schema of the read models.
     #[arg(long, global = true, env = "PROJECTOR_SCHEMA", default_value = DEFAULT_SCHEMA)]
     pub schema: String,
+    /// Members whose rows the projector keeps between batches, the most recent first, so that
+    /// it reads from Postgres only the others (0: none). About a kilobyte each.
+    #[arg(long, global = true, env = "PROJECTOR_MEMBER_CACHE", default_value_t = DEFAULT_MEMBER_CACHE)]
+    pub member_cache: usize,
 }
+
+/// Members kept by the live projector unless `--member-cache` says otherwise.
+pub const DEFAULT_MEMBER_CACHE: usize = 50_000;
 
 impl Config {
     /// A configuration with every default, for `db` and `nats`.
@@ -117,6 +125,7 @@ impl Config {
             rfm_interval_secs: 900,
             rfm_eager: true,
             schema: DEFAULT_SCHEMA.to_owned(),
+            member_cache: DEFAULT_MEMBER_CACHE,
         }
     }
 
@@ -162,8 +171,9 @@ pub async fn run(
     let pool = connect(&config.db).await?;
     let nats = common::config::connect_nats(&config.nats).await?;
     let rfm_trigger = rfm_schedule::RfmTrigger::default();
-    let projector =
-        Projector::new(pool.clone(), config.schema.clone())?.with_rfm_trigger(rfm_trigger.clone());
+    let projector = Projector::new(pool.clone(), config.schema.clone())?
+        .with_rfm_trigger(rfm_trigger.clone())
+        .with_member_cache(config.member_cache);
     let token = CancellationToken::new();
     let addr = listener.local_addr().context("reading the listen address")?;
     tracing::info!(%addr, consumer = %config.consumer, stream = %config.nats.nats_stream, "projector started");

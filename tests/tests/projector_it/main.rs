@@ -5,6 +5,7 @@
 
 mod audit;
 mod catch_up;
+mod member_cache;
 mod promotions;
 mod resilience;
 mod rfm;
