@@ -13,6 +13,8 @@
 //! - [`rfm`] (the RFM read model): scores and segments, recomputed per org in one SQL pass, on
 //!   a schedule, on demand, and ([`rfm_schedule`]) at start-up, for an org's first customers
 //!   and after a bulk load.
+//! - [`member_cache`]: the members the live projector wrote last, kept so that a batch reads
+//!   only the others.
 //! - [`audit`]: rebuild from the event store (replay) and compare; balance and tier as of a time.
 //!
 //! The tables live in the Postgres schema `rm`; `schema/migrations/0004_read_models.sql`
@@ -24,7 +26,9 @@
 //! `projector_events_parked_total`, `projector_batch_size`, `projector_batch_seconds`,
 //! `projector_batch_failures_total`, `projector_event_lag_seconds` (commit in the event store to
 //! applied), `projector_consumer_pending_messages` and `projector_consumer_ack_pending_messages`
-//! (the stream backlog of the durable consumer), `projector_rfm_recompute_seconds`.
+//! (the stream backlog of the durable consumer), `projector_rfm_recompute_seconds`,
+//! `projector_member_cache_hits_total` and `projector_member_cache_misses_total` (members a
+//! batch took from [`member_cache`] or read from Postgres).
 //!
 //! [`run`] serves `/healthz`, `/readyz` and `/metrics` on the given listener while consuming;
 //! [`cli`] is the command line (`projector`, `projector audit`, `projector as-of`,
