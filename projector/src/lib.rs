@@ -107,7 +107,7 @@ pub struct Config {
     #[arg(long, global = true, env = "PROJECTOR_SCHEMA", default_value = DEFAULT_SCHEMA)]
     pub schema: String,
     /// Members whose rows the projector keeps between batches, the most recent first, so that
-    /// it reads from Postgres only the others (0: none). About a kilobyte each.
+    /// it reads from Postgres only the others (0: none). A few kilobytes each.
     #[arg(long, global = true, env = "PROJECTOR_MEMBER_CACHE", default_value_t = DEFAULT_MEMBER_CACHE)]
     pub member_cache: usize,
 }
