@@ -35,7 +35,6 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use crate::chain::Chain;
 use crate::check_schema_name;
 use crate::event::{stored_event_from_row, ApplyError, Incoming, EVENT_COLUMNS};
-use crate::member_cache::{CacheUpdate, MemberCache};
 use crate::progress::{self, aggregate_of, blocked_error, gap_error, parked, parked_incoming, Aggregate};
 use crate::read_models::{self, apply_program, EventMeta, MemberState, Mode, ReadModel, Writes};
 use crate::rfm_schedule::RfmTrigger;
@@ -61,8 +60,6 @@ pub struct BatchReport {
     pub committed_at: Vec<DateTime<Utc>>,
     /// Purchase and refund events applied per org: what the RFM scores are behind by.
     pub rfm_orgs: BTreeMap<String, i64>,
-    /// The members' states to cache once the batch commits.
-    pub(crate) to_cache: Vec<CacheUpdate>,
 }
 
 impl BatchReport {
@@ -79,7 +76,6 @@ impl BatchReport {
         for (org, n) in other.rfm_orgs {
             *self.rfm_orgs.entry(org).or_default() += n;
         }
-        self.to_cache.extend(other.to_cache);
     }
 }
 
@@ -108,14 +104,8 @@ pub(crate) async fn load_range(
 }
 
 /// Applies `incoming` to the read models of the transaction's `search_path`. The caller owns
-/// the transaction (and the lock): nothing is visible until it commits. With a `cache`, the
-/// members it holds at their current checkpoint are not read, and the report's `to_cache`
-/// holds the states to store once the transaction has committed.
-pub async fn apply_batch(
-    conn: &mut PgConnection,
-    incoming: &[Incoming],
-    cache: Option<&MemberCache>,
-) -> anyhow::Result<BatchReport> {
+/// the transaction (and the lock): nothing is visible until it commits.
+pub async fn apply_batch(conn: &mut PgConnection, incoming: &[Incoming]) -> anyhow::Result<BatchReport> {
     let mut report = BatchReport {
         received: incoming.len(),
         ..Default::default()
@@ -175,17 +165,15 @@ pub async fn apply_batch(
 
     let decoded: Vec<Result<Decoded, CodecError>> = plan.iter().map(|(e, _)| decode(e)).collect();
     let t_plan = std::time::Instant::now();
-    let mut member_keys = BTreeMap::new();
+    let mut member_keys = BTreeSet::new();
     // Lots are read only for the members an event of the batch takes from, as far as it takes.
     let mut lots_taken = BTreeMap::<_, read_models::balance::LotsTaken>::new();
     // Purchases the batch records are loaded too: a transaction id recorded in an earlier
     // batch is then refused exactly as within one batch (and as in the audit's fold).
     let mut purchases = BTreeSet::new();
-    for ((stored, _), d) in plan.iter().zip(&decoded) {
-        if let Ok(Decoded::Member(key, event)) = d {
-            member_keys
-                .entry(key.clone())
-                .or_insert_with(|| aggregate_of(stored));
+    for d in decoded.iter().flatten() {
+        if let Decoded::Member(key, event) = d {
+            member_keys.insert(key.clone());
             if let Some(take) = domain::member::takes_from_lots(event) {
                 lots_taken.entry(key.clone()).or_default().add(take);
             }
@@ -196,18 +184,9 @@ pub async fn apply_batch(
             }
         }
     }
+    let member_keys: Vec<_> = member_keys.into_iter().collect();
     let purchases: Vec<_> = purchases.into_iter().collect();
-    let cached = cache.map_or_else(HashMap::new, |cache| {
-        cache.valid(member_keys.keys(), |key| {
-            checkpoints.get(&member_keys[key]).copied()
-        })
-    });
-    let unread: Vec<MemberKey> = member_keys
-        .keys()
-        .filter(|key| !cached.contains_key(*key))
-        .cloned()
-        .collect();
-    let mut members = read_models::load_members(conn, cached, &unread, &lots_taken, &purchases).await?;
+    let mut members = read_models::load_members(conn, &member_keys, &lots_taken, &purchases).await?;
     let t_load = std::time::Instant::now();
 
     for ((event, from_store), decoded) in plan.iter().zip(decoded) {
@@ -219,9 +198,8 @@ pub async fn apply_batch(
         }
     }
     let t_apply = std::time::Instant::now();
-    let announce: Vec<MemberKey> = member_keys.keys().cloned().collect();
     report.parked =
-        usize::try_from(read_models::flush(conn, &members, &writes, Mode::Upsert, &announce).await?)
+        usize::try_from(read_models::flush(conn, &members, &writes, Mode::Upsert, &member_keys).await?)
             .unwrap_or(usize::MAX);
     tracing::debug!(
         size = incoming.len(),
@@ -230,16 +208,6 @@ pub async fn apply_batch(
         flush = ?t_apply.elapsed(),
         "batch timings"
     );
-    if cache.is_some() {
-        report.to_cache = members
-            .iter()
-            .filter(|(_, state)| state.touched)
-            .filter_map(|(key, state)| {
-                let (sequence, _) = writes.progress.checkpoints.get(&member_keys[key])?;
-                Some((key.clone(), *sequence, state.as_loaded()))
-            })
-            .collect();
-    }
     report.read_models = std::mem::take(&mut writes.applied);
     report.rfm_orgs = writes.rfm.orgs.clone();
     Ok(report)
@@ -377,7 +345,6 @@ pub struct Projector {
     pool: PgPool,
     schema: String,
     rfm: Option<RfmTrigger>,
-    cache: Option<MemberCache>,
 }
 
 impl Projector {
@@ -388,7 +355,6 @@ impl Projector {
             pool,
             schema,
             rfm: None,
-            cache: None,
         })
     }
 
@@ -398,20 +364,6 @@ impl Projector {
             rfm: Some(trigger),
             ..self
         }
-    }
-
-    /// The same projector keeping the states of up to `capacity` members between batches
-    /// ([`crate::member_cache`]; 0: none).
-    pub fn with_member_cache(self, capacity: usize) -> Self {
-        Self {
-            cache: MemberCache::new(capacity),
-            ..self
-        }
-    }
-
-    /// The members' cache, if any.
-    pub fn member_cache(&self) -> Option<&MemberCache> {
-        self.cache.as_ref()
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -476,11 +428,8 @@ impl Projector {
 
     async fn process_in_tx(&self, parts: Range<usize>, incoming: &[Incoming]) -> anyhow::Result<BatchReport> {
         let mut tx = begin(&self.pool, &self.schema, parts).await?;
-        let mut report = apply_batch(&mut tx, incoming, self.cache.as_ref()).await?;
+        let report = apply_batch(&mut tx, incoming).await?;
         tx.commit().await.context("committing a batch")?;
-        if let Some(cache) = &self.cache {
-            cache.store(std::mem::take(&mut report.to_cache));
-        }
         Ok(report)
     }
 
@@ -547,7 +496,7 @@ impl Projector {
                     from_store: true,
                 })
                 .collect();
-            let batch = apply_batch(&mut tx, &incoming, None).await;
+            let batch = apply_batch(&mut tx, &incoming).await;
             match batch {
                 Ok(batch) if batch.parked == 0 => {
                     tx.commit().await.context("committing a retry")?;

@@ -13,8 +13,6 @@
 //! - [`rfm`] (the RFM read model): scores and segments, recomputed per org in one SQL pass, on
 //!   a schedule, on demand, and ([`rfm_schedule`]) at start-up, for an org's first customers
 //!   and after a bulk load.
-//! - [`member_cache`]: the members the live projector wrote last, kept so that a batch reads
-//!   only the others.
 //! - [`audit`]: rebuild from the event store (replay) and compare; balance and tier as of a time.
 //!
 //! The tables live in the Postgres schema `rm`; `schema/migrations/0004_read_models.sql`
@@ -26,9 +24,7 @@
 //! `projector_events_parked_total`, `projector_batch_size`, `projector_batch_seconds`,
 //! `projector_batch_failures_total`, `projector_event_lag_seconds` (commit in the event store to
 //! applied), `projector_consumer_pending_messages` and `projector_consumer_ack_pending_messages`
-//! (the stream backlog of the durable consumer), `projector_rfm_recompute_seconds`,
-//! `projector_member_cache_hits_total` and `projector_member_cache_misses_total` (members a
-//! batch took from [`member_cache`] or read from Postgres).
+//! (the stream backlog of the durable consumer), `projector_rfm_recompute_seconds`.
 //!
 //! [`run`] serves `/healthz`, `/readyz` and `/metrics` on the given listener while consuming;
 //! [`cli`] is the command line (`projector`, `projector audit`, `projector as-of`,
@@ -50,7 +46,6 @@ mod chain;
 pub mod cli;
 pub mod consumer;
 pub mod event;
-pub mod member_cache;
 pub mod progress;
 pub mod read_models;
 pub mod rfm_schedule;
@@ -106,14 +101,7 @@ pub struct Config {
     /// Postgres schema of the read models.
     #[arg(long, global = true, env = "PROJECTOR_SCHEMA", default_value = DEFAULT_SCHEMA)]
     pub schema: String,
-    /// Members whose rows the projector keeps between batches, the most recent first, so that
-    /// it reads from Postgres only the others (0: none). A few kilobytes each.
-    #[arg(long, global = true, env = "PROJECTOR_MEMBER_CACHE", default_value_t = DEFAULT_MEMBER_CACHE)]
-    pub member_cache: usize,
 }
-
-/// Members kept by the live projector unless `--member-cache` says otherwise.
-pub const DEFAULT_MEMBER_CACHE: usize = 50_000;
 
 impl Config {
     /// A configuration with every default, for `db` and `nats`.
@@ -129,7 +117,6 @@ impl Config {
             rfm_interval_secs: 900,
             rfm_eager: true,
             schema: DEFAULT_SCHEMA.to_owned(),
-            member_cache: DEFAULT_MEMBER_CACHE,
         }
     }
 
@@ -175,9 +162,8 @@ pub async fn run(
     let pool = connect(&config.db).await?;
     let nats = common::config::connect_nats(&config.nats).await?;
     let rfm_trigger = rfm_schedule::RfmTrigger::default();
-    let projector = Projector::new(pool.clone(), config.schema.clone())?
-        .with_rfm_trigger(rfm_trigger.clone())
-        .with_member_cache(config.member_cache);
+    let projector =
+        Projector::new(pool.clone(), config.schema.clone())?.with_rfm_trigger(rfm_trigger.clone());
     let token = CancellationToken::new();
     let addr = listener.local_addr().context("reading the listen address")?;
     tracing::info!(%addr, consumer = %config.consumer, stream = %config.nats.nats_stream, "projector started");

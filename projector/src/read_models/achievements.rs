@@ -31,16 +31,6 @@ pub struct AchievementRow {
     pub dirty: bool,
 }
 
-impl AchievementRow {
-    /// The row as [`LOAD`] reads it back once written.
-    pub fn as_loaded(&self) -> AchievementRow {
-        AchievementRow {
-            dirty: false,
-            ..self.clone()
-        }
-    }
-}
-
 /// Increments of one achievement's week: `(unlocks, reward points)`.
 pub type WeeklyKey = (String, String, NaiveDate);
 

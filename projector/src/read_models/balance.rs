@@ -95,20 +95,6 @@ impl LotsTaken {
 }
 
 impl BalanceRow {
-    /// The row as [`LOAD`] reads it back once written (no lot read); `None` when the next
-    /// expiry written is read back from the stored lots (`flush_next_expiry`).
-    pub fn as_loaded(&self) -> Option<BalanceRow> {
-        Some(BalanceRow {
-            points: self.points,
-            lots: Lots::default(),
-            stored: StoredLots {
-                read: Lots::default(),
-                through: Through::Nothing,
-                next_expiry: self.next_expiry()?,
-            },
-        })
-    }
-
     /// `(points, at)` of the lots that expire next, as `domain::Member::next_expiry` computes
     /// it; `None` when only the stored lots can tell (the first lots were read and spent).
     pub fn next_expiry(&self) -> Option<NextExpiry> {

@@ -83,16 +83,6 @@ pub struct BoardRow {
     pub changed: bool,
 }
 
-impl BoardRow {
-    /// The row as [`LOAD`] reads it back once written.
-    pub fn as_loaded(&self) -> BoardRow {
-        BoardRow {
-            changed: false,
-            ..self.clone()
-        }
-    }
-}
-
 /// A row of `leaderboard_closed`: member, org, location ('' = all), period, period key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LeaderboardKey {

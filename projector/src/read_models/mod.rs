@@ -130,7 +130,7 @@ pub struct EventMeta {
 
 /// The rows of one member that events modify in place. `purchases` holds the purchases the
 /// batch's events name (all of the member's in the audit's fold).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct MemberState {
     pub balance: Option<balance::BalanceRow>,
     pub tier: Option<tier::TierRow>,
@@ -243,35 +243,6 @@ fn apply_member(
 }
 
 impl MemberState {
-    /// The state as [`load_members`] reads it back once this state's rows are written, for a
-    /// batch that names none of the member's purchases and takes from none of its lots (those
-    /// it reads on top); `None` when only Postgres knows the next expiry written
-    /// (`balance::flush_next_expiry`).
-    pub fn as_loaded(&self) -> Option<MemberState> {
-        let balance = match &self.balance {
-            Some(balance) => Some(balance.as_loaded()?),
-            None => None,
-        };
-        Some(MemberState {
-            balance,
-            tier: self.tier.clone(),
-            stamps: self.stamps.clone(),
-            purchases: BTreeMap::new(),
-            promotions: self.promotions.clone(),
-            achievements: self
-                .achievements
-                .iter()
-                .map(|(id, row)| (id.clone(), row.as_loaded()))
-                .collect(),
-            leaderboard: self
-                .leaderboard
-                .iter()
-                .map(|(location, row)| (location.clone(), row.as_loaded()))
-                .collect(),
-            touched: false,
-        })
-    }
-
     /// Applies one member event all or nothing: on error the state and `writes` are as before.
     /// Both the live batches and the audit's fold apply every member event through here.
     pub fn apply(
@@ -395,18 +366,18 @@ static LOAD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 
 /// Loads the rows of `members`, the purchases named in `purchases` (those the batch records
 /// or refunds), and of the members in `lots_taken` as many of their first lots as the batch's
-/// events take from (the others' lots stay unread). `states` are members already known (from
-/// [`crate::member_cache`], in the form [`MemberState::as_loaded`] gives): their rows are not
-/// read, their purchases and lots are.
+/// events take from (the others' lots stay unread).
 pub async fn load_members(
     conn: &mut PgConnection,
-    mut states: HashMap<MemberKey, MemberState>,
     members: &[MemberKey],
     lots_taken: &BTreeMap<MemberKey, balance::LotsTaken>,
     purchases: &[(MemberKey, String)],
 ) -> anyhow::Result<HashMap<MemberKey, MemberState>> {
-    states.extend(members.iter().map(|k| (k.clone(), MemberState::default())));
-    if members.is_empty() && lots_taken.is_empty() && purchases.is_empty() {
+    let mut states: HashMap<MemberKey, MemberState> = members
+        .iter()
+        .map(|k| (k.clone(), MemberState::default()))
+        .collect();
+    if members.is_empty() {
         return Ok(states);
     }
     let (orgs, ids) = key_arrays(members.iter());

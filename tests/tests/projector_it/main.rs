@@ -5,7 +5,6 @@
 
 mod audit;
 mod catch_up;
-mod member_cache;
 mod promotions;
 mod resilience;
 mod rfm;
